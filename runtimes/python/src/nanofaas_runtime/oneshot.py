@@ -1,0 +1,179 @@
+"""STDIO and FILE modes: one request, one handler call, one JSON output, then exit.
+
+Exit codes: 0 success; 1 the handler raised (its message is the last thing on
+stderr, which the watchdog reports as the FUNCTION_ERROR); 2 bad request or
+environment; 3 the handler could not be loaded. asyncio is imported only when
+the handler is async, to keep this path's start-up minimal.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import orjson
+
+from nanofaas_runtime.handler import (
+    Context,
+    Handler,
+    build_request,
+    encode_output,
+    exception_message,
+    load_handler_or_exit,
+)
+from nanofaas_runtime.outcome import CONTENT_TYPE_BYTES
+
+EXIT_OK = 0
+EXIT_FUNCTION_ERROR = 1
+EXIT_BAD_INPUT = 2
+
+T = TypeVar("T")
+
+
+class BadInput(Exception):
+    """The request or environment given to a one-shot run is unusable."""
+
+
+def context_from_env(started: float) -> Context:
+    """Context from EXECUTION_ID, TRACE_ID, FUNCTION_NAME and INVOCATION_TIMEOUT_MS (from `started`)."""
+    timeout_ms = os.environ.get("INVOCATION_TIMEOUT_MS", "").strip()
+    deadline = None
+    if timeout_ms:
+        try:
+            deadline = started + int(timeout_ms) / 1000.0
+        except ValueError as exc:
+            raise BadInput(f"INVOCATION_TIMEOUT_MS must be an integer, got {timeout_ms!r}") from exc
+    return Context(
+        execution_id=os.environ.get("EXECUTION_ID", ""),
+        trace_id=os.environ.get("TRACE_ID", ""),
+        function_name=os.environ.get("FUNCTION_NAME", ""),
+        deadline=deadline,
+    )
+
+
+def parse_request(raw: bytes) -> dict[str, Any]:
+    """The `{"input", "metadata"}` request JSON as the handler's request dict."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(f"request is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise BadInput('request must be a JSON object {"input": ..., "metadata": {...}}')
+    metadata = parsed.get("metadata") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise BadInput("metadata: must be an object of strings")
+    return build_request(parsed.get("input"), metadata)
+
+
+def call_once(handler: Handler, request: dict[str, Any], context: Context) -> Any:
+    """Call the handler to completion, running an event loop only if it returned an awaitable."""
+    result = handler.call(request, context)
+    if hasattr(result, "__await__"):
+        import asyncio
+
+        result = asyncio.run(_await(result))
+    return result
+
+
+async def _await(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def encode_json_output(value: Any) -> bytes:
+    """STDIO/FILE outputs are JSON only; bytes have no JSON form, so returning them is an error."""
+    payload, content_type = encode_output(value)
+    if content_type == CONTENT_TYPE_BYTES:
+        raise TypeError("handler returned bytes, but STDIO/FILE mode outputs a JSON value")
+    return payload
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Route anything the handler prints (even from C code or subprocesses) away from the output stream."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def run(mode: str) -> int:
+    """Run one invocation in `stdio` or `file` mode and return the process exit code."""
+    started = time.time()
+    handler = load_handler_or_exit()
+    output_path = ""
+    try:
+        context = context_from_env(started)
+        if mode == "stdio":
+            request = parse_request(sys.stdin.buffer.read())
+        else:
+            request = parse_request(_read_file(_env_path("INPUT_FILE")))
+            output_path = _env_path("OUTPUT_FILE")
+    except BadInput as exc:
+        return _fail(f"nanofaas-runtime: {exc}", EXIT_BAD_INPUT)
+    try:
+        if mode == "stdio":
+            with stdout_to_stderr():
+                payload = encode_json_output(call_once(handler, request, context))
+        else:
+            payload = encode_json_output(call_once(handler, request, context))
+    except (Exception, SystemExit) as exc:
+        _debug_traceback(exc)
+        return _fail(exception_message(exc), EXIT_FUNCTION_ERROR)
+    if not output_path:
+        _write_stdout(payload)
+        return EXIT_OK
+    try:
+        _write_file(output_path, payload)
+    except OSError as exc:
+        return _fail(
+            f"nanofaas-runtime: cannot write OUTPUT_FILE {output_path!r}: {exc.strerror}", EXIT_BAD_INPUT
+        )
+    return EXIT_OK
+
+
+def _env_path(name: str) -> str:
+    path = os.environ.get(name, "")
+    if not path:
+        raise BadInput(f"{name} is not set")
+    return path
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise BadInput(f"cannot read INPUT_FILE {path!r}: {exc.strerror}") from exc
+
+
+def _write_file(path: str, payload: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(payload)
+
+
+def _write_stdout(payload: bytes) -> None:
+    sys.stdout.buffer.write(payload)
+    sys.stdout.buffer.flush()
+
+
+def _fail(message: str, exit_code: int) -> int:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    return exit_code
+
+
+def _debug_traceback(exc: BaseException) -> None:
+    """Tracebacks only at LOG_LEVEL=DEBUG: otherwise the stderr tail is the user-facing message."""
+    if os.environ.get("LOG_LEVEL", "").strip().upper() == "DEBUG":
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)

@@ -1,0 +1,141 @@
+"""Process plumbing shared by the watchdog modes: spawning, process groups, bounded stream draining."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+STDERR_TAIL_BYTES = 4096
+_READ_CHUNK = 64 * 1024
+
+
+class StartError(Exception):
+    """The command could not be started, or its server never became ready."""
+
+
+async def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | None,
+    stdin: int,
+    stdout: int,
+    stderr: int,
+    pass_fds: Sequence[int] = (),
+) -> asyncio.subprocess.Process:
+    """Start `argv` without a shell, with exactly `env`, as the leader of a new session/process group.
+
+    Its own group lets a timeout kill everything it started; raises StartError when it cannot start.
+    """
+    if not argv:
+        raise StartError("empty command")
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+            pass_fds=tuple(pass_fds),
+        )
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StartError(f"cannot start {argv[0]!r}: {reason}") from exc
+
+
+def signal_process_group(pid: int, sig: int) -> bool:
+    """Send `sig` to the process group led by `pid`; False if no such group is left."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+async def kill_process_group(pid: int) -> None:
+    """SIGKILL every process in the group led by `pid` (children and grandchildren alike).
+
+    Reaping the leader stays with its parent; a group that is already gone is not an error.
+    """
+    signal_process_group(pid, signal.SIGKILL)
+
+
+async def terminate(process: asyncio.subprocess.Process) -> None:
+    """Kill the process's whole group and reap the leader."""
+    signal_process_group(process.pid, signal.SIGKILL)
+    await process.wait()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (callers bind it promptly)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def describe_signal(returncode: int) -> str:
+    """`SIGKILL` for a returncode of -9 (asyncio's convention for death by a signal)."""
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+class StreamTail:
+    """Drains a pipe continuously (the child never blocks on it) and keeps only its last bytes."""
+
+    def __init__(self, stream: asyncio.StreamReader | None, limit: int = STDERR_TAIL_BYTES) -> None:
+        self._limit = limit
+        self._buffer = bytearray()
+        self._task: asyncio.Task[None] | None = (
+            asyncio.create_task(self._drain(stream)) if stream is not None else None
+        )
+
+    async def _drain(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(_READ_CHUNK):
+            self._buffer += chunk
+            if len(self._buffer) > 2 * self._limit:
+                del self._buffer[: -self._limit]
+
+    async def finish(self, timeout: float) -> None:
+        """Wait (bounded) for end of stream, then stop draining."""
+        if self._task is None:
+            return
+        if not self._task.done():
+            await asyncio.wait({self._task}, timeout=timeout)
+        await cancel_task(self._task)
+
+    def text(self) -> str:
+        return bytes(self._buffer[-self._limit :]).decode("utf-8", "replace").strip()
+
+
+class OutputTooLarge(Exception):
+    """The output stream went over its byte limit."""
+
+
+async def read_bounded(stream: asyncio.StreamReader, limit: int) -> bytes:
+    """Read to end of stream, raising OutputTooLarge as soon as more than `limit` bytes arrive."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await stream.read(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise OutputTooLarge(f"output exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def cancel_task(task: asyncio.Future[Any]) -> None:
+    """Cancel and wait for `task` without swallowing a cancellation of the caller itself."""
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()  # mark any failure as retrieved; the caller decides what matters

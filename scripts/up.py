@@ -1,0 +1,147 @@
+"""`make up`: the whole platform on the local backend, in the foreground.
+
+Starts registry, scheduler and gateway as child processes with one log stream
+(each line prefixed with its service), deploys the example function and prints
+how to invoke it. Ctrl-C or SIGTERM stops everything, function processes
+included: each service stops its own children before it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("registry", "scheduler", "gateway")
+COLORS = {"registry": "35", "scheduler": "36", "gateway": "33"}
+
+
+def service_env(args: argparse.Namespace) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        NANOFAAS_GATEWAY_PORT=str(args.port),
+        NANOFAAS_CALLBACK_URL=f"http://127.0.0.1:{args.port}",
+        PYTHONUNBUFFERED="1",
+    )
+    if args.otlp_endpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = args.otlp_endpoint
+    return env
+
+
+async def pipe(name: str, stream: asyncio.StreamReader) -> None:
+    color = sys.stdout.isatty()
+    prefix = f"\x1b[{COLORS[name]}m{name:>9} |\x1b[0m " if color else f"{name:>9} | "
+    while line := await stream.readline():
+        sys.stdout.write(prefix + line.decode(errors="replace"))
+        sys.stdout.flush()
+
+
+async def wait_ready(base: str, children: list[asyncio.subprocess.Process], timeout: float = 60) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession() as session:
+        while loop.time() < deadline:
+            if any(child.returncode is not None for child in children):
+                raise SystemExit("a service exited during start-up; see its log above")
+            try:
+                async with session.get(f"{base}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit("the platform did not become ready within 60 s")
+
+
+async def deploy_example(base: str) -> None:
+    spec = {
+        "name": "hello",
+        "image": "nanofaas/python-runtime:latest",
+        "executionMode": "WARM",
+        "env": {"PYTHONPATH": str(ROOT / "examples" / "hello")},
+    }
+    async with aiohttp.ClientSession() as session:
+        async with session.delete(f"{base}/v1/functions/hello"):
+            pass
+        async with session.post(f"{base}/v1/functions", json=spec) as response:
+            if response.status != 201:
+                raise SystemExit(f"deploying the example failed: {response.status} {await response.text()}")
+
+
+async def run(args: argparse.Namespace) -> int:
+    env = service_env(args)
+    children: list[asyncio.subprocess.Process] = []
+    pipes: list[asyncio.Task[None]] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for name in SERVICES:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                f"nanofaas_{name}",
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+            children.append(child)
+            assert child.stdout is not None
+            pipes.append(loop.create_task(pipe(name, child.stdout)))
+        base = f"http://127.0.0.1:{args.port}"
+        ready = loop.create_task(wait_ready(base, children))
+        stopped = loop.create_task(stop.wait())
+        await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if stopped.done():
+            ready.cancel()
+            return 130
+        ready.result()
+        await deploy_example(base)
+        print(
+            "\nnanofaas is up on the local backend. Invoke the example function with:\n\n"
+            f"  curl -s -X POST {base}/v1/functions/hello:invoke "
+            "-H 'Content-Type: application/json' -d '{\"input\": {\"name\": \"nanofaas\"}}'\n\n"
+            "Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        exits = [loop.create_task(child.wait()) for child in children]
+        await asyncio.wait({stopped, *exits}, return_when=asyncio.FIRST_COMPLETED)
+        return 0 if stopped.done() else 1
+    finally:
+        for child in reversed(children):
+            if child.returncode is None:
+                child.send_signal(signal.SIGTERM)
+        for child in reversed(children):
+            try:
+                await asyncio.wait_for(child.wait(), 30)
+            except TimeoutError:
+                child.kill()
+                await child.wait()
+        await asyncio.gather(*pipes, return_exceptions=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("NANOFAAS_GATEWAY_PORT", "8080")))
+    parser.add_argument(
+        "--otlp-endpoint",
+        default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+        help="send traces to this OTLP endpoint",
+    )
+    try:
+        return asyncio.run(run(parser.parse_args()))
+    except SystemExit as exc:
+        print(f"make up: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""`nanofaas-gateway` / `python -m nanofaas_gateway`: serve the REST API until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from types import FrameType
+from typing import Any
+
+import prometheus_client
+import uvicorn
+import uvloop
+
+from nanofaas_gateway.app import create_app
+from nanofaas_gateway.clients import GatewayClients
+from nanofaas_gateway.config import ConfigError, Settings
+from nanofaas_gateway.logging_setup import configure_logging
+
+log = logging.getLogger("nanofaas_gateway")
+
+
+class _GatewayServer(uvicorn.Server):
+    """uvicorn.Server that logs once it listens, so supervisors and tests can wait for the line."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            log.info("gateway listening", extra={"host": self.config.host, "port": self.config.port})
+
+
+class _StopRequest:
+    """Records SIGTERM/SIGINT received outside uvicorn's own signal capture.
+
+    uvicorn re-raises the signal it caught once it has shut down; with this handler
+    installed that re-raise is harmless and the process exits 0 instead of dying by signal.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.server: uvicorn.Server | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        if self.server is not None:
+            self.server.should_exit = True
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self)
+        signal.signal(signal.SIGINT, self)
+
+
+async def serve(settings: Settings, stop: _StopRequest) -> None:
+    clients = GatewayClients.connect(settings)
+    registry = prometheus_client.REGISTRY
+    app = create_app(settings, clients, metrics_registry=registry)
+    metrics_server: Any = None
+    if settings.metrics_port:
+        metrics_server, _ = prometheus_client.start_http_server(
+            settings.metrics_port, addr=settings.host, registry=registry
+        )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+    )
+    server = _GatewayServer(config)
+    stop.server = server
+    server.should_exit = stop.requested
+    try:
+        await server.serve()
+    finally:
+        await clients.close()
+        if metrics_server is not None:
+            await asyncio.to_thread(metrics_server.shutdown)
+            metrics_server.server_close()
+        log.info("gateway stopped")
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        configure_logging("INFO")
+        log.error("invalid configuration", extra={"error": str(exc)})
+        sys.exit(2)
+    configure_logging(settings.log_level)
+    stop = _StopRequest()
+    stop.install()
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(settings, stop))
+    except OSError as exc:
+        log.error("gateway failed to start", extra={"error": str(exc)})
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""gRPC channels and stubs to the registry and the scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from nanofaas.v1 import registry_pb2_grpc, scheduler_pb2_grpc
+from nanofaas_gateway.config import Settings
+
+# Invocation payloads may be as large as the body limit and outputs larger still;
+# gRPC's default 4 MiB receive limit would reject them.
+_MIN_MESSAGE_BYTES = 64 * 1024 * 1024
+_MESSAGE_MARGIN_BYTES = 1024 * 1024
+
+
+def _channel_options(max_body_bytes: int) -> list[tuple[str, int]]:
+    limit = max(_MIN_MESSAGE_BYTES, max_body_bytes + _MESSAGE_MARGIN_BYTES)
+    return [
+        ("grpc.max_send_message_length", limit),
+        ("grpc.max_receive_message_length", limit),
+    ]
+
+
+class GatewayClients:
+    """The gateway's two gRPC connections plus the registry revision it has acknowledged.
+
+    The revision makes invocations read-your-writes: the scheduler resolves a
+    function at a registry revision no older than a change this gateway answered.
+    """
+
+    def __init__(self, registry_channel: grpc.aio.Channel, scheduler_channel: grpc.aio.Channel) -> None:
+        self._registry_channel = registry_channel
+        self._scheduler_channel = scheduler_channel
+        self.registry = registry_pb2_grpc.RegistryStub(registry_channel)
+        self.scheduler = scheduler_pb2_grpc.SchedulerStub(scheduler_channel)
+        self._registry_health = health_pb2_grpc.HealthStub(registry_channel)
+        self._scheduler_health = health_pb2_grpc.HealthStub(scheduler_channel)
+        self._min_registry_revision = 0
+
+    @classmethod
+    def connect(cls, settings: Settings) -> GatewayClients:
+        """Open lazy channels (no I/O until the first call); call inside the serving event loop."""
+        options = _channel_options(settings.max_body_bytes)
+        return cls(
+            grpc.aio.insecure_channel(settings.registry_address, options=options),
+            grpc.aio.insecure_channel(settings.scheduler_address, options=options),
+        )
+
+    @property
+    def min_registry_revision(self) -> int:
+        return self._min_registry_revision
+
+    def observe_revision(self, revision: int) -> None:
+        """Remember a revision returned by a registry mutation (monotonic)."""
+        self._min_registry_revision = max(self._min_registry_revision, revision)
+
+    async def unready_services(self, timeout_s: float) -> list[str]:
+        """Names of the backend services whose gRPC health check is not SERVING."""
+        registry_ok, scheduler_ok = await asyncio.gather(
+            _is_serving(self._registry_health, timeout_s),
+            _is_serving(self._scheduler_health, timeout_s),
+        )
+        return [name for name, ok in (("registry", registry_ok), ("scheduler", scheduler_ok)) if not ok]
+
+    async def close(self) -> None:
+        await asyncio.gather(self._registry_channel.close(None), self._scheduler_channel.close(None))
+
+
+async def _is_serving(stub: health_pb2_grpc.HealthStub, timeout_s: float) -> bool:
+    try:
+        response = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+    except grpc.aio.AioRpcError:
+        return False
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,67 @@
+"""Gateway settings, read from the environment (documented in docs/architecture.md)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the gateway cannot use."""
+
+
+def _int_var(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: must be an integer, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}: must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _str_var(env: Mapping[str, str], name: str, default: str) -> str:
+    return env.get(name, "").strip() or default
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the gateway needs to run; tests build it directly."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    metrics_port: int = 8081
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    scheduler_address: str = "127.0.0.1:9090"
+    registry_address: str = "127.0.0.1:9091"
+    log_level: str = "INFO"
+    # Deadline of registry CRUD calls and of Enqueue/GetExecution/CompleteExecution.
+    rpc_timeout_s: float = 30.0
+    # Added to the invocation timeout for the sync Invoke gRPC deadline: the scheduler
+    # enforces the real timeout, the deadline only stops the gateway waiting forever.
+    invoke_deadline_margin_s: float = 10.0
+    # How long /readyz waits for each backend service's health answer.
+    readiness_timeout_s: float = 1.0
+    # How long a SIGTERM waits for in-flight requests before cancelling them.
+    shutdown_grace_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables; raises ConfigError naming a bad variable."""
+        env = os.environ if env is None else env
+        default_host = "0.0.0.0" if env.get("KUBERNETES_SERVICE_HOST") else "127.0.0.1"
+        return cls(
+            host=_str_var(env, "NANOFAAS_GATEWAY_HOST", default_host),
+            port=_int_var(env, "NANOFAAS_GATEWAY_PORT", 8080, 1, 65535),
+            metrics_port=_int_var(env, "NANOFAAS_GATEWAY_METRICS_PORT", 8081, 0, 65535),
+            max_body_bytes=_int_var(env, "NANOFAAS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1, 2**31 - 1),
+            scheduler_address=_str_var(env, "NANOFAAS_SCHEDULER_ADDRESS", "127.0.0.1:9090"),
+            registry_address=_str_var(env, "NANOFAAS_REGISTRY_ADDRESS", "127.0.0.1:9091"),
+            log_level=_str_var(env, "LOG_LEVEL", "INFO").upper(),
+        )

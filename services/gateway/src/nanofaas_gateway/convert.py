@@ -1,0 +1,237 @@
+"""Translation between REST JSON and the gRPC messages."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from nanofaas.v1 import scheduler_pb2, types_pb2
+from nanofaas_gateway.models import FunctionSpec
+
+JSON = "application/json"
+OCTET_STREAM = "application/octet-stream"
+
+_EXECUTION_MODES: dict[str, types_pb2.ExecutionMode.ValueType] = {
+    "JOB": types_pb2.EXECUTION_MODE_JOB,
+    "WARM": types_pb2.EXECUTION_MODE_WARM,
+    "ENDPOINT": types_pb2.EXECUTION_MODE_ENDPOINT,
+    "REMOTE": types_pb2.EXECUTION_MODE_JOB,
+    "POOL": types_pb2.EXECUTION_MODE_WARM,
+}
+_ALIASES = frozenset({"REMOTE", "POOL"})
+_RUNTIME_MODES: dict[str, types_pb2.RuntimeMode.ValueType] = {
+    "HTTP": types_pb2.RUNTIME_MODE_HTTP,
+    "STDIO": types_pb2.RUNTIME_MODE_STDIO,
+    "FILE": types_pb2.RUNTIME_MODE_FILE,
+}
+_EXECUTION_MODE_NAMES = {
+    types_pb2.EXECUTION_MODE_JOB: "JOB",
+    types_pb2.EXECUTION_MODE_WARM: "WARM",
+    types_pb2.EXECUTION_MODE_ENDPOINT: "ENDPOINT",
+}
+_RUNTIME_MODE_NAMES = {
+    types_pb2.RUNTIME_MODE_HTTP: "HTTP",
+    types_pb2.RUNTIME_MODE_STDIO: "STDIO",
+    types_pb2.RUNTIME_MODE_FILE: "FILE",
+}
+_STATE_NAMES = {
+    types_pb2.EXECUTION_STATE_QUEUED: "queued",
+    types_pb2.EXECUTION_STATE_RUNNING: "running",
+    types_pb2.EXECUTION_STATE_SUCCESS: "success",
+    types_pb2.EXECUTION_STATE_ERROR: "error",
+    types_pb2.EXECUTION_STATE_TIMEOUT: "timeout",
+}
+# The registry always returns these set; the fallbacks only guard an incomplete answer.
+_DEFAULT_TIMEOUT_MS = 30_000
+_DEFAULT_CONCURRENCY = 4
+_DEFAULT_QUEUE_SIZE = 100
+_DEFAULT_MAX_RETRIES = 3
+
+
+def ms_to_iso(ms: int) -> str:
+    """Unix epoch milliseconds -> ISO-8601 UTC with milliseconds, e.g. 2024-05-01T12:00:00.000Z."""
+    seconds, millis = divmod(ms, 1000)
+    stamp = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{millis:03d}Z"
+
+
+def state_name(state: types_pb2.ExecutionState.ValueType) -> str:
+    """An ExecutionState as the lowercase REST status."""
+    return _STATE_NAMES.get(state, "unknown")
+
+
+def spec_to_proto(spec: FunctionSpec) -> types_pb2.FunctionSpec:
+    message = types_pb2.FunctionSpec(name=spec.name, image=spec.image)
+    if spec.command:
+        message.command.extend(spec.command)
+    if spec.runtimeCommand is not None:
+        message.runtime_command = spec.runtimeCommand
+    if spec.env:
+        message.env.update(spec.env)
+    if spec.resources is not None:
+        message.resources.cpu = spec.resources.cpu or ""
+        message.resources.memory = spec.resources.memory or ""
+    if spec.timeoutMs is not None:
+        message.timeout_ms = spec.timeoutMs
+    if spec.concurrency is not None:
+        message.concurrency = spec.concurrency
+    if spec.queueSize is not None:
+        message.queue_size = spec.queueSize
+    if spec.maxRetries is not None:
+        message.max_retries = spec.maxRetries
+    if spec.executionMode is not None:
+        mode = spec.executionMode.value
+        message.execution_mode = _EXECUTION_MODES[mode]
+        if mode in _ALIASES:
+            message.execution_mode_alias = mode
+    if spec.runtimeMode is not None:
+        message.runtime_mode = _RUNTIME_MODES[spec.runtimeMode.value]
+    if spec.endpointUrl is not None:
+        message.endpoint_url = spec.endpointUrl
+    return message
+
+
+def _execution_mode_name(spec: types_pb2.FunctionSpec) -> str:
+    default = "ENDPOINT" if spec.endpoint_url else "JOB"
+    return _EXECUTION_MODE_NAMES.get(spec.execution_mode, default)
+
+
+def spec_to_json(spec: types_pb2.FunctionSpec) -> dict[str, Any]:
+    """A stored spec as the REST FunctionSpec; unset optional fields are omitted."""
+    body: dict[str, Any] = {"name": spec.name, "image": spec.image}
+    if spec.command:
+        body["command"] = list(spec.command)
+    if spec.runtime_command:
+        body["runtimeCommand"] = spec.runtime_command
+    body["env"] = dict(spec.env)
+    if spec.HasField("resources"):
+        resources = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
+        body["resources"] = {key: value for key, value in resources.items() if value}
+    body["timeoutMs"] = spec.timeout_ms if spec.HasField("timeout_ms") else _DEFAULT_TIMEOUT_MS
+    body["concurrency"] = spec.concurrency if spec.HasField("concurrency") else _DEFAULT_CONCURRENCY
+    body["queueSize"] = spec.queue_size if spec.HasField("queue_size") else _DEFAULT_QUEUE_SIZE
+    body["maxRetries"] = spec.max_retries if spec.HasField("max_retries") else _DEFAULT_MAX_RETRIES
+    body["executionMode"] = _execution_mode_name(spec)
+    body["runtimeMode"] = _RUNTIME_MODE_NAMES.get(spec.runtime_mode, "HTTP")
+    if spec.endpoint_url:
+        body["endpointUrl"] = spec.endpoint_url
+    return body
+
+
+def summary_to_json(spec: types_pb2.FunctionSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "image": spec.image,
+        "concurrency": spec.concurrency if spec.HasField("concurrency") else _DEFAULT_CONCURRENCY,
+        "executionMode": _execution_mode_name(spec),
+        "createdAt": ms_to_iso(spec.created_at_ms),
+    }
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """True for application/json (parameters ignored) and any +json type; empty counts as JSON."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type in ("", JSON) or media_type.endswith("+json")
+
+
+def json_or_null(data: bytes) -> bytes:
+    """A JSON payload's bytes, ready to splice; an empty payload is JSON null."""
+    return data if data.strip() else b"null"
+
+
+def splice_json(head: dict[str, Any], key: str, value_json: bytes) -> bytes:
+    """Serialise head and append one member whose value is already-encoded JSON (no re-parse)."""
+    encoded = orjson.dumps(head)
+    return b"".join((encoded[:-1], b',"', key.encode(), b'":', value_json, b"}"))
+
+
+def error_to_json(error: types_pb2.ErrorInfo, default_code: str) -> dict[str, str]:
+    return {"code": error.code or default_code, "message": error.message}
+
+
+def invocation_error_body(execution_id: str, status: str, error: dict[str, str]) -> bytes:
+    return orjson.dumps({"executionId": execution_id, "status": status, "error": error})
+
+
+def invocation_success_body(execution_id: str, output: types_pb2.Payload) -> bytes:
+    """The 200 body for a JSON output, splicing the function's JSON bytes as they are."""
+    head = {"executionId": execution_id, "status": "success"}
+    return splice_json(head, "output", json_or_null(output.data))
+
+
+def execution_status_body(status: types_pb2.ExecutionStatus) -> bytes:
+    """The REST ExecutionStatus; binary output is base64 with an outputContentType member."""
+    head: dict[str, Any] = {
+        "executionId": status.execution_id,
+        "functionName": status.function_name,
+        "status": state_name(status.status),
+        "attempts": status.attempts,
+        "traceId": status.trace_id,
+        "enqueuedAt": ms_to_iso(status.enqueued_at_ms) if status.enqueued_at_ms else None,
+    }
+    if status.started_at_ms:
+        head["startedAt"] = ms_to_iso(status.started_at_ms)
+    if status.finished_at_ms:
+        head["finishedAt"] = ms_to_iso(status.finished_at_ms)
+    if status.HasField("error"):
+        head["error"] = error_to_json(status.error, "ERROR")
+    if not status.HasField("output"):
+        return orjson.dumps(head)
+    output = status.output
+    if is_json_media_type(output.content_type):
+        return splice_json(head, "output", json_or_null(output.data))
+    head["output"] = base64.b64encode(output.data).decode("ascii")
+    head["outputContentType"] = output.content_type
+    return orjson.dumps(head)
+
+
+def completion_to_proto(execution_id: str, body: dict[str, Any]) -> scheduler_pb2.CompleteExecutionRequest:
+    """A runtime callback body -> CompleteExecutionRequest; raises ValueError naming a bad field."""
+    succeeded = _completion_succeeded(body)
+    request = scheduler_pb2.CompleteExecutionRequest(execution_id=execution_id)
+    if not succeeded:
+        request.status = types_pb2.EXECUTION_STATE_ERROR
+        error = body.get("error")
+        if error is not None and not isinstance(error, dict):
+            raise ValueError("error: must be an object with code and message")
+        error = error or {}
+        code, message = error.get("code", "FUNCTION_ERROR"), error.get("message", "")
+        if not isinstance(code, str) or not isinstance(message, str):
+            raise ValueError("error: code and message must be strings")
+        request.error.code = code or "FUNCTION_ERROR"
+        request.error.message = message
+        return request
+    request.status = types_pb2.EXECUTION_STATE_SUCCESS
+    output_type = body.get("outputContentType")
+    if output_type is None or (isinstance(output_type, str) and is_json_media_type(output_type)):
+        request.output.data = orjson.dumps(body.get("output"))
+        request.output.content_type = JSON
+    elif output_type == OCTET_STREAM:
+        encoded = body.get("output")
+        if not isinstance(encoded, str):
+            raise ValueError("output: must be a base64 string when outputContentType is binary")
+        try:
+            request.output.data = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            raise ValueError("output: is not valid base64") from None
+        request.output.content_type = OCTET_STREAM
+    else:
+        raise ValueError("outputContentType: must be application/json or application/octet-stream")
+    return request
+
+
+def _completion_succeeded(body: dict[str, Any]) -> bool:
+    status = body.get("status")
+    if status is not None:
+        if not isinstance(status, str) or status.lower() not in ("success", "error"):
+            raise ValueError("status: must be 'success' or 'error'")
+        return status.lower() == "success"
+    success = body.get("success")
+    if success is not None:
+        if not isinstance(success, bool):
+            raise ValueError("success: must be a boolean")
+        return success
+    return not isinstance(body.get("error"), dict)

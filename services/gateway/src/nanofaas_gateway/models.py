@@ -1,0 +1,181 @@
+"""REST models: request validation for function specs and the OpenAPI schemas of every body.
+
+Invocation bodies are parsed by hand on the hot path (see invocation_body.py);
+their models here only document the contract.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+NAME_PATTERN = r"^[a-zA-Z][a-zA-Z0-9._-]{0,62}$"
+NAME_RE = re.compile(NAME_PATTERN)
+UINT32_MAX = 2**32 - 1
+MAX_TIMEOUT_MS = 300_000
+
+
+class ExecutionModeIn(StrEnum):
+    """Accepted on input; REMOTE and POOL are aliases of JOB and WARM."""
+
+    JOB = "JOB"
+    WARM = "WARM"
+    ENDPOINT = "ENDPOINT"
+    REMOTE = "REMOTE"
+    POOL = "POOL"
+
+
+class ExecutionMode(StrEnum):
+    JOB = "JOB"
+    WARM = "WARM"
+    ENDPOINT = "ENDPOINT"
+
+
+class RuntimeMode(StrEnum):
+    HTTP = "HTTP"
+    STDIO = "STDIO"
+    FILE = "FILE"
+
+
+class InvocationStatus(StrEnum):
+    SUCCESS = "success"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
+class ExecutionState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
+class _RestModel(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Resources(_RestModel):
+    """Kubernetes requests/limits, e.g. cpu "500m", memory "256Mi"."""
+
+    cpu: StrictStr | None = None
+    memory: StrictStr | None = None
+
+
+class FunctionSpec(_RestModel):
+    """A function definition as registered; unset optional fields get the registry's defaults."""
+
+    name: Annotated[StrictStr, Field(pattern=NAME_PATTERN)]
+    image: Annotated[StrictStr, Field(min_length=1)]
+    command: list[StrictStr] | None = Field(default=None, description="argv, never run by a shell")
+    runtimeCommand: StrictStr | None = Field(default=None, description="split like a shell would")
+    env: dict[str, StrictStr] | None = None
+    resources: Resources | None = None
+    timeoutMs: Annotated[StrictInt, Field(ge=1, le=MAX_TIMEOUT_MS)] | None = Field(
+        default=None, description="default 30000"
+    )
+    concurrency: Annotated[StrictInt, Field(ge=1, le=UINT32_MAX)] | None = Field(
+        default=None, description="default 4"
+    )
+    queueSize: Annotated[StrictInt, Field(ge=1, le=UINT32_MAX)] | None = Field(
+        default=None, description="default 100"
+    )
+    maxRetries: Annotated[StrictInt, Field(ge=0, le=UINT32_MAX)] | None = Field(
+        default=None, description="default 3"
+    )
+    executionMode: ExecutionModeIn | None = Field(
+        default=None, description="default JOB, or ENDPOINT when endpointUrl is set"
+    )
+    runtimeMode: RuntimeMode | None = Field(default=None, description="default HTTP")
+    endpointUrl: StrictStr | None = Field(default=None, description="required for ENDPOINT")
+
+
+class FunctionSpecOut(BaseModel):
+    """A stored function definition with every default applied; unset optional fields are omitted."""
+
+    name: str
+    image: str
+    command: list[str] | None = None
+    runtimeCommand: str | None = None
+    env: dict[str, str]
+    resources: Resources | None = None
+    timeoutMs: int
+    concurrency: int
+    queueSize: int
+    maxRetries: int
+    executionMode: ExecutionMode
+    runtimeMode: RuntimeMode
+    endpointUrl: str | None = None
+
+
+class FunctionSummary(BaseModel):
+    name: str
+    image: str
+    concurrency: int
+    executionMode: ExecutionMode
+    createdAt: str = Field(description="ISO-8601 UTC, e.g. 2024-05-01T12:00:00.000Z")
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response that does not belong to an execution."""
+
+    error: ErrorInfo
+
+
+class InvocationRequest(BaseModel):
+    """The application/json body of invoke and enqueue."""
+
+    input: Any = None
+    metadata: dict[str, str] | None = None
+
+
+class InvocationResponse(BaseModel):
+    executionId: str
+    status: InvocationStatus
+    output: Any = None
+    error: ErrorInfo | None = None
+
+
+class EnqueueResponse(BaseModel):
+    executionId: str
+    status: ExecutionState = Field(description="queued for a new execution")
+
+
+class ExecutionStatus(BaseModel):
+    executionId: str
+    functionName: str
+    status: ExecutionState
+    attempts: int
+    traceId: str
+    enqueuedAt: str | None
+    startedAt: str | None = Field(default=None, description="omitted until started")
+    finishedAt: str | None = Field(default=None, description="omitted until finished")
+    output: Any = Field(default=None, description="a JSON value, or base64 for binary output")
+    outputContentType: str | None = Field(
+        default=None, description="application/octet-stream when output is base64 bytes"
+    )
+    error: ErrorInfo | None = None
+
+
+class CompleteExecutionRequest(BaseModel):
+    """A runtime's callback with the result of an execution."""
+
+    status: Literal["success", "error"] | None = None
+    success: bool | None = Field(default=None, description="alternative to status")
+    output: Any = None
+    outputContentType: str | None = Field(
+        default=None, description="application/octet-stream when output is base64 bytes"
+    )
+    error: ErrorInfo | None = None
+
+
+class HealthStatus(BaseModel):
+    status: str

@@ -1,0 +1,110 @@
+"""Function CRUD, forwarded to the registry."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from starlette.requests import Request
+from starlette.responses import Response
+
+from nanofaas.v1 import registry_pb2
+from nanofaas_gateway.convert import is_json_media_type, spec_to_json, spec_to_proto, summary_to_json
+from nanofaas_gateway.errors import ApiError, invalid_argument
+from nanofaas_gateway.models import FunctionSpec, FunctionSpecOut, FunctionSummary
+from nanofaas_gateway.openapi_docs import error_responses
+from nanofaas_gateway.responses import (
+    gateway_clients,
+    gateway_settings,
+    json_response,
+    require_function_name,
+)
+
+
+def require_json_body(request: Request) -> None:
+    """A spec sent as form data or bytes is refused with 415 rather than a confusing 422."""
+    if not is_json_media_type(request.headers.get("content-type", "")):
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json")
+
+
+router = APIRouter(tags=["functions"])
+
+
+@router.post(
+    "/v1/functions",
+    operation_id="registerFunction",
+    status_code=201,
+    dependencies=[Depends(require_json_body)],
+    response_model=FunctionSummary,
+    responses={
+        201: {"headers": {"Location": {"description": "The function's URL", "schema": {"type": "string"}}}},
+        **error_responses(400, 409, 413, 415, 422),
+    },
+)
+async def register_function(spec: FunctionSpec, request: Request) -> Response:
+    clients = gateway_clients(request)
+    stored = await clients.registry.Register(
+        registry_pb2.RegisterRequest(spec=spec_to_proto(spec)),
+        timeout=gateway_settings(request).rpc_timeout_s,
+    )
+    clients.observe_revision(stored.revision)
+    return json_response(summary_to_json(stored), 201, {"Location": f"/v1/functions/{stored.name}"})
+
+
+@router.get("/v1/functions", operation_id="listFunctions", response_model=list[FunctionSummary])
+async def list_functions(request: Request) -> Response:
+    listing = await gateway_clients(request).registry.List(
+        registry_pb2.ListFunctionsRequest(), timeout=gateway_settings(request).rpc_timeout_s
+    )
+    return json_response([summary_to_json(spec) for spec in listing.functions])
+
+
+@router.get(
+    "/v1/functions/{name}",
+    operation_id="getFunction",
+    response_model=FunctionSpecOut,
+    response_model_exclude_none=True,
+    responses=error_responses(404),
+)
+async def get_function(name: str, request: Request) -> Response:
+    require_function_name(name)
+    spec = await gateway_clients(request).registry.Get(
+        registry_pb2.GetFunctionRequest(name=name), timeout=gateway_settings(request).rpc_timeout_s
+    )
+    return json_response(spec_to_json(spec))
+
+
+@router.put(
+    "/v1/functions/{name}",
+    operation_id="updateFunction",
+    dependencies=[Depends(require_json_body)],
+    response_model=FunctionSpecOut,
+    response_model_exclude_none=True,
+    responses=error_responses(400, 404, 413, 415, 422),
+)
+async def update_function(name: str, spec: FunctionSpec, request: Request) -> Response:
+    require_function_name(name)
+    if spec.name != name:
+        raise invalid_argument(f"name: '{spec.name}' does not match the name in the path '{name}'")
+    clients = gateway_clients(request)
+    stored = await clients.registry.Update(
+        registry_pb2.UpdateRequest(name=name, spec=spec_to_proto(spec)),
+        timeout=gateway_settings(request).rpc_timeout_s,
+    )
+    clients.observe_revision(stored.revision)
+    return json_response(spec_to_json(stored))
+
+
+@router.delete(
+    "/v1/functions/{name}",
+    operation_id="deleteFunction",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(404),
+)
+async def delete_function(name: str, request: Request) -> Response:
+    require_function_name(name)
+    clients = gateway_clients(request)
+    deleted = await clients.registry.Delete(
+        registry_pb2.DeleteFunctionRequest(name=name), timeout=gateway_settings(request).rpc_timeout_s
+    )
+    clients.observe_revision(deleted.revision)
+    return Response(status_code=204)

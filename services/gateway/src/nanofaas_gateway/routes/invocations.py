@@ -1,0 +1,130 @@
+"""Sync invoke and async enqueue: the hot paths (raw body, orjson, bytes spliced as they are)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from nanofaas.v1 import scheduler_pb2, types_pb2
+from nanofaas_gateway.convert import (
+    error_to_json,
+    invocation_error_body,
+    invocation_success_body,
+    is_json_media_type,
+    state_name,
+)
+from nanofaas_gateway.errors import INTERNAL_MESSAGE, error_response
+from nanofaas_gateway.invocation_body import build_invoke_request, parse_timeout_ms, payload_media_type
+from nanofaas_gateway.models import MAX_TIMEOUT_MS, EnqueueResponse, InvocationResponse
+from nanofaas_gateway.openapi_docs import (
+    BINARY_OUTPUT,
+    ENQUEUE_EXTRA,
+    EXECUTION_ID_HEADER,
+    INVOKE_EXTRA,
+    error_responses,
+)
+from nanofaas_gateway.responses import (
+    gateway_clients,
+    gateway_settings,
+    json_response,
+    raw_json_response,
+    require_function_name,
+)
+
+router = APIRouter(tags=["invocations"])
+
+# error.code values that are not the function's fault and have their own HTTP status.
+_ERROR_CODE_STATUS = {"SHUTTING_DOWN": 503, "FUNCTION_DELETED": 404}
+_EXECUTION_ERROR_DOC = {"model": InvocationResponse, "headers": EXECUTION_ID_HEADER}
+
+
+@router.post(
+    "/v1/functions/{name}:invoke",
+    operation_id="invokeFunction",
+    response_model=InvocationResponse,
+    responses={
+        200: {"headers": EXECUTION_ID_HEADER, "content": BINARY_OUTPUT},
+        **error_responses(400, 404, 413, 415, 429, 503),
+        408: {**_EXECUTION_ERROR_DOC, "description": "The invocation timed out"},
+        502: {**_EXECUTION_ERROR_DOC, "description": "The function failed"},
+    },
+    openapi_extra=INVOKE_EXTRA,
+)
+async def invoke_function(name: str, request: Request) -> Response:
+    require_function_name(name)
+    headers = request.headers
+    media_type = payload_media_type(headers)
+    timeout_ms = parse_timeout_ms(headers)
+    clients = gateway_clients(request)
+    invoke = build_invoke_request(
+        name,
+        headers,
+        media_type,
+        await request.body(),
+        timeout_ms=timeout_ms,
+        min_registry_revision=clients.min_registry_revision,
+    )
+    margin_s = gateway_settings(request).invoke_deadline_margin_s
+    deadline_s = (timeout_ms or MAX_TIMEOUT_MS) / 1000 + margin_s
+    result = await clients.scheduler.Invoke(invoke, timeout=deadline_s)
+    return invocation_result_response(result)
+
+
+def invocation_result_response(result: scheduler_pb2.InvokeResponse) -> Response:
+    headers = {"X-Execution-Id": result.execution_id}
+    if result.status == types_pb2.EXECUTION_STATE_SUCCESS:
+        output = result.output
+        if is_json_media_type(output.content_type):
+            return raw_json_response(invocation_success_body(result.execution_id, output), 200, headers)
+        return Response(output.data, 200, headers, media_type=output.content_type)
+    if result.status == types_pb2.EXECUTION_STATE_TIMEOUT:
+        error, status_code = error_to_json(result.error, "TIMEOUT"), 408
+    elif result.status == types_pb2.EXECUTION_STATE_ERROR:
+        error, status_code = error_to_json(result.error, "FUNCTION_ERROR"), 502
+    else:
+        return error_response(500, "INTERNAL", INTERNAL_MESSAGE, headers)
+    status_code = _ERROR_CODE_STATUS.get(error["code"], status_code)
+    body = invocation_error_body(result.execution_id, state_name(result.status), error)
+    return raw_json_response(body, status_code, headers)
+
+
+@router.post(
+    "/v1/functions/{name}:enqueue",
+    operation_id="enqueueFunction",
+    status_code=202,
+    response_model=EnqueueResponse,
+    responses={
+        202: {
+            "headers": {
+                **EXECUTION_ID_HEADER,
+                "Location": {"description": "The execution's URL", "schema": {"type": "string"}},
+            }
+        },
+        **error_responses(400, 404, 413, 415, 429, 503),
+    },
+    openapi_extra=ENQUEUE_EXTRA,
+)
+async def enqueue_function(name: str, request: Request) -> Response:
+    require_function_name(name)
+    headers = request.headers
+    media_type = payload_media_type(headers)
+    clients = gateway_clients(request)
+    enqueue = build_invoke_request(
+        name,
+        headers,
+        media_type,
+        await request.body(),
+        timeout_ms=None,
+        min_registry_revision=clients.min_registry_revision,
+        callback_url=headers.get("x-callback-url", ""),
+    )
+    admitted = await clients.scheduler.Enqueue(enqueue, timeout=gateway_settings(request).rpc_timeout_s)
+    execution_id = admitted.execution_id
+    status = state_name(admitted.status) if admitted.status else "queued"
+    location = f"/v1/executions/{execution_id}"
+    return json_response(
+        {"executionId": execution_id, "status": status},
+        202,
+        {"X-Execution-Id": execution_id, "Location": location},
+    )

@@ -1,0 +1,216 @@
+"""In-process gRPC fakes of the registry and the scheduler, with canned and recording behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+
+from nanofaas.v1 import registry_pb2, registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
+
+Context = grpc.aio.ServicerContext[Any, Any]
+CREATED_AT_MS = 1_714_564_800_123  # 2024-05-01T12:00:00.123Z
+
+
+@dataclass
+class Failure:
+    code: grpc.StatusCode
+    details: str
+    trailers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class FailureInjector:
+    """One-shot failures per RPC method name, so each test states the error it wants mapped."""
+
+    pending: dict[str, Failure] = field(default_factory=dict)
+
+    def fail(self, method: str, code: grpc.StatusCode, details: str = "", trailers: dict[str, str] | None = None) -> None:
+        self.pending[method] = Failure(code, details, tuple((trailers or {}).items()))
+
+    async def check(self, method: str, context: Context) -> None:
+        failure = self.pending.pop(method, None)
+        if failure is not None:
+            await context.abort(failure.code, failure.details, trailing_metadata=failure.trailers)
+
+
+def with_defaults(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
+    stored = types_pb2.FunctionSpec()
+    stored.CopyFrom(spec)
+    for name, default in (("timeout_ms", 30000), ("concurrency", 4), ("queue_size", 100), ("max_retries", 3)):
+        if not stored.HasField(name):
+            setattr(stored, name, default)
+    if stored.execution_mode == types_pb2.EXECUTION_MODE_UNSPECIFIED:
+        endpoint = stored.endpoint_url
+        stored.execution_mode = types_pb2.EXECUTION_MODE_ENDPOINT if endpoint else types_pb2.EXECUTION_MODE_JOB
+    if stored.runtime_mode == types_pb2.RUNTIME_MODE_UNSPECIFIED:
+        stored.runtime_mode = types_pb2.RUNTIME_MODE_HTTP
+    return stored
+
+
+class FakeRegistry(registry_pb2_grpc.RegistryServicer):
+    def __init__(self) -> None:
+        self.specs: dict[str, types_pb2.FunctionSpec] = {}
+        self.revision = 0
+        self.registered: list[types_pb2.FunctionSpec] = []
+        self.updates: list[registry_pb2.UpdateRequest] = []
+        self.failures = FailureInjector()
+
+    def reset(self) -> None:
+        """Forget functions and requests; the revision keeps growing like a real registry's."""
+        self.specs.clear()
+        self.registered.clear()
+        self.updates.clear()
+        self.failures.pending.clear()
+
+    def _store(self, spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
+        self.revision += 1
+        stored = with_defaults(spec)
+        stored.revision = self.revision
+        stored.created_at_ms = CREATED_AT_MS
+        self.specs[stored.name] = stored
+        return stored
+
+    async def Register(self, request: registry_pb2.RegisterRequest, context: Context) -> types_pb2.FunctionSpec:
+        await self.failures.check("Register", context)
+        self.registered.append(request.spec)
+        if request.spec.name in self.specs:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"function '{request.spec.name}' already exists")
+        return self._store(request.spec)
+
+    async def Get(self, request: registry_pb2.GetFunctionRequest, context: Context) -> types_pb2.FunctionSpec:
+        await self.failures.check("Get", context)
+        if request.name not in self.specs:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"function '{request.name}' not found")
+        return self.specs[request.name]
+
+    async def List(
+        self, request: registry_pb2.ListFunctionsRequest, context: Context
+    ) -> registry_pb2.ListFunctionsResponse:
+        await self.failures.check("List", context)
+        return registry_pb2.ListFunctionsResponse(functions=list(self.specs.values()), revision=self.revision)
+
+    async def Update(self, request: registry_pb2.UpdateRequest, context: Context) -> types_pb2.FunctionSpec:
+        await self.failures.check("Update", context)
+        self.updates.append(request)
+        if request.name not in self.specs:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"function '{request.name}' not found")
+        return self._store(request.spec)
+
+    async def Delete(
+        self, request: registry_pb2.DeleteFunctionRequest, context: Context
+    ) -> registry_pb2.DeleteFunctionResponse:
+        await self.failures.check("Delete", context)
+        if self.specs.pop(request.name, None) is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"function '{request.name}' not found")
+        self.revision += 1
+        return registry_pb2.DeleteFunctionResponse(revision=self.revision)
+
+    async def Watch(  # type: ignore[override]
+        self, request: registry_pb2.WatchRequest, context: Context
+    ) -> AsyncIterator[registry_pb2.WatchEvent]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the gateway never watches")
+        yield registry_pb2.WatchEvent()
+
+
+def echo_invocation(request: scheduler_pb2.InvokeRequest) -> scheduler_pb2.InvokeResponse:
+    """The default scheduler answer: success with the input as the output."""
+    return scheduler_pb2.InvokeResponse(
+        execution_id=f"exec-{request.function_name}",
+        status=types_pb2.EXECUTION_STATE_SUCCESS,
+        output=request.input,
+    )
+
+
+class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
+    def __init__(self) -> None:
+        self.invokes: list[scheduler_pb2.InvokeRequest] = []
+        self.enqueues: list[scheduler_pb2.InvokeRequest] = []
+        self.completions: list[scheduler_pb2.CompleteExecutionRequest] = []
+        self.invoke_deadlines: list[float | None] = []
+        self.executions: dict[str, types_pb2.ExecutionStatus] = {}
+        self.invoke_result: Callable[[scheduler_pb2.InvokeRequest], scheduler_pb2.InvokeResponse] = echo_invocation
+        self.enqueue_state: types_pb2.ExecutionState.ValueType = types_pb2.EXECUTION_STATE_QUEUED
+        self.hang_invoke = False
+        self.invoke_cancelled = asyncio.Event()
+        self.failures = FailureInjector()
+
+    def reset(self) -> None:
+        self.invokes.clear()
+        self.enqueues.clear()
+        self.completions.clear()
+        self.invoke_deadlines.clear()
+        self.executions.clear()
+        self.invoke_result = echo_invocation
+        self.enqueue_state = types_pb2.EXECUTION_STATE_QUEUED
+        self.hang_invoke = False
+        self.invoke_cancelled = asyncio.Event()
+        self.failures.pending.clear()
+
+    async def Invoke(self, request: scheduler_pb2.InvokeRequest, context: Context) -> scheduler_pb2.InvokeResponse:
+        self.invokes.append(request)
+        self.invoke_deadlines.append(context.time_remaining())
+        await self.failures.check("Invoke", context)
+        if self.hang_invoke:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self.invoke_cancelled.set()
+        return self.invoke_result(request)
+
+    async def Enqueue(self, request: scheduler_pb2.InvokeRequest, context: Context) -> scheduler_pb2.EnqueueResponse:
+        self.enqueues.append(request)
+        await self.failures.check("Enqueue", context)
+        return scheduler_pb2.EnqueueResponse(execution_id=f"queued-{len(self.enqueues)}", status=self.enqueue_state)
+
+    async def GetExecution(
+        self, request: scheduler_pb2.GetExecutionRequest, context: Context
+    ) -> types_pb2.ExecutionStatus:
+        await self.failures.check("GetExecution", context)
+        if request.execution_id not in self.executions:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"execution '{request.execution_id}' not found")
+        return self.executions[request.execution_id]
+
+    async def CompleteExecution(
+        self, request: scheduler_pb2.CompleteExecutionRequest, context: Context
+    ) -> scheduler_pb2.CompleteExecutionResponse:
+        await self.failures.check("CompleteExecution", context)
+        if request.execution_id not in self.executions:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"execution '{request.execution_id}' not found")
+        self.completions.append(request)
+        return scheduler_pb2.CompleteExecutionResponse()
+
+
+@dataclass
+class FakeBackend:
+    """A running gRPC server hosting one fake service and the standard health service."""
+
+    server: grpc.aio.Server
+    address: str
+    health: health_aio.HealthServicer
+
+    async def stop(self) -> None:
+        await self.server.stop(grace=None)
+
+
+async def start_backend(add_servicer: Callable[[grpc.aio.Server], None]) -> FakeBackend:
+    server = grpc.aio.server()
+    add_servicer(server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return FakeBackend(server, f"127.0.0.1:{port}", health)
+
+
+async def start_registry(fake: FakeRegistry) -> FakeBackend:
+    return await start_backend(lambda server: registry_pb2_grpc.add_RegistryServicer_to_server(fake, server))
+
+
+async def start_scheduler(fake: FakeScheduler) -> FakeBackend:
+    return await start_backend(lambda server: scheduler_pb2_grpc.add_SchedulerServicer_to_server(fake, server))

@@ -1,0 +1,49 @@
+"""Entry point: `nanofaas-registry` / `python -m nanofaas_registry`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import uvloop
+
+from nanofaas_registry.config import ConfigError, RegistrySettings
+from nanofaas_registry.logging_setup import configure_logging
+from nanofaas_registry.server import start_server
+
+logger = logging.getLogger("nanofaas_registry")
+
+
+async def serve(settings: RegistrySettings) -> None:
+    """Runs until SIGTERM or SIGINT, then stops gracefully."""
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_requested.set)
+    server = await start_server(settings)
+    try:
+        await stop_requested.wait()
+        logger.info("shutdown requested")
+    finally:
+        await server.stop()
+
+
+def main() -> int:
+    try:
+        settings = RegistrySettings.from_env()
+    except ConfigError as exc:
+        configure_logging("INFO")
+        logger.error("invalid configuration", extra={"error": str(exc)})
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        uvloop.run(serve(settings))
+    except Exception:
+        logger.exception("registry failed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""The gRPC face of the registry: maps FunctionRegistry calls and errors to RPCs and status codes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from nanofaas.v1 import registry_pb2, registry_pb2_grpc, types_pb2
+from nanofaas_registry.metrics import RegistryMetrics
+from nanofaas_registry.registry import (
+    FunctionExistsError,
+    FunctionNotFoundError,
+    FunctionRegistry,
+    NameMismatchError,
+    RegistryError,
+)
+from nanofaas_registry.validation import SpecValidationError
+from nanofaas_registry.watch import WatchClosedError, WatchOverflowError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (SpecValidationError, grpc.StatusCode.INVALID_ARGUMENT),
+    (NameMismatchError, grpc.StatusCode.INVALID_ARGUMENT),
+    (FunctionNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (FunctionExistsError, grpc.StatusCode.ALREADY_EXISTS),
+)
+
+
+def status_for(error: Exception) -> grpc.StatusCode:
+    for error_type, code in _STATUS_BY_ERROR:
+        if isinstance(error, error_type):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServicer):
+    """Implements nanofaas.v1.Registry on top of a FunctionRegistry."""
+
+    def __init__(self, registry: FunctionRegistry, metrics: RegistryMetrics) -> None:
+        self._registry = registry
+        self._metrics = metrics
+
+    async def Register(
+        self, request: registry_pb2.RegisterRequest, context: Context
+    ) -> types_pb2.FunctionSpec:
+        return await self._unary("Register", context, lambda: self._registry.register(request.spec))
+
+    async def Get(self, request: registry_pb2.GetFunctionRequest, context: Context) -> types_pb2.FunctionSpec:
+        return await self._unary("Get", context, lambda: self._registry.get(request.name))
+
+    async def List(
+        self, request: registry_pb2.ListFunctionsRequest, context: Context
+    ) -> registry_pb2.ListFunctionsResponse:
+        async def list_functions() -> registry_pb2.ListFunctionsResponse:
+            specs, revision = await self._registry.list()
+            return registry_pb2.ListFunctionsResponse(functions=specs, revision=revision)
+
+        return await self._unary("List", context, list_functions)
+
+    async def Update(self, request: registry_pb2.UpdateRequest, context: Context) -> types_pb2.FunctionSpec:
+        return await self._unary("Update", context, lambda: self._registry.update(request.name, request.spec))
+
+    async def Delete(
+        self, request: registry_pb2.DeleteFunctionRequest, context: Context
+    ) -> registry_pb2.DeleteFunctionResponse:
+        async def delete_function() -> registry_pb2.DeleteFunctionResponse:
+            return registry_pb2.DeleteFunctionResponse(revision=await self._registry.delete(request.name))
+
+        return await self._unary("Delete", context, delete_function)
+
+    async def Watch(
+        self, request: registry_pb2.WatchRequest, context: Context
+    ) -> AsyncIterator[registry_pb2.WatchEvent]:
+        """SNAPSHOT per function, SYNCED, then live changes until the client leaves or lags."""
+        start = await self._registry.watch()
+        code = grpc.StatusCode.OK
+        try:
+            for spec in start.snapshot:
+                yield registry_pb2.WatchEvent(
+                    type=registry_pb2.WatchEvent.SNAPSHOT, spec=spec, revision=spec.revision
+                )
+            yield registry_pb2.WatchEvent(type=registry_pb2.WatchEvent.SYNCED, revision=start.revision)
+            async for event in start.subscription:
+                yield event
+        except WatchOverflowError as exc:
+            code = grpc.StatusCode.UNAVAILABLE
+            logger.warning("watcher dropped", extra={"reason": str(exc), "peer": context.peer()})
+            await context.abort(code, f"{exc}; watch again")
+        except WatchClosedError:
+            code = grpc.StatusCode.UNAVAILABLE
+            await context.abort(code, "registry is shutting down")
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            start.subscription.close()
+            self._metrics.count_rpc("Watch", code.name)
+
+    async def _unary(self, method: str, context: Context, call: Callable[[], Awaitable[T]]) -> T:
+        """Runs one unary call, turning registry errors into status codes and counting the outcome."""
+        try:
+            result = await call()
+        except (RegistryError, SpecValidationError) as exc:
+            code = status_for(exc)
+            self._metrics.count_rpc(method, code.name)
+            await context.abort(code, str(exc))
+        except asyncio.CancelledError:
+            self._metrics.count_rpc(method, grpc.StatusCode.CANCELLED.name)
+            raise
+        except Exception:
+            self._metrics.count_rpc(method, grpc.StatusCode.INTERNAL.name)
+            logger.exception("unexpected error", extra={"method": method})
+            raise
+        self._metrics.count_rpc(method, grpc.StatusCode.OK.name)
+        return result

@@ -1,0 +1,43 @@
+"""The storage interface of the registry, so a persistent store can replace the in-memory one."""
+
+from __future__ import annotations
+
+import abc
+
+from nanofaas.v1 import types_pb2
+
+
+class FunctionStore(abc.ABC):
+    """Holds the current spec of every function and the registry's revision.
+
+    The registry serialises all mutations, so implementations need not guard against
+    concurrent writers; they must not keep references to the messages they are given
+    or hand out references to messages they keep.
+    """
+
+    @abc.abstractmethod
+    async def get(self, name: str) -> types_pb2.FunctionSpec | None:
+        """The spec called name, or None."""
+
+    @abc.abstractmethod
+    async def list(self) -> list[types_pb2.FunctionSpec]:
+        """Every spec, sorted by name."""
+
+    @abc.abstractmethod
+    async def count(self) -> int:
+        """How many functions are stored."""
+
+    @abc.abstractmethod
+    async def put(self, spec: types_pb2.FunctionSpec) -> None:
+        """Creates or replaces spec.name; spec.revision is the registry revision of this change."""
+
+    @abc.abstractmethod
+    async def delete(self, name: str, revision: int) -> bool:
+        """Removes name at the given registry revision; False when there was no such function."""
+
+    @abc.abstractmethod
+    async def revision(self) -> int:
+        """The registry revision of the last change stored (0 for an empty, fresh store)."""
+
+    async def close(self) -> None:
+        """Releases resources; the default store has none."""

@@ -1,0 +1,194 @@
+"""Validation and defaults of a FunctionSpec, as pure functions.
+
+Every error message starts with the REST (camelCase) name of the offending field,
+because the gateway shows it to the user verbatim.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Literal
+from urllib.parse import urlsplit
+
+from nanofaas.v1 import types_pb2
+
+NAME_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9._-]{0,62}$")
+# A Kubernetes resource quantity: a non-negative decimal with an optional binary-SI,
+# decimal-SI or decimal-exponent suffix (500m, 1, 0.5, 128Mi, 1Gi, 1G, 1e3).
+QUANTITY_PATTERN = re.compile(r"^(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+|[KMGTPE]i|[numkMGTPE])?$")
+
+DEFAULT_TIMEOUT_MS = 30_000
+DEFAULT_CONCURRENCY = 4
+DEFAULT_QUEUE_SIZE = 100
+DEFAULT_MAX_RETRIES = 3
+
+_BoundedField = Literal["timeout_ms", "concurrency", "queue_size", "max_retries"]
+# (proto field, REST field, minimum, maximum, default)
+_BOUNDED_FIELDS: tuple[tuple[_BoundedField, str, int, int, int], ...] = (
+    ("timeout_ms", "timeoutMs", 1, 300_000, DEFAULT_TIMEOUT_MS),
+    ("concurrency", "concurrency", 1, 10_000, DEFAULT_CONCURRENCY),
+    ("queue_size", "queueSize", 1, 1_000_000, DEFAULT_QUEUE_SIZE),
+    ("max_retries", "maxRetries", 0, 100, DEFAULT_MAX_RETRIES),
+)
+
+_ALIAS_POOL = "POOL"
+_ALIAS_REMOTE = "REMOTE"
+
+
+class SpecValidationError(ValueError):
+    """A FunctionSpec breaks a rule; str() is "<field>: <problem>"."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def normalize_spec(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
+    """Returns a validated copy with every default applied; the input is left untouched.
+
+    Registry-owned fields (timestamps, revision) and the informational execution mode
+    alias are cleared, so the caller can never set them.
+    """
+    result = types_pb2.FunctionSpec()
+    result.CopyFrom(spec)
+    validate_name(result.name)
+    _validate_image(result.image)
+    _validate_command(list(result.command))
+    _validate_runtime_command(result.runtime_command, has_command=len(result.command) > 0)
+    _validate_env(dict(result.env))
+    _validate_resources(result)
+    _apply_bounded_defaults(result)
+    _validate_endpoint_url(result.endpoint_url)
+    result.execution_mode = resolve_execution_mode(result)
+    result.runtime_mode = _resolve_runtime_mode(result.runtime_mode)
+    result.ClearField("execution_mode_alias")
+    result.created_at_ms = 0
+    result.updated_at_ms = 0
+    result.revision = 0
+    return result
+
+
+def validate_name(name: str) -> None:
+    """Function names end up in URLs, Kubernetes object names and process environments."""
+    if not name:
+        raise SpecValidationError("name", "required")
+    if not NAME_PATTERN.fullmatch(name):
+        raise SpecValidationError("name", f"must match {NAME_PATTERN.pattern}")
+
+
+def resolve_execution_mode(spec: types_pb2.FunctionSpec) -> types_pb2.ExecutionMode.ValueType:
+    """Maps unspecified modes and the seed aliases (REMOTE = JOB, POOL = WARM) to a concrete mode.
+
+    A POOL function with an endpointUrl is served by that endpoint, as in the seed API.
+    """
+    mode = spec.execution_mode
+    if mode not in types_pb2.ExecutionMode.values():
+        raise SpecValidationError("executionMode", f"unknown value {mode}")
+    alias = spec.execution_mode_alias.strip().upper()
+    has_endpoint = bool(spec.endpoint_url)
+    if mode == types_pb2.EXECUTION_MODE_UNSPECIFIED:
+        if alias == _ALIAS_POOL:
+            mode = types_pb2.EXECUTION_MODE_WARM
+        elif alias == _ALIAS_REMOTE:
+            mode = types_pb2.EXECUTION_MODE_JOB
+        elif has_endpoint:
+            mode = types_pb2.EXECUTION_MODE_ENDPOINT
+        else:
+            mode = types_pb2.EXECUTION_MODE_JOB
+    if mode == types_pb2.EXECUTION_MODE_WARM and alias == _ALIAS_POOL and has_endpoint:
+        mode = types_pb2.EXECUTION_MODE_ENDPOINT
+    if mode == types_pb2.EXECUTION_MODE_ENDPOINT and not has_endpoint:
+        raise SpecValidationError("endpointUrl", "required for executionMode ENDPOINT")
+    return mode
+
+
+def _resolve_runtime_mode(mode: types_pb2.RuntimeMode.ValueType) -> types_pb2.RuntimeMode.ValueType:
+    if mode not in types_pb2.RuntimeMode.values():
+        raise SpecValidationError("runtimeMode", f"unknown value {mode}")
+    if mode == types_pb2.RUNTIME_MODE_UNSPECIFIED:
+        return types_pb2.RUNTIME_MODE_HTTP
+    return mode
+
+
+def _validate_image(image: str) -> None:
+    if not image.strip():
+        raise SpecValidationError("image", "required")
+    if any(ch.isspace() or ch == "\0" for ch in image):
+        raise SpecValidationError("image", "must not contain whitespace or NUL")
+
+
+def _validate_command(command: list[str]) -> None:
+    """argv entries go straight to exec(), which cannot carry empty or NUL-containing words."""
+    for index, word in enumerate(command):
+        if not word:
+            raise SpecValidationError("command", f"entry {index} must not be empty")
+        if "\0" in word:
+            raise SpecValidationError("command", f"entry {index} must not contain NUL")
+
+
+def _validate_runtime_command(runtime_command: str, *, has_command: bool) -> None:
+    """Splits like a shell would (the scheduler does the same) without ever running one."""
+    if not runtime_command:
+        return
+    if has_command:
+        raise SpecValidationError("runtimeCommand", "cannot be combined with command")
+    if "\0" in runtime_command:
+        raise SpecValidationError("runtimeCommand", "must not contain NUL")
+    try:
+        words = shlex.split(runtime_command)
+    except ValueError as exc:
+        raise SpecValidationError("runtimeCommand", f"cannot be split: {exc}") from None
+    if not words:
+        raise SpecValidationError("runtimeCommand", "must name a program")
+
+
+def _validate_env(env: dict[str, str]) -> None:
+    """Keys and values must survive being put into a process environment."""
+    for key, value in env.items():
+        if not key:
+            raise SpecValidationError("env", "keys must not be empty")
+        if "=" in key:
+            raise SpecValidationError("env", f"key {key!r} must not contain '='")
+        if "\0" in key:
+            raise SpecValidationError("env", f"key {key!r} must not contain NUL")
+        if "\0" in value:
+            raise SpecValidationError("env", f"value of {key!r} must not contain NUL")
+
+
+def _validate_resources(spec: types_pb2.FunctionSpec) -> None:
+    if not spec.HasField("resources"):
+        return
+    for field in ("cpu", "memory"):
+        quantity: str = getattr(spec.resources, field)
+        if quantity and not QUANTITY_PATTERN.fullmatch(quantity):
+            raise SpecValidationError(
+                f"resources.{field}", f"{quantity!r} is not a Kubernetes quantity (e.g. 500m, 128Mi)"
+            )
+
+
+def _apply_bounded_defaults(spec: types_pb2.FunctionSpec) -> None:
+    for proto_field, rest_field, minimum, maximum, default in _BOUNDED_FIELDS:
+        if not spec.HasField(proto_field):
+            setattr(spec, proto_field, default)
+            continue
+        value: int = getattr(spec, proto_field)
+        if not minimum <= value <= maximum:
+            raise SpecValidationError(rest_field, f"must be between {minimum} and {maximum}")
+
+
+def _validate_endpoint_url(url: str) -> None:
+    if not url:
+        return
+    if any(ch.isspace() or ch == "\0" for ch in url):
+        raise SpecValidationError("endpointUrl", "must not contain whitespace or NUL")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError as exc:
+        raise SpecValidationError("endpointUrl", f"is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise SpecValidationError("endpointUrl", "must be an absolute http:// or https:// URL")
+    if not parts.hostname:
+        raise SpecValidationError("endpointUrl", "must include a host")

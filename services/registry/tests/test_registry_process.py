@@ -1,0 +1,111 @@
+"""`python -m nanofaas_registry` as a real process: serves, logs JSON lines, exits 0 on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from nanofaas.v1 import registry_pb2, registry_pb2_grpc, types_pb2
+
+TIMEOUT_S = 20
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_until_serving(address: str) -> None:
+    """Follows the health Watch stream (which waits for the server to come up) until SERVING."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service="nanofaas.v1.Registry")
+        stream = stub.Watch(request, wait_for_ready=True)
+        async for response in stream:
+            if response.status == health_pb2.HealthCheckResponse.SERVING:
+                stream.cancel()
+                return
+    raise AssertionError("health stream ended before SERVING")
+
+
+@pytest.fixture
+async def registry_process() -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "NANOFAAS_REGISTRY_HOST": "127.0.0.1",
+        "NANOFAAS_REGISTRY_PORT": str(port),
+        "NANOFAAS_REGISTRY_METRICS_PORT": str(free_port()),
+        "LOG_LEVEL": "INFO",
+    }
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "nanofaas_registry",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield process, f"127.0.0.1:{port}"
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_process_serves_and_stops_cleanly_on_sigterm(
+    registry_process: tuple[asyncio.subprocess.Process, str],
+) -> None:
+    process, address = registry_process
+    await asyncio.wait_for(wait_until_serving(address), TIMEOUT_S)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        spec = types_pb2.FunctionSpec(name="echo", image="nanofaas/python-runtime")
+        created = await stub.Register(registry_pb2.RegisterRequest(spec=spec), timeout=5)
+        assert created.revision == 1
+    process.send_signal(signal.SIGTERM)
+    assert process.stderr is not None
+    stderr, returncode = await asyncio.wait_for(
+        asyncio.gather(process.stderr.read(), process.wait()), TIMEOUT_S
+    )
+    assert returncode == 0, stderr.decode(errors="replace")
+    records = [json.loads(line) for line in stderr.decode().splitlines() if line.strip()]
+    assert all({"ts", "level", "service", "msg"} <= record.keys() for record in records)
+    messages = [record["msg"] for record in records]
+    assert "registry listening" in messages
+    assert "function registered" in messages
+    assert messages[-1] == "registry stopped"
+
+
+async def test_process_exits_nonzero_on_bad_config() -> None:
+    env = {**os.environ, "NANOFAAS_REGISTRY_PORT": "not-a-port"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "nanofaas_registry",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT_S)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 2
+    record = json.loads(stderr.decode().splitlines()[-1])
+    assert record["level"] == "ERROR"
+    assert record["error"].startswith("NANOFAAS_REGISTRY_PORT: ")

@@ -1,0 +1,39 @@
+"""`nanofaas-scheduler`: run the scheduler until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from nanofaas_scheduler.config import Settings
+from nanofaas_scheduler.logging_setup import configure
+from nanofaas_scheduler.server import SchedulerServer
+
+
+async def serve(settings: Settings) -> None:
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.host)
+    server = SchedulerServer(settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+
+
+def main() -> None:
+    configure("scheduler")
+    try:
+        import uvloop
+
+        uvloop.run(serve(Settings.from_env()))
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
+        asyncio.run(serve(Settings.from_env()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The scheduler core: executions, per-function lanes and the scheduling loop."""

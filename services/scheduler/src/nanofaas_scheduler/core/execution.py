@@ -1,0 +1,100 @@
+"""An execution: one accepted invocation and everything known about it."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from dataclasses import dataclass, field
+
+from nanofaas_runtime.outcome import Outcome, OutcomeKind
+
+
+class State(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({State.SUCCESS, State.ERROR, State.TIMEOUT})
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What the handler receives: the input payload and its metadata."""
+
+    data: bytes
+    content_type: str
+    metadata: dict[str, str]
+
+
+@dataclass(slots=True, eq=False)
+class Execution:
+    id: str
+    function_name: str
+    request: Request
+    trace_id: str
+    traceparent: str = ""
+    sync: bool = False
+    timeout_ms: int = 30_000
+    idempotency_key: str = ""
+    callback_url: str = ""
+    # Sync callers currently waiting for the end (several when coalesced by key).
+    waiters: int = 0
+    state: State = State.QUEUED
+    attempts: int = 0
+    enqueued_at_ms: int = field(default_factory=now_ms)
+    started_at_ms: int = 0
+    finished_at_ms: int = 0
+    # Absolute deadline on the loop clock; set at admission for sync calls
+    # (the caller is waiting) and at first dispatch for async ones.
+    deadline: float | None = None
+    output: bytes = b""
+    output_content_type: str = ""
+    error_code: str = ""
+    error_message: str = ""
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set while a dispatcher waits for a runtime's callback (CompleteExecution).
+    callback: asyncio.Future[Outcome] | None = None
+
+    def finish(self, outcome: Outcome) -> bool:
+        """Move to the terminal state the outcome says; the first ending wins."""
+        if self.state.terminal:
+            return False
+        if outcome.kind is OutcomeKind.SUCCESS:
+            self.state = State.SUCCESS
+            self.output = outcome.output
+            self.output_content_type = outcome.content_type
+        else:
+            self.state = State.TIMEOUT if outcome.kind is OutcomeKind.TIMEOUT else State.ERROR
+            self.error_code = outcome.error_code or outcome.kind.name
+            self.error_message = outcome.message
+        self.finished_at_ms = now_ms()
+        self.done.set()
+        return True
+
+    def remaining(self, loop_time: float) -> float | None:
+        return None if self.deadline is None else self.deadline - loop_time
+
+
+def failure(code: str, message: str) -> Outcome:
+    """An error outcome that is not the function's output (deleted, shutting down...)."""
+    return Outcome(kind=OutcomeKind.FUNCTION_ERROR, error_code=code, message=message)
+
+
+def timeout(timeout_ms: int) -> Outcome:
+    return Outcome(
+        kind=OutcomeKind.TIMEOUT,
+        error_code="TIMEOUT",
+        message=f"execution exceeded its timeout of {timeout_ms} ms",
+    )

@@ -1,0 +1,271 @@
+"""Admission, per-function queues, concurrency, retries and deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from nanofaas.v1 import types_pb2
+from nanofaas_runtime.outcome import Outcome
+from nanofaas_scheduler.core.errors import Rejected, ShuttingDown
+from nanofaas_scheduler.core.execution import Execution, Request, State, failure, now_ms, timeout
+from nanofaas_scheduler.core.lane import Lane
+from nanofaas_scheduler.core.store import ExecutionStore
+from nanofaas_scheduler.dispatch.base import Dispatcher, Invocation
+from nanofaas_scheduler.policies.idempotency import IdempotencyIndex
+from nanofaas_scheduler.policies.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+# Extra time a dispatcher gets past the deadline to report the timeout itself
+# (killing what it started) before the scheduler stops waiting for it.
+_DISPATCH_GRACE_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """An invocation as the scheduler's RPC edge hands it over."""
+
+    request: Request
+    sync: bool
+    trace_id: str = ""
+    traceparent: str = ""
+    timeout_ms: int | None = None
+    idempotency_key: str = ""
+    callback_url: str = ""
+
+
+def new_trace_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Scheduler:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        retry: RetryPolicy | None = None,
+        idempotency_ttl_s: float = 900.0,
+        execution_ttl_s: float = 900.0,
+        max_executions: int = 100_000,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._retry = retry or RetryPolicy()
+        self._loop = asyncio.get_running_loop()
+        self.store = ExecutionStore(execution_ttl_s, max_executions, self._loop.time)
+        self._idempotency = IdempotencyIndex(idempotency_ttl_s, self._loop.time)
+        self._lanes: dict[str, Lane] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.accepting = True
+
+    # -- admission -------------------------------------------------------
+
+    def submit(self, spec: types_pb2.FunctionSpec, submission: Submission) -> tuple[Execution, bool]:
+        """Admit an invocation; returns the execution and whether it is new.
+
+        Synchronous on purpose: the idempotency check and the enqueue happen
+        in one step of the event loop, so concurrent requests with the same
+        key coalesce onto one execution.
+        """
+        if not self.accepting:
+            raise ShuttingDown("the scheduler is shutting down")
+        key = submission.idempotency_key
+        if key:
+            existing_id = self._idempotency.get(spec.name, key)
+            existing = self.store.get(existing_id) if existing_id else None
+            if existing is not None:
+                return existing, False
+        lane = self._lane_for(spec)
+        if not lane.has_room():
+            raise Rejected("depth", 1, f"queue of function '{spec.name}' is full ({spec.queue_size})")
+        timeout_ms = spec.timeout_ms
+        if submission.timeout_ms:
+            timeout_ms = min(timeout_ms, submission.timeout_ms)
+        execution = Execution(
+            id=uuid.uuid4().hex,
+            function_name=spec.name,
+            request=submission.request,
+            trace_id=submission.trace_id or new_trace_id(),
+            traceparent=submission.traceparent,
+            sync=submission.sync,
+            timeout_ms=timeout_ms,
+            idempotency_key=key,
+            callback_url=submission.callback_url,
+        )
+        if submission.sync:
+            execution.deadline = self._loop.time() + timeout_ms / 1000
+            self._timers[execution.id] = self._loop.call_at(
+                execution.deadline, self._expire_queued, lane, execution
+            )
+        self.store.add(execution)
+        if key:
+            self._idempotency.put(spec.name, key, execution.id)
+        lane.queue.append(execution)
+        self._pump(lane)
+        return execution, True
+
+    def _lane_for(self, spec: types_pb2.FunctionSpec) -> Lane:
+        lane = self._lanes.get(spec.name)
+        if lane is None:
+            lane = self._lanes[spec.name] = Lane(spec)
+        elif spec.revision > lane.spec.revision:
+            lane.spec = spec
+        return lane
+
+    def _expire_queued(self, lane: Lane, execution: Execution) -> None:
+        """A sync caller's deadline passed while it was still queued: never dispatch it."""
+        self._timers.pop(execution.id, None)
+        if execution.state is State.QUEUED:
+            self._remove_queued(lane, execution)
+            self._end(execution, timeout(execution.timeout_ms))
+
+    def cancel_queued(self, execution: Execution) -> bool:
+        """The only caller went away: drop the execution if it has not started."""
+        lane = self._lanes.get(execution.function_name)
+        if execution.state is not State.QUEUED or lane is None:
+            return False
+        self._remove_queued(lane, execution)
+        self._end(execution, failure("CANCELLED", "the caller cancelled the invocation"))
+        return True
+
+    @staticmethod
+    def _remove_queued(lane: Lane, execution: Execution) -> None:
+        with contextlib.suppress(ValueError):
+            lane.queue.remove(execution)
+
+    # -- dispatch --------------------------------------------------------
+
+    def _pump(self, lane: Lane) -> None:
+        while self.accepting and lane.can_start():
+            execution = lane.queue.popleft()
+            if execution.state is not State.QUEUED:
+                continue
+            lane.inflight += 1
+            execution.state = State.RUNNING
+            execution.started_at_ms = now_ms()
+            task = self._loop.create_task(self._run(lane, execution))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, lane: Lane, execution: Execution) -> None:
+        outcome: Outcome = failure("SHUTTING_DOWN", "the scheduler stopped before the execution ended")
+        try:
+            outcome = await self._attempts(lane.spec, execution)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            log.exception("dispatch failed", extra={"executionId": execution.id})
+            outcome = failure("INTERNAL", f"scheduler error: {exc}")
+        finally:
+            lane.inflight -= 1
+            self._end(execution, outcome)
+            self._pump(lane)
+
+    async def _attempts(self, spec: types_pb2.FunctionSpec, execution: Execution) -> Outcome:
+        if execution.deadline is None:
+            execution.deadline = self._loop.time() + execution.timeout_ms / 1000
+        while True:
+            execution.attempts += 1
+            remaining = execution.deadline - self._loop.time()
+            if remaining <= 0:
+                return timeout(execution.timeout_ms)
+            invocation = Invocation(
+                execution=execution,
+                spec=spec,
+                attempt=execution.attempts,
+                deadline_epoch=time.time() + remaining,
+                timeout=remaining,
+            )
+            try:
+                async with asyncio.timeout(remaining + _DISPATCH_GRACE_S):
+                    outcome = await self._dispatcher.dispatch(invocation)
+            except TimeoutError:
+                outcome = timeout(execution.timeout_ms)
+            if execution.state.terminal or not self._retry.should_retry(
+                outcome, execution.attempts, spec.max_retries
+            ):
+                return outcome
+            delay = self._retry.delay(execution.attempts)
+            if self._loop.time() + delay >= execution.deadline:
+                return outcome
+            log.info(
+                "retrying after infrastructure failure",
+                extra={"executionId": execution.id, "attempt": execution.attempts, "error": outcome.message},
+            )
+            await asyncio.sleep(delay)
+
+    def _end(self, execution: Execution, outcome: Outcome) -> None:
+        timer = self._timers.pop(execution.id, None)
+        if timer is not None:
+            timer.cancel()
+        if execution.finish(outcome):
+            self.store.ended(execution)
+
+    # -- external events -------------------------------------------------
+
+    def complete(self, execution_id: str, outcome: Outcome) -> bool:
+        """A runtime reported the result itself (callback). False if unknown."""
+        execution = self.store.get(execution_id)
+        if execution is None:
+            return False
+        if execution.state.terminal:
+            return True
+        if execution.callback is not None and not execution.callback.done():
+            execution.callback.set_result(outcome)
+            return True
+        if execution.state is State.QUEUED:
+            lane = self._lanes.get(execution.function_name)
+            if lane is not None:
+                self._remove_queued(lane, execution)
+        self._end(execution, outcome)
+        return True
+
+    async def function_changed(self, name: str, spec: types_pb2.FunctionSpec | None) -> None:
+        """Registry news: an update takes effect for the next dispatch; a delete ends queued work."""
+        if spec is None:
+            lane = self._lanes.pop(name, None)
+            if lane is not None:
+                queued, lane.queue = list(lane.queue), type(lane.queue)()
+                for execution in queued:
+                    self._end(execution, failure("FUNCTION_DELETED", f"function '{name}' was deleted"))
+            await self._dispatcher.function_removed(name)
+            return
+        lane = self._lanes.get(name)
+        if lane is not None and spec.revision >= lane.spec.revision:
+            lane.spec = spec
+            self._pump(lane)
+        await self._dispatcher.function_changed(spec)
+
+    # -- introspection and lifecycle ---------------------------------------
+
+    def queue_depth(self, name: str) -> int:
+        lane = self._lanes.get(name)
+        return len(lane.queue) if lane else 0
+
+    def inflight(self, name: str) -> int:
+        lane = self._lanes.get(name)
+        return lane.inflight if lane else 0
+
+    def evict_expired(self) -> int:
+        self._idempotency.expire()
+        return self.store.evict_expired()
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop admitting, end queued work, give in-flight work `grace_s`, then stop it."""
+        self.accepting = False
+        for lane in self._lanes.values():
+            queued, lane.queue = list(lane.queue), type(lane.queue)()
+            for execution in queued:
+                self._end(execution, failure("SHUTTING_DOWN", "the scheduler is shutting down"))
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        await self._dispatcher.close()

@@ -1,0 +1,142 @@
+"""The local backend: JOB, WARM and the STDIO/FILE process modes as local processes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from nanofaas.v1 import types_pb2
+from nanofaas_runtime.outcome import Outcome, OutcomeKind
+from nanofaas_runtime.protocol import INVOKE_PATH, encode_request
+from nanofaas_runtime.watchdog import ServerProcess, StartError, free_port, invoke_file, invoke_stdio
+from nanofaas_scheduler.core.execution import timeout as timeout_outcome
+from nanofaas_scheduler.dispatch.base import Dispatcher, Invocation
+from nanofaas_scheduler.dispatch.http_invoke import JSON, new_session, post_invocation
+from nanofaas_scheduler.dispatch.local.command import (
+    UnrunnableFunction,
+    argv_for,
+    environment_for,
+    replica_environment,
+)
+from nanofaas_scheduler.dispatch.local.warm_pool import WarmPool
+
+
+def _start_failed(exc: Exception) -> Outcome:
+    return Outcome(kind=OutcomeKind.CRASH, error_code="START_FAILED", message=str(exc))
+
+
+class LocalBackend(Dispatcher):
+    """Runs functions as child processes of the scheduler, each in its own process group."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._pools: dict[str, WarmPool] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = new_session()
+        return self._session
+
+    def pool_size(self, name: str) -> int:
+        pool = self._pools.get(name)
+        return pool.size if pool else 0
+
+    async def dispatch(self, invocation: Invocation) -> Outcome:
+        spec = invocation.spec
+        try:
+            argv = argv_for(spec)
+        except UnrunnableFunction as exc:
+            return Outcome(
+                kind=OutcomeKind.FUNCTION_ERROR, error_code="UNRUNNABLE_FUNCTION", message=str(exc)
+            )
+        if spec.runtime_mode in (types_pb2.RUNTIME_MODE_STDIO, types_pb2.RUNTIME_MODE_FILE):
+            return await self._one_shot(invocation, argv)
+        if spec.execution_mode == types_pb2.EXECUTION_MODE_WARM:
+            return await self._warm(invocation, argv)
+        return await self._job(invocation, argv)
+
+    async def _one_shot(self, invocation: Invocation, argv: list[str]) -> Outcome:
+        """STDIO and FILE: one process per invocation, whatever the execution mode."""
+        request = invocation.execution.request
+        body = (
+            encode_request(request.data, request.metadata) if request.content_type == JSON else request.data
+        )
+        run = invoke_stdio if invocation.spec.runtime_mode == types_pb2.RUNTIME_MODE_STDIO else invoke_file
+        env = environment_for(invocation, one_shot=True)
+        return await run(argv, body, env=env, timeout=max(invocation.timeout, 0.001))
+
+    async def _job(self, invocation: Invocation, argv: list[str]) -> Outcome:
+        """JOB over HTTP: a fresh server process for this one invocation."""
+        env = environment_for(invocation, one_shot=True)
+        try:
+            server = await ServerProcess.start(argv, env=env, port=free_port())
+        except (StartError, OSError) as exc:
+            return _start_failed(exc)
+        try:
+            async with asyncio.timeout(invocation.timeout):
+                await server.wait_ready(invocation.timeout)
+                return await post_invocation(self.session, _url(server), invocation)
+        except TimeoutError:
+            return timeout_outcome(invocation.execution.timeout_ms)
+        except StartError as exc:
+            return _start_failed(exc)
+        finally:
+            await asyncio.shield(server.stop(grace=0.5))
+
+    async def _warm(self, invocation: Invocation, argv: list[str]) -> Outcome:
+        pool = self._pool_for(invocation.spec, argv)
+        replica: ServerProcess | None = None
+        healthy = False
+        try:
+            async with asyncio.timeout(invocation.timeout):
+                replica = await pool.acquire(invocation.timeout)
+                outcome = await post_invocation(self.session, _url(replica), invocation)
+            healthy = outcome.kind is not OutcomeKind.CRASH
+            return outcome
+        except TimeoutError:
+            # The replica may still be busy with the abandoned request: recycle it.
+            return timeout_outcome(invocation.execution.timeout_ms)
+        except (StartError, OSError) as exc:
+            return _start_failed(exc)
+        finally:
+            if replica is not None:
+                await asyncio.shield(pool.release(replica, healthy=healthy))
+
+    def _pool_for(self, spec: types_pb2.FunctionSpec, argv: list[str]) -> WarmPool:
+        pool = self._pools.get(spec.name)
+        if pool is not None and pool.spec.revision == spec.revision:
+            return pool
+        if pool is not None:
+            self._retire(pool)
+        pool = WarmPool(spec, argv, replica_environment(spec))
+        self._pools[spec.name] = pool
+        return pool
+
+    def _retire(self, pool: WarmPool) -> None:
+        task = asyncio.get_running_loop().create_task(pool.retire())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def function_changed(self, spec: types_pb2.FunctionSpec) -> None:
+        pool = self._pools.get(spec.name)
+        if pool is not None and pool.spec.revision != spec.revision:
+            del self._pools[spec.name]
+            self._retire(pool)
+
+    async def function_removed(self, name: str) -> None:
+        pool = self._pools.pop(name, None)
+        if pool is not None:
+            self._retire(pool)
+
+    async def close(self) -> None:
+        pools, self._pools = list(self._pools.values()), {}
+        await asyncio.gather(*(pool.close() for pool in pools), *self._retiring, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+
+def _url(server: ServerProcess) -> str:
+    return f"http://127.0.0.1:{server.port}{INVOKE_PATH}"

@@ -1,0 +1,71 @@
+"""WARM mode on this machine: long-lived runtime servers reused across invocations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from nanofaas.v1 import types_pb2
+from nanofaas_runtime.watchdog import ServerProcess, free_port
+
+
+class WarmPool:
+    """The replicas of one function at one spec revision.
+
+    The scheduler never runs more than `concurrency` invocations of a function
+    at once, so the pool grows on demand to at most that many replicas. Idle
+    replicas are reused last-in-first-out to keep the hottest ones hot; a dead
+    replica is dropped and replaced by the next acquire.
+    """
+
+    def __init__(self, spec: types_pb2.FunctionSpec, argv: Sequence[str], env: dict[str, str]) -> None:
+        self.spec = spec
+        self._argv = list(argv)
+        self._env = env
+        self._idle: list[ServerProcess] = []
+        self._replicas: set[ServerProcess] = set()
+        self._retired = False
+
+    @property
+    def size(self) -> int:
+        return len(self._replicas)
+
+    async def acquire(self, ready_timeout: float) -> ServerProcess:
+        while self._idle:
+            replica = self._idle.pop()
+            if replica.alive():
+                return replica
+            self._replicas.discard(replica)
+        replica = await ServerProcess.start(self._argv, env=self._env, port=free_port())
+        self._replicas.add(replica)
+        try:
+            await replica.wait_ready(ready_timeout)
+        except BaseException:
+            self._replicas.discard(replica)
+            await asyncio.shield(replica.stop(grace=0.0))
+            raise
+        return replica
+
+    async def release(self, replica: ServerProcess, *, healthy: bool) -> None:
+        keep = healthy and not self._retired and replica.alive()
+        if keep and len(self._replicas) <= max(1, self.spec.concurrency):
+            self._idle.append(replica)
+            return
+        self._replicas.discard(replica)
+        await replica.stop()
+
+    async def retire(self) -> None:
+        """No new work; idle replicas stop now, busy ones when they are released."""
+        self._retired = True
+        idle, self._idle = self._idle, []
+        for replica in idle:
+            self._replicas.discard(replica)
+        await asyncio.gather(*(replica.stop() for replica in idle), return_exceptions=True)
+
+    async def close(self) -> None:
+        self._retired = True
+        replicas, self._idle = list(self._replicas), []
+        self._replicas.clear()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(replica.stop() for replica in replicas), return_exceptions=True)

@@ -1,0 +1,1 @@
+"""Scheduling policies: small, separately testable rules the core consults."""

@@ -1,0 +1,122 @@
+"""The scheduler's view of the registry: a spec cache kept current by Watch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from nanofaas.v1 import registry_pb2, registry_pb2_grpc, types_pb2
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str, types_pb2.FunctionSpec | None], Awaitable[None]]
+
+# How long an invocation may wait for the watch to reach the revision its
+# caller has seen before asking the registry directly.
+_CATCH_UP_S = 1.0
+
+
+class FunctionCache:
+    """Specs by name, at a known registry revision.
+
+    Lookups are dictionary reads on the hot path; the registry is asked
+    directly only when the cache is behind what the caller has seen or has
+    no such function (it may have been registered a moment ago).
+    """
+
+    def __init__(self, stub: registry_pb2_grpc.RegistryAsyncStub, listener: Listener | None = None) -> None:
+        self._stub = stub
+        self._listener = listener
+        self._specs: dict[str, types_pb2.FunctionSpec] = {}
+        self.revision = 0
+        self.synced = asyncio.Event()
+        self._advanced = asyncio.Event()
+
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    async def get(self, name: str, min_revision: int = 0) -> types_pb2.FunctionSpec | None:
+        if min_revision > self.revision:
+            await self._catch_up(min_revision)
+        if self.synced.is_set() and self.revision >= min_revision:
+            spec = self._specs.get(name)
+            if spec is not None:
+                return spec
+        return await self._fetch(name)
+
+    async def _catch_up(self, revision: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CATCH_UP_S
+        while self.revision < revision:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._advanced.wait(), left)
+            except TimeoutError:
+                return
+
+    async def _fetch(self, name: str) -> types_pb2.FunctionSpec | None:
+        try:
+            return await self._stub.Get(registry_pb2.GetFunctionRequest(name=name), timeout=5.0)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
+    def _advance(self, revision: int) -> None:
+        self.revision = revision
+        self._advanced.set()
+        self._advanced = asyncio.Event()
+
+    async def _notify(self, name: str, spec: types_pb2.FunctionSpec | None) -> None:
+        if self._listener is not None:
+            try:
+                await self._listener(name, spec)
+            except Exception:
+                log.exception("function change listener failed", extra={"functionName": name})
+
+    async def run(self) -> None:
+        """Follow the registry forever, resynchronising after any disconnect."""
+        backoff = 0.05
+        while True:
+            try:
+                await self._follow()
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                log.warning("registry watch interrupted", extra={"code": exc.code().name})
+            except Exception:
+                log.exception("registry watch failed")
+            self.synced.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _follow(self) -> None:
+        snapshot: dict[str, types_pb2.FunctionSpec] = {}
+        call = self._stub.Watch(registry_pb2.WatchRequest())
+        async for event in call:
+            if event.type == registry_pb2.WatchEvent.SNAPSHOT:
+                snapshot[event.spec.name] = event.spec
+            elif event.type == registry_pb2.WatchEvent.SYNCED:
+                old, self._specs = self._specs, snapshot
+                self._advance(event.revision)
+                self.synced.set()
+                log.info("registry synced", extra={"functions": len(snapshot), "revision": event.revision})
+                for name in old.keys() - snapshot.keys():
+                    await self._notify(name, None)
+                for name, spec in snapshot.items():
+                    if old.get(name) != spec:
+                        await self._notify(name, spec)
+            elif event.type == registry_pb2.WatchEvent.PUT:
+                self._specs[event.spec.name] = event.spec
+                self._advance(event.revision)
+                await self._notify(event.spec.name, event.spec)
+            elif event.type == registry_pb2.WatchEvent.DELETED:
+                self._specs.pop(event.spec.name, None)
+                self._advance(event.revision)
+                await self._notify(event.spec.name, None)

@@ -1,0 +1,53 @@
+"""Python handlers the end-to-end tests deploy (HANDLER_FUNCTION picks one)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+
+def echo(request: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    return {
+        "input": request["input"],
+        "metadata": request.get("metadata", {}),
+        "pid": os.getpid(),
+        "executionId": getattr(context, "execution_id", None),
+        "traceId": getattr(context, "trace_id", None),
+        "functionName": getattr(context, "function_name", None),
+        "env": {key: os.environ.get(key) for key in ("FUNCTION_NAME", "GREETING", "INVOCATION_TIMEOUT_MS")},
+    }
+
+
+async def async_echo(request: dict[str, Any], context: Any = None) -> Any:
+    await asyncio.sleep(0)
+    return {"async": True, "input": request["input"]}
+
+
+def fail(request: dict[str, Any], context: Any = None) -> Any:
+    raise ValueError("boom: " + str(request["input"]))
+
+
+def sleep(request: dict[str, Any], context: Any = None) -> Any:
+    """Record the pid, then sleep for input seconds: lets tests see a kill."""
+    pid_file = os.environ.get("PID_FILE")
+    if pid_file:
+        Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(float(request["input"]))
+    return "slept"
+
+
+def reverse_bytes(request: dict[str, Any], context: Any = None) -> bytes:
+    data = request["input"]
+    assert isinstance(data, bytes)
+    return data[::-1]
+
+
+def count(request: dict[str, Any], context: Any = None) -> int:
+    """Append one line per run to COUNT_FILE: proves how often the function ran."""
+    path = Path(os.environ["COUNT_FILE"])
+    with path.open("a") as out:
+        out.write("run\n")
+    return len(path.read_text().splitlines())
