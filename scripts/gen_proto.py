@@ -47,8 +47,11 @@ def generate(out: Path) -> None:
 
 
 def generated_files(base: Path) -> list[Path]:
-    return sorted(p.relative_to(base) for p in (base / "nanofaas").rglob("*") if p.is_file()
-                  and "__pycache__" not in p.parts)
+    return sorted(
+        p.relative_to(base)
+        for p in (base / "nanofaas").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
 
 
 def main() -> int:
@@ -64,9 +67,11 @@ def main() -> int:
         fresh = Path(tmp)
         generate(fresh)
         want, have = generated_files(fresh), generated_files(OUT_DIR)
-        stale = [str(p) for p in sorted(set(want) | set(have))
-                 if p not in want or p not in have
-                 or not filecmp.cmp(fresh / p, OUT_DIR / p, shallow=False)]
+        stale = [
+            str(p)
+            for p in sorted(set(want) | set(have))
+            if p not in want or p not in have or not filecmp.cmp(fresh / p, OUT_DIR / p, shallow=False)
+        ]
     if stale:
         print("generated protobuf code is out of sync with proto/; run `make proto`:", file=sys.stderr)
         for name in stale:

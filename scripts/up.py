@@ -108,7 +108,7 @@ async def run(args: argparse.Namespace) -> int:
         print(
             "\nnanofaas is up on the local backend. Invoke the example function with:\n\n"
             f"  curl -s -X POST {base}/v1/functions/hello:invoke "
-            "-H 'Content-Type: application/json' -d '{\"input\": {\"name\": \"nanofaas\"}}'\n\n"
+            '-H \'Content-Type: application/json\' -d \'{"input": {"name": "nanofaas"}}\'\n\n'
             "Press Ctrl-C to stop.\n",
             flush=True,
         )

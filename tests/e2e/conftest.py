@@ -131,7 +131,12 @@ def python_spec(name: str, handler: str, **fields: Any) -> dict[str, Any]:
 
 def command_spec(name: str, script: str, **fields: Any) -> dict[str, Any]:
     """A function whose process is a script from functions/ run by this interpreter."""
-    return {"name": name, "image": "example/any:1", "command": [sys.executable, str(FUNCTIONS_DIR / script)], **fields}
+    return {
+        "name": name,
+        "image": "example/any:1",
+        "command": [sys.executable, str(FUNCTIONS_DIR / script)],
+        **fields,
+    }
 
 
 async def register(http: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[str, Any]:
@@ -144,5 +149,7 @@ async def register(http: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[st
 async def invoke(
     http: aiohttp.ClientSession, name: str, input_value: Any = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, Any], Any]:
-    async with http.post(f"/v1/functions/{name}:invoke", json={"input": input_value}, headers=headers) as response:
+    async with http.post(
+        f"/v1/functions/{name}:invoke", json={"input": input_value}, headers=headers
+    ) as response:
         return response.status, dict(response.headers), await response.json()

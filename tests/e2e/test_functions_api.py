@@ -8,7 +8,9 @@ import pytest
 from .conftest import RUNTIME_IMAGE, python_spec, register
 
 
-async def test_register_returns_summary_and_get_applies_defaults(http: aiohttp.ClientSession, fn_name: str) -> None:
+async def test_register_returns_summary_and_get_applies_defaults(
+    http: aiohttp.ClientSession, fn_name: str
+) -> None:
     summary = await register(http, {"name": fn_name, "image": RUNTIME_IMAGE})
     assert summary["name"] == fn_name
     assert summary["image"] == RUNTIME_IMAGE
@@ -63,7 +65,9 @@ async def test_invalid_spec_is_rejected_naming_the_field(
 
 
 async def test_non_json_body_is_a_clear_error(http: aiohttp.ClientSession) -> None:
-    async with http.post("/v1/functions", data=b"{nope", headers={"Content-Type": "application/json"}) as response:
+    async with http.post(
+        "/v1/functions", data=b"{nope", headers={"Content-Type": "application/json"}
+    ) as response:
         assert response.status in (400, 422)
         assert "error" in await response.json()
 
@@ -109,7 +113,9 @@ async def test_update_replaces_spec_and_validates(http: aiohttp.ClientSession, f
         assert (await response.json())["concurrency"] == 7
     async with http.put(f"/v1/functions/{fn_name}", json={**updated, "timeoutMs": 0}) as response:
         assert response.status in (400, 422)
-    async with http.put("/v1/functions/nope-missing", json={"name": "nope-missing", "image": "x"}) as response:
+    async with http.put(
+        "/v1/functions/nope-missing", json={"name": "nope-missing", "image": "x"}
+    ) as response:
         assert response.status == 404
 
 
@@ -117,7 +123,9 @@ async def test_update_takes_effect_for_next_invocation(http: aiohttp.ClientSessi
     await register(http, python_spec(fn_name, "echo", env={"GREETING": "one"}))
     async with http.post(f"/v1/functions/{fn_name}:invoke", json={"input": 1}) as response:
         assert (await response.json())["output"]["env"]["GREETING"] == "one"
-    async with http.put(f"/v1/functions/{fn_name}", json=python_spec(fn_name, "echo", env={"GREETING": "two"})):
+    async with http.put(
+        f"/v1/functions/{fn_name}", json=python_spec(fn_name, "echo", env={"GREETING": "two"})
+    ):
         pass
     async with http.post(f"/v1/functions/{fn_name}:invoke", json={"input": 1}) as response:
         assert (await response.json())["output"]["env"]["GREETING"] == "two"

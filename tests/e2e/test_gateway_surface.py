@@ -32,7 +32,9 @@ async def test_openapi_matches_contract(http: aiohttp.ClientSession) -> None:
         operation = paths[path][method]
         assert operation["operationId"] == operation_id
         assert success in operation["responses"]
-    assert {"404", "408", "413", "429", "502"} <= set(paths["/v1/functions/{name}:invoke"]["post"]["responses"])
+    assert {"404", "408", "413", "429", "502"} <= set(
+        paths["/v1/functions/{name}:invoke"]["post"]["responses"]
+    )
     async with http.get("/docs") as response:
         assert response.status == 200
 

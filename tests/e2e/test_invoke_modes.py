@@ -140,7 +140,9 @@ async def endpoint_server() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
         seen.append(dict(request.headers))
         payload = await request.json()
         if payload["input"] == "fail":
-            return web.json_response({"error": {"code": "FUNCTION_ERROR", "message": "endpoint says no"}}, status=500)
+            return web.json_response(
+                {"error": {"code": "FUNCTION_ERROR", "message": "endpoint says no"}}, status=500
+            )
         return web.json_response({"endpoint": True, "input": payload["input"]})
 
     app = web.Application()
@@ -191,7 +193,9 @@ async def test_octet_stream_in_and_out(http: aiohttp.ClientSession, fn_name: str
         assert await response.read() == data[::-1]
 
 
-async def test_concurrency_limit_is_never_exceeded(http: aiohttp.ClientSession, fn_name: str, tmp_path: object) -> None:
+async def test_concurrency_limit_is_never_exceeded(
+    http: aiohttp.ClientSession, fn_name: str, tmp_path: object
+) -> None:
     """Four concurrent sleeps with concurrency 2: the warm pool never grows past 2 processes."""
     await register(http, python_spec(fn_name, "sleep", executionMode="WARM", concurrency=2))
     results = await asyncio.gather(*(invoke(http, fn_name, 0.3) for _ in range(4)))

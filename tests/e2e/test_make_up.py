@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -43,36 +43,41 @@ async def test_up_serves_the_example_and_stops_cleanly(tmp_path: Path) -> None:
         NANOFAAS_SCHEDULER_ADDRESS=f"127.0.0.1:{scheduler}",
         NANOFAAS_REGISTRY_ADDRESS=f"127.0.0.1:{registry}",
     )
-    up = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "up.py"), "--port", str(port)],
+    up = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "scripts" / "up.py"),
+        "--port",
+        str(port),
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
+    assert up.stdout is not None
     lines: list[str] = []
     try:
-        assert up.stdout is not None
-        for line in up.stdout:
-            lines.append(line)
-            if "Press Ctrl-C to stop" in line:
-                break
-        else:
-            raise AssertionError("make up did not come up:\n" + "".join(lines))
+        async with asyncio.timeout(120):
+            while raw := await up.stdout.readline():
+                lines.append(raw.decode(errors="replace"))
+                if "Press Ctrl-C to stop" in lines[-1]:
+                    break
+        assert "Press Ctrl-C to stop" in lines[-1], "make up did not come up:\n" + "".join(lines)
         curl = next(line for line in lines if "curl" in line)
         assert f"http://127.0.0.1:{port}/v1/functions/hello:invoke" in curl
-        async with aiohttp.ClientSession() as http:
-            async with http.post(
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
                 f"http://127.0.0.1:{port}/v1/functions/hello:invoke", json={"input": {"name": "nanofaas"}}
-            ) as response:
-                assert response.status == 200
-                body = await response.json()
+            ) as response,
+        ):
+            assert response.status == 200
+            body = await response.json()
         assert body["output"] == {"message": "Hello, nanofaas!"}
         assert processes_of_function("hello"), "the warm example replica should be running"
         prefixes = {line.split("|", 1)[0].strip() for line in lines if "|" in line}
         assert {"registry", "scheduler", "gateway"} <= prefixes
     finally:
         up.send_signal(signal.SIGINT)
-        remaining, _ = up.communicate(timeout=60)
-    assert up.returncode == 0, "".join(lines) + remaining
+        async with asyncio.timeout(60):
+            remaining, _ = await up.communicate()
+    assert up.returncode == 0, "".join(lines) + remaining.decode(errors="replace")
     assert not processes_of_function("hello")

@@ -12,7 +12,9 @@ import aiohttp
 from .conftest import command_spec, invoke, python_spec, register
 
 
-async def wait_terminal(http: aiohttp.ClientSession, execution_id: str, timeout: float = 30) -> dict[str, Any]:
+async def wait_terminal(
+    http: aiohttp.ClientSession, execution_id: str, timeout: float = 30
+) -> dict[str, Any]:
     """Poll the execution like a client would, until it has ended."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -56,7 +58,9 @@ async def test_nonzero_exit_is_function_error_with_stderr(http: aiohttp.ClientSe
     assert "something went wrong: disk on fire" in body["error"]["message"]
 
 
-async def test_crash_is_retried_and_succeeds(http: aiohttp.ClientSession, fn_name: str, tmp_path: Path) -> None:
+async def test_crash_is_retried_and_succeeds(
+    http: aiohttp.ClientSession, fn_name: str, tmp_path: Path
+) -> None:
     marker = tmp_path / "crashed-once"
     await register(
         http,
@@ -79,9 +83,13 @@ async def test_failed_start_is_retried_then_error(http: aiohttp.ClientSession, f
     assert execution["attempts"] == 2
 
 
-async def test_timeout_is_408_and_kills_the_process(http: aiohttp.ClientSession, fn_name: str, tmp_path: Path) -> None:
+async def test_timeout_is_408_and_kills_the_process(
+    http: aiohttp.ClientSession, fn_name: str, tmp_path: Path
+) -> None:
     pid_file = tmp_path / "pid"
-    await register(http, python_spec(fn_name, "sleep", timeoutMs=1500, maxRetries=3, env={"PID_FILE": str(pid_file)}))
+    await register(
+        http, python_spec(fn_name, "sleep", timeoutMs=1500, maxRetries=3, env={"PID_FILE": str(pid_file)})
+    )
     status, headers, body = await invoke(http, fn_name, 60)
     assert status == 408
     assert body["status"] == "timeout"
@@ -118,7 +126,9 @@ async def test_body_over_limit_is_413(http: aiohttp.ClientSession, fn_name: str)
     big = b"x" * (10 * 1024 * 1024 + 1)
     for action in ("invoke", "enqueue"):
         async with http.post(
-            f"/v1/functions/{fn_name}:{action}", data=big, headers={"Content-Type": "application/octet-stream"}
+            f"/v1/functions/{fn_name}:{action}",
+            data=big,
+            headers={"Content-Type": "application/octet-stream"},
         ) as response:
             assert response.status == 413
             assert (await response.json())["error"]["code"]
@@ -199,7 +209,8 @@ async def test_complete_callback_ends_execution(http: aiohttp.ClientSession, fn_
     async with http.post(f"/v1/functions/{fn_name}:enqueue", json={"input": 0.5}) as response:
         queued = (await response.json())["executionId"]
     async with http.post(
-        f"/v1/internal/executions/{queued}:complete", json={"status": "success", "output": {"from": "callback"}}
+        f"/v1/internal/executions/{queued}:complete",
+        json={"status": "success", "output": {"from": "callback"}},
     ) as response:
         assert response.status == 204
     execution = await wait_terminal(http, queued)

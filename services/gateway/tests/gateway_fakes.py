@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # stubs lack aio
 
 from nanofaas.v1 import registry_pb2, registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
 
@@ -30,7 +30,9 @@ class FailureInjector:
 
     pending: dict[str, Failure] = field(default_factory=dict)
 
-    def fail(self, method: str, code: grpc.StatusCode, details: str = "", trailers: dict[str, str] | None = None) -> None:
+    def fail(
+        self, method: str, code: grpc.StatusCode, details: str = "", trailers: dict[str, str] | None = None
+    ) -> None:
         self.pending[method] = Failure(code, details, tuple((trailers or {}).items()))
 
     async def check(self, method: str, context: Context) -> None:
@@ -42,12 +44,19 @@ class FailureInjector:
 def with_defaults(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
     stored = types_pb2.FunctionSpec()
     stored.CopyFrom(spec)
-    for name, default in (("timeout_ms", 30000), ("concurrency", 4), ("queue_size", 100), ("max_retries", 3)):
-        if not stored.HasField(name):
-            setattr(stored, name, default)
+    if not stored.HasField("timeout_ms"):
+        stored.timeout_ms = 30000
+    if not stored.HasField("concurrency"):
+        stored.concurrency = 4
+    if not stored.HasField("queue_size"):
+        stored.queue_size = 100
+    if not stored.HasField("max_retries"):
+        stored.max_retries = 3
     if stored.execution_mode == types_pb2.EXECUTION_MODE_UNSPECIFIED:
         endpoint = stored.endpoint_url
-        stored.execution_mode = types_pb2.EXECUTION_MODE_ENDPOINT if endpoint else types_pb2.EXECUTION_MODE_JOB
+        stored.execution_mode = (
+            types_pb2.EXECUTION_MODE_ENDPOINT if endpoint else types_pb2.EXECUTION_MODE_JOB
+        )
     if stored.runtime_mode == types_pb2.RUNTIME_MODE_UNSPECIFIED:
         stored.runtime_mode = types_pb2.RUNTIME_MODE_HTTP
     return stored
@@ -60,6 +69,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServicer):
         self.registered: list[types_pb2.FunctionSpec] = []
         self.updates: list[registry_pb2.UpdateRequest] = []
         self.failures = FailureInjector()
+        self.watch_events: list[registry_pb2.WatchEvent] = []
 
     def reset(self) -> None:
         """Forget functions and requests; the revision keeps growing like a real registry's."""
@@ -76,11 +86,15 @@ class FakeRegistry(registry_pb2_grpc.RegistryServicer):
         self.specs[stored.name] = stored
         return stored
 
-    async def Register(self, request: registry_pb2.RegisterRequest, context: Context) -> types_pb2.FunctionSpec:
+    async def Register(
+        self, request: registry_pb2.RegisterRequest, context: Context
+    ) -> types_pb2.FunctionSpec:
         await self.failures.check("Register", context)
         self.registered.append(request.spec)
         if request.spec.name in self.specs:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"function '{request.spec.name}' already exists")
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS, f"function '{request.spec.name}' already exists"
+            )
         return self._store(request.spec)
 
     async def Get(self, request: registry_pb2.GetFunctionRequest, context: Context) -> types_pb2.FunctionSpec:
@@ -111,11 +125,13 @@ class FakeRegistry(registry_pb2_grpc.RegistryServicer):
         self.revision += 1
         return registry_pb2.DeleteFunctionResponse(revision=self.revision)
 
-    async def Watch(  # type: ignore[override]
+    async def Watch(
         self, request: registry_pb2.WatchRequest, context: Context
     ) -> AsyncIterator[registry_pb2.WatchEvent]:
+        """The gateway never watches: no events, then UNIMPLEMENTED."""
+        for event in self.watch_events:
+            yield event
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the gateway never watches")
-        yield registry_pb2.WatchEvent()
 
 
 def echo_invocation(request: scheduler_pb2.InvokeRequest) -> scheduler_pb2.InvokeResponse:
@@ -134,7 +150,9 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         self.completions: list[scheduler_pb2.CompleteExecutionRequest] = []
         self.invoke_deadlines: list[float | None] = []
         self.executions: dict[str, types_pb2.ExecutionStatus] = {}
-        self.invoke_result: Callable[[scheduler_pb2.InvokeRequest], scheduler_pb2.InvokeResponse] = echo_invocation
+        self.invoke_result: Callable[[scheduler_pb2.InvokeRequest], scheduler_pb2.InvokeResponse] = (
+            echo_invocation
+        )
         self.enqueue_state: types_pb2.ExecutionState.ValueType = types_pb2.EXECUTION_STATE_QUEUED
         self.hang_invoke = False
         self.invoke_cancelled = asyncio.Event()
@@ -152,7 +170,9 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         self.invoke_cancelled = asyncio.Event()
         self.failures.pending.clear()
 
-    async def Invoke(self, request: scheduler_pb2.InvokeRequest, context: Context) -> scheduler_pb2.InvokeResponse:
+    async def Invoke(
+        self, request: scheduler_pb2.InvokeRequest, context: Context
+    ) -> scheduler_pb2.InvokeResponse:
         self.invokes.append(request)
         self.invoke_deadlines.append(context.time_remaining())
         await self.failures.check("Invoke", context)
@@ -163,10 +183,14 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
                 self.invoke_cancelled.set()
         return self.invoke_result(request)
 
-    async def Enqueue(self, request: scheduler_pb2.InvokeRequest, context: Context) -> scheduler_pb2.EnqueueResponse:
+    async def Enqueue(
+        self, request: scheduler_pb2.InvokeRequest, context: Context
+    ) -> scheduler_pb2.EnqueueResponse:
         self.enqueues.append(request)
         await self.failures.check("Enqueue", context)
-        return scheduler_pb2.EnqueueResponse(execution_id=f"queued-{len(self.enqueues)}", status=self.enqueue_state)
+        return scheduler_pb2.EnqueueResponse(
+            execution_id=f"queued-{len(self.enqueues)}", status=self.enqueue_state
+        )
 
     async def GetExecution(
         self, request: scheduler_pb2.GetExecutionRequest, context: Context
@@ -213,4 +237,6 @@ async def start_registry(fake: FakeRegistry) -> FakeBackend:
 
 
 async def start_scheduler(fake: FakeScheduler) -> FakeBackend:
-    return await start_backend(lambda server: scheduler_pb2_grpc.add_SchedulerServicer_to_server(fake, server))
+    return await start_backend(
+        lambda server: scheduler_pb2_grpc.add_SchedulerServicer_to_server(fake, server)
+    )

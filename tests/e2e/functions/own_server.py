@@ -22,8 +22,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self._send(200, {"own": True, "input": request["input"], "pid": os.getpid(),
-                         "executionId": self.headers.get("X-Execution-Id")})
+        self._send(
+            200,
+            {
+                "own": True,
+                "input": request["input"],
+                "pid": os.getpid(),
+                "executionId": self.headers.get("X-Execution-Id"),
+            },
+        )
 
 
 ThreadingHTTPServer((os.environ.get("HOST", "127.0.0.1"), int(os.environ["PORT"])), Handler).serve_forever()

@@ -15,5 +15,7 @@ if marker and not Path(marker).exists():
 if isinstance(data, dict) and data.get("fail"):
     sys.stderr.write("something went wrong: " + str(data["fail"]) + "\n")
     sys.exit(3)
-env = {key: os.environ.get(key) for key in ("FUNCTION_NAME", "EXECUTION_ID", "TRACE_ID", "INVOCATION_TIMEOUT_MS")}
+env = {
+    key: os.environ.get(key) for key in ("FUNCTION_NAME", "EXECUTION_ID", "TRACE_ID", "INVOCATION_TIMEOUT_MS")
+}
 json.dump({"input": data, "metadata": request.get("metadata"), "argv": sys.argv[1:], "env": env}, sys.stdout)

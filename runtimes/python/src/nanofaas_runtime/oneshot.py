@@ -63,7 +63,9 @@ def parse_request(raw: bytes) -> dict[str, Any]:
         raise BadInput(f"request is not valid JSON: {exc}") from exc
     if not isinstance(parsed, dict):
         raise BadInput('request must be a JSON object {"input": ..., "metadata": {...}}')
-    metadata = parsed.get("metadata") or {}
+    metadata = parsed.get("metadata")
+    if metadata is None:
+        metadata = {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise BadInput("metadata: must be an object of strings")
     return build_request(parsed.get("input"), metadata)

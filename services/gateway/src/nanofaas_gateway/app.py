@@ -44,10 +44,13 @@ def create_app(
     app.state.settings = settings
     app.state.clients = clients
     install_error_handlers(app)
-    for router in (functions.router, invocations.router, executions.router, health.router):
+    routers = (functions.router, invocations.router, executions.router, health.router)
+    for router in routers:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     metrics = GatewayMetrics(metrics_registry if metrics_registry is not None else CollectorRegistry())
     # Added last, so outermost: it also counts 413s and errors answered by the inner layers.
-    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
+    templated = [route for route in app.router.routes if isinstance(getattr(route, "path", None), str)]
+    templated += [route for router in routers for route in router.routes]
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=templated)
     return app

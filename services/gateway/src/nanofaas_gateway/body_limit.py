@@ -3,7 +3,9 @@
 A declared Content-Length over the limit is refused before the application
 runs. A streamed (chunked) body is counted as the application reads it; once it
 crosses the limit the middleware sends the 413 itself, makes the read fail and
-drops whatever the application tries to send afterwards.
+drops whatever the application tries to send afterwards. The connection is not
+closed: the server discards the rest of the body, so clients that are still
+sending can read the 413 instead of meeting a connection reset.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ class BodyLimitMiddleware:
         headers = [
             (b"content-type", JSON_MEDIA_TYPE.encode()),
             (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -43,20 +43,31 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        recorded = False
 
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
+        def record() -> None:
+            nonlocal recorded
+            recorded = True
             route = self._route_template(scope)
             method = scope["method"]
             self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.duration.labels(route, method).observe(time.perf_counter() - started)
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Recorded before the last bytes leave, so a client that saw the
+                # response also sees it counted.
+                record()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            if not recorded:
+                record()
 
     def _route_template(self, scope: Scope) -> str:
         route = scope.get("route")

@@ -35,6 +35,6 @@ def gateway_settings(request: Request) -> Settings:
 
 def require_function_name(name: str) -> str:
     """A name outside the FunctionSpec pattern cannot exist: answer 404 without asking anyone."""
-    if NAME_RE.match(name) is None:
+    if NAME_RE.fullmatch(name) is None:
         raise not_found(f"function '{name}' not found")
     return name

@@ -24,6 +24,13 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name
 _SWEEP_INTERVAL_S = 30.0
+# Payloads up to the gateway's body limit (10 MiB by default) plus framing.
+_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+]
 
 
 def build_backend(name: str) -> Dispatcher:
@@ -60,7 +67,7 @@ class SchedulerServer:
         functions = FunctionCache(
             registry_pb2_grpc.RegistryStub(self._channel), self.scheduler.function_changed
         )
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server = grpc.aio.server(options=_SERVER_OPTIONS)
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(
             SchedulerService(self.scheduler, functions), server
         )

@@ -12,23 +12,23 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from nanofaas_runtime.outcome import CODE_START_FAILED, Outcome, crash, function_error, success, timeout
+from nanofaas_runtime.outcome import CODE_START_FAILED, Outcome, crash, function_error, success
+from nanofaas_runtime.outcome import timeout as timed_out
 from nanofaas_runtime.protocol import NOT_VALID_JSON, is_valid_json, strip_json
 from nanofaas_runtime.watchdog.process import (
+    Child,
     OutputTooLarge,
     StartError,
     StreamTail,
     cancel_task,
     describe_signal,
     read_bounded,
-    signal_process_group,
     spawn,
-    terminate,
 )
 
 DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
@@ -53,7 +53,7 @@ async def invoke_stdio(
 ) -> Outcome:
     """Run `argv` with `request` on stdin; its stdout is the output JSON."""
     try:
-        process = await spawn(
+        child = await spawn(
             argv,
             env=env,
             cwd=cwd,
@@ -63,7 +63,7 @@ async def invoke_stdio(
         )
     except StartError as exc:
         return crash(str(exc), CODE_START_FAILED)
-    result = await _supervise(process, timeout, request, max_output_bytes)
+    result = await _supervise(child, timeout, request, max_output_bytes)
     if isinstance(result, Outcome):
         return result
     if result.returncode != 0:
@@ -81,10 +81,13 @@ async def invoke_file(
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
 ) -> Outcome:
     """Run `argv` with the request at $INPUT_FILE; the JSON it writes to $OUTPUT_FILE is the output."""
-    workdir, input_path, output_path = await asyncio.to_thread(_prepare_workdir, request)
+    try:
+        workdir, input_path, output_path = await asyncio.to_thread(_prepare_workdir, request)
+    except OSError as exc:
+        return crash(f"cannot prepare INPUT_FILE: {exc}", CODE_START_FAILED)
     try:
         try:
-            process = await spawn(
+            child = await spawn(
                 argv,
                 env={**env, "INPUT_FILE": input_path, "OUTPUT_FILE": output_path},
                 cwd=cwd,
@@ -94,7 +97,7 @@ async def invoke_file(
             )
         except StartError as exc:
             return crash(str(exc), CODE_START_FAILED)
-        result = await _supervise(process, timeout, None, None)
+        result = await _supervise(child, timeout, None, None)
         if isinstance(result, Outcome):
             return result
         if result.returncode != 0:
@@ -105,12 +108,13 @@ async def invoke_file(
 
 
 async def _supervise(
-    process: asyncio.subprocess.Process,
+    child: Child,
     timeout_seconds: float,
     stdin_data: bytes | None,
     stdout_limit: int | None,
 ) -> _Exit | Outcome:
     """Feed, drain and wait for the process within the deadline, killing its group on any early end."""
+    process = child.process
     stderr = StreamTail(process.stderr)
     feeder = asyncio.create_task(_feed(process.stdin, stdin_data)) if process.stdin is not None else None
     reader = (
@@ -118,38 +122,34 @@ async def _supervise(
         if process.stdout is not None and stdout_limit is not None
         else None
     )
-    exited = asyncio.create_task(process.wait())
     try:
         async with asyncio.timeout(timeout_seconds):
-            stdout = await _collect(process, exited, reader)
+            stdout = await _collect(child, reader)
     except TimeoutError:
-        await terminate(process)
-        return timeout(f"timed out after {timeout_seconds:g}s")
+        await child.kill_group()
+        return timed_out(f"timed out after {timeout_seconds:g}s")
     except OutputTooLarge as exc:
-        await terminate(process)
+        await child.kill_group()
         return function_error(str(exc))
     finally:
-        if process.returncode is None:  # cancelled by our caller: leave nothing running
-            await terminate(process)
-        for task in (feeder, reader, exited):
+        if not child.exited.done():  # cancelled by our caller: leave nothing running
+            await child.kill_group()
+        for task in (feeder, reader):
             if task is not None:
                 await cancel_task(task)
         await stderr.finish(_STDERR_DRAIN_SECONDS)
-    return _Exit(exited.result(), stdout, stderr.text())
+        child.close()
+    return _Exit(child.exited.result(), stdout, stderr.text())
 
 
-async def _collect(
-    process: asyncio.subprocess.Process,
-    exited: asyncio.Task[int],
-    reader: asyncio.Task[bytes] | None,
-) -> bytes:
+async def _collect(child: Child, reader: asyncio.Task[bytes] | None) -> bytes:
     if reader is not None:
-        done, _ = await asyncio.wait({exited, reader}, return_when=asyncio.FIRST_COMPLETED)
+        first: set[asyncio.Future[Any]] = {child.exited, reader}
+        done, _ = await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         if reader in done:
             reader.result()  # raises OutputTooLarge the moment the limit is crossed
-    await exited
-    # Leftover children (same group) may still hold our pipes open; they go with their parent.
-    signal_process_group(process.pid, signal.SIGKILL)
+    # Leftover children holding our pipes open were killed with their parent (see Child).
+    await asyncio.shield(child.exited)
     return await reader if reader is not None else b""
 
 
@@ -182,8 +182,12 @@ def _json_output(raw: bytes) -> Outcome:
 def _prepare_workdir(request: bytes) -> tuple[str, str, str]:
     workdir = tempfile.mkdtemp(prefix="nanofaas-file-")
     input_path = os.path.join(workdir, "input.json")
-    with open(input_path, "wb") as file:
-        file.write(request)
+    try:
+        with open(input_path, "wb") as file:
+            file.write(request)
+    except OSError:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     return workdir, input_path, os.path.join(workdir, "output.json")
 
 

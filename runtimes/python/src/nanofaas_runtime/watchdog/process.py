@@ -7,7 +7,8 @@ import os
 import signal
 import socket
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 STDERR_TAIL_BYTES = 4096
 _READ_CHUNK = 64 * 1024
@@ -15,6 +16,63 @@ _READ_CHUNK = 64 * 1024
 
 class StartError(Exception):
     """The command could not be started, or its server never became ready."""
+
+
+class _ExitWatchingProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's stream protocol plus a future resolved the moment the process exits.
+
+    `Process.wait()` resolves only once every pipe is closed as well, which never happens
+    while a leftover grandchild still holds one; supervisors must act on the exit itself.
+    When the leader exits, whatever is left of its process group is killed at once: the
+    group id cannot have been reused while members remain, whereas signalling it any later
+    could hit an unrelated group that reused the id.
+    """
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited: asyncio.Future[int] = loop.create_future()
+        self._subprocess_transport: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # uvloop's process transport has the same interface without subclassing asyncio's.
+        self._subprocess_transport = cast("asyncio.SubprocessTransport", transport)
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        transport = self._subprocess_transport
+        if transport is None or self.exited.done():
+            return
+        signal_process_group(transport.get_pid(), signal.SIGKILL)
+        returncode = transport.get_returncode()
+        self.exited.set_result(returncode if returncode is not None else -1)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Child:
+    """A spawned process with a prompt exit notification."""
+
+    process: asyncio.subprocess.Process
+    exited: asyncio.Future[int]  # the exit status (negative: killed by that signal)
+    transport: asyncio.SubprocessTransport
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def signal_group(self, sig: int) -> None:
+        """Signal the whole process group, but never after the leader's exit (see above)."""
+        if not self.exited.done():
+            signal_process_group(self.pid, sig)
+
+    async def kill_group(self) -> int:
+        """SIGKILL the whole process group and wait for the leader's exit status."""
+        self.signal_group(signal.SIGKILL)
+        return await asyncio.shield(self.exited)
+
+    def close(self) -> None:
+        """Release our ends of its pipes (the process must be dead by now)."""
+        self.transport.close()
 
 
 async def spawn(
@@ -26,15 +84,17 @@ async def spawn(
     stdout: int,
     stderr: int,
     pass_fds: Sequence[int] = (),
-) -> asyncio.subprocess.Process:
+) -> Child:
     """Start `argv` without a shell, with exactly `env`, as the leader of a new session/process group.
 
     Its own group lets a timeout kill everything it started; raises StartError when it cannot start.
     """
     if not argv:
         raise StartError("empty command")
+    loop = asyncio.get_running_loop()
     try:
-        return await asyncio.create_subprocess_exec(
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ExitWatchingProtocol(limit=_READ_CHUNK, loop=loop),
             *argv,
             stdin=stdin,
             stdout=stdout,
@@ -47,6 +107,8 @@ async def spawn(
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise StartError(f"cannot start {argv[0]!r}: {reason}") from exc
+    process = asyncio.subprocess.Process(transport, protocol, loop)
+    return Child(process=process, exited=protocol.exited, transport=transport)
 
 
 def signal_process_group(pid: int, sig: int) -> bool:
@@ -64,12 +126,6 @@ async def kill_process_group(pid: int) -> None:
     Reaping the leader stays with its parent; a group that is already gone is not an error.
     """
     signal_process_group(pid, signal.SIGKILL)
-
-
-async def terminate(process: asyncio.subprocess.Process) -> None:
-    """Kill the process's whole group and reap the leader."""
-    signal_process_group(process.pid, signal.SIGKILL)
-    await process.wait()
 
 
 def free_port() -> int:

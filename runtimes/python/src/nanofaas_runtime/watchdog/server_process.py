@@ -8,17 +8,17 @@ from collections.abc import Mapping, Sequence
 
 from nanofaas_runtime.protocol import HEALTH_PATH
 from nanofaas_runtime.watchdog.process import (
+    Child,
     StartError,
     StreamTail,
     describe_signal,
-    signal_process_group,
     spawn,
 )
 
 _FIRST_POLL_DELAY = 0.002
 # Poll densely while a fast server (the Python runtime is ready in ~70 ms) may come up any moment,
 # then back off for slow starters: a refused localhost connect costs microseconds.
-_FAST_POLL_CAP = 0.01
+_FAST_POLL_CAP = 0.005
 _FAST_POLL_SECONDS = 1.0
 _SLOW_POLL_CAP = 0.05
 _MAX_PROBE_SECONDS = 1.0
@@ -31,12 +31,12 @@ class ServerProcess:
     stderr is drained continuously into a bounded tail (for error messages); stdout is discarded.
     """
 
-    def __init__(self, process: asyncio.subprocess.Process, port: int) -> None:
-        self._process = process
+    def __init__(self, child: Child, port: int) -> None:
+        self._child = child
         self.port = port
-        self.pid = process.pid
-        self._stderr = StreamTail(process.stderr)
-        self._exited: asyncio.Task[int] = asyncio.create_task(process.wait())
+        self.pid = child.pid
+        self._stderr = StreamTail(child.process.stderr)
+        self._exited = child.exited
 
     @classmethod
     async def start(
@@ -52,7 +52,7 @@ class ServerProcess:
 
         `pass_fds` lets a caller hand over a pre-bound listening socket (NANOFAAS_LISTEN_FD).
         """
-        process = await spawn(
+        child = await spawn(
             argv,
             env={**env, "PORT": str(port), "HOST": "127.0.0.1"},
             cwd=cwd,
@@ -61,11 +61,12 @@ class ServerProcess:
             stderr=asyncio.subprocess.PIPE,
             pass_fds=pass_fds,
         )
-        return cls(process, port)
+        return cls(child, port)
 
     @property
     def returncode(self) -> int | None:
-        return self._process.returncode
+        """The exit status once dead (negative: killed by that signal), else None."""
+        return self._exited.result() if self._exited.done() else None
 
     def alive(self) -> bool:
         return not self._exited.done()
@@ -107,13 +108,12 @@ class ServerProcess:
 
     async def stop(self, grace: float = 1.0) -> None:
         """SIGTERM the process group, SIGKILL it after `grace` seconds, and reap the leader."""
-        if not self._exited.done() and grace > 0:
-            signal_process_group(self.pid, signal.SIGTERM)
+        if grace > 0:
+            self._child.signal_group(signal.SIGTERM)
             await asyncio.wait({self._exited}, timeout=grace)
-        # Kills a stubborn leader, and any children left behind by one that did exit.
-        signal_process_group(self.pid, signal.SIGKILL)
-        await asyncio.shield(self._exited)
+        await self._child.kill_group()
         await self._stderr.finish(_STDERR_DRAIN_SECONDS)
+        self._child.close()
 
     def _exit_message(self) -> str:
         code = self._exited.result()

@@ -1,0 +1,309 @@
+"""Function CRUD through the real app and a fake gRPC registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+
+from nanofaas.v1 import types_pb2
+
+from .gateway_harness import Gateway
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+FULL_SPEC: dict[str, Any] = {
+    "name": "echo",
+    "image": "nanofaas/python-runtime:1",
+    "command": ["python", "-m", "app"],
+    "env": {"A": "1"},
+    "resources": {"cpu": "500m", "memory": "256Mi"},
+    "timeoutMs": 1000,
+    "concurrency": 2,
+    "queueSize": 7,
+    "maxRetries": 0,
+    "executionMode": "WARM",
+    "runtimeMode": "STDIO",
+}
+
+
+async def post_spec(gateway: Gateway, spec: dict[str, Any]) -> tuple[int, Any]:
+    async with gateway.session.post(gateway.url("/v1/functions"), json=spec) as response:
+        return response.status, await response.json()
+
+
+async def test_register_returns_201_summary_and_location(gateway: Gateway) -> None:
+    async with gateway.session.post(gateway.url("/v1/functions"), json=FULL_SPEC) as response:
+        assert response.status == 201
+        assert response.headers["Location"] == "/v1/functions/echo"
+        assert response.content_type == "application/json"
+        body = await response.json()
+    assert body == {
+        "name": "echo",
+        "image": "nanofaas/python-runtime:1",
+        "concurrency": 2,
+        "executionMode": "WARM",
+        "createdAt": "2024-05-01T12:00:00.123Z",
+    }
+
+
+async def test_register_sends_every_field_to_the_registry(gateway: Gateway) -> None:
+    status, _ = await post_spec(gateway, FULL_SPEC)
+    assert status == 201
+    sent = gateway.registry.registered[-1]
+    assert sent.name == "echo"
+    assert list(sent.command) == ["python", "-m", "app"]
+    assert dict(sent.env) == {"A": "1"}
+    assert (sent.resources.cpu, sent.resources.memory) == ("500m", "256Mi")
+    assert (sent.timeout_ms, sent.concurrency, sent.queue_size, sent.max_retries) == (1000, 2, 7, 0)
+    assert sent.HasField("max_retries")
+    assert sent.execution_mode == types_pb2.EXECUTION_MODE_WARM
+    assert sent.runtime_mode == types_pb2.RUNTIME_MODE_STDIO
+
+
+async def test_register_leaves_unset_fields_for_registry_defaults(gateway: Gateway) -> None:
+    status, _ = await post_spec(gateway, {"name": "minimal", "image": "img"})
+    assert status == 201
+    sent = gateway.registry.registered[-1]
+    for field in ("timeout_ms", "concurrency", "queue_size", "max_retries", "resources"):
+        assert not sent.HasField(field)
+    assert sent.execution_mode == types_pb2.EXECUTION_MODE_UNSPECIFIED
+
+
+@pytest.mark.parametrize(
+    ("alias", "mode"),
+    [("REMOTE", types_pb2.EXECUTION_MODE_JOB), ("POOL", types_pb2.EXECUTION_MODE_WARM)],
+)
+async def test_execution_mode_aliases_resolve_and_are_recorded(
+    gateway: Gateway, alias: str, mode: int
+) -> None:
+    status, body = await post_spec(gateway, {"name": "aliased", "image": "img", "executionMode": alias})
+    assert status == 201
+    sent = gateway.registry.registered[-1]
+    assert sent.execution_mode == mode
+    assert sent.execution_mode_alias == alias
+    assert body["executionMode"] == ("JOB" if alias == "REMOTE" else "WARM")
+
+
+async def test_endpoint_spec_passes_endpoint_url(gateway: Gateway) -> None:
+    spec = {"name": "ep", "image": "img", "endpointUrl": "http://127.0.0.1:1/invoke", "runtimeCommand": "a b"}
+    status, body = await post_spec(gateway, spec)
+    assert status == 201
+    assert body["executionMode"] == "ENDPOINT"
+    sent = gateway.registry.registered[-1]
+    assert sent.endpoint_url == "http://127.0.0.1:1/invoke"
+    assert sent.runtime_command == "a b"
+
+
+async def test_register_existing_function_is_409(gateway: Gateway) -> None:
+    assert (await post_spec(gateway, FULL_SPEC))[0] == 201
+    status, body = await post_spec(gateway, FULL_SPEC)
+    assert status == 409
+    assert body == {"error": {"code": "ALREADY_EXISTS", "message": "function 'echo' already exists"}}
+
+
+async def test_registry_invalid_argument_is_400_with_its_message(gateway: Gateway) -> None:
+    gateway.registry.failures.fail(
+        "Register", grpc.StatusCode.INVALID_ARGUMENT, "endpointUrl: required for ENDPOINT"
+    )
+    status, body = await post_spec(gateway, {"name": "x", "image": "img", "executionMode": "ENDPOINT"})
+    assert status == 400
+    assert body == {"error": {"code": "INVALID_ARGUMENT", "message": "endpointUrl: required for ENDPOINT"}}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"name": "1starts-with-digit"}, "name"),
+        ({"name": "a" * 64}, "name"),
+        ({"name": "has space"}, "name"),
+        ({"image": ""}, "image"),
+        ({"timeoutMs": 0}, "timeoutMs"),
+        ({"timeoutMs": 300001}, "timeoutMs"),
+        ({"timeoutMs": "1000"}, "timeoutMs"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"concurrency": True}, "concurrency"),
+        ({"queueSize": 0}, "queueSize"),
+        ({"maxRetries": -1}, "maxRetries"),
+        ({"executionMode": "LAMBDA"}, "executionMode"),
+        ({"runtimeMode": "SOCKET"}, "runtimeMode"),
+        ({"env": {"A": 1}}, "env.A"),
+        ({"command": "python app.py"}, "command"),
+        ({"resources": {"cpu": 1}}, "resources.cpu"),
+    ],
+)
+async def test_invalid_spec_is_422_naming_the_field(
+    gateway: Gateway, change: dict[str, Any], field: str
+) -> None:
+    status, body = await post_spec(gateway, {**FULL_SPEC, **change})
+    assert status == 422
+    assert body["error"]["code"] == "VALIDATION_ERROR"
+    assert body["error"]["message"].startswith(f"{field}:"), body
+    assert gateway.registry.registered == []
+
+
+async def test_missing_required_fields_are_named(gateway: Gateway) -> None:
+    status, body = await post_spec(gateway, {"concurrency": 1})
+    assert status == 422
+    assert "name: Field required" in body["error"]["message"]
+    assert "image: Field required" in body["error"]["message"]
+
+
+async def test_malformed_json_spec_is_400(gateway: Gateway) -> None:
+    headers = {"Content-Type": "application/json"}
+    async with gateway.session.post(gateway.url("/v1/functions"), data=b"{nope", headers=headers) as response:
+        assert response.status == 400
+        body = await response.json()
+    assert body["error"]["code"] == "INVALID_ARGUMENT"
+    assert "invalid JSON" in body["error"]["message"]
+
+
+async def test_spec_without_content_type_is_read_as_json(gateway: Gateway) -> None:
+    async with gateway.session.post(
+        gateway.url("/v1/functions"),
+        data=b'{"name":"plain","image":"img"}',
+        skip_auto_headers=["Content-Type"],
+    ) as response:
+        assert response.status == 201
+    assert gateway.registry.registered[-1].name == "plain"
+
+
+async def test_spec_as_form_data_is_415(gateway: Gateway) -> None:
+    async with gateway.session.post(gateway.url("/v1/functions"), data={"name": "x"}) as response:
+        assert response.status == 415
+        assert (await response.json())["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+
+
+async def test_list_returns_summaries(gateway: Gateway) -> None:
+    assert (await post_spec(gateway, FULL_SPEC))[0] == 201
+    assert (await post_spec(gateway, {"name": "second", "image": "img2"}))[0] == 201
+    async with gateway.session.get(gateway.url("/v1/functions")) as response:
+        assert response.status == 200
+        body = await response.json()
+    assert sorted(item["name"] for item in body) == ["echo", "second"]
+    second = next(item for item in body if item["name"] == "second")
+    assert second == {
+        "name": "second",
+        "image": "img2",
+        "concurrency": 4,
+        "executionMode": "JOB",
+        "createdAt": "2024-05-01T12:00:00.123Z",
+    }
+
+
+async def test_list_empty_is_empty_array(gateway: Gateway) -> None:
+    async with gateway.session.get(gateway.url("/v1/functions")) as response:
+        assert response.status == 200
+        assert await response.json() == []
+
+
+async def test_get_returns_spec_with_defaults(gateway: Gateway) -> None:
+    assert (await post_spec(gateway, {"name": "defaults", "image": "img"}))[0] == 201
+    async with gateway.session.get(gateway.url("/v1/functions/defaults")) as response:
+        assert response.status == 200
+        body = await response.json()
+    assert body == {
+        "name": "defaults",
+        "image": "img",
+        "env": {},
+        "timeoutMs": 30000,
+        "concurrency": 4,
+        "queueSize": 100,
+        "maxRetries": 3,
+        "executionMode": "JOB",
+        "runtimeMode": "HTTP",
+    }
+
+
+async def test_get_returns_every_set_field(gateway: Gateway) -> None:
+    assert (await post_spec(gateway, FULL_SPEC))[0] == 201
+    async with gateway.session.get(gateway.url("/v1/functions/echo")) as response:
+        assert response.status == 200
+        assert await response.json() == FULL_SPEC
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/functions/missing", "/v1/functions/9bad", "/v1/functions/foo:invoke", "/v1/functions/ok%0A"]
+)
+async def test_get_unknown_or_invalid_name_is_404(gateway: Gateway, path: str) -> None:
+    async with gateway.session.get(gateway.url(path)) as response:
+        assert response.status == 404
+        body = await response.json()
+    assert body["error"]["code"] == "NOT_FOUND"
+    assert gateway.scheduler.invokes == []
+    assert gateway.registry.specs == {}
+
+
+async def test_put_replaces_spec_and_returns_it(gateway: Gateway) -> None:
+    assert (await post_spec(gateway, FULL_SPEC))[0] == 201
+    updated = {**FULL_SPEC, "image": "img:2", "concurrency": 9}
+    async with gateway.session.put(gateway.url("/v1/functions/echo"), json=updated) as response:
+        assert response.status == 200
+        body = await response.json()
+    assert body == updated
+    request = gateway.registry.updates[-1]
+    assert request.name == "echo"
+    assert request.spec.image == "img:2"
+
+
+async def test_put_unknown_function_is_404(gateway: Gateway) -> None:
+    async with gateway.session.put(gateway.url("/v1/functions/echo"), json=FULL_SPEC) as response:
+        assert response.status == 404
+        assert (await response.json())["error"]["code"] == "NOT_FOUND"
+
+
+async def test_put_with_other_name_in_body_is_400(gateway: Gateway) -> None:
+    async with gateway.session.put(gateway.url("/v1/functions/other"), json=FULL_SPEC) as response:
+        assert response.status == 400
+        body = await response.json()
+    assert body["error"]["message"].startswith("name:")
+    assert gateway.registry.updates == []
+
+
+async def test_put_invalid_spec_is_422(gateway: Gateway) -> None:
+    async with gateway.session.put(
+        gateway.url("/v1/functions/echo"), json={**FULL_SPEC, "queueSize": 0}
+    ) as response:
+        assert response.status == 422
+        assert (await response.json())["error"]["message"].startswith("queueSize:")
+
+
+async def test_put_invalid_path_name_is_404(gateway: Gateway) -> None:
+    async with gateway.session.put(
+        gateway.url("/v1/functions/-bad"), json={**FULL_SPEC, "name": "x"}
+    ) as response:
+        assert response.status == 404
+
+
+async def test_delete_is_204_then_404(gateway: Gateway) -> None:
+    assert (await post_spec(gateway, FULL_SPEC))[0] == 201
+    async with gateway.session.delete(gateway.url("/v1/functions/echo")) as response:
+        assert response.status == 204
+        assert await response.read() == b""
+    async with gateway.session.delete(gateway.url("/v1/functions/echo")) as response:
+        assert response.status == 404
+        assert (await response.json())["error"]["code"] == "NOT_FOUND"
+
+
+async def test_delete_invalid_name_is_404_without_registry_call(gateway: Gateway) -> None:
+    gateway.registry.failures.fail("Delete", grpc.StatusCode.INTERNAL, "must not be called")
+    async with gateway.session.delete(gateway.url("/v1/functions/_x")) as response:
+        assert response.status == 404
+    assert "Delete" in gateway.registry.failures.pending
+
+
+async def test_mutations_raise_min_registry_revision_of_invocations(gateway: Gateway) -> None:
+    status, _ = await post_spec(gateway, {"name": "rev", "image": "img"})
+    assert status == 201
+    registered_revision = gateway.registry.specs["rev"].revision
+    async with gateway.session.post(gateway.url("/v1/functions/rev:invoke"), json={"input": 1}) as response:
+        assert response.status == 200
+    assert gateway.scheduler.invokes[-1].min_registry_revision == registered_revision
+
+    async with gateway.session.delete(gateway.url("/v1/functions/rev")) as response:
+        assert response.status == 204
+    async with gateway.session.post(gateway.url("/v1/functions/rev:enqueue"), json={}) as response:
+        assert response.status == 202
+    assert gateway.scheduler.enqueues[-1].min_registry_revision == gateway.registry.revision
+    assert gateway.registry.revision > registered_revision

@@ -1,0 +1,114 @@
+"""Pure functions: settings from the environment, conversions, JSON log lines."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import pytest
+
+from nanofaas.v1 import types_pb2
+from nanofaas_gateway.config import ConfigError, Settings
+from nanofaas_gateway.convert import is_json_media_type, ms_to_iso, splice_json, summary_to_json
+from nanofaas_gateway.logging_setup import JsonFormatter
+
+
+def test_settings_defaults() -> None:
+    settings = Settings.from_env({})
+    assert (settings.host, settings.port, settings.metrics_port) == ("127.0.0.1", 8080, 8081)
+    assert settings.max_body_bytes == 10 * 1024 * 1024
+    assert settings.scheduler_address == "127.0.0.1:9090"
+    assert settings.registry_address == "127.0.0.1:9091"
+    assert settings.log_level == "INFO"
+
+
+def test_settings_in_a_pod_listen_on_all_interfaces() -> None:
+    assert Settings.from_env({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}).host == "0.0.0.0"
+    explicit = Settings.from_env(
+        {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "NANOFAAS_GATEWAY_HOST": "127.0.0.2"}
+    )
+    assert explicit.host == "127.0.0.2"
+
+
+def test_settings_overrides() -> None:
+    settings = Settings.from_env(
+        {
+            "NANOFAAS_GATEWAY_PORT": "9000",
+            "NANOFAAS_GATEWAY_METRICS_PORT": "0",
+            "NANOFAAS_MAX_BODY_BYTES": "2048",
+            "NANOFAAS_SCHEDULER_ADDRESS": "sched:1",
+            "NANOFAAS_REGISTRY_ADDRESS": "reg:2",
+            "LOG_LEVEL": "debug",
+        }
+    )
+    assert (settings.port, settings.metrics_port, settings.max_body_bytes) == (9000, 0, 2048)
+    assert (settings.scheduler_address, settings.registry_address, settings.log_level) == (
+        "sched:1",
+        "reg:2",
+        "DEBUG",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("NANOFAAS_GATEWAY_PORT", "http"), ("NANOFAAS_GATEWAY_PORT", "0"), ("NANOFAAS_MAX_BODY_BYTES", "-1")],
+)
+def test_bad_settings_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("ms", "iso"),
+    [
+        (0, "1970-01-01T00:00:00.000Z"),
+        (1_714_564_800_123, "2024-05-01T12:00:00.123Z"),
+        (1_001, "1970-01-01T00:00:01.001Z"),
+    ],
+)
+def test_ms_to_iso(ms: int, iso: str) -> None:
+    assert ms_to_iso(ms) == iso
+
+
+@pytest.mark.parametrize(
+    ("content_type", "expected"),
+    [
+        ("", True),
+        ("application/json", True),
+        ("Application/JSON; charset=utf-8", True),
+        ("application/problem+json", True),
+        ("application/octet-stream", False),
+        ("text/plain", False),
+    ],
+)
+def test_json_media_types(content_type: str, expected: bool) -> None:
+    assert is_json_media_type(content_type) is expected
+
+
+def test_splice_json_keeps_value_bytes() -> None:
+    spliced = splice_json({"a": 'x"y'}, "output", b"[1, 2.50]")
+    assert spliced == b'{"a":"x\\"y","output":[1, 2.50]}'
+    assert orjson.loads(spliced) == {"a": 'x"y', "output": [1, 2.5]}
+
+
+def test_summary_of_endpoint_spec_without_mode_is_endpoint() -> None:
+    spec = types_pb2.FunctionSpec(name="e", image="i", endpoint_url="http://x", created_at_ms=5)
+    summary = summary_to_json(spec)
+    assert summary == {
+        "name": "e",
+        "image": "i",
+        "concurrency": 4,
+        "executionMode": "ENDPOINT",
+        "createdAt": "1970-01-01T00:00:00.005Z",
+    }
+
+
+def test_json_log_line_has_required_keys_and_extras() -> None:
+    record = logging.LogRecord("nanofaas_gateway", logging.WARNING, __file__, 1, "slow %s", ("call",), None)
+    record.executionId = "e-1"
+    entry = orjson.loads(JsonFormatter().format(record))
+    assert entry["level"] == "WARNING"
+    assert entry["service"] == "gateway"
+    assert entry["msg"] == "slow call"
+    assert entry["executionId"] == "e-1"
+    assert entry["ts"].endswith("+00:00")
