@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 
 FUNCTIONS_DIR = Path(__file__).resolve().parent / "functions"
 RUNTIME_IMAGE = "nanofaas/python-runtime:latest"
@@ -148,8 +149,8 @@ async def register(http: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[st
 
 async def invoke(
     http: aiohttp.ClientSession, name: str, input_value: Any = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, Any], Any]:
+) -> tuple[int, CIMultiDict[str], Any]:
     async with http.post(
         f"/v1/functions/{name}:invoke", json={"input": input_value}, headers=headers
     ) as response:
-        return response.status, dict(response.headers), await response.json()
+        return response.status, CIMultiDict(response.headers), await response.json()

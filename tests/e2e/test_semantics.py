@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict
 
 from .conftest import command_spec, invoke, python_spec, register
 
@@ -153,7 +154,7 @@ async def test_full_queue_is_429_with_retry_after(http: aiohttp.ClientSession, f
             if response.status == 202:
                 accepted.append((await response.json())["executionId"])
             else:
-                rejected = response.status, dict(response.headers), await response.json()
+                rejected = response.status, CIMultiDict(response.headers), await response.json()
                 break
     assert rejected is not None
     status, headers, body = rejected

@@ -150,10 +150,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def Enqueue(
         self, request: scheduler_pb2.InvokeRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> scheduler_pb2.EnqueueResponse:
-        execution, _ = await self._admit(request, context, sync=False)
-        return scheduler_pb2.EnqueueResponse(
-            execution_id=execution.id, status=STATE_TO_PROTO[execution.state]
-        )
+        execution, created = await self._admit(request, context, sync=False)
+        # A new execution was admitted to the queue, even if dispatch already took it.
+        state = State.QUEUED if created else execution.state
+        return scheduler_pb2.EnqueueResponse(execution_id=execution.id, status=STATE_TO_PROTO[state])
 
     async def GetExecution(
         self, request: scheduler_pb2.GetExecutionRequest, context: grpc.aio.ServicerContext[object, object]

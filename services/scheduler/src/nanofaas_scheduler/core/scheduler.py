@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from nanofaas.v1 import types_pb2
 from nanofaas_runtime.outcome import Outcome
+from nanofaas_runtime.protocol import trace_id_from_traceparent
 from nanofaas_scheduler.core.errors import Rejected, ShuttingDown
 from nanofaas_scheduler.core.execution import Execution, Request, State, failure, now_ms, timeout
 from nanofaas_scheduler.core.lane import Lane
@@ -90,7 +91,9 @@ class Scheduler:
             id=uuid.uuid4().hex,
             function_name=spec.name,
             request=submission.request,
-            trace_id=submission.trace_id or new_trace_id(),
+            trace_id=submission.trace_id
+            or trace_id_from_traceparent(submission.traceparent)
+            or new_trace_id(),
             traceparent=submission.traceparent,
             sync=submission.sync,
             timeout_ms=timeout_ms,
