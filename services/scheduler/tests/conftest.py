@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 from nanofaas.v1 import types_pb2
 
 
-def make_spec(name: str = "fn", **overrides: object) -> types_pb2.FunctionSpec:
+def make_spec(name: str = "fn", **overrides: Any) -> types_pb2.FunctionSpec:
     """A spec with the registry's defaults applied, as the scheduler receives it."""
     fields: dict[str, object] = {
         "name": name,

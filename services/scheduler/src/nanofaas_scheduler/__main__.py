@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# The scheduler forks function processes while gRPC threads run; gRPC's fork
+# handlers cannot help there and only log noise, so they are off.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 import asyncio
 import signal
 

@@ -1,0 +1,1 @@
+"""The nanofaas scheduler: owns queues, execution state and dispatching."""

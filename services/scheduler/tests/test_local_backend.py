@@ -1,0 +1,125 @@
+"""The local backend with real function processes (no gRPC, no registry)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from nanofaas.v1 import types_pb2
+from nanofaas_runtime.outcome import OutcomeKind
+from nanofaas_scheduler.core.execution import Execution, Request
+from nanofaas_scheduler.dispatch.base import Invocation
+from nanofaas_scheduler.dispatch.local import LocalBackend
+from nanofaas_scheduler.dispatch.local.command import argv_for, is_runtime_image
+
+from .conftest import make_spec
+
+HANDLER = """
+import os, time
+def handle(request, context=None):
+    if request["input"] == "sleep":
+        time.sleep(60)
+    return {"pid": os.getpid(), "input": request["input"], "trace": context.trace_id}
+"""
+
+
+@pytest.fixture
+def handler_dir(tmp_path: Path) -> Path:
+    (tmp_path / "handler.py").write_text(HANDLER)
+    return tmp_path
+
+
+def invocation(spec: types_pb2.FunctionSpec, value: object, timeout: float = 20.0) -> Invocation:
+    execution = Execution(
+        id=f"e-{time.monotonic_ns()}",
+        function_name=spec.name,
+        request=Request(orjson.dumps(value), "application/json", {}),
+        trace_id="t-1",
+        timeout_ms=int(timeout * 1000),
+    )
+    return Invocation(execution, spec, 1, deadline_epoch=time.time() + timeout, timeout=timeout)
+
+
+def runtime_spec(handler_dir: Path, **fields: Any) -> types_pb2.FunctionSpec:
+    return make_spec(env={"PYTHONPATH": str(handler_dir)}, **fields)
+
+
+def test_runtime_image_names() -> None:
+    assert is_runtime_image("nanofaas/python-runtime")
+    assert is_runtime_image("nanofaas/python-runtime:1.2")
+    assert is_runtime_image("ghcr.io/acme/nanofaas/python-runtime:latest")
+    assert is_runtime_image("nanofaas/python-runtime@sha256:abc")
+    assert not is_runtime_image("nanofaas/python-runtime-extra:1")
+    assert not is_runtime_image("other/image:1")
+    assert argv_for(make_spec(image="x", runtime_command="a 'b c' ;"))[1:] == ["b c", ";"]
+
+
+async def test_job_uses_a_fresh_process_each_time(handler_dir: Path) -> None:
+    backend = LocalBackend()
+    spec = runtime_spec(handler_dir)
+    try:
+        first = await backend.dispatch(invocation(spec, 1))
+        second = await backend.dispatch(invocation(spec, 2))
+    finally:
+        await backend.close()
+    assert first.kind is OutcomeKind.SUCCESS, first
+    out1, out2 = orjson.loads(first.output), orjson.loads(second.output)
+    assert out1["input"] == 1 and out1["trace"] == "t-1"
+    assert out1["pid"] != out2["pid"]
+
+
+async def test_warm_pool_reuses_and_replaces_dead_replica(handler_dir: Path) -> None:
+    backend = LocalBackend()
+    spec = runtime_spec(handler_dir, execution_mode=types_pb2.EXECUTION_MODE_WARM, concurrency=1)
+    try:
+        first = orjson.loads((await backend.dispatch(invocation(spec, 1))).output)
+        second = orjson.loads((await backend.dispatch(invocation(spec, 2))).output)
+        assert first["pid"] == second["pid"]
+        assert backend.pool_size(spec.name) == 1
+        os.kill(first["pid"], signal.SIGKILL)
+        outcome = await backend.dispatch(invocation(spec, 3))
+        if outcome.kind is OutcomeKind.CRASH:  # died between health and request: the scheduler retries
+            outcome = await backend.dispatch(invocation(spec, 3))
+        third = orjson.loads(outcome.output)
+        assert third["pid"] != first["pid"]
+        await backend.function_removed(spec.name)
+        assert backend.pool_size(spec.name) == 0
+    finally:
+        await backend.close()
+
+
+async def test_timeout_kills_job_process(handler_dir: Path) -> None:
+    backend = LocalBackend()
+    spec = runtime_spec(handler_dir)
+    try:
+        outcome = await backend.dispatch(invocation(spec, "sleep", timeout=1.5))
+    finally:
+        await backend.close()
+    assert outcome.kind is OutcomeKind.TIMEOUT
+
+
+async def test_stdio_command_and_unrunnable_image(tmp_path: Path) -> None:
+    backend = LocalBackend()
+    script = tmp_path / "echo.py"
+    script.write_text("import json, sys; print(json.dumps(json.load(sys.stdin)['input'] * 2))")
+    spec = make_spec(
+        image="any", command=[sys.executable, str(script)], runtime_mode=types_pb2.RUNTIME_MODE_STDIO
+    )
+    try:
+        doubled = await backend.dispatch(invocation(spec, 21))
+        unrunnable = await backend.dispatch(invocation(make_spec(image="some/image:1"), 1))
+        missing = await backend.dispatch(invocation(make_spec(image="x", command=["/nonexistent/bin"]), 1))
+    finally:
+        await backend.close()
+    assert doubled.kind is OutcomeKind.SUCCESS and orjson.loads(doubled.output) == 42
+    assert unrunnable.kind is OutcomeKind.FUNCTION_ERROR
+    assert unrunnable.error_code == "UNRUNNABLE_FUNCTION"
+    assert missing.kind is OutcomeKind.CRASH
+    assert missing.error_code == "START_FAILED"
