@@ -22,6 +22,7 @@ class Settings:
     execution_ttl_s: float = 900.0
     max_executions: int = 100_000
     shutdown_grace_s: float = 10.0
+    max_per_second: float = 0.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -37,4 +38,5 @@ class Settings:
             execution_ttl_s=float(env.get("NANOFAAS_EXECUTION_TTL_S", "900")),
             max_executions=int(env.get("NANOFAAS_MAX_EXECUTIONS", "100000")),
             shutdown_grace_s=float(env.get("NANOFAAS_SHUTDOWN_GRACE_S", "10")),
+            max_per_second=float(env.get("NANOFAAS_MAX_PER_SECOND", "0")),
         )

@@ -12,6 +12,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from nanofaas.v1 import registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+from nanofaas_scheduler.callbacks import CallbackSender
 from nanofaas_scheduler.config import Settings
 from nanofaas_scheduler.core.scheduler import Scheduler
 from nanofaas_scheduler.dispatch.base import Dispatcher
@@ -52,6 +53,7 @@ class SchedulerServer:
         self._channel: grpc.aio.Channel | None = None
         self._health = HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
+        self._callbacks = CallbackSender()
         self.scheduler: Scheduler | None = None
 
     async def start(self) -> None:
@@ -62,7 +64,9 @@ class SchedulerServer:
             idempotency_ttl_s=settings.idempotency_ttl_s,
             execution_ttl_s=settings.execution_ttl_s,
             max_executions=settings.max_executions,
+            max_per_second=settings.max_per_second,
         )
+        self.scheduler.on_end.append(self._callbacks)
         self._channel = grpc.aio.insecure_channel(settings.registry_address)
         functions = FunctionCache(
             registry_pb2_grpc.RegistryStub(self._channel), self.scheduler.function_changed
@@ -97,6 +101,7 @@ class SchedulerServer:
         await self._health.enter_graceful_shutdown()
         if self.scheduler is not None:
             await self.scheduler.shutdown(self.settings.shutdown_grace_s)
+        await self._callbacks.close()
         if self._server is not None:
             await self._server.stop(1.0)
         for task in self._tasks:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core.execution import Execution
+from nanofaas_scheduler.policies.wait_estimate import WaitEstimator
 
 
 @dataclass(slots=True, eq=False)
@@ -14,6 +15,7 @@ class Lane:
     spec: types_pb2.FunctionSpec
     queue: deque[Execution] = field(default_factory=deque)
     inflight: int = 0
+    estimator: WaitEstimator = field(default_factory=WaitEstimator)
 
     @property
     def name(self) -> str:

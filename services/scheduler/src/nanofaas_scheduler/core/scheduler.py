@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nanofaas.v1 import types_pb2
@@ -18,6 +20,7 @@ from nanofaas_scheduler.core.lane import Lane
 from nanofaas_scheduler.core.store import ExecutionStore
 from nanofaas_scheduler.dispatch.base import Dispatcher, Invocation
 from nanofaas_scheduler.policies.idempotency import IdempotencyIndex
+from nanofaas_scheduler.policies.rate_limit import TokenBucket
 from nanofaas_scheduler.policies.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ class Scheduler:
         idempotency_ttl_s: float = 900.0,
         execution_ttl_s: float = 900.0,
         max_executions: int = 100_000,
+        max_per_second: float = 0.0,
     ) -> None:
         self._dispatcher = dispatcher
         self._retry = retry or RetryPolicy()
@@ -62,6 +66,9 @@ class Scheduler:
         self._lanes: dict[str, Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._rate = TokenBucket(max_per_second, self._loop.time) if max_per_second > 0 else None
+        # Called once per execution when it ends (callbacks, metrics).
+        self.on_end: list[Callable[[Execution], None]] = []
         self.accepting = True
 
     # -- admission -------------------------------------------------------
@@ -82,11 +89,10 @@ class Scheduler:
             if existing is not None:
                 return existing, False
         lane = self._lane_for(spec)
-        if not lane.has_room():
-            raise Rejected("depth", 1, f"queue of function '{spec.name}' is full ({spec.queue_size})")
         timeout_ms = spec.timeout_ms
         if submission.timeout_ms:
             timeout_ms = min(timeout_ms, submission.timeout_ms)
+        self._admit(lane, submission.sync, timeout_ms)
         execution = Execution(
             id=uuid.uuid4().hex,
             function_name=spec.name,
@@ -111,6 +117,29 @@ class Scheduler:
         lane.queue.append(execution)
         self._pump(lane)
         return execution, True
+
+    def _admit(self, lane: Lane, sync: bool, timeout_ms: int) -> None:
+        """Reject early and honestly: rate, queue depth, then (sync only) the expected wait."""
+        spec = lane.spec
+        if self._rate is not None and not self._rate.try_take():
+            raise Rejected(
+                "rate", self._rate.retry_after_s(), "the platform's invocation rate limit is reached"
+            )
+        if not lane.has_room():
+            raise Rejected(
+                "depth",
+                lane.estimator.retry_after_s(spec.concurrency),
+                f"queue of function '{spec.name}' is full ({spec.queue_size})",
+            )
+        if sync:
+            wait = lane.estimator.estimate_s(len(lane.queue), lane.inflight, spec.concurrency)
+            if wait * 1000 > timeout_ms:
+                raise Rejected(
+                    "estimated_wait",
+                    max(1, math.ceil(wait)),
+                    f"estimated wait {wait:.1f}s for function '{spec.name}' "
+                    f"exceeds the timeout of {timeout_ms} ms",
+                )
 
     def _lane_for(self, spec: types_pb2.FunctionSpec) -> Lane:
         lane = self._lanes.get(spec.name)
@@ -157,6 +186,7 @@ class Scheduler:
 
     async def _run(self, lane: Lane, execution: Execution) -> None:
         outcome: Outcome = failure("SHUTTING_DOWN", "the scheduler stopped before the execution ended")
+        started = self._loop.time()
         try:
             outcome = await self._attempts(lane.spec, execution)
         except asyncio.CancelledError:
@@ -166,6 +196,7 @@ class Scheduler:
             outcome = failure("INTERNAL", f"scheduler error: {exc}")
         finally:
             lane.inflight -= 1
+            lane.estimator.record(self._loop.time() - started)
             self._end(execution, outcome)
             self._pump(lane)
 
@@ -208,6 +239,11 @@ class Scheduler:
             timer.cancel()
         if execution.finish(outcome):
             self.store.ended(execution)
+            for listener in self.on_end:
+                try:
+                    listener(execution)
+                except Exception:
+                    log.exception("execution end listener failed", extra={"executionId": execution.id})
 
     # -- external events -------------------------------------------------
 
