@@ -25,6 +25,7 @@ FULL_SPEC: dict[str, Any] = {
     "maxRetries": 0,
     "executionMode": "WARM",
     "runtimeMode": "STDIO",
+    "rateLimitPerSecond": 2.5,
 }
 
 
@@ -213,6 +214,7 @@ async def test_get_returns_spec_with_defaults(gateway: Gateway) -> None:
         "maxRetries": 3,
         "executionMode": "JOB",
         "runtimeMode": "HTTP",
+        "rateLimitPerSecond": 0,
     }
 
 

@@ -120,6 +120,7 @@ async def test_component_schemas_use_contract_field_names(document: dict[str, An
         "executionMode",
         "runtimeMode",
         "endpointUrl",
+        "rateLimitPerSecond",
     }
     assert spec["properties"]["name"]["pattern"] == "^[a-zA-Z][a-zA-Z0-9._-]{0,62}$"
     assert set(schemas["FunctionSummary"]["properties"]) == {

@@ -277,3 +277,11 @@ def test_error_carries_field_and_problem(make_spec: SpecFactory) -> None:
         normalize_spec(make_spec("fn", timeout_ms=0))
     assert info.value.field == "timeoutMs"
     assert info.value.problem == "must be between 1 and 300000"
+
+
+def test_rate_limit_is_optional_and_bounded(make_spec: SpecFactory) -> None:
+    assert not normalize_spec(make_spec()).HasField("rate_limit_per_second")
+    assert normalize_spec(make_spec(rate_limit_per_second=2.5)).rate_limit_per_second == 2.5
+    assert normalize_spec(make_spec(rate_limit_per_second=0)).rate_limit_per_second == 0
+    for bad in (-1.0, float("nan"), float("inf"), 1e7):
+        assert rejected(make_spec(rate_limit_per_second=bad)).startswith("rateLimitPerSecond:")

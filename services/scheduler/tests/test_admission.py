@@ -94,3 +94,17 @@ async def test_global_rate_limit_rejects_with_reason() -> None:
         raise AssertionError("the third admission within a second should be rejected")
     assert len(results) == 2
     await asyncio.gather(*(e.done.wait() for e in results))
+
+
+async def test_function_rate_limit_applies_per_function_and_follows_updates() -> None:
+    scheduler = Scheduler(StubDispatcher())
+    limited = make_spec("limited", rate_limit_per_second=1)
+    first, _ = scheduler.submit(limited, submission(sync=False))
+    with pytest.raises(Rejected) as rejected:
+        scheduler.submit(limited, submission(sync=False))
+    assert rejected.value.reason == "rate"
+    assert "1 invocations per second" in str(rejected.value)
+    other, _ = scheduler.submit(make_spec("other"), submission(sync=False))  # unaffected
+    await scheduler.function_changed("limited", make_spec("limited", revision=2))  # limit removed
+    again, _ = scheduler.submit(limited, submission(sync=False))
+    await asyncio.gather(first.done.wait(), other.done.wait(), again.done.wait())

@@ -1,4 +1,4 @@
-"""`python -m nanofaas_runtime [--mode http|stdio|file]` (or env NANOFAAS_RUNTIME_MODE; default http).
+"""`python -m nanofaas_runtime [--mode http|stdio|file|job]` (or env NANOFAAS_RUNTIME_MODE; default http).
 
 Each mode imports only what it needs: the HTTP server never loads the watchdog
 or aiohttp, and the one-shot modes never load uvicorn.
@@ -10,9 +10,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-MODES = ("http", "stdio", "file")
+MODES = ("http", "stdio", "file", "job")
 EXIT_USAGE = 2
-USAGE = "usage: nanofaas-runtime [--mode http|stdio|file]  (default: $NANOFAAS_RUNTIME_MODE or http)\n"
+USAGE = "usage: nanofaas-runtime [--mode http|stdio|file|job]  (default: $NANOFAAS_RUNTIME_MODE or http)\n"
 
 
 class UsageError(Exception):
@@ -50,13 +50,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stderr.write(f"nanofaas-runtime: {exc}\n{USAGE}")
         raise SystemExit(EXIT_USAGE) from None
     if mode == "http":
-        from nanofaas_runtime import logs
+        from nanofaas_runtime import capture, logs
         from nanofaas_runtime.handler import load_handler_or_exit
         from nanofaas_runtime.server import serve
 
         log_level = logs.configure()
-        serve(load_handler_or_exit(), log_level)
+        handler = load_handler_or_exit()
+        capture.install()
+        serve(handler, log_level)
         return
+    if mode == "job":
+        from nanofaas_runtime import job
+
+        raise SystemExit(job.run())
     from nanofaas_runtime.oneshot import run
 
     raise SystemExit(run(mode))

@@ -26,6 +26,7 @@ from nanofaas_runtime.handler import (
     load_handler_or_exit,
 )
 from nanofaas_runtime.outcome import CONTENT_TYPE_BYTES
+from nanofaas_runtime.protocol import trace_id_from_traceparent
 
 EXIT_OK = 0
 EXIT_FUNCTION_ERROR = 1
@@ -39,7 +40,7 @@ class BadInput(Exception):
 
 
 def context_from_env(started: float) -> Context:
-    """Context from EXECUTION_ID, TRACE_ID, FUNCTION_NAME and INVOCATION_TIMEOUT_MS (from `started`)."""
+    """Context from EXECUTION_ID, TRACE_ID (else TRACEPARENT), FUNCTION_NAME and INVOCATION_TIMEOUT_MS."""
     timeout_ms = os.environ.get("INVOCATION_TIMEOUT_MS", "").strip()
     deadline = None
     if timeout_ms:
@@ -49,7 +50,8 @@ def context_from_env(started: float) -> Context:
             raise BadInput(f"INVOCATION_TIMEOUT_MS must be an integer, got {timeout_ms!r}") from exc
     return Context(
         execution_id=os.environ.get("EXECUTION_ID", ""),
-        trace_id=os.environ.get("TRACE_ID", ""),
+        trace_id=os.environ.get("TRACE_ID", "")
+        or trace_id_from_traceparent(os.environ.get("TRACEPARENT", "")),
         function_name=os.environ.get("FUNCTION_NAME", ""),
         deadline=deadline,
     )

@@ -8,6 +8,7 @@ responsive while a handler is busy.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import os
@@ -19,6 +20,7 @@ from typing import Any
 import orjson
 
 from nanofaas_runtime import protocol
+from nanofaas_runtime.capture import invocation_scope
 from nanofaas_runtime.handler import (
     Context,
     Handler,
@@ -114,7 +116,8 @@ class RuntimeApp:
 
     async def _run(self, request: dict[str, Any], context: Context) -> tuple[int, bytes, bytes]:
         try:
-            result = await self._call(request, context)
+            with invocation_scope(context.execution_id, context.function_name):
+                result = await self._call(request, context)
             payload, content_type = encode_output(result)
         except (Exception, SystemExit) as exc:
             log.warning(
@@ -131,8 +134,12 @@ class RuntimeApp:
         if self._executor is None:
             result = self._handler.call(request, context)
         else:
+            # The copied context carries the invocation into the worker thread (for captured prints).
+            run_in_context = contextvars.copy_context().run
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._executor, self._handler.call, request, context)
+            result = await loop.run_in_executor(
+                self._executor, run_in_context, self._handler.call, request, context
+            )
         if inspect.isawaitable(result):
             result = await result
         return result

@@ -88,3 +88,20 @@ def gated(request: dict[str, Any], context: Context | None = None) -> Any:
     finally:
         with _lock:
             _active -= 1
+
+
+def chatty(request: dict[str, Any], context: Context | None = None) -> Any:
+    """Print like user code does: a whole line, a line built in pieces, stderr, and no final newline."""
+    print("hello", request["input"])
+    print("built", end="")
+    print(" in pieces")
+    sys.stderr.write("warning line\n")
+    print("unterminated", end="")
+    return {"ok": True}
+
+
+async def async_chatty(request: dict[str, Any], context: Context | None = None) -> Any:
+    for step in range(3):
+        print(f"{request['input']} step {step}")
+        await asyncio.sleep(0)
+    return {"ok": request["input"]}

@@ -91,6 +91,8 @@ def spec_to_proto(spec: FunctionSpec) -> types_pb2.FunctionSpec:
         message.runtime_mode = _RUNTIME_MODES[spec.runtimeMode.value]
     if spec.endpointUrl is not None:
         message.endpoint_url = spec.endpointUrl
+    if spec.rateLimitPerSecond is not None:
+        message.rate_limit_per_second = spec.rateLimitPerSecond
     return message
 
 
@@ -118,6 +120,7 @@ def spec_to_json(spec: types_pb2.FunctionSpec) -> dict[str, Any]:
     body["runtimeMode"] = _RUNTIME_MODE_NAMES.get(spec.runtime_mode, "HTTP")
     if spec.endpoint_url:
         body["endpointUrl"] = spec.endpoint_url
+    body["rateLimitPerSecond"] = spec.rate_limit_per_second
     return body
 
 

@@ -92,8 +92,10 @@ def grpc_error_response(exc: grpc.aio.AioRpcError) -> Response:
     status_code, code = mapped
     message = exc.details() or code.lower().replace("_", " ")
     headers: dict[str, str] = {}
+    trailers = _trailing_metadata(exc)
+    # A service may name the precise REST error code (e.g. SHUTTING_DOWN for UNAVAILABLE).
+    code = trailers.get("x-error-code") or code
     if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        trailers = _trailing_metadata(exc)
         retry_after = trailers.get("retry-after", "").strip()
         headers["Retry-After"] = retry_after if retry_after.isdigit() else _DEFAULT_RETRY_AFTER
         if reason := trailers.get("x-queue-reject-reason"):

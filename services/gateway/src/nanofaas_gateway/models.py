@@ -91,6 +91,9 @@ class FunctionSpec(_RestModel):
     )
     runtimeMode: RuntimeMode | None = Field(default=None, description="default HTTP")
     endpointUrl: StrictStr | None = Field(default=None, description="required for ENDPOINT")
+    rateLimitPerSecond: Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)] | None = Field(
+        default=None, description="admissions per second for this function; default 0 = no limit"
+    )
 
 
 class FunctionSpecOut(BaseModel):
@@ -109,6 +112,7 @@ class FunctionSpecOut(BaseModel):
     executionMode: ExecutionMode
     runtimeMode: RuntimeMode
     endpointUrl: str | None = None
+    rateLimitPerSecond: float = 0
 
 
 class FunctionSummary(BaseModel):

@@ -60,6 +60,7 @@ def normalize_spec(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
     _validate_env(dict(result.env))
     _validate_resources(result)
     _apply_bounded_defaults(result)
+    _validate_rate_limit(result)
     _validate_endpoint_url(result.endpoint_url)
     result.execution_mode = resolve_execution_mode(result)
     result.runtime_mode = _resolve_runtime_mode(result.runtime_mode)
@@ -192,3 +193,17 @@ def _validate_endpoint_url(url: str) -> None:
         raise SpecValidationError("endpointUrl", "must be an absolute http:// or https:// URL")
     if not parts.hostname:
         raise SpecValidationError("endpointUrl", "must include a host")
+
+
+MAX_RATE_LIMIT_PER_SECOND = 1_000_000.0
+
+
+def _validate_rate_limit(spec: types_pb2.FunctionSpec) -> None:
+    """Unset means no limit; a limit is a finite number of admissions per second."""
+    if not spec.HasField("rate_limit_per_second"):
+        return
+    rate = spec.rate_limit_per_second
+    if not (0.0 <= rate <= MAX_RATE_LIMIT_PER_SECOND):  # also rejects NaN
+        raise SpecValidationError(
+            "rateLimitPerSecond", f"must be between 0 and {MAX_RATE_LIMIT_PER_SECOND:g} (0 = no limit)"
+        )

@@ -125,7 +125,9 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 ),
             )
         except ShuttingDown as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, str(exc), trailing_metadata=(("x-error-code", "SHUTTING_DOWN"),)
+            )
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def Invoke(

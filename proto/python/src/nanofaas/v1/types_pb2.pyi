@@ -161,6 +161,7 @@ class FunctionSpec(_message.Message):
     UPDATED_AT_MS_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     EXECUTION_MODE_ALIAS_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_PER_SECOND_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     runtime_command: _builtins.str
@@ -180,6 +181,8 @@ class FunctionSpec(_message.Message):
     """The alias the caller used for execution_mode ("REMOTE", "POOL"), if any;
     informational only, the registry resolves it into execution_mode.
     """
+    rate_limit_per_second: _builtins.float
+    """Admissions per second for this function; 0 or unset = no limit."""
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -206,10 +209,11 @@ class FunctionSpec(_message.Message):
         updated_at_ms: _builtins.int = ...,
         revision: _builtins.int = ...,
         execution_mode_alias: _builtins.str = ...,
+        rate_limit_per_second: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_retries", b"_max_retries", "_queue_size", b"_queue_size", "_timeout_ms", b"_timeout_ms", "concurrency", b"concurrency", "max_retries", b"max_retries", "queue_size", b"queue_size", "resources", b"resources", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_retries", b"_max_retries", "_queue_size", b"_queue_size", "_rate_limit_per_second", b"_rate_limit_per_second", "_timeout_ms", b"_timeout_ms", "concurrency", b"concurrency", "max_retries", b"max_retries", "queue_size", b"queue_size", "rate_limit_per_second", b"rate_limit_per_second", "resources", b"resources", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_retries", b"_max_retries", "_queue_size", b"_queue_size", "_timeout_ms", b"_timeout_ms", "command", b"command", "concurrency", b"concurrency", "created_at_ms", b"created_at_ms", "endpoint_url", b"endpoint_url", "env", b"env", "execution_mode", b"execution_mode", "execution_mode_alias", b"execution_mode_alias", "image", b"image", "max_retries", b"max_retries", "name", b"name", "queue_size", b"queue_size", "resources", b"resources", "revision", b"revision", "runtime_command", b"runtime_command", "runtime_mode", b"runtime_mode", "timeout_ms", b"timeout_ms", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_retries", b"_max_retries", "_queue_size", b"_queue_size", "_rate_limit_per_second", b"_rate_limit_per_second", "_timeout_ms", b"_timeout_ms", "command", b"command", "concurrency", b"concurrency", "created_at_ms", b"created_at_ms", "endpoint_url", b"endpoint_url", "env", b"env", "execution_mode", b"execution_mode", "execution_mode_alias", b"execution_mode_alias", "image", b"image", "max_retries", b"max_retries", "name", b"name", "queue_size", b"queue_size", "rate_limit_per_second", b"rate_limit_per_second", "resources", b"resources", "revision", b"revision", "runtime_command", b"runtime_command", "runtime_mode", b"runtime_mode", "timeout_ms", b"timeout_ms", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__concurrency: _TypeAlias = _typing.Literal["concurrency"]  # noqa: Y015
     _WhichOneofArgType__concurrency: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency"]  # noqa: Y015
@@ -217,6 +221,8 @@ class FunctionSpec(_message.Message):
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
     _WhichOneofReturnType__queue_size: _TypeAlias = _typing.Literal["queue_size"]  # noqa: Y015
     _WhichOneofArgType__queue_size: _TypeAlias = _typing.Literal["_queue_size", b"_queue_size"]  # noqa: Y015
+    _WhichOneofReturnType__rate_limit_per_second: _TypeAlias = _typing.Literal["rate_limit_per_second"]  # noqa: Y015
+    _WhichOneofArgType__rate_limit_per_second: _TypeAlias = _typing.Literal["_rate_limit_per_second", b"_rate_limit_per_second"]  # noqa: Y015
     _WhichOneofReturnType__timeout_ms: _TypeAlias = _typing.Literal["timeout_ms"]  # noqa: Y015
     _WhichOneofArgType__timeout_ms: _TypeAlias = _typing.Literal["_timeout_ms", b"_timeout_ms"]  # noqa: Y015
     @_typing.overload
@@ -225,6 +231,8 @@ class FunctionSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_retries) -> _WhichOneofReturnType__max_retries | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_size) -> _WhichOneofReturnType__queue_size | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_limit_per_second) -> _WhichOneofReturnType__rate_limit_per_second | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_ms) -> _WhichOneofReturnType__timeout_ms | None: ...
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
@@ -67,8 +69,25 @@ async def invoke_function(name: str, request: Request) -> Response:
     )
     margin_s = gateway_settings(request).invoke_deadline_margin_s
     deadline_s = (timeout_ms or MAX_TIMEOUT_MS) / 1000 + margin_s
-    result = await clients.scheduler.Invoke(invoke, timeout=deadline_s)
+    call = clients.scheduler.Invoke(invoke, timeout=deadline_s)
+    watcher = asyncio.create_task(_client_gone(request))
+    watcher.add_done_callback(lambda _: call.cancel())
+    try:
+        result = await call
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            # The caller hung up; the cancelled RPC lets the scheduler drop its queued item.
+            return Response(status_code=499)
+        raise
+    finally:
+        watcher.cancel()
     return invocation_result_response(result)
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read, so only that can arrive)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def invocation_result_response(result: scheduler_pb2.InvokeResponse) -> Response:

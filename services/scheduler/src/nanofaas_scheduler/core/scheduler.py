@@ -125,6 +125,12 @@ class Scheduler:
             raise Rejected(
                 "rate", self._rate.retry_after_s(), "the platform's invocation rate limit is reached"
             )
+        if lane.limiter is not None and not lane.limiter.try_take():
+            raise Rejected(
+                "rate",
+                lane.limiter.retry_after_s(),
+                f"function '{spec.name}' is limited to {spec.rate_limit_per_second:g} invocations per second",
+            )
         if not lane.has_room():
             raise Rejected(
                 "depth",
@@ -145,8 +151,9 @@ class Scheduler:
         lane = self._lanes.get(spec.name)
         if lane is None:
             lane = self._lanes[spec.name] = Lane(spec)
+            lane.set_spec(spec, self._loop.time)
         elif spec.revision > lane.spec.revision:
-            lane.spec = spec
+            lane.set_spec(spec, self._loop.time)
         return lane
 
     def _expire_queued(self, lane: Lane, execution: Execution) -> None:
@@ -276,7 +283,7 @@ class Scheduler:
             return
         lane = self._lanes.get(name)
         if lane is not None and spec.revision >= lane.spec.revision:
-            lane.spec = spec
+            lane.set_spec(spec, self._loop.time)
             self._pump(lane)
         await self._dispatcher.function_changed(spec)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 import aiohttp
 
@@ -20,6 +22,9 @@ from nanofaas_scheduler.dispatch.local.command import (
     replica_environment,
 )
 from nanofaas_scheduler.dispatch.local.warm_pool import WarmPool
+
+# How long a WARM replica that missed a deadline may take to answer before it is recycled.
+_RECYCLE_GRACE_S = 1.0
 
 
 def _start_failed(exc: Exception) -> Outcome:
@@ -88,22 +93,38 @@ class LocalBackend(Dispatcher):
 
     async def _warm(self, invocation: Invocation, argv: list[str]) -> Outcome:
         pool = self._pool_for(invocation.spec, argv)
-        replica: ServerProcess | None = None
-        healthy = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + invocation.timeout
         try:
             async with asyncio.timeout(invocation.timeout):
                 replica = await pool.acquire(invocation.timeout)
-                outcome = await post_invocation(self.session, _url(replica), invocation)
-            healthy = outcome.kind is not OutcomeKind.CRASH
-            return outcome
         except TimeoutError:
-            # The replica may still be busy with the abandoned request: recycle it.
             return timeout_outcome(invocation.execution.timeout_ms)
         except (StartError, OSError) as exc:
             return _start_failed(exc)
-        finally:
-            if replica is not None:
-                await asyncio.shield(pool.release(replica, healthy=healthy))
+        request = loop.create_task(post_invocation(self.session, _url(replica), invocation))
+        try:
+            await asyncio.wait({request}, timeout=max(deadline - loop.time(), 0.0))
+        except asyncio.CancelledError:
+            request.cancel()
+            await asyncio.shield(pool.release(replica, healthy=False))
+            raise
+        if request.done():
+            outcome = request.result()
+            await pool.release(replica, healthy=outcome.kind is not OutcomeKind.CRASH)
+            return outcome
+        self._track(self._abandon(pool, replica, request))
+        return timeout_outcome(invocation.execution.timeout_ms)
+
+    async def _abandon(self, pool: WarmPool, replica: ServerProcess, request: asyncio.Task[Outcome]) -> None:
+        """A timed-out request may still be answered soon; only a replica that stays busy is recycled."""
+        await asyncio.wait({request}, timeout=_RECYCLE_GRACE_S)
+        answered = (
+            request.done() and not request.cancelled() and request.result().kind is not OutcomeKind.CRASH
+        )
+        if not request.done():
+            request.cancel()
+        await pool.release(replica, healthy=answered)
 
     def _pool_for(self, spec: types_pb2.FunctionSpec, argv: list[str]) -> WarmPool:
         pool = self._pools.get(spec.name)
@@ -116,7 +137,11 @@ class LocalBackend(Dispatcher):
         return pool
 
     def _retire(self, pool: WarmPool) -> None:
-        task = asyncio.get_running_loop().create_task(pool.retire())
+        self._track(pool.retire())
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        """Background clean-up that close() waits for."""
+        task = asyncio.get_running_loop().create_task(work)
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
