@@ -68,3 +68,20 @@ async def test_store_evicts_ended_by_ttl_and_cap_but_never_running() -> None:
     assert store.evict_expired() == 2
     assert store.get("e0") is running
     assert len(store) == 1
+
+
+async def test_large_outputs_are_dropped_before_their_executions() -> None:
+    clock = Clock()
+    store = ExecutionStore(
+        ttl_s=600, max_terminal=10, clock=clock, large_output_bytes=10, large_output_ttl_s=5
+    )
+    small, large = _execution(1), _execution(2)
+    for execution, output in ((small, b"1"), (large, b"x" * 11)):
+        store.add(execution)
+        execution.finish(Outcome(kind=OutcomeKind.SUCCESS, output=output))
+        store.ended(execution)
+    clock.now += 6
+    assert store.evict_expired() == 0
+    assert large.output == b"" and large.output_evicted
+    assert small.output == b"1" and not small.output_evicted
+    assert store.get(large.id) is large

@@ -32,7 +32,7 @@ def _error_info(execution: Execution) -> types_pb2.ErrorInfo | None:
 
 
 def _output(execution: Execution) -> types_pb2.Payload | None:
-    if execution.state is not State.SUCCESS:
+    if execution.state is not State.SUCCESS or execution.output_evicted:
         return None
     return types_pb2.Payload(data=execution.output, content_type=execution.output_content_type)
 

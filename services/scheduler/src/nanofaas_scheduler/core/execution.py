@@ -29,6 +29,36 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class Completion:
+    """A one-shot event that allocates its waiter only when someone waits.
+
+    asyncio.Event costs ~700 bytes (its waiter deque) for every retained
+    execution, though almost nobody waits on an execution after it ended.
+    """
+
+    __slots__ = ("_future", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._future: asyncio.Future[None] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+
+    async def wait(self) -> bool:
+        if not self._set:
+            if self._future is None:
+                self._future = asyncio.get_running_loop().create_future()
+            # Shielded: one cancelled waiter must not cancel the others' future.
+            await asyncio.shield(self._future)
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """What the handler receives: the input payload and its metadata."""
@@ -61,9 +91,13 @@ class Execution:
     deadline: float | None = None
     output: bytes = b""
     output_content_type: str = ""
+    # Loop time at which the execution ended (for eviction).
+    ended_at: float = 0.0
+    # True once a large output was dropped (the status stays; the bytes are gone).
+    output_evicted: bool = False
     error_code: str = ""
     error_message: str = ""
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    done: Completion = field(default_factory=Completion)
     # Set while a dispatcher waits for a runtime's callback (CompleteExecution).
     callback: asyncio.Future[Outcome] | None = None
 

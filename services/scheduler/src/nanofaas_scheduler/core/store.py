@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from nanofaas_scheduler.core.execution import Execution
@@ -14,12 +14,26 @@ class ExecutionStore:
     Executions that have not ended are never evicted: someone is waiting for them.
     """
 
-    def __init__(self, ttl_s: float, max_terminal: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        ttl_s: float,
+        max_terminal: int,
+        clock: Callable[[], float],
+        *,
+        large_output_bytes: int = 1024 * 1024,
+        large_output_ttl_s: float = 60.0,
+    ) -> None:
         self._ttl = ttl_s
         self._max_terminal = max_terminal
         self._clock = clock
         self._all: dict[str, Execution] = {}
-        self._ended: OrderedDict[str, float] = OrderedDict()
+        # Ended executions in the order they ended, so the oldest is always first
+        # (a deque of references: ~8 bytes per execution).
+        self._ended: deque[Execution] = deque()
+        # Big outputs are dropped sooner than the executions that produced them.
+        self._large_output_bytes = large_output_bytes
+        self._large_output_ttl = large_output_ttl_s
+        self._large: OrderedDict[str, float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._all)
@@ -31,18 +45,26 @@ class ExecutionStore:
         return self._all.get(execution_id)
 
     def ended(self, execution: Execution) -> None:
-        self._ended[execution.id] = self._clock() + self._ttl
+        now = self._clock()
+        execution.ended_at = now
+        self._ended.append(execution)
+        if len(execution.output) > self._large_output_bytes:
+            self._large[execution.id] = now + self._large_output_ttl
         while len(self._ended) > self._max_terminal:
-            oldest, _ = self._ended.popitem(last=False)
-            self._all.pop(oldest, None)
+            self._all.pop(self._ended.popleft().id, None)
 
     def evict_expired(self) -> int:
         now, evicted = self._clock(), 0
-        while self._ended:
-            oldest, expires = next(iter(self._ended.items()))
+        while self._large:
+            execution_id, expires = next(iter(self._large.items()))
             if expires > now:
                 break
-            self._ended.popitem(last=False)
-            self._all.pop(oldest, None)
+            self._large.popitem(last=False)
+            if (execution := self._all.get(execution_id)) is not None:
+                execution.output = b""
+                execution.output_evicted = True
+        horizon = now - self._ttl
+        while self._ended and self._ended[0].ended_at <= horizon:
+            self._all.pop(self._ended.popleft().id, None)
             evicted += 1
         return evicted
