@@ -17,10 +17,6 @@ from nanofaas_scheduler.server import SchedulerServer
 
 
 async def serve(settings: Settings) -> None:
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, addr=settings.host)
     server = SchedulerServer(settings)
     await server.start()
     stop = asyncio.Event()

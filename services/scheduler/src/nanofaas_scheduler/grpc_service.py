@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -11,7 +12,11 @@ from nanofaas_runtime.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.core.errors import Rejected, ShuttingDown
 from nanofaas_scheduler.core.execution import Execution, Request, State
 from nanofaas_scheduler.core.scheduler import Scheduler, Submission
+from nanofaas_scheduler.observability.tracing import rpc_span
 from nanofaas_scheduler.registry_cache import FunctionCache
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
@@ -77,9 +82,10 @@ def _completion(message: scheduler_pb2.CompleteExecutionRequest) -> Outcome:
 
 
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, scheduler: Scheduler, functions: FunctionCache) -> None:
+    def __init__(self, scheduler: Scheduler, functions: FunctionCache, tracer: Tracer | None = None) -> None:
         self._scheduler = scheduler
         self._functions = functions
+        self._tracer = tracer
 
     async def _admit(
         self,
@@ -87,6 +93,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         context: grpc.aio.ServicerContext[object, object],
         *,
         sync: bool,
+        traceparent: str,
     ) -> tuple[Execution, bool]:
         if not request.function_name:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "function_name: required")
@@ -108,7 +115,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             request=_request(request),
             sync=sync,
             trace_id=request.trace_id,
-            traceparent=request.traceparent,
+            traceparent=traceparent,
             timeout_ms=request.timeout_ms if request.HasField("timeout_ms") else None,
             idempotency_key=request.idempotency_key,
             callback_url=request.callback_url,
@@ -133,7 +140,16 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def Invoke(
         self, request: scheduler_pb2.InvokeRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> scheduler_pb2.InvokeResponse:
-        execution, _ = await self._admit(request, context, sync=True)
+        with rpc_span(self._tracer, "Invoke", request.traceparent, request.trace_id) as traceparent:
+            return await self._invoke(request, context, traceparent)
+
+    async def _invoke(
+        self,
+        request: scheduler_pb2.InvokeRequest,
+        context: grpc.aio.ServicerContext[object, object],
+        traceparent: str,
+    ) -> scheduler_pb2.InvokeResponse:
+        execution, _ = await self._admit(request, context, sync=True, traceparent=traceparent)
         execution.waiters += 1
         try:
             await execution.done.wait()
@@ -152,7 +168,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def Enqueue(
         self, request: scheduler_pb2.InvokeRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> scheduler_pb2.EnqueueResponse:
-        execution, created = await self._admit(request, context, sync=False)
+        with rpc_span(self._tracer, "Enqueue", request.traceparent, request.trace_id) as traceparent:
+            execution, created = await self._admit(request, context, sync=False, traceparent=traceparent)
         # A new execution was admitted to the queue, even if dispatch already took it.
         state = State.QUEUED if created else execution.state
         return scheduler_pb2.EnqueueResponse(execution_id=execution.id, status=STATE_TO_PROTO[state])

@@ -1,17 +1,19 @@
-"""Wiring: the gRPC server, the registry watch and the dispatcher of the chosen backend."""
+"""Wiring: the gRPC server, the registry watch, the backend and the cross-cutting concerns."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
-from nanofaas.v1 import registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+from nanofaas.v1 import registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
 from nanofaas_scheduler.callbacks import CallbackSender
 from nanofaas_scheduler.config import Settings
 from nanofaas_scheduler.core.scheduler import Scheduler
@@ -19,7 +21,13 @@ from nanofaas_scheduler.dispatch.base import Dispatcher
 from nanofaas_scheduler.dispatch.endpoint import EndpointDispatcher
 from nanofaas_scheduler.dispatch.router import ModeRouter
 from nanofaas_scheduler.grpc_service import SchedulerService
+from nanofaas_scheduler.observability import tracing
+from nanofaas_scheduler.observability.metrics import LaneGauges, MeteredDispatcher, SchedulerMetrics
 from nanofaas_scheduler.registry_cache import FunctionCache
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger(__name__)
 
@@ -45,35 +53,75 @@ def build_backend(name: str) -> Dispatcher:
 class SchedulerServer:
     """The scheduler process: owns the event-loop-side objects and their lifecycle."""
 
-    def __init__(self, settings: Settings, backend: Dispatcher | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Dispatcher | None = None,
+        *,
+        metrics_registry: CollectorRegistry = REGISTRY,
+        span_exporter: SpanExporter | None = None,
+    ) -> None:
         self.settings = settings
         self._backend = backend
+        self.metrics_registry = metrics_registry
+        self._span_exporter = span_exporter
         self.port = 0
+        self.metrics_port = 0
         self._server: grpc.aio.Server | None = None
+        self._metrics_http: Any = None
         self._channel: grpc.aio.Channel | None = None
         self._health = HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
         self._callbacks = CallbackSender()
+        self._provider: TracerProvider | None = None
         self.scheduler: Scheduler | None = None
+
+    def _dispatcher(self, backend: Dispatcher, metrics: SchedulerMetrics) -> Dispatcher:
+        """The backend wrapped in the cross-cutting concerns, innermost first."""
+        dispatcher: Dispatcher = MeteredDispatcher(ModeRouter(backend, EndpointDispatcher()), metrics)
+        cold_start = getattr(backend, "on_cold_start", None)
+        if cold_start is not None:
+            cold_start.append(metrics.cold_started)
+        if self._span_exporter is not None or tracing.tracing_configured():
+            self._provider = tracing.make_provider(self._span_exporter)
+            dispatcher = tracing.TracingDispatcher(
+                dispatcher, self._provider.get_tracer("nanofaas.scheduler")
+            )
+            if cold_start is not None:
+                cold_start.append(tracing.mark_cold_start)
+        return dispatcher
 
     async def start(self) -> None:
         settings = self.settings
-        backend = self._backend or build_backend(settings.backend)
-        self.scheduler = Scheduler(
-            ModeRouter(backend, EndpointDispatcher()),
+        metrics = SchedulerMetrics(self.metrics_registry)
+        dispatcher = self._dispatcher(self._backend or build_backend(settings.backend), metrics)
+        scheduler = self.scheduler = Scheduler(
+            dispatcher,
             idempotency_ttl_s=settings.idempotency_ttl_s,
             execution_ttl_s=settings.execution_ttl_s,
             max_executions=settings.max_executions,
             max_per_second=settings.max_per_second,
         )
-        self.scheduler.on_end.append(self._callbacks)
+        scheduler.otel_trace_ids = self._provider is not None
+        scheduler.on_admit.append(metrics.admitted)
+        scheduler.on_reject.append(metrics.refused)
+        scheduler.on_end.extend((metrics.ended, self._callbacks))
+        self.metrics_registry.register(LaneGauges(scheduler.lane_stats, dispatcher.replicas))
+
+        async def function_changed(name: str, spec: types_pb2.FunctionSpec | None) -> None:
+            await scheduler.function_changed(name, spec)
+            if spec is None:
+                metrics.forget(name)
+
         self._channel = grpc.aio.insecure_channel(settings.registry_address)
         functions = FunctionCache(
-            registry_pb2_grpc.RegistryStub(self._channel), self.scheduler.function_changed
+            registry_pb2_grpc.RegistryStub(self._channel),
+            function_changed,
         )
+        tracer = self._provider.get_tracer("nanofaas.scheduler") if self._provider else None
         server = grpc.aio.server(options=_SERVER_OPTIONS)
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(
-            SchedulerService(self.scheduler, functions), server
+            SchedulerService(scheduler, functions, tracer), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -84,6 +132,11 @@ class SchedulerServer:
             raise SystemExit(f"cannot listen on {settings.host}:{settings.port}")
         await server.start()
         self._server = server
+        if settings.metrics_port:
+            self._metrics_http, _ = start_http_server(
+                settings.metrics_port, addr=settings.host, registry=self.metrics_registry
+            )
+            self.metrics_port = self._metrics_http.server_port
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(functions.run()), loop.create_task(self._sweep())]
         for service in ("", SERVICE_NAME):
@@ -111,4 +164,7 @@ class SchedulerServer:
                 await task
         if self._channel is not None:
             await self._channel.close(None)
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+        await asyncio.to_thread(tracing.shutdown, self._provider)
         log.info("scheduler stopped")

@@ -75,6 +75,8 @@ class Execution:
     request: Request
     trace_id: str
     traceparent: str = ""
+    # The caller's X-Trace-Id, passed through to the function as given.
+    caller_trace_id: str = ""
     sync: bool = False
     timeout_ms: int = 30_000
     idempotency_key: str = ""

@@ -70,6 +70,12 @@ class Scheduler:
         # Called once per execution when it ends (callbacks, metrics).
         self.on_end: list[Callable[[Execution], None]] = []
         self.accepting = True
+        # Set when tracing is on: trace ids are then always OpenTelemetry trace ids.
+        self.otel_trace_ids = False
+        # Called for every admission refused, with the function name and the reason.
+        self.on_reject: list[Callable[[str, str], None]] = []
+        # Called for every new execution admitted.
+        self.on_admit: list[Callable[[Execution], None]] = []
 
     # -- admission -------------------------------------------------------
 
@@ -92,15 +98,20 @@ class Scheduler:
         timeout_ms = spec.timeout_ms
         if submission.timeout_ms:
             timeout_ms = min(timeout_ms, submission.timeout_ms)
-        self._admit(lane, submission.sync, timeout_ms)
+        try:
+            self._admit(lane, submission.sync, timeout_ms)
+        except Rejected as rejected:
+            for reject_listener in self.on_reject:
+                reject_listener(spec.name, rejected.reason)
+            raise
+        trace_id, traceparent = self._trace_identity(submission)
         execution = Execution(
             id=uuid.uuid4().hex,
             function_name=spec.name,
             request=submission.request,
-            trace_id=submission.trace_id
-            or trace_id_from_traceparent(submission.traceparent)
-            or new_trace_id(),
-            traceparent=submission.traceparent,
+            trace_id=trace_id,
+            traceparent=traceparent,
+            caller_trace_id=submission.trace_id,
             sync=submission.sync,
             timeout_ms=timeout_ms,
             idempotency_key=key,
@@ -115,8 +126,24 @@ class Scheduler:
         if key:
             self._idempotency.put(spec.name, key, execution.id)
         lane.queue.append(execution)
+        for admit_listener in self.on_admit:
+            admit_listener(execution)
         self._pump(lane)
         return execution, True
+
+    def _trace_identity(self, submission: Submission) -> tuple[str, str]:
+        """The execution's trace id and the traceparent its spans continue.
+
+        With tracing on, the trace id is always an OpenTelemetry one (so it can be
+        pasted into a trace viewer); without, the caller's X-Trace-Id wins.
+        """
+        from_parent = trace_id_from_traceparent(submission.traceparent)
+        if not self.otel_trace_ids:
+            return submission.trace_id or from_parent or new_trace_id(), submission.traceparent
+        if from_parent:
+            return from_parent, submission.traceparent
+        trace_id = new_trace_id()
+        return trace_id, f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
 
     def _admit(self, lane: Lane, sync: bool, timeout_ms: int) -> None:
         """Reject early and honestly: rate, queue depth, then (sync only) the expected wait."""
@@ -288,6 +315,10 @@ class Scheduler:
         await self._dispatcher.function_changed(spec)
 
     # -- introspection and lifecycle ---------------------------------------
+
+    def lane_stats(self) -> list[tuple[str, int, int]]:
+        """(function, queued, in flight) for every function with a lane."""
+        return [(name, len(lane.queue), lane.inflight) for name, lane in self._lanes.items()]
 
     def queue_depth(self, name: str) -> int:
         lane = self._lanes.get(name)

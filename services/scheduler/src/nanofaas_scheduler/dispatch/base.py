@@ -25,6 +25,8 @@ class Invocation:
     deadline_epoch: float
     # Seconds left until that deadline.
     timeout: float
+    # W3C traceparent the function process continues (the dispatch span's, when tracing is on).
+    traceparent: str = ""
 
 
 class Dispatcher(abc.ABC):
@@ -45,3 +47,29 @@ class Dispatcher(abc.ABC):
 
     async def close(self) -> None:
         """Stop everything the dispatcher started."""
+
+    def replicas(self, name: str) -> int:
+        """Warm replicas the function has now (0 for backends without pools)."""
+        return 0
+
+
+class DispatcherWrapper(Dispatcher):
+    """A concern wrapped around another dispatcher; everything but dispatch passes through."""
+
+    def __init__(self, inner: Dispatcher) -> None:
+        self.inner = inner
+
+    async def dispatch(self, invocation: Invocation) -> Outcome:
+        return await self.inner.dispatch(invocation)
+
+    async def function_changed(self, spec: types_pb2.FunctionSpec) -> None:
+        await self.inner.function_changed(spec)
+
+    async def function_removed(self, name: str) -> None:
+        await self.inner.function_removed(name)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def replicas(self, name: str) -> int:
+        return self.inner.replicas(name)

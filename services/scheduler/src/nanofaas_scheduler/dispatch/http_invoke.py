@@ -29,12 +29,12 @@ def request_headers(invocation: Invocation) -> dict[str, str]:
     headers = {
         "Content-Type": execution.request.content_type,
         protocol.HEADER_EXECUTION_ID: execution.id,
-        protocol.HEADER_TRACE_ID: execution.trace_id,
+        protocol.HEADER_TRACE_ID: execution.caller_trace_id or execution.trace_id,
         protocol.HEADER_DEADLINE_MS: str(int(invocation.deadline_epoch * 1000)),
         protocol.HEADER_FUNCTION_NAME: execution.function_name,
     }
-    if execution.traceparent:
-        headers[protocol.HEADER_TRACEPARENT] = execution.traceparent
+    if traceparent := invocation.traceparent or execution.traceparent:
+        headers[protocol.HEADER_TRACEPARENT] = traceparent
     return headers
 
 

@@ -28,3 +28,6 @@ class ModeRouter(Dispatcher):
     async def close(self) -> None:
         await self._backend.close()
         await self._endpoint.close()
+
+    def replicas(self, name: str) -> int:
+        return self._backend.replicas(name)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -38,12 +39,17 @@ class LocalBackend(Dispatcher):
         self._session: aiohttp.ClientSession | None = None
         self._pools: dict[str, WarmPool] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        # Told (function, seconds from spawn to ready) whenever a process had to be started.
+        self.on_cold_start: list[Callable[[str, float], None]] = []
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = new_session()
         return self._session
+
+    def replicas(self, name: str) -> int:
+        return self.pool_size(name)
 
     def pool_size(self, name: str) -> int:
         pool = self._pools.get(name)
@@ -82,7 +88,9 @@ class LocalBackend(Dispatcher):
             return _start_failed(exc)
         try:
             async with asyncio.timeout(invocation.timeout):
+                spawned = time.perf_counter()
                 await server.wait_ready(invocation.timeout)
+                self._cold_started(invocation.spec.name, time.perf_counter() - spawned)
                 return await post_invocation(self.session, _url(server), invocation)
         except TimeoutError:
             return timeout_outcome(invocation.execution.timeout_ms)
@@ -132,9 +140,13 @@ class LocalBackend(Dispatcher):
             return pool
         if pool is not None:
             self._retire(pool)
-        pool = WarmPool(spec, argv, replica_environment(spec))
+        pool = WarmPool(spec, argv, replica_environment(spec), on_started=self._cold_started)
         self._pools[spec.name] = pool
         return pool
+
+    def _cold_started(self, name: str, seconds: float) -> None:
+        for listener in self.on_cold_start:
+            listener(name, seconds)
 
     def _retire(self, pool: WarmPool) -> None:
         self._track(pool.retire())

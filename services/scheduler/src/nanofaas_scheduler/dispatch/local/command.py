@@ -50,25 +50,37 @@ def argv_for(spec: types_pb2.FunctionSpec) -> list[str]:
     )
 
 
+def _platform_environment() -> dict[str, str]:
+    """What every function process inherits: basics, plus the OpenTelemetry settings so
+    runtimes export to the same place (but under their own service name)."""
+    env = {key: os.environ[key] for key in _INHERITED if key in os.environ}
+    env.update(
+        (key, value)
+        for key, value in os.environ.items()
+        if key.startswith("OTEL_") and key != "OTEL_SERVICE_NAME"
+    )
+    return env
+
+
 def environment_for(invocation: Invocation, *, one_shot: bool) -> dict[str, str]:
     """The platform's variables win over the spec's, so a spec cannot fake them."""
     spec = invocation.spec
-    env = {key: os.environ[key] for key in _INHERITED if key in os.environ}
+    env = _platform_environment()
     env.update(spec.env)
     env["FUNCTION_NAME"] = spec.name
-    env["TRACE_ID"] = invocation.execution.trace_id
+    env["TRACE_ID"] = invocation.execution.caller_trace_id or invocation.execution.trace_id
     env["INVOCATION_TIMEOUT_MS"] = str(spec.timeout_ms)
     env["NANOFAAS_RUNTIME_MODE"] = _MODE_NAMES.get(spec.runtime_mode, "http")
     if one_shot:
         env["EXECUTION_ID"] = invocation.execution.id
-        if invocation.execution.traceparent:
-            env["TRACEPARENT"] = invocation.execution.traceparent
+        if traceparent := invocation.traceparent or invocation.execution.traceparent:
+            env["TRACEPARENT"] = traceparent
     return env
 
 
 def replica_environment(spec: types_pb2.FunctionSpec) -> dict[str, str]:
     """A warm replica serves many executions, so it gets no per-execution variables."""
-    env = {key: os.environ[key] for key in _INHERITED if key in os.environ}
+    env = _platform_environment()
     env.update(spec.env)
     env["FUNCTION_NAME"] = spec.name
     env["INVOCATION_TIMEOUT_MS"] = str(spec.timeout_ms)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from nanofaas.v1 import types_pb2
 from nanofaas_runtime.watchdog import ServerProcess, free_port
@@ -19,8 +20,15 @@ class WarmPool:
     replica is dropped and replaced by the next acquire.
     """
 
-    def __init__(self, spec: types_pb2.FunctionSpec, argv: Sequence[str], env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        spec: types_pb2.FunctionSpec,
+        argv: Sequence[str],
+        env: dict[str, str],
+        on_started: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.spec = spec
+        self._on_started = on_started
         self._argv = list(argv)
         self._env = env
         self._idle: list[ServerProcess] = []
@@ -37,6 +45,7 @@ class WarmPool:
             if replica.alive():
                 return replica
             self._replicas.discard(replica)
+        spawned = time.perf_counter()
         replica = await ServerProcess.start(self._argv, env=self._env, port=free_port())
         self._replicas.add(replica)
         try:
@@ -45,6 +54,8 @@ class WarmPool:
             self._replicas.discard(replica)
             await asyncio.shield(replica.stop(grace=0.0))
             raise
+        if self._on_started is not None:
+            self._on_started(self.spec.name, time.perf_counter() - spawned)
         return replica
 
     async def release(self, replica: ServerProcess, *, healthy: bool) -> None:

@@ -1,0 +1,121 @@
+"""Prometheus metrics of the scheduler.
+
+Counters and histograms are fed by listeners on the core and by a dispatcher
+wrapper; gauges (queue depth, in-flight, warm pool size) are read from the
+live lanes at scrape time, so they cost nothing on the hot path and vanish
+with the function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from nanofaas_runtime.outcome import Outcome
+from nanofaas_scheduler.core.execution import Execution, State, now_ms
+from nanofaas_scheduler.dispatch.base import Dispatcher, DispatcherWrapper, Invocation
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_COLD_BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class SchedulerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def counter(name: str, doc: str, labels: Iterable[str] = ("function",)) -> Counter:
+            return Counter(name, doc, list(labels), registry=registry)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...] = _LATENCY_BUCKETS) -> Histogram:
+            return Histogram(name, doc, ["function"], buckets=buckets, registry=registry)
+
+        self.registry = registry
+        self.enqueue = counter("function_enqueue_total", "Invocations admitted")
+        self.dispatch = counter("function_dispatch_total", "Attempts dispatched to a runtime")
+        self.success = counter("function_success_total", "Executions ended in success")
+        self.error = counter("function_error_total", "Executions ended in error")
+        self.timeout = counter("function_timeout_total", "Executions ended in timeout")
+        self.retry = counter("function_retry_total", "Attempts after the first (infrastructure failures)")
+        self.rejected = counter(
+            "function_rejected_total", "Invocations refused at admission", labels=("function", "reason")
+        )
+        self.latency = histogram("function_latency_seconds", "Admission to terminal state")
+        self.queue_wait = histogram("function_queue_wait_seconds", "Admission to first dispatch")
+        self.cold_start = histogram(
+            "function_cold_start_seconds", "Function process start to ready", buckets=_COLD_BUCKETS
+        )
+        self.execution = histogram("function_execution_seconds", "Time in the runtime, per attempt")
+        self._by_state = {State.SUCCESS: self.success, State.ERROR: self.error, State.TIMEOUT: self.timeout}
+
+    def admitted(self, execution: Execution) -> None:
+        self.enqueue.labels(execution.function_name).inc()
+
+    def refused(self, function: str, reason: str) -> None:
+        self.rejected.labels(function, reason).inc()
+
+    def ended(self, execution: Execution) -> None:
+        name = execution.function_name
+        self._by_state[execution.state].labels(name).inc()
+        self.latency.labels(name).observe(max(execution.finished_at_ms - execution.enqueued_at_ms, 0) / 1000)
+
+    def cold_started(self, function: str, seconds: float) -> None:
+        self.cold_start.labels(function).observe(seconds)
+
+    def forget(self, function: str) -> None:
+        """A deleted function's series go with it (function names are the one unbounded label)."""
+        for metric in (
+            self.enqueue, self.dispatch, self.success, self.error, self.timeout, self.retry,
+            self.latency, self.queue_wait, self.cold_start, self.execution,
+        ):  # fmt: skip
+            with contextlib.suppress(KeyError):
+                metric.remove(function)
+        for labels in list(self.rejected._metrics):  # no public API lists a family's label sets
+            if labels[0] == function:
+                self.rejected.remove(*labels)
+
+
+class MeteredDispatcher(DispatcherWrapper):
+    """Counts and times every attempt around the real dispatcher."""
+
+    def __init__(self, inner: Dispatcher, metrics: SchedulerMetrics) -> None:
+        super().__init__(inner)
+        self._metrics = metrics
+
+    async def dispatch(self, invocation: Invocation) -> Outcome:
+        metrics, name = self._metrics, invocation.spec.name
+        metrics.dispatch.labels(name).inc()
+        if invocation.attempt == 1:
+            execution = invocation.execution
+            metrics.queue_wait.labels(name).observe(max(now_ms() - execution.enqueued_at_ms, 0) / 1000)
+        else:
+            metrics.retry.labels(name).inc()
+        started = time.perf_counter()
+        try:
+            return await self.inner.dispatch(invocation)
+        finally:
+            metrics.execution.labels(name).observe(time.perf_counter() - started)
+
+
+class LaneGauges(Collector):
+    """Queue depth, in-flight and warm pool size, read from the live state when scraped."""
+
+    def __init__(
+        self,
+        functions: Callable[[], Iterable[tuple[str, int, int]]],
+        pool_size: Callable[[str], int],
+    ) -> None:
+        self._functions = functions
+        self._pool_size = pool_size
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        depth = GaugeMetricFamily("function_queue_depth", "Invocations waiting", labels=["function"])
+        inflight = GaugeMetricFamily("function_inflight", "Invocations running", labels=["function"])
+        pool = GaugeMetricFamily("function_warm_pool_size", "Warm runtime replicas", labels=["function"])
+        for name, queued, running in self._functions():
+            depth.add_metric([name], queued)
+            inflight.add_metric([name], running)
+            pool.add_metric([name], self._pool_size(name))
+        return [depth, inflight, pool]

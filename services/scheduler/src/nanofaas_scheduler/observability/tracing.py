@@ -1,0 +1,139 @@
+"""OpenTelemetry for the scheduler, configured only by the standard OTEL_* variables.
+
+With no exporter configured nothing here imports the SDK: the API's no-op
+tracer is all that runs, and the wrappers below are not even installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from nanofaas_runtime.outcome import OutcomeKind
+from nanofaas_scheduler.dispatch.base import Dispatcher, DispatcherWrapper, Invocation
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.trace import Tracer
+
+    from nanofaas_runtime.outcome import Outcome
+
+DEFAULT_SERVICE_NAME = "nanofaas-scheduler"
+
+
+def tracing_configured(env: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+        return False
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def make_provider(exporter: SpanExporter | None = None) -> TracerProvider:
+    """A provider exporting over OTLP/gRPC (or to `exporter`, for tests)."""
+    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    resource = Resource.create({"service.name": DEFAULT_SERVICE_NAME}).merge(OTELResourceDetector().detect())
+    if "OTEL_SERVICE_NAME" in os.environ:
+        resource = resource.merge(Resource.create({"service.name": os.environ["OTEL_SERVICE_NAME"]}))
+    provider = TracerProvider(resource=resource)
+    if exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    else:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider
+
+
+def shutdown(provider: TracerProvider | None) -> None:
+    """Export what is buffered before the process exits."""
+    if provider is not None:
+        provider.force_flush(5_000)
+        provider.shutdown()
+
+
+def _parent(traceparent: str) -> Any:
+    from opentelemetry.propagate import extract
+
+    return extract({"traceparent": traceparent}) if traceparent else None
+
+
+def _traceparent() -> str:
+    from opentelemetry.propagate import inject
+
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+@contextlib.contextmanager
+def rpc_span(tracer: Tracer | None, method: str, traceparent: str, x_trace_id: str) -> Iterator[str]:
+    """The scheduler's server span for one RPC; yields the traceparent its children continue."""
+    if tracer is None:
+        yield traceparent
+        return
+    from opentelemetry.trace import SpanKind
+
+    attributes = {"rpc.system": "grpc", "rpc.service": "nanofaas.v1.Scheduler", "rpc.method": method}
+    if x_trace_id:
+        attributes["nanofaas.x_trace_id"] = x_trace_id
+    with tracer.start_as_current_span(
+        f"nanofaas.v1.Scheduler/{method}",
+        context=_parent(traceparent),
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+    ):
+        yield _traceparent()
+
+
+class TracingDispatcher(DispatcherWrapper):
+    """`queue wait` once per execution and a `dispatch` span per attempt, around the real dispatcher.
+
+    The function process continues the dispatch span: its traceparent replaces
+    the execution's on the invocation handed down.
+    """
+
+    def __init__(self, inner: Dispatcher, tracer: Tracer) -> None:
+        super().__init__(inner)
+        self._tracer = tracer
+
+    async def dispatch(self, invocation: Invocation) -> Outcome:
+        from opentelemetry.trace import Status, StatusCode
+
+        execution = invocation.execution
+        parent = _parent(execution.traceparent)
+        attributes: dict[str, str | int | bool] = {
+            "faas.name": execution.function_name,
+            "faas.execution": execution.id,
+            "nanofaas.execution_id": execution.id,
+            "nanofaas.attempt": invocation.attempt,
+            "faas.coldstart": False,
+        }
+        if invocation.attempt == 1:
+            wait = self._tracer.start_span(
+                "queue wait",
+                context=parent,
+                start_time=execution.enqueued_at_ms * 1_000_000,
+                attributes={"faas.name": execution.function_name, "nanofaas.execution_id": execution.id},
+            )
+            wait.end()
+        with self._tracer.start_as_current_span("dispatch", context=parent, attributes=attributes) as span:
+            outcome = await self.inner.dispatch(replace(invocation, traceparent=_traceparent()))
+            span.set_attribute("nanofaas.outcome", outcome.kind.value)
+            if outcome.kind is not OutcomeKind.SUCCESS:
+                span.set_status(Status(StatusCode.ERROR, outcome.message[:200]))
+            return outcome
+
+
+def mark_cold_start(_function: str, _seconds: float) -> None:
+    """Called by the backend when it had to start a process for the current attempt."""
+    from opentelemetry import trace
+
+    trace.get_current_span().set_attribute("faas.coldstart", True)

@@ -1,0 +1,142 @@
+"""Metrics and tracing of the scheduler, fed by a known sequence of executions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+from nanofaas_runtime.outcome import Outcome, OutcomeKind
+from nanofaas_scheduler.core.errors import Rejected
+from nanofaas_scheduler.core.execution import Request
+from nanofaas_scheduler.core.scheduler import Scheduler, Submission
+from nanofaas_scheduler.dispatch.base import Invocation
+from nanofaas_scheduler.dispatch.stub import StubDispatcher
+from nanofaas_scheduler.observability.metrics import LaneGauges, MeteredDispatcher, SchedulerMetrics
+from nanofaas_scheduler.observability.tracing import TracingDispatcher, make_provider, mark_cold_start
+from nanofaas_scheduler.policies.retry import RetryPolicy
+
+from .conftest import make_spec
+
+OUTCOMES = {
+    "ok": Outcome(kind=OutcomeKind.SUCCESS, output=b"1"),
+    "fail": Outcome(kind=OutcomeKind.FUNCTION_ERROR, error_code="FUNCTION_ERROR", message="boom"),
+    "late": Outcome(kind=OutcomeKind.TIMEOUT, error_code="TIMEOUT"),
+    "crash": Outcome(kind=OutcomeKind.CRASH, error_code="CRASH"),
+}
+
+
+async def scripted(invocation: Invocation) -> Outcome:
+    """The input names the outcome; "flaky" crashes on its first attempt only."""
+    word = invocation.execution.request.data.decode().strip('"')
+    if word == "flaky":
+        return OUTCOMES["crash"] if invocation.attempt == 1 else OUTCOMES["ok"]
+    return OUTCOMES[word]
+
+
+def submission(word: str) -> Submission:
+    return Submission(request=Request(f'"{word}"'.encode(), "application/json", {}), sync=False)
+
+
+async def test_counters_and_histograms_match_what_happened() -> None:
+    registry = CollectorRegistry()
+    metrics = SchedulerMetrics(registry)
+    scheduler = Scheduler(
+        MeteredDispatcher(StubDispatcher(scripted), metrics), retry=RetryPolicy(base_delay_s=0, max_delay_s=0)
+    )
+    scheduler.on_admit.append(metrics.admitted)
+    scheduler.on_reject.append(metrics.refused)
+    scheduler.on_end.append(metrics.ended)
+    registry.register(LaneGauges(scheduler.lane_stats, lambda name: 3))
+    spec = make_spec(queue_size=5)
+    executions = [scheduler.submit(spec, submission(w))[0] for w in ("ok", "ok", "fail", "late", "flaky")]
+    with pytest.raises(Rejected):
+        scheduler.submit(make_spec("tiny", queue_size=1, concurrency=1, revision=1), submission("ok"))
+        scheduler.submit(make_spec("tiny", queue_size=1, concurrency=1, revision=1), submission("ok"))
+        scheduler.submit(make_spec("tiny", queue_size=1, concurrency=1, revision=1), submission("ok"))
+    await asyncio.gather(*(e.done.wait() for e in executions))
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"function": "fn", **labels})
+
+    assert value("function_enqueue_total") == 5
+    assert value("function_dispatch_total") == 6  # the flaky one twice
+    assert value("function_retry_total") == 1
+    assert value("function_success_total") == 3
+    assert value("function_error_total") == 1
+    assert value("function_timeout_total") == 1
+    assert value("function_latency_seconds_count") == 5
+    assert value("function_queue_wait_seconds_count") == 5
+    assert value("function_execution_seconds_count") == 6
+    assert registry.get_sample_value("function_rejected_total", {"function": "tiny", "reason": "depth"}) == 1
+    assert value("function_queue_depth") == 0
+    assert value("function_inflight") == 0
+    assert value("function_warm_pool_size") == 3
+
+    metrics.cold_started("fn", 0.08)
+    assert value("function_cold_start_seconds_count") == 1
+    metrics.forget("fn")
+    metrics.forget("tiny")
+    assert value("function_enqueue_total") is None
+    assert (
+        registry.get_sample_value("function_rejected_total", {"function": "tiny", "reason": "depth"}) is None
+    )
+
+
+async def test_spans_form_one_trace_under_the_callers_span() -> None:
+    exporter = InMemorySpanExporter()
+    provider = make_provider(exporter)
+    seen: list[Invocation] = []
+
+    async def record(invocation: Invocation) -> Outcome:
+        seen.append(invocation)
+        mark_cold_start(invocation.spec.name, 0.05)
+        return OUTCOMES["ok"] if invocation.attempt > 1 else OUTCOMES["crash"]
+
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("caller") as caller:
+        from opentelemetry.propagate import inject
+
+        carrier: dict[str, str] = {}
+        inject(carrier)
+    scheduler = Scheduler(
+        TracingDispatcher(StubDispatcher(record), tracer), retry=RetryPolicy(base_delay_s=0, max_delay_s=0)
+    )
+    scheduler.otel_trace_ids = True
+    execution, _ = scheduler.submit(
+        make_spec(),
+        Submission(
+            request=Request(b"1", "application/json", {}), sync=False, traceparent=carrier["traceparent"]
+        ),
+    )
+    await execution.done.wait()
+    provider.force_flush()
+    spans = {span.name: span for span in exporter.get_finished_spans() if span.name != "caller"}
+    dispatches = [span for span in exporter.get_finished_spans() if span.name == "dispatch"]
+    trace_id = caller.get_span_context().trace_id
+    assert execution.trace_id == f"{trace_id:032x}"
+    assert {"queue wait", "dispatch"} <= set(spans)
+    assert len(dispatches) == 2
+    for span in (spans["queue wait"], *dispatches):
+        assert span.context is not None and span.parent is not None
+        assert span.context.trace_id == trace_id
+        assert span.parent.span_id == caller.get_span_context().span_id
+    assert [d.attributes["nanofaas.attempt"] for d in dispatches if d.attributes] == [1, 2]
+    assert all(d.attributes and d.attributes["faas.coldstart"] is True for d in dispatches)
+    # The function process continues the dispatch span.
+    for invocation, dispatch in zip(seen, dispatches, strict=True):
+        assert dispatch.context is not None
+        assert invocation.traceparent.split("-")[2] == f"{dispatch.context.span_id:016x}"
+
+
+async def test_without_a_traceparent_tracing_still_gives_an_otel_trace_id() -> None:
+    scheduler = Scheduler(StubDispatcher())
+    scheduler.otel_trace_ids = True
+    execution, _ = scheduler.submit(
+        make_spec(), Submission(request=Request(b"1", "application/json", {}), sync=False, trace_id="mine")
+    )
+    assert len(execution.trace_id) == 32 and execution.trace_id in execution.traceparent
+    assert execution.caller_trace_id == "mine"
+    await execution.done.wait()
