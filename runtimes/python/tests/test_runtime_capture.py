@@ -54,6 +54,19 @@ def test_lines_inside_an_invocation_become_json_entries() -> None:
     assert (first["executionId"], first["functionName"], first["stream"]) == ("e-1", "fn", "stdout")
     assert (first["level"], first["service"]) == ("INFO", "runtime")
     assert first["ts"].endswith("Z")
+    assert "traceId" not in first
+
+
+def test_entries_carry_the_trace_id_of_the_invocation() -> None:
+    stream, _, sink = make_stream()
+    invocation = Invocation("e-2", "fn", "4bf92f3577b34da6a3ce929d0e0e4736")
+    token = current_invocation.set(invocation)
+    try:
+        stream.write("traced line\n")
+    finally:
+        current_invocation.reset(token)
+    (entry,) = entries(sink)
+    assert (entry["executionId"], entry["traceId"]) == ("e-2", "4bf92f3577b34da6a3ce929d0e0e4736")
 
 
 def test_a_line_without_newline_is_cut_at_the_limit() -> None:
@@ -144,13 +157,13 @@ async def start_runtime(handler_dir: Path) -> AsyncIterator[StartRuntime]:
         await asyncio.gather(*tasks)
 
 
-async def invoke(url: str, execution_id: str, value: Any) -> Any:
+async def invoke(url: str, execution_id: str, value: Any, **headers: str) -> Any:
     async with (
         aiohttp.ClientSession() as http,
         http.post(
             url + "/invoke",
             data=orjson.dumps({"input": value}),
-            headers={"Content-Type": "application/json", "X-Execution-Id": execution_id},
+            headers={"Content-Type": "application/json", "X-Execution-Id": execution_id, **headers},
         ) as response,
     ):
         assert response.status == 200
@@ -171,6 +184,14 @@ async def test_sync_handler_output_is_logged_with_the_execution_id(start_runtime
     assert all(e["functionName"] == "talker" and e["service"] == "runtime" for e in captured)
     assert [e["level"] for e in captured] == ["INFO", "INFO", "WARNING", "INFO"]
     assert runtime.stdout == b""  # nothing of it leaks to the real stdout
+
+
+async def test_output_lines_carry_the_trace_id_of_the_traceparent(start_runtime: StartRuntime) -> None:
+    runtime: Runtime = await start_runtime("chatty", FUNCTION_NAME="talker")
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert await invoke(runtime.url, "exec-8", 1, traceparent=traceparent) == {"ok": True}
+    await runtime.wait_for(lambda r: len(r.captured("exec-8")) == 4)
+    assert {e["traceId"] for e in runtime.captured("exec-8")} == {"0af7651916cd43dd8448eb211c80319c"}
 
 
 async def test_concurrent_async_invocations_are_attributed_apart(start_runtime: StartRuntime) -> None:

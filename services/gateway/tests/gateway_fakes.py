@@ -70,6 +70,8 @@ class FakeRegistry(registry_pb2_grpc.RegistryServicer):
         self.updates: list[registry_pb2.UpdateRequest] = []
         self.failures = FailureInjector()
         self.watch_events: list[registry_pb2.WatchEvent] = []
+        # Invocation metadata of each Get call (where a traced client puts its traceparent).
+        self.get_metadata: list[dict[str, str | bytes]] = []
 
     def reset(self) -> None:
         """Forget functions and requests; the revision keeps growing like a real registry's."""
@@ -77,6 +79,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServicer):
         self.registered.clear()
         self.updates.clear()
         self.failures.pending.clear()
+        self.get_metadata.clear()
 
     def _store(self, spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
         self.revision += 1
@@ -98,6 +101,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServicer):
         return self._store(request.spec)
 
     async def Get(self, request: registry_pb2.GetFunctionRequest, context: Context) -> types_pb2.FunctionSpec:
+        self.get_metadata.append(dict(context.invocation_metadata() or ()))
         await self.failures.check("Get", context)
         if request.name not in self.specs:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"function '{request.name}' not found")
@@ -156,6 +160,9 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         self.enqueue_state: types_pb2.ExecutionState.ValueType = types_pb2.EXECUTION_STATE_QUEUED
         self.hang_invoke = False
         self.invoke_cancelled = asyncio.Event()
+        self.invoke_received = asyncio.Event()
+        # A hanging Invoke returns once this is set.
+        self.invoke_release = asyncio.Event()
         self.failures = FailureInjector()
 
     def reset(self) -> None:
@@ -168,6 +175,8 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         self.enqueue_state = types_pb2.EXECUTION_STATE_QUEUED
         self.hang_invoke = False
         self.invoke_cancelled = asyncio.Event()
+        self.invoke_received = asyncio.Event()
+        self.invoke_release = asyncio.Event()
         self.failures.pending.clear()
 
     async def Invoke(
@@ -175,12 +184,14 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
     ) -> scheduler_pb2.InvokeResponse:
         self.invokes.append(request)
         self.invoke_deadlines.append(context.time_remaining())
+        self.invoke_received.set()
         await self.failures.check("Invoke", context)
         if self.hang_invoke:
             try:
-                await asyncio.Event().wait()
-            finally:
+                await self.invoke_release.wait()
+            except asyncio.CancelledError:
                 self.invoke_cancelled.set()
+                raise
         return self.invoke_result(request)
 
     async def Enqueue(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import orjson
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from nanofaas.v1 import types_pb2
 from nanofaas_gateway.config import ConfigError, Settings
 from nanofaas_gateway.convert import is_json_media_type, ms_to_iso, splice_json, summary_to_json
-from nanofaas_gateway.logging_setup import JsonFormatter
+from nanofaas_gateway.logging_setup import JsonFormatter, format_timestamp
 
 
 def test_settings_defaults() -> None:
@@ -111,4 +112,10 @@ def test_json_log_line_has_required_keys_and_extras() -> None:
     assert entry["service"] == "gateway"
     assert entry["msg"] == "slow call"
     assert entry["executionId"] == "e-1"
-    assert entry["ts"].endswith("+00:00")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["ts"])
+
+
+def test_log_timestamps_are_utc_with_milliseconds_and_z() -> None:
+    assert format_timestamp(1_714_564_800.123) == "2024-05-01T12:00:00.123Z"
+    assert format_timestamp(1_714_564_800.9996) == "2024-05-01T12:00:01.000Z"
+    assert format_timestamp(0.0) == "1970-01-01T00:00:00.000Z"

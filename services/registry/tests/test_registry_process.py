@@ -7,12 +7,14 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from nanofaas.v1 import registry_pb2, registry_pb2_grpc, types_pb2
 
@@ -109,3 +111,87 @@ async def test_process_exits_nonzero_on_bad_config() -> None:
     record = json.loads(stderr.decode().splitlines()[-1])
     assert record["level"] == "ERROR"
     assert record["error"].startswith("NANOFAAS_REGISTRY_PORT: ")
+
+
+class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """A minimal OTLP/gRPC trace receiver: keeps every exported span."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, str]] = []  # (service.name, span name)
+        self.received = asyncio.Event()
+
+    async def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: object
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        for resource_spans in request.resource_spans:
+            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    self.spans.append((attributes.get("service.name", ""), span.name))
+        self.received.set()
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+async def test_spans_are_exported_on_graceful_stop() -> None:
+    """The batch processor would wait seconds; SIGTERM must flush the last RPC's span before exit."""
+    receiver = OtlpReceiver()
+    collector = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, collector)  # type: ignore[no-untyped-call]
+    collector_port = collector.add_insecure_port("127.0.0.1:0")
+    await collector.start()
+    port = free_port()
+    env = {
+        **os.environ,
+        "NANOFAAS_REGISTRY_HOST": "127.0.0.1",
+        "NANOFAAS_REGISTRY_PORT": str(port),
+        "NANOFAAS_REGISTRY_METRICS_PORT": "0",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "60000",
+    }
+    env.pop("OTEL_SERVICE_NAME", None)
+    env.pop("OTEL_SDK_DISABLED", None)
+    env.pop("OTEL_TRACES_EXPORTER", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "nanofaas_registry",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        address = f"127.0.0.1:{port}"
+        await asyncio.wait_for(wait_until_serving(address), TIMEOUT_S)
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = registry_pb2_grpc.RegistryStub(channel)
+            await stub.List(registry_pb2.ListFunctionsRequest(), timeout=5)
+        assert receiver.spans == []
+        process.send_signal(signal.SIGTERM)
+        assert process.stderr is not None
+        stderr, returncode = await asyncio.wait_for(
+            asyncio.gather(process.stderr.read(), process.wait()), TIMEOUT_S
+        )
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await collector.stop(0)
+    assert returncode == 0, stderr.decode(errors="replace")
+    assert receiver.spans == [("nanofaas-registry", "/nanofaas.v1.Registry/List")]
+
+
+def test_tracing_off_imports_no_sdk() -> None:
+    """Without OTEL_* settings the registry must not load the SDK, exporter or instrumentation."""
+    code = (
+        "import sys\n"
+        "from nanofaas_registry import __main__, server, tracing\n"
+        "assert not tracing.setup_tracing()\n"
+        "assert tracing.server_interceptors() == []\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('opentelemetry'))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""

@@ -2,7 +2,8 @@
 
 `install()` replaces sys.stdout/sys.stderr with `CapturedStream`s. While an invocation
 runs (`invocation_scope`), whole lines written by the handler are emitted on the real
-stderr as `{"ts","level","service":"runtime","msg","executionId","functionName","stream"}`;
+stderr as `{"ts","level","service":"runtime","msg","executionId","functionName","stream"}`
+(plus "traceId" when the invocation has one);
 outside an invocation writes pass straight through. Output written at the file
 descriptor level (C extensions, subprocesses) and from threads the handler starts
 itself is not attributed and passes through unchanged.
@@ -38,6 +39,7 @@ class Invocation:
 
     execution_id: str
     function_name: str
+    trace_id: str = ""
 
 
 current_invocation: ContextVar[Invocation | None] = ContextVar("nanofaas_invocation", default=None)
@@ -113,6 +115,8 @@ class CapturedStream(io.TextIOBase):
             "functionName": invocation.function_name,
             "stream": self._stream_name,
         }
+        if invocation.trace_id:
+            entry["traceId"] = invocation.trace_id
         self._sink.write(orjson.dumps(entry).decode() + "\n")
         self._sink.flush()
 
@@ -147,9 +151,9 @@ def uninstall() -> None:
 
 
 @contextmanager
-def invocation_scope(execution_id: str, function_name: str) -> Iterator[Invocation]:
+def invocation_scope(execution_id: str, function_name: str, trace_id: str = "") -> Iterator[Invocation]:
     """Attribute output written in this context (and contexts copied from it) to the invocation."""
-    invocation = Invocation(execution_id, function_name)
+    invocation = Invocation(execution_id, function_name, trace_id)
     token = current_invocation.set(invocation)
     try:
         yield invocation

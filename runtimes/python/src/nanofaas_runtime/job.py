@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -35,9 +36,15 @@ from nanofaas_runtime.oneshot import (
     BadInput,
     call_once,
     context_from_env,
+    handler_span,
     parse_request,
+    run_traced,
+    traced_context,
 )
 from nanofaas_runtime.outcome import CODE_FUNCTION_ERROR, CODE_START_FAILED, CONTENT_TYPE_BYTES
+
+if TYPE_CHECKING:
+    from nanofaas_runtime.invocation_spans import InvocationSpans
 
 EXIT_CALLBACK_FAILED = 4
 """Exit status when the result could not be delivered to CALLBACK_URL."""
@@ -149,11 +156,17 @@ def _post_once(url: str, body: bytes, headers: dict[str, str], timeout: float) -
         connection.close()
 
 
-def _trace_headers() -> dict[str, str]:
+def _trace_headers(spans: InvocationSpans | None) -> dict[str, str]:
+    """X-Trace-Id as given; traceparent of the invoke span when tracing is on, else passed through."""
     headers = {}
     if trace_id := os.environ.get("TRACE_ID", "").strip():
         headers["X-Trace-Id"] = trace_id
-    if traceparent := os.environ.get("TRACEPARENT", "").strip():
+    traceparent = os.environ.get("TRACEPARENT", "").strip()
+    if spans is not None:
+        from nanofaas_runtime.invocation_spans import current_traceparent
+
+        traceparent = current_traceparent() or traceparent
+    if traceparent:
         headers["traceparent"] = traceparent
     return headers
 
@@ -173,12 +186,14 @@ def read_job_request() -> bytes:
         raise BadInput(f"cannot read NANOFAAS_REQUEST_FILE {path!r}: {exc.strerror}") from exc
 
 
-def _report(url: str, body: bytes, exit_code: int, message: str = "") -> int:
+def _report(
+    url: str, body: bytes, exit_code: int, message: str = "", spans: InvocationSpans | None = None
+) -> int:
     """Deliver the completion; the exit code is `exit_code`, or 4 if delivery failed."""
     if message:
         _stderr(message)
     try:
-        post_completion(url, body, _trace_headers())
+        post_completion(url, body, _trace_headers(spans))
     except CallbackFailed as exc:
         _stderr(f"nanofaas-runtime: {exc} ({url})")
         return EXIT_CALLBACK_FAILED
@@ -193,26 +208,30 @@ def run() -> int:
     if not execution_id or not base_url:
         return _fail("nanofaas-runtime: job mode needs EXECUTION_ID and CALLBACK_URL", EXIT_BAD_INPUT)
     url = callback_url(base_url, execution_id)
+    return run_traced("job", lambda spans: _run(url, started, spans))
+
+
+def _run(url: str, started: float, spans: InvocationSpans | None) -> int:
     try:
         handler = load_handler()
     except HandlerLoadError as exc:
         message = f"cannot load handler: {exc}"
         body = error_body(CODE_START_FAILED, message)
-        return _report(url, body, EXIT_HANDLER_LOAD_FAILED, f"nanofaas-runtime: {message}")
+        return _report(url, body, EXIT_HANDLER_LOAD_FAILED, f"nanofaas-runtime: {message}", spans)
     try:
-        context = context_from_env(started)
+        context = traced_context(context_from_env(started), spans)
         request = parse_request(read_job_request())
     except BadInput as exc:
-        return _report(
-            url, error_body(CODE_INVALID_REQUEST, str(exc)), EXIT_BAD_INPUT, f"nanofaas-runtime: {exc}"
-        )
+        body = error_body(CODE_INVALID_REQUEST, str(exc))
+        return _report(url, body, EXIT_BAD_INPUT, f"nanofaas-runtime: {exc}", spans)
     try:
-        payload, content_type = encode_output(call_once(handler, request, context))
+        with handler_span(spans):
+            payload, content_type = encode_output(call_once(handler, request, context))
     except (Exception, SystemExit) as exc:
         message = exception_message(exc)
         body = error_body(CODE_FUNCTION_ERROR, message, type(exc).__name__)
-        return _report(url, body, EXIT_FUNCTION_ERROR, message)
-    return _report(url, success_body(payload, content_type), EXIT_OK)
+        return _report(url, body, EXIT_FUNCTION_ERROR, message, spans)
+    return _report(url, success_body(payload, content_type), EXIT_OK, spans=spans)
 
 
 def _stderr(message: str) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -27,6 +27,10 @@ from nanofaas_runtime.handler import (
 )
 from nanofaas_runtime.outcome import CONTENT_TYPE_BYTES
 from nanofaas_runtime.protocol import trace_id_from_traceparent
+from nanofaas_runtime.tracing import ONESHOT_FLUSH_TIMEOUT_S, shutdown_tracing, start_invocation_spans
+
+if TYPE_CHECKING:
+    from nanofaas_runtime.invocation_spans import InvocationSpans
 
 EXIT_OK = 0
 EXIT_FUNCTION_ERROR = 1
@@ -113,9 +117,59 @@ def run(mode: str) -> int:
     """Run one invocation in `stdio` or `file` mode and return the process exit code."""
     started = time.time()
     handler = load_handler_or_exit()
+    return run_traced(mode, lambda spans: _run(mode, handler, started, spans))
+
+
+def run_traced(trigger: str, body: Callable[[InvocationSpans | None], int]) -> int:
+    """Runs `body` inside an `invoke` span continuing env TRACEPARENT when tracing is on.
+
+    The process exits right after, so the spans are exported first (bounded by
+    ONESHOT_FLUSH_TIMEOUT_S). With tracing off `body` just runs: nothing is imported.
+    """
+    spans = start_invocation_spans()
+    if spans is None:
+        return body(None)
+    from nanofaas_runtime.invocation_spans import record_exit_code
+
+    _quiet_exporter_warnings()
+
+    try:
+        with spans.invoke(os.environ.get("TRACEPARENT", ""), trigger) as span:
+            exit_code = body(spans)
+            record_exit_code(span, exit_code)
+        return exit_code
+    finally:
+        shutdown_tracing(ONESHOT_FLUSH_TIMEOUT_S)
+
+
+def _quiet_exporter_warnings() -> None:
+    """The last stderr line is the error the watchdog reports: an exporter warning must not replace it."""
+    if os.environ.get("LOG_LEVEL", "").strip().upper() == "DEBUG":
+        return
+    import logging
+
+    otel_logger = logging.getLogger("opentelemetry")
+    otel_logger.addHandler(logging.NullHandler())
+    otel_logger.propagate = False
+
+
+def traced_context(context: Context, spans: InvocationSpans | None) -> Context:
+    """The context annotated on the invoke span (trace_id = the OTel one unless TRACE_ID is set)."""
+    if spans is None:
+        return context
+    from nanofaas_runtime.invocation_spans import annotate
+
+    return annotate(context, keep_trace_id=bool(os.environ.get("TRACE_ID", "")))
+
+
+def handler_span(spans: InvocationSpans | None) -> AbstractContextManager[object]:
+    return nullcontext() if spans is None else spans.handler()
+
+
+def _run(mode: str, handler: Handler, started: float, spans: InvocationSpans | None) -> int:
     output_path = ""
     try:
-        context = context_from_env(started)
+        context = traced_context(context_from_env(started), spans)
         if mode == "stdio":
             request = parse_request(sys.stdin.buffer.read())
         else:
@@ -124,11 +178,12 @@ def run(mode: str) -> int:
     except BadInput as exc:
         return _fail(f"nanofaas-runtime: {exc}", EXIT_BAD_INPUT)
     try:
-        if mode == "stdio":
-            with stdout_to_stderr():
+        with handler_span(spans):
+            if mode == "stdio":
+                with stdout_to_stderr():
+                    payload = encode_json_output(call_once(handler, request, context))
+            else:
                 payload = encode_json_output(call_once(handler, request, context))
-        else:
-            payload = encode_json_output(call_once(handler, request, context))
     except (Exception, SystemExit) as exc:
         _debug_traceback(exc)
         return _fail(exception_message(exc), EXIT_FUNCTION_ERROR)

@@ -15,11 +15,11 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from nanofaas_runtime import protocol
+from nanofaas_runtime import protocol, tracing
 from nanofaas_runtime.capture import invocation_scope
 from nanofaas_runtime.handler import (
     Context,
@@ -30,6 +30,11 @@ from nanofaas_runtime.handler import (
     fail_start,
 )
 from nanofaas_runtime.outcome import CODE_FUNCTION_ERROR, CONTENT_TYPE_BYTES, CONTENT_TYPE_JSON
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from nanofaas_runtime.invocation_spans import InvocationSpans
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -58,7 +63,14 @@ class BadRequest(Exception):
 class RuntimeApp:
     """ASGI app serving `GET /health` and `POST /invoke` for one loaded handler."""
 
-    def __init__(self, handler: Handler, concurrency: int = 1, function_name: str = "") -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        concurrency: int = 1,
+        function_name: str = "",
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        """Spans are recorded only with a `tracer_provider`; without one no OpenTelemetry code runs."""
         self._handler = handler
         self._function_name = function_name
         self._semaphore = asyncio.Semaphore(concurrency)
@@ -67,6 +79,11 @@ class RuntimeApp:
             if handler.is_async
             else ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="handler")
         )
+        self._spans: InvocationSpans | None = None
+        if tracer_provider is not None:
+            from nanofaas_runtime.invocation_spans import InvocationSpans
+
+            self._spans = InvocationSpans(tracer_provider)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,21 +103,38 @@ class RuntimeApp:
             await _send_error(send, 404, "NOT_FOUND", f"no route for {path}")
 
     async def _invoke(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
         headers: dict[bytes, bytes] = dict(scope["headers"])
+        if self._spans is None:
+            status, payload, content_type = await self._answer(headers, receive, None)
+        else:
+            from nanofaas_runtime.invocation_spans import record_http_status
+
+            traceparent = headers.get(_H_TRACEPARENT, b"").decode("latin-1")
+            with self._spans.invoke(traceparent) as span:
+                status, payload, content_type = await self._answer(headers, receive, self._spans)
+                record_http_status(span, status)
+        await _send(send, status, payload, content_type)
+
+    async def _answer(
+        self, headers: dict[bytes, bytes], receive: Receive, spans: InvocationSpans | None
+    ) -> tuple[int, bytes, bytes]:
+        """Reads, checks and runs one invocation; returns (status, body, content type) to send."""
+        body = await _read_body(receive)
         kind = protocol.media_type(headers.get(_H_CONTENT_TYPE, b"").decode("latin-1"))
         if kind and kind != CONTENT_TYPE_BYTES and not protocol.is_json_media_type(kind):
-            await _send_error(send, 415, "UNSUPPORTED_MEDIA_TYPE", f"unsupported Content-Type {kind!r}")
-            return
+            message = f"unsupported Content-Type {kind!r}"
+            return 415, protocol.encode_error("UNSUPPORTED_MEDIA_TYPE", message), _JSON
         try:
             request = _parse_bytes_request(body) if kind == CONTENT_TYPE_BYTES else _parse_json_request(body)
             context = self._context(headers, request["metadata"])
         except BadRequest as exc:
-            await _send_error(send, 400, protocol.ERROR_INVALID_REQUEST, str(exc))
-            return
+            return 400, protocol.encode_error(protocol.ERROR_INVALID_REQUEST, str(exc)), _JSON
+        if spans is not None:
+            from nanofaas_runtime.invocation_spans import annotate
+
+            context = annotate(context, keep_trace_id=_H_TRACE_ID in headers)
         async with self._semaphore:
-            status, payload, content_type = await self._run(request, context)
-        await _send(send, status, payload, content_type)
+            return await self._run(request, context, spans)
 
     def _context(self, headers: dict[bytes, bytes], metadata: dict[str, str]) -> Context:
         trace_id = headers.get(_H_TRACE_ID, b"").decode("latin-1")
@@ -114,17 +148,23 @@ class RuntimeApp:
             metadata=metadata,
         )
 
-    async def _run(self, request: dict[str, Any], context: Context) -> tuple[int, bytes, bytes]:
+    async def _run(
+        self, request: dict[str, Any], context: Context, spans: InvocationSpans | None
+    ) -> tuple[int, bytes, bytes]:
         try:
-            with invocation_scope(context.execution_id, context.function_name):
-                result = await self._call(request, context)
+            with invocation_scope(context.execution_id, context.function_name, context.trace_id):
+                if spans is None:
+                    result = await self._call(request, context)
+                else:
+                    with spans.handler():
+                        result = await self._call(request, context)
             payload, content_type = encode_output(result)
         except (Exception, SystemExit) as exc:
             log.warning(
                 "handler raised %s",
                 type(exc).__name__,
                 exc_info=exc,
-                extra={"executionId": context.execution_id, "functionName": context.function_name},
+                extra=_log_fields(context),
             )
             error = protocol.encode_error(CODE_FUNCTION_ERROR, exception_message(exc), type(exc).__name__)
             return 500, error, _JSON
@@ -143,6 +183,13 @@ class RuntimeApp:
         if inspect.isawaitable(result):
             result = await result
         return result
+
+
+def _log_fields(context: Context) -> dict[str, str]:
+    fields = {"executionId": context.execution_id, "functionName": context.function_name}
+    if context.trace_id:
+        fields["traceId"] = context.trace_id
+    return fields
 
 
 def _parse_bytes_request(body: bytes) -> dict[str, Any]:
@@ -221,7 +268,8 @@ def _inherited_socket(fd: int) -> socket.socket:
 
 
 def serve(handler: Handler, log_level: int) -> None:
-    """Run the HTTP server until SIGTERM/SIGINT (uvicorn drains in-flight requests on shutdown).
+    """Run the HTTP server until SIGTERM/SIGINT (uvicorn drains in-flight requests on shutdown),
+    then export the spans still buffered when tracing is on.
 
     Logging must already be configured (`logs.configure`), so uvicorn's own records come out as JSON.
     """
@@ -231,7 +279,10 @@ def serve(handler: Handler, log_level: int) -> None:
     listen_fd = os.environ.get("NANOFAAS_LISTEN_FD", "").strip()
     host = os.environ.get("HOST", "").strip() or "0.0.0.0"
     port = _env_int("PORT", 8080, 0)
-    app = RuntimeApp(handler, concurrency, os.environ.get("FUNCTION_NAME", ""))
+    tracing.setup_tracing()
+    app = RuntimeApp(
+        handler, concurrency, os.environ.get("FUNCTION_NAME", ""), tracing.active_tracer_provider()
+    )
     config = uvicorn.Config(
         app,
         host=host,
@@ -258,4 +309,20 @@ def serve(handler: Handler, log_level: int) -> None:
         handler.name,
         extra={"listen": f"fd {listen_fd}" if listen_fd else f"{host}:{port}", "concurrency": concurrency},
     )
-    server.run(sockets=sockets)
+    _exit_normally_after_uvicorn_stops()
+    try:
+        server.run(sockets=sockets)
+    finally:
+        tracing.shutdown_tracing()
+
+
+def _exit_normally_after_uvicorn_stops() -> None:
+    """uvicorn drains on SIGTERM/SIGINT, then re-raises the signal under the handler it found.
+
+    With the default handler that kills the process (exit 143) before `run()` returns, so the
+    last spans would never be exported. A no-op handler lets `run()` return: exit 0, as documented.
+    """
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: None)

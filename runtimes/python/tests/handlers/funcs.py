@@ -105,3 +105,9 @@ async def async_chatty(request: dict[str, Any], context: Context | None = None) 
         print(f"{request['input']} step {step}")
         await asyncio.sleep(0)
     return {"ok": request["input"]}
+
+
+def loaded_modules(request: dict[str, Any], context: Context | None = None) -> Any:
+    """The imported modules named `input` or below it (cold-start tests: what did the runtime load?)."""
+    prefix = str(request["input"])
+    return sorted(name for name in sys.modules if name == prefix or name.startswith(prefix + "."))

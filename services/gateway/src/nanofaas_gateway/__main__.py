@@ -18,6 +18,7 @@ from nanofaas_gateway.app import create_app
 from nanofaas_gateway.clients import GatewayClients
 from nanofaas_gateway.config import ConfigError, Settings
 from nanofaas_gateway.logging_setup import configure_logging
+from nanofaas_gateway.tracing import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("nanofaas_gateway")
 
@@ -53,6 +54,8 @@ class _StopRequest:
 
 
 async def serve(settings: Settings, stop: _StopRequest) -> None:
+    # Before the app and the channels: they ask tracing what to install.
+    tracing_on = setup_tracing()
     clients = GatewayClients.connect(settings)
     registry = prometheus_client.REGISTRY
     app = create_app(settings, clients, metrics_registry=registry)
@@ -75,6 +78,8 @@ async def serve(settings: Settings, stop: _StopRequest) -> None:
     server = _GatewayServer(config)
     stop.server = server
     server.should_exit = stop.requested
+    if tracing_on:
+        log.info("tracing on")
     try:
         await server.serve()
     finally:
@@ -82,6 +87,8 @@ async def serve(settings: Settings, stop: _StopRequest) -> None:
         if metrics_server is not None:
             await asyncio.to_thread(metrics_server.shutdown)
             metrics_server.server_close()
+        # After the server drained its requests, so their spans are among those exported.
+        await asyncio.to_thread(shutdown_tracing)
         log.info("gateway stopped")
 
 

@@ -13,7 +13,9 @@ from nanofaas_gateway.config import Settings
 from nanofaas_gateway.errors import install_error_handlers
 from nanofaas_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from nanofaas_gateway.openapi_docs import refine_openapi
+from nanofaas_gateway.route_templates import RouteTemplates
 from nanofaas_gateway.routes import executions, functions, health, invocations
+from nanofaas_gateway.tracing import instrument_app
 
 VERSION = "0.1.0"
 # Operations whose bodies FastAPI validates against a model: the only ones with a 422.
@@ -30,7 +32,10 @@ class GatewayApp(FastAPI):
 def create_app(
     settings: Settings, clients: GatewayClients, *, metrics_registry: CollectorRegistry | None = None
 ) -> FastAPI:
-    """Build the gateway app. Metrics go to `metrics_registry` (a fresh registry when None)."""
+    """Build the gateway app. Metrics go to `metrics_registry` (a fresh registry when None).
+
+    Traced (server spans named by route template) when tracing.setup_tracing() turned tracing on.
+    """
     app = GatewayApp(
         title="nanofaas gateway",
         version=VERSION,
@@ -49,8 +54,11 @@ def create_app(
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     metrics = GatewayMetrics(metrics_registry if metrics_registry is not None else CollectorRegistry())
-    # Added last, so outermost: it also counts 413s and errors answered by the inner layers.
-    templated = [route for route in app.router.routes if isinstance(getattr(route, "path", None), str)]
-    templated += [route for router in routers for route in router.routes]
-    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=templated)
+    # FastAPI keeps included routers as opaque entries in app.router.routes: list their routes
+    # (the routers have no prefix, so their paths are the full templates).
+    templates = RouteTemplates([*app.router.routes, *(route for r in routers for route in r.routes)])
+    # Outside the body limit, so it also counts 413s and errors answered by the inner layers.
+    app.add_middleware(MetricsMiddleware, metrics=metrics, templates=templates)
+    # Outermost (a no-op when tracing is off): the server span covers everything, metrics included.
+    instrument_app(app, templates)
     return app

@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nanofaas.v1 import registry_pb2_grpc, scheduler_pb2_grpc
 from nanofaas_gateway.config import Settings
+from nanofaas_gateway.tracing import client_interceptors
 
 # Invocation payloads may be as large as the body limit and outputs larger still;
 # gRPC's default 4 MiB receive limit would reject them.
@@ -42,10 +43,16 @@ class GatewayClients:
 
     @classmethod
     def connect(cls, settings: Settings) -> GatewayClients:
-        """Open lazy channels (no I/O until the first call); call inside the serving event loop."""
+        """Open lazy channels (no I/O until the first call); call inside the serving event loop.
+
+        With tracing on, registry calls get client spans. Scheduler calls do not: Invoke
+        and Enqueue carry the gateway span's traceparent in the request itself.
+        """
         options = _channel_options(settings.max_body_bytes)
         return cls(
-            grpc.aio.insecure_channel(settings.registry_address, options=options),
+            grpc.aio.insecure_channel(
+                settings.registry_address, options=options, interceptors=client_interceptors() or None
+            ),
             grpc.aio.insecure_channel(settings.scheduler_address, options=options),
         )
 

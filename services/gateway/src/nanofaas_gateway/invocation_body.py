@@ -11,6 +11,7 @@ from nanofaas.v1 import scheduler_pb2
 from nanofaas_gateway.convert import JSON, OCTET_STREAM, is_json_media_type
 from nanofaas_gateway.errors import ApiError, invalid_argument
 from nanofaas_gateway.models import MAX_TIMEOUT_MS
+from nanofaas_gateway.tracing import outgoing_traceparent
 
 
 def payload_media_type(headers: Headers) -> str:
@@ -69,7 +70,7 @@ def build_invoke_request(
         function_name=function_name,
         idempotency_key=headers.get("idempotency-key", ""),
         trace_id=headers.get("x-trace-id", ""),
-        traceparent=headers.get("traceparent", ""),
+        traceparent=outgoing_traceparent(headers),
         callback_url=callback_url,
         min_registry_revision=min_registry_revision,
     )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from starlette.routing import BaseRoute, Match
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-UNMATCHED_ROUTE = "unmatched"
+from nanofaas_gateway.route_templates import UNMATCHED_ROUTE, RouteTemplates, method_label
+
+__all__ = ["UNMATCHED_ROUTE", "GatewayMetrics", "MetricsMiddleware"]
+
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
@@ -16,70 +18,97 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             "gateway_requests_total",
-            "HTTP requests answered by the gateway",
+            "HTTP requests answered by the gateway, by route template, method and status",
             ["route", "method", "status"],
             registry=registry,
         )
         self.duration = Histogram(
             "gateway_request_duration_seconds",
-            "Time from request start to the end of the response",
+            "Time from request start to the end of the response, by route template and method",
             ["route", "method"],
             registry=registry,
             buckets=_BUCKETS,
         )
+        self.in_flight = Gauge(
+            "gateway_requests_in_flight",
+            "HTTP requests the gateway has received and not yet answered",
+            registry=registry,
+        )
+
+
+# The labelled children of one (route, method, status) series.
+_Children = tuple[Counter, Histogram]
 
 
 class MetricsMiddleware:
-    """Pure ASGI middleware; the route template is read from the scope the router filled in."""
+    """Pure ASGI middleware; must be outside every layer that answers requests, to count them all.
 
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics, routes: list[BaseRoute]) -> None:
+    Labelled children are cached per (route, method, status), so a request costs a
+    dict lookup instead of prometheus_client's label validation and locking.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics, templates: RouteTemplates) -> None:
         self.app = app
         self.metrics = metrics
-        self.routes = routes
+        self.templates = templates
+        self._children: dict[tuple[str, str, int], _Children] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        status = 500
-        recorded = False
-
-        def record() -> None:
-            nonlocal recorded
-            recorded = True
-            route = self._route_template(scope)
-            method = scope["method"]
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.duration.labels(route, method).observe(time.perf_counter() - started)
-
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                # Recorded before the last bytes leave, so a client that saw the
-                # response also sees it counted.
-                record()
-            await send(message)
-
+        observer = _RequestObserver(self, scope, send)
+        self.metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, send_and_record)
+            await self.app(scope, receive, observer.send)
         finally:
-            if not recorded:
-                record()
+            if not observer.recorded:
+                observer.record()
 
-    def _route_template(self, scope: Scope) -> str:
-        route = scope.get("route")
-        path = getattr(route, "path", None)
-        if isinstance(path, str):
-            return path
-        # Not routed (refused before routing, or no full match): find the template ourselves.
-        partial = None
-        for candidate in self.routes:
-            match, _ = candidate.matches(scope)
-            if match is Match.FULL:
-                return str(getattr(candidate, "path", UNMATCHED_ROUTE))
-            if match is Match.PARTIAL and partial is None:
-                partial = candidate
-        return str(getattr(partial, "path", UNMATCHED_ROUTE))
+    def children(self, route: str, method: str, status: int) -> _Children:
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.metrics.requests.labels(route, method, str(status)),
+                self.metrics.duration.labels(route, method),
+            )
+            self._children[key] = children
+        return children
+
+
+class _RequestObserver:
+    """Watches one request's response messages and records it exactly once."""
+
+    __slots__ = ("_downstream", "_middleware", "_scope", "_started", "_status", "recorded")
+
+    def __init__(self, middleware: MetricsMiddleware, scope: Scope, downstream: Send) -> None:
+        self._middleware = middleware
+        self._scope = scope
+        self._downstream = downstream
+        self._started = time.perf_counter()
+        # What the server answers when the application fails before starting a response.
+        self._status = 500
+        self.recorded = False
+
+    async def send(self, message: Message) -> None:
+        message_type = message["type"]
+        if message_type == "http.response.start":
+            self._status = message["status"]
+        elif message_type == "http.response.body" and not message.get("more_body", False):
+            # Recorded before the last bytes leave, so a client that saw the
+            # response also sees it counted and no longer in flight.
+            self.record()
+        await self._downstream(message)
+
+    def record(self) -> None:
+        if self.recorded:
+            return
+        self.recorded = True
+        middleware = self._middleware
+        scope = self._scope
+        route = middleware.templates.template(scope)
+        counter, histogram = middleware.children(route, method_label(scope["method"]), self._status)
+        counter.inc()
+        histogram.observe(time.perf_counter() - self._started)
+        middleware.metrics.in_flight.dec()

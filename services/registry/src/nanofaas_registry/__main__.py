@@ -11,22 +11,27 @@ import uvloop
 from nanofaas_registry.config import ConfigError, RegistrySettings
 from nanofaas_registry.logging_setup import configure_logging
 from nanofaas_registry.server import start_server
+from nanofaas_registry.tracing import setup_tracing, shutdown_tracing
 
 logger = logging.getLogger("nanofaas_registry")
 
 
 async def serve(settings: RegistrySettings) -> None:
-    """Runs until SIGTERM or SIGINT, then stops gracefully."""
+    """Runs until SIGTERM or SIGINT, then stops gracefully and flushes pending spans."""
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_requested.set)
-    server = await start_server(settings)
+    setup_tracing()
     try:
-        await stop_requested.wait()
-        logger.info("shutdown requested")
+        server = await start_server(settings)
+        try:
+            await stop_requested.wait()
+            logger.info("shutdown requested")
+        finally:
+            await server.stop()
     finally:
-        await server.stop()
+        await asyncio.to_thread(shutdown_tracing)
 
 
 def main() -> int:

@@ -13,7 +13,11 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
 )
+
+# Registry RPCs are in-memory map operations: sub-millisecond buckets matter most.
+RPC_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class RegistryMetrics:
@@ -35,9 +39,19 @@ class RegistryMetrics:
             ["method", "code"],
             registry=self.collector_registry,
         )
+        self.rpc_duration = Histogram(
+            "registry_rpc_duration_seconds",
+            "Time to handle a unary registry RPC (Watch streams are not timed), by method.",
+            ["method"],
+            buckets=RPC_DURATION_BUCKETS,
+            registry=self.collector_registry,
+        )
 
     def count_rpc(self, method: str, code: str) -> None:
         self.rpcs.labels(method=method, code=code).inc()
+
+    def observe_rpc_duration(self, method: str, seconds: float) -> None:
+        self.rpc_duration.labels(method=method).observe(seconds)
 
     def set_function_count(self, count: int) -> None:
         self.functions.set(count)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -13,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from nanofaas.v1 import registry_pb2, registry_pb2_grpc
-from nanofaas_registry import SERVICE_NAME
+from nanofaas_registry import SERVICE_NAME, tracing
 from nanofaas_registry.config import RegistrySettings
 from nanofaas_registry.metrics import RegistryMetrics
 from nanofaas_registry.registry import FunctionRegistry
@@ -21,6 +22,9 @@ from nanofaas_registry.service import RegistryServicer
 from nanofaas_registry.store.base import FunctionStore
 from nanofaas_registry.store.memory import InMemoryFunctionStore
 from nanofaas_registry.watch import WatchHub
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +46,21 @@ def grpc_address(host: str, port: int) -> str:
 
 
 class RegistryServer:
-    """One registry: gRPC server, health, reflection and optional metrics endpoint."""
+    """One registry: gRPC server, health, reflection and optional metrics endpoint.
 
-    def __init__(self, settings: RegistrySettings, *, store: FunctionStore | None = None) -> None:
+    RPCs are traced with `tracer_provider`, else with the provider tracing.setup_tracing()
+    installed; with neither, no interceptor is added at all.
+    """
+
+    def __init__(
+        self,
+        settings: RegistrySettings,
+        *,
+        store: FunctionStore | None = None,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self._settings = settings
+        self._tracer_provider = tracer_provider
         self._store: FunctionStore = store or InMemoryFunctionStore()
         self.metrics = RegistryMetrics()
         self._server: grpc.aio.Server | None = None
@@ -84,7 +99,9 @@ class RegistryServer:
             hub=WatchHub(self._settings.watch_queue_capacity),
             metrics=self.metrics,
         )
-        server = grpc.aio.server(options=_SERVER_OPTIONS)
+        server = grpc.aio.server(
+            interceptors=tracing.server_interceptors(self._tracer_provider), options=_SERVER_OPTIONS
+        )
         registry_pb2_grpc.add_RegistryServicer_to_server(
             RegistryServicer(self._registry, self.metrics), server
         )
@@ -136,9 +153,14 @@ class RegistryServer:
         await self._stopped.wait()
 
 
-async def start_server(settings: RegistrySettings, *, store: FunctionStore | None = None) -> RegistryServer:
+async def start_server(
+    settings: RegistrySettings,
+    *,
+    store: FunctionStore | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> RegistryServer:
     """A started RegistryServer; stop it with `await server.stop()`."""
-    server = RegistryServer(settings, store=store)
+    server = RegistryServer(settings, store=store, tracer_provider=tracer_provider)
     try:
         await server.start()
     except BaseException:

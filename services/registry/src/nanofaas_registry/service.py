@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -106,18 +107,23 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
 
     async def _unary(self, method: str, context: Context, call: Callable[[], Awaitable[T]]) -> T:
         """Runs one unary call, turning registry errors into status codes and counting the outcome."""
+        started = time.perf_counter()
         try:
             result = await call()
         except (RegistryError, SpecValidationError) as exc:
             code = status_for(exc)
-            self._metrics.count_rpc(method, code.name)
+            self._record(method, code, started)
             await context.abort(code, str(exc))
         except asyncio.CancelledError:
-            self._metrics.count_rpc(method, grpc.StatusCode.CANCELLED.name)
+            self._record(method, grpc.StatusCode.CANCELLED, started)
             raise
         except Exception:
-            self._metrics.count_rpc(method, grpc.StatusCode.INTERNAL.name)
+            self._record(method, grpc.StatusCode.INTERNAL, started)
             logger.exception("unexpected error", extra={"method": method})
             raise
-        self._metrics.count_rpc(method, grpc.StatusCode.OK.name)
+        self._record(method, grpc.StatusCode.OK, started)
         return result
+
+    def _record(self, method: str, code: grpc.StatusCode, started: float) -> None:
+        self._metrics.count_rpc(method, code.name)
+        self._metrics.observe_rpc_duration(method, time.perf_counter() - started)

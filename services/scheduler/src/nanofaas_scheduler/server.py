@@ -22,6 +22,7 @@ from nanofaas_scheduler.dispatch.endpoint import EndpointDispatcher
 from nanofaas_scheduler.dispatch.router import ModeRouter
 from nanofaas_scheduler.grpc_service import SchedulerService
 from nanofaas_scheduler.observability import tracing
+from nanofaas_scheduler.observability.execution_log import log_execution_end
 from nanofaas_scheduler.observability.metrics import LaneGauges, MeteredDispatcher, SchedulerMetrics
 from nanofaas_scheduler.registry_cache import FunctionCache
 
@@ -105,7 +106,7 @@ class SchedulerServer:
         scheduler.otel_trace_ids = self._provider is not None
         scheduler.on_admit.append(metrics.admitted)
         scheduler.on_reject.append(metrics.refused)
-        scheduler.on_end.extend((metrics.ended, self._callbacks))
+        scheduler.on_end.extend((metrics.ended, self._callbacks, log_execution_end))
         self.metrics_registry.register(LaneGauges(scheduler.lane_stats, dispatcher.replicas))
 
         async def function_changed(name: str, spec: types_pb2.FunctionSpec | None) -> None:

@@ -263,7 +263,13 @@ class Scheduler:
                 return outcome
             log.info(
                 "retrying after infrastructure failure",
-                extra={"executionId": execution.id, "attempt": execution.attempts, "error": outcome.message},
+                extra={
+                    "executionId": execution.id,
+                    "functionName": execution.function_name,
+                    "traceId": execution.trace_id,
+                    "attempt": execution.attempts,
+                    "error": outcome.message,
+                },
             )
             await asyncio.sleep(delay)
 

@@ -1,0 +1,86 @@
+"""One invocation = one trace, from the REST call through gRPC to the user's handler."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from .conftest import Platform, invoke, python_spec, register, start_platform, stop_platform
+from .otlp_receiver import ReceivedSpan, Receiver, start_receiver
+
+
+@pytest.fixture
+async def traced(tmp_path: Path) -> AsyncIterator[tuple[Platform, Receiver]]:
+    server, receiver, port = await start_receiver()
+    platform = await asyncio.to_thread(
+        start_platform,
+        tmp_path / "logs",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+        OTEL_EXPORTER_OTLP_INSECURE="true",
+        OTEL_BSP_SCHEDULE_DELAY="50",
+    )
+    try:
+        yield platform, receiver
+    finally:
+        await asyncio.to_thread(stop_platform, platform)
+        await server.stop(None)
+
+
+def chain_complete(spans: list[ReceivedSpan], trace_id: str) -> bool:
+    names = {span.name for span in spans if span.trace_id == trace_id}
+    return {"queue wait", "dispatch", "invoke", "handler"} <= names
+
+
+def by_name(spans: list[ReceivedSpan], trace_id: str) -> dict[str, ReceivedSpan]:
+    return {span.name: span for span in spans if span.trace_id == trace_id}
+
+
+async def test_one_invocation_is_one_trace(traced: tuple[Platform, Receiver]) -> None:
+    platform, receiver = traced
+    async with aiohttp.ClientSession(base_url=platform.base_url) as http:
+        await register(http, python_spec("traced", "echo", executionMode="WARM"))
+        status, headers, _ = await invoke(http, "traced", 1, headers={"X-Trace-Id": "caller-42"})
+        assert status == 200
+        async with http.get(f"/v1/executions/{headers['X-Execution-Id']}") as response:
+            trace_id = (await response.json())["traceId"]
+    assert len(trace_id) == 32
+    await receiver.wait_for(lambda spans: chain_complete(spans, trace_id))
+    spans = by_name(receiver.spans, trace_id)
+    services = {span.service for span in receiver.spans if span.trace_id == trace_id}
+    assert {"nanofaas-gateway", "nanofaas-scheduler", "nanofaas-runtime"} <= services
+    rpc = spans["nanofaas.v1.Scheduler/Invoke"]
+    gateway = next(
+        s
+        for s in receiver.spans
+        if s.trace_id == trace_id and s.service == "nanofaas-gateway" and not s.parent_span_id
+    )
+    assert rpc.parent_span_id == gateway.span_id
+    assert spans["queue wait"].parent_span_id == rpc.span_id
+    assert spans["dispatch"].parent_span_id == rpc.span_id
+    assert spans["invoke"].parent_span_id == spans["dispatch"].span_id
+    assert spans["handler"].parent_span_id == spans["invoke"].span_id
+    assert spans["dispatch"].attributes["faas.name"] == "traced"
+    assert spans["dispatch"].attributes["nanofaas.execution_id"] == headers["X-Execution-Id"]
+    assert spans["dispatch"].attributes["nanofaas.attempt"] == 1
+    assert isinstance(spans["dispatch"].attributes["faas.coldstart"], bool)
+    assert any(s.attributes.get("nanofaas.x_trace_id") == "caller-42" for s in receiver.spans)
+
+
+async def test_incoming_traceparent_is_continued(traced: tuple[Platform, Receiver]) -> None:
+    platform, receiver = traced
+    trace_id, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    async with aiohttp.ClientSession(base_url=platform.base_url) as http:
+        await register(http, python_spec("continued", "echo", executionMode="WARM"))
+        status, headers, _ = await invoke(
+            http, "continued", 1, headers={"traceparent": f"00-{trace_id}-{parent}-01"}
+        )
+        assert status == 200
+        async with http.get(f"/v1/executions/{headers['X-Execution-Id']}") as response:
+            assert (await response.json())["traceId"] == trace_id
+    await receiver.wait_for(lambda spans: chain_complete(spans, trace_id))
+    roots = [s for s in receiver.spans if s.trace_id == trace_id and s.parent_span_id == parent]
+    assert [s.service for s in roots] == ["nanofaas-gateway"]
