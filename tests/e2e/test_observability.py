@@ -42,9 +42,9 @@ async def test_scheduler_metrics_count_what_happened(
     assert (await invoke(http, fn_name, {"fail": "x"}))[0] == 502
     slow = f"{fn_name}-slow"
     await register(
-        http, python_spec(slow, "sleep", executionMode="WARM", concurrency=1, queueSize=1, timeoutMs=1000)
+        http, python_spec(slow, "sleep", executionMode="WARM", concurrency=1, queueSize=1, timeoutMs=10_000)
     )
-    assert (await invoke(http, slow, 5))[0] == 408
+    assert (await invoke(http, slow, 5, headers={"X-Timeout-Ms": "500"}))[0] == 408
     statuses, accepted = [], []
     for _ in range(3):  # one runs, one waits in the queue of 1, the third is refused
         async with http.post(f"/v1/functions/{slow}:enqueue", json={"input": 0.5}) as response:
@@ -114,7 +114,7 @@ async def test_failed_invocation_is_logged_as_json_with_ids(
         lines = [
             orjson.loads(line) for line in platform.logs("scheduler").splitlines() if line.startswith("{")
         ]
-        mine = [entry for entry in lines if entry.get("executionId") == execution_id]
+        mine = [e for e in lines if e.get("executionId") == execution_id and e["msg"] == "execution ended"]
         if mine:
             break
         await asyncio.sleep(0.02)
@@ -125,3 +125,24 @@ async def test_failed_invocation_is_logged_as_json_with_ids(
     assert entry["service"] == "scheduler"
     assert entry["level"] in ("INFO", "WARNING")
     assert entry["ts"].endswith("Z")
+
+
+async def test_handler_output_reaches_the_log_stream_with_ids(
+    http: aiohttp.ClientSession, platform: Platform, fn_name: str
+) -> None:
+    await register(http, python_spec(fn_name, "chatty", executionMode="WARM"))
+    status, headers, _ = await invoke(http, fn_name, fn_name, headers={"X-Trace-Id": "chat-trace"})
+    assert status == 200
+    mine: list[dict[str, object]] = []
+    for _ in range(100):  # the replica's stderr is forwarded as it is written
+        lines = [
+            orjson.loads(line) for line in platform.logs("scheduler").splitlines() if line.startswith("{")
+        ]
+        mine = [entry for entry in lines if f"chatty says {fn_name}" in str(entry.get("msg"))]
+        if mine:
+            break
+        await asyncio.sleep(0.02)
+    assert mine, "the handler's output did not reach the log stream"
+    assert mine[0]["executionId"] == headers["X-Execution-Id"]
+    assert mine[0]["traceId"] == "chat-trace"
+    assert mine[0]["service"] == "runtime"

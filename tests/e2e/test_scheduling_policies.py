@@ -89,7 +89,7 @@ async def test_hot_function_does_not_delay_another(http: aiohttp.ClientSession, 
     hot, cold = f"{fn_name}-hot", f"{fn_name}-cold"
     await register(http, python_spec(hot, "sleep", executionMode="WARM", concurrency=1, queueSize=50))
     await register(http, python_spec(cold, "echo", executionMode="WARM"))
-    backlog = [await enqueue(http, hot, 0.2) for _ in range(10)]
+    backlog = [await enqueue(http, hot, 0.5) for _ in range(10)]
     status, _, body = await invoke(http, cold, "first")
     assert status == 200 and body["output"]["input"] == "first"
     states = []

@@ -52,3 +52,9 @@ def count(request: dict[str, Any], context: Any = None) -> int:
     with path.open("a") as out:
         out.write("run\n")
     return len(path.read_text().splitlines())
+
+
+def chatty(request: dict[str, Any], context: Any = None) -> str:
+    """Prints, so tests can find the line in the platform's log stream."""
+    print(f"chatty says {request['input']}", flush=True)
+    return "ok"

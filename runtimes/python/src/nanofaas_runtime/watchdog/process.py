@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -144,12 +144,26 @@ def describe_signal(returncode: int) -> str:
         return f"signal {-returncode}"
 
 
-class StreamTail:
-    """Drains a pipe continuously (the child never blocks on it) and keeps only its last bytes."""
+MAX_LINE_BYTES = 64 * 1024
 
-    def __init__(self, stream: asyncio.StreamReader | None, limit: int = STDERR_TAIL_BYTES) -> None:
+
+class StreamTail:
+    """Drains a pipe continuously (the child never blocks on it) and keeps only its last bytes.
+
+    With a `sink`, every complete line (at most `MAX_LINE_BYTES`, longer ones are
+    split) is also handed on as it arrives, e.g. to the parent's log stream.
+    """
+
+    def __init__(
+        self,
+        stream: asyncio.StreamReader | None,
+        limit: int = STDERR_TAIL_BYTES,
+        sink: Callable[[bytes], None] | None = None,
+    ) -> None:
         self._limit = limit
         self._buffer = bytearray()
+        self._sink = sink
+        self._pending = bytearray()
         self._task: asyncio.Task[None] | None = (
             asyncio.create_task(self._drain(stream)) if stream is not None else None
         )
@@ -159,6 +173,20 @@ class StreamTail:
             self._buffer += chunk
             if len(self._buffer) > 2 * self._limit:
                 del self._buffer[: -self._limit]
+            if self._sink is not None:
+                self._forward(chunk)
+        if self._sink is not None and self._pending:
+            self._sink(bytes(self._pending))
+            self._pending.clear()
+
+    def _forward(self, chunk: bytes) -> None:
+        assert self._sink is not None
+        self._pending += chunk
+        while (end := self._pending.find(b"\n")) >= 0 or len(self._pending) >= MAX_LINE_BYTES:
+            cut = end if 0 <= end < MAX_LINE_BYTES else MAX_LINE_BYTES
+            line = bytes(self._pending[:cut])
+            del self._pending[: cut + (1 if cut == end else 0)]
+            self._sink(line)
 
     async def finish(self, timeout: float) -> None:
         """Wait (bounded) for end of stream, then stop draining."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from nanofaas_runtime.protocol import HEALTH_PATH
 from nanofaas_runtime.watchdog.process import (
@@ -31,11 +31,11 @@ class ServerProcess:
     stderr is drained continuously into a bounded tail (for error messages); stdout is discarded.
     """
 
-    def __init__(self, child: Child, port: int) -> None:
+    def __init__(self, child: Child, port: int, log_sink: Callable[[bytes], None] | None = None) -> None:
         self._child = child
         self.port = port
         self.pid = child.pid
-        self._stderr = StreamTail(child.process.stderr)
+        self._stderr = StreamTail(child.process.stderr, sink=log_sink)
         self._exited = child.exited
 
     @classmethod
@@ -47,10 +47,12 @@ class ServerProcess:
         port: int,
         cwd: str | None = None,
         pass_fds: Sequence[int] = (),
+        log_sink: Callable[[bytes], None] | None = None,
     ) -> ServerProcess:
         """Spawn the server with `env` plus PORT and HOST=127.0.0.1; raises StartError if it cannot start.
 
-        `pass_fds` lets a caller hand over a pre-bound listening socket (NANOFAAS_LISTEN_FD).
+        `pass_fds` lets a caller hand over a pre-bound listening socket (NANOFAAS_LISTEN_FD);
+        `log_sink` receives each line the server writes to stderr (its logs).
         """
         child = await spawn(
             argv,
@@ -61,7 +63,7 @@ class ServerProcess:
             stderr=asyncio.subprocess.PIPE,
             pass_fds=pass_fds,
         )
-        return cls(child, port)
+        return cls(child, port, log_sink)
 
     @property
     def returncode(self) -> int | None:

@@ -22,6 +22,7 @@ from nanofaas_scheduler.dispatch.local.command import (
     environment_for,
     replica_environment,
 )
+from nanofaas_scheduler.dispatch.local.function_logs import function_log_sink
 from nanofaas_scheduler.dispatch.local.warm_pool import WarmPool
 
 # How long a WARM replica that missed a deadline may take to answer before it is recycled.
@@ -83,7 +84,9 @@ class LocalBackend(Dispatcher):
         """JOB over HTTP: a fresh server process for this one invocation."""
         env = environment_for(invocation, one_shot=True)
         try:
-            server = await ServerProcess.start(argv, env=env, port=free_port())
+            server = await ServerProcess.start(
+                argv, env=env, port=free_port(), log_sink=function_log_sink(invocation.spec.name)
+            )
         except (StartError, OSError) as exc:
             return _start_failed(exc)
         try:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from nanofaas.v1 import types_pb2
 from nanofaas_runtime.watchdog import ServerProcess, free_port
+from nanofaas_scheduler.dispatch.local.function_logs import function_log_sink
 
 
 class WarmPool:
@@ -46,7 +47,9 @@ class WarmPool:
                 return replica
             self._replicas.discard(replica)
         spawned = time.perf_counter()
-        replica = await ServerProcess.start(self._argv, env=self._env, port=free_port())
+        replica = await ServerProcess.start(
+            self._argv, env=self._env, port=free_port(), log_sink=function_log_sink(self.spec.name)
+        )
         self._replicas.add(replica)
         try:
             await replica.wait_ready(ready_timeout)
