@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
 
+from nanofaas.v1 import registry_pb2, registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
+from nanofaas_runtime.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.config import Settings
+from nanofaas_scheduler.dispatch.base import Invocation
 from nanofaas_scheduler.dispatch.stub import StubDispatcher
 from nanofaas_scheduler.server import SchedulerServer
+
+from .conftest import make_spec
 
 
 def unused_port() -> int:
@@ -40,3 +49,57 @@ async def test_health_reflection_and_graceful_stop() -> None:
             assert {"nanofaas.v1.Scheduler", "grpc.health.v1.Health"} <= names
     finally:
         await server.stop()
+
+
+class FakeRegistry(registry_pb2_grpc.RegistryServicer):
+    """Just enough registry for the scheduler: a watch that syncs empty, and Get."""
+
+    def __init__(self, *specs: types_pb2.FunctionSpec) -> None:
+        self.specs = {spec.name: spec for spec in specs}
+
+    async def Get(self, request: registry_pb2.GetFunctionRequest, context: Any) -> types_pb2.FunctionSpec:
+        if request.name not in self.specs:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such function")
+        return self.specs[request.name]
+
+    async def Watch(
+        self, request: registry_pb2.WatchRequest, context: Any
+    ) -> AsyncIterator[registry_pb2.WatchEvent]:
+        yield registry_pb2.WatchEvent(type=registry_pb2.WatchEvent.SYNCED, revision=0)
+        await asyncio.Event().wait()
+
+
+async def test_the_rpc_deadline_bounds_the_execution() -> None:
+    registry = grpc.aio.server()
+    registry_pb2_grpc.add_RegistryServicer_to_server(
+        FakeRegistry(make_spec("slow", timeout_ms=60_000)), registry
+    )
+    registry_port = registry.add_insecure_port("127.0.0.1:0")
+    await registry.start()
+    started = asyncio.Event()
+
+    async def hang(invocation: Invocation) -> Outcome:
+        started.set()
+        await asyncio.sleep(invocation.timeout)
+        return Outcome(kind=OutcomeKind.TIMEOUT, error_code="TIMEOUT")
+
+    settings = Settings(port=0, metrics_port=0, registry_address=f"127.0.0.1:{registry_port}")
+    server = SchedulerServer(settings, StubDispatcher(hang), metrics_registry=CollectorRegistry())
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = scheduler_pb2_grpc.SchedulerStub(channel)
+            request = scheduler_pb2.InvokeRequest(
+                function_name="slow", input=types_pb2.Payload(data=b"1", content_type="application/json")
+            )
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await stub.Invoke(request, timeout=1.0)
+        await started.wait()
+        assert server.scheduler is not None
+        (execution,) = [e for e in server.scheduler.store._all.values() if e.function_name == "slow"]
+        await execution.done.wait()
+        assert execution.timeout_ms <= 1000  # the 60 s function timeout was lowered to the RPC's deadline
+        assert execution.state.value in ("timeout", "error")
+    finally:
+        await server.stop()
+        await registry.stop(None)

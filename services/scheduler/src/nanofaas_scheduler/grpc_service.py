@@ -57,6 +57,21 @@ def status_message(execution: Execution) -> types_pb2.ExecutionStatus:
     )
 
 
+def _caller_timeout_ms(
+    request: scheduler_pb2.InvokeRequest, context: grpc.aio.ServicerContext[object, object]
+) -> int | None:
+    """The caller's budget: X-Timeout-Ms, or less if the RPC's own deadline is sooner.
+
+    One deadline for every hop: a sync call never outlives the gRPC call waiting for it.
+    """
+    timeout_ms = request.timeout_ms if request.HasField("timeout_ms") else None
+    remaining = context.time_remaining()
+    if remaining is not None:
+        rpc_ms = max(int(remaining * 1000), 1)
+        timeout_ms = rpc_ms if timeout_ms is None else min(timeout_ms, rpc_ms)
+    return timeout_ms
+
+
 def _request(message: scheduler_pb2.InvokeRequest) -> Request:
     content_type = message.input.content_type or JSON
     data = message.input.data
@@ -116,7 +131,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             sync=sync,
             trace_id=request.trace_id,
             traceparent=traceparent,
-            timeout_ms=request.timeout_ms if request.HasField("timeout_ms") else None,
+            timeout_ms=_caller_timeout_ms(request, context) if sync else None,
             idempotency_key=request.idempotency_key,
             callback_url=request.callback_url,
         )
