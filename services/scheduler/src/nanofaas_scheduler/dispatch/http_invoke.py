@@ -45,12 +45,19 @@ def request_body(invocation: Invocation) -> bytes:
     return request.data
 
 
-async def post_invocation(session: aiohttp.ClientSession, url: str, invocation: Invocation) -> Outcome:
-    """One HTTP attempt; connection failures are CRASH so the scheduler retries them."""
+async def post_invocation(
+    session: aiohttp.ClientSession, url: str, invocation: Invocation, *, keep_alive: bool = True
+) -> Outcome:
+    """One HTTP attempt; connection failures are CRASH so the scheduler retries them.
+
+    `keep_alive=False` for a server that stops right after: an idle pooled
+    connection would only make its graceful shutdown wait.
+    """
+    headers = request_headers(invocation)
+    if not keep_alive:
+        headers["Connection"] = "close"
     try:
-        async with session.post(
-            url, data=request_body(invocation), headers=request_headers(invocation)
-        ) as response:
+        async with session.post(url, data=request_body(invocation), headers=headers) as response:
             body = await response.read()
             return protocol.decode_http_response(response.status, response.headers.get("Content-Type"), body)
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.IncompleteReadError) as exc:

@@ -94,13 +94,14 @@ class LocalBackend(Dispatcher):
                 spawned = time.perf_counter()
                 await server.wait_ready(invocation.timeout)
                 self._cold_started(invocation.spec.name, time.perf_counter() - spawned)
-                return await post_invocation(self.session, _url(server), invocation)
+                return await post_invocation(self.session, _url(server), invocation, keep_alive=False)
         except TimeoutError:
             return timeout_outcome(invocation.execution.timeout_ms)
         except StartError as exc:
             return _start_failed(exc)
         finally:
-            await asyncio.shield(server.stop(grace=0.5))
+            # The result does not wait for the process to exit; close() still does.
+            self._track(server.stop(grace=0.5))
 
     async def _warm(self, invocation: Invocation, argv: list[str]) -> Outcome:
         pool = self._pool_for(invocation.spec, argv)
