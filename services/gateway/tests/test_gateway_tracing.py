@@ -241,7 +241,7 @@ def test_tracing_off_loads_and_installs_nothing() -> None:
     assert report == {
         "on": False,
         "loaded": [],
-        "middleware": ["MetricsMiddleware", "BodyLimitMiddleware"],
+        "middleware": ["MetricsMiddleware", "BodyLimitMiddleware", "InvocationFastPath"],
         "traceparent": "caller-header",
     }
 

@@ -11,6 +11,7 @@ from nanofaas_gateway.body_limit import BodyLimitMiddleware
 from nanofaas_gateway.clients import GatewayClients
 from nanofaas_gateway.config import Settings
 from nanofaas_gateway.errors import install_error_handlers
+from nanofaas_gateway.fast_path import InvocationFastPath
 from nanofaas_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from nanofaas_gateway.openapi_docs import refine_openapi
 from nanofaas_gateway.route_templates import RouteTemplates
@@ -52,6 +53,8 @@ def create_app(
     routers = (functions.router, invocations.router, executions.router, health.router)
     for router in routers:
         app.include_router(router)
+    # Invoke and enqueue skip FastAPI's routing (inside the body limit, outside everything else).
+    app.add_middleware(InvocationFastPath, clients=clients, settings=settings)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     metrics = GatewayMetrics(metrics_registry if metrics_registry is not None else CollectorRegistry())
     # FastAPI keeps included routers as opaque entries in app.router.routes: list their routes

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from functools import partial
+from typing import Any
 
 from fastapi import APIRouter
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from nanofaas.v1 import scheduler_pb2, types_pb2
+from nanofaas_gateway.clients import GatewayClients
+from nanofaas_gateway.config import Settings
 from nanofaas_gateway.convert import (
     error_to_json,
     invocation_error_body,
@@ -54,23 +61,36 @@ _EXECUTION_ERROR_DOC = {"model": InvocationResponse, "headers": EXECUTION_ID_HEA
     openapi_extra=INVOKE_EXTRA,
 )
 async def invoke_function(name: str, request: Request) -> Response:
+    return await invoke(
+        gateway_clients(request), gateway_settings(request), name, request.headers, await request.body(),
+        client_gone=partial(wait_client_gone, request.receive),
+    )  # fmt: skip
+
+
+async def invoke(
+    clients: GatewayClients,
+    settings: Settings,
+    name: str,
+    headers: Headers,
+    body: bytes,
+    *,
+    client_gone: Callable[[], Coroutine[Any, Any, None]],
+) -> Response:
+    """A sync invocation, independent of how the request arrived (FastAPI route or fast path)."""
     require_function_name(name)
-    headers = request.headers
     media_type = payload_media_type(headers)
     timeout_ms = parse_timeout_ms(headers)
-    clients = gateway_clients(request)
-    invoke = build_invoke_request(
+    request = build_invoke_request(
         name,
         headers,
         media_type,
-        await request.body(),
+        body,
         timeout_ms=timeout_ms,
         min_registry_revision=clients.min_registry_revision,
     )
-    margin_s = gateway_settings(request).invoke_deadline_margin_s
-    deadline_s = (timeout_ms or MAX_TIMEOUT_MS) / 1000 + margin_s
-    call = clients.scheduler.Invoke(invoke, timeout=deadline_s)
-    watcher = asyncio.create_task(_client_gone(request))
+    deadline_s = (timeout_ms or MAX_TIMEOUT_MS) / 1000 + settings.invoke_deadline_margin_s
+    call = clients.scheduler.Invoke(request, timeout=deadline_s)
+    watcher = asyncio.create_task(client_gone())
     watcher.add_done_callback(lambda _: call.cancel())
     try:
         result = await call
@@ -84,9 +104,9 @@ async def invoke_function(name: str, request: Request) -> Response:
     return invocation_result_response(result)
 
 
-async def _client_gone(request: Request) -> None:
+async def wait_client_gone(receive: Receive) -> None:
     """Returns when the client disconnects (the body has been read, so only that can arrive)."""
-    while (await request.receive())["type"] != "http.disconnect":
+    while (await receive())["type"] != "http.disconnect":
         pass
 
 
@@ -125,25 +145,31 @@ def invocation_result_response(result: scheduler_pb2.InvokeResponse) -> Response
     openapi_extra=ENQUEUE_EXTRA,
 )
 async def enqueue_function(name: str, request: Request) -> Response:
+    return await enqueue(
+        gateway_clients(request), gateway_settings(request), name, request.headers, await request.body()
+    )
+
+
+async def enqueue(
+    clients: GatewayClients, settings: Settings, name: str, headers: Headers, body: bytes
+) -> Response:
+    """An async invocation, independent of how the request arrived."""
     require_function_name(name)
-    headers = request.headers
     media_type = payload_media_type(headers)
-    clients = gateway_clients(request)
-    enqueue = build_invoke_request(
+    request = build_invoke_request(
         name,
         headers,
         media_type,
-        await request.body(),
+        body,
         timeout_ms=None,
         min_registry_revision=clients.min_registry_revision,
         callback_url=headers.get("x-callback-url", ""),
     )
-    admitted = await clients.scheduler.Enqueue(enqueue, timeout=gateway_settings(request).rpc_timeout_s)
+    admitted = await clients.scheduler.Enqueue(request, timeout=settings.rpc_timeout_s)
     execution_id = admitted.execution_id
     status = state_name(admitted.status) if admitted.status else "queued"
-    location = f"/v1/executions/{execution_id}"
     return json_response(
         {"executionId": execution_id, "status": status},
         202,
-        {"X-Execution-Id": execution_id, "Location": location},
+        {"X-Execution-Id": execution_id, "Location": f"/v1/executions/{execution_id}"},
     )
