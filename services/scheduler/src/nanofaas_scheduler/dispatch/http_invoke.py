@@ -18,6 +18,7 @@ def new_session() -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
     return aiohttp.ClientSession(
         connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),  # runtimes set no cookies; skip the jar's work per request
         timeout=aiohttp.ClientTimeout(total=None),
         auto_decompress=False,
         skip_auto_headers=("User-Agent", "Accept-Encoding"),

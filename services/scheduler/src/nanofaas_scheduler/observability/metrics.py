@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -22,6 +23,17 @@ from nanofaas_scheduler.dispatch.base import Dispatcher, DispatcherWrapper, Invo
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _COLD_BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass(frozen=True, slots=True)
+class _FunctionSeries:
+    enqueue: Counter
+    dispatch: Counter
+    retry: Counter
+    latency: Histogram
+    queue_wait: Histogram
+    execution: Histogram
+    ended: dict[State, Counter]
 
 
 class SchedulerMetrics:
@@ -48,24 +60,44 @@ class SchedulerMetrics:
             "function_cold_start_seconds", "Function process start to ready", buckets=_COLD_BUCKETS
         )
         self.execution = histogram("function_execution_seconds", "Time in the runtime, per attempt")
-        self._by_state = {State.SUCCESS: self.success, State.ERROR: self.error, State.TIMEOUT: self.timeout}
+        self._children: dict[str, _FunctionSeries] = {}
+
+    def series(self, function: str) -> _FunctionSeries:
+        """The function's labelled children, looked up once (labels() takes a lock and builds keys)."""
+        children = self._children.get(function)
+        if children is None:
+            children = self._children[function] = _FunctionSeries(
+                enqueue=self.enqueue.labels(function),
+                dispatch=self.dispatch.labels(function),
+                retry=self.retry.labels(function),
+                latency=self.latency.labels(function),
+                queue_wait=self.queue_wait.labels(function),
+                execution=self.execution.labels(function),
+                ended={
+                    State.SUCCESS: self.success.labels(function),
+                    State.ERROR: self.error.labels(function),
+                    State.TIMEOUT: self.timeout.labels(function),
+                },
+            )
+        return children
 
     def admitted(self, execution: Execution) -> None:
-        self.enqueue.labels(execution.function_name).inc()
+        self.series(execution.function_name).enqueue.inc()
 
     def refused(self, function: str, reason: str) -> None:
         self.rejected.labels(function, reason).inc()
 
     def ended(self, execution: Execution) -> None:
-        name = execution.function_name
-        self._by_state[execution.state].labels(name).inc()
-        self.latency.labels(name).observe(max(execution.finished_at_ms - execution.enqueued_at_ms, 0) / 1000)
+        series = self.series(execution.function_name)
+        series.ended[execution.state].inc()
+        series.latency.observe(max(execution.finished_at_ms - execution.enqueued_at_ms, 0) / 1000)
 
     def cold_started(self, function: str, seconds: float) -> None:
         self.cold_start.labels(function).observe(seconds)
 
     def forget(self, function: str) -> None:
         """A deleted function's series go with it (function names are the one unbounded label)."""
+        self._children.pop(function, None)
         for metric in (
             self.enqueue, self.dispatch, self.success, self.error, self.timeout, self.retry,
             self.latency, self.queue_wait, self.cold_start, self.execution,
@@ -85,18 +117,17 @@ class MeteredDispatcher(DispatcherWrapper):
         self._metrics = metrics
 
     async def dispatch(self, invocation: Invocation) -> Outcome:
-        metrics, name = self._metrics, invocation.spec.name
-        metrics.dispatch.labels(name).inc()
+        series = self._metrics.series(invocation.spec.name)
+        series.dispatch.inc()
         if invocation.attempt == 1:
-            execution = invocation.execution
-            metrics.queue_wait.labels(name).observe(max(now_ms() - execution.enqueued_at_ms, 0) / 1000)
+            series.queue_wait.observe(max(now_ms() - invocation.execution.enqueued_at_ms, 0) / 1000)
         else:
-            metrics.retry.labels(name).inc()
+            series.retry.inc()
         started = time.perf_counter()
         try:
             return await self.inner.dispatch(invocation)
         finally:
-            metrics.execution.labels(name).observe(time.perf_counter() - started)
+            series.execution.observe(time.perf_counter() - started)
 
 
 class LaneGauges(Collector):
