@@ -40,3 +40,15 @@ proto-check: $(BIN)/.dev
 
 clean:
 	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache
+
+# `make bench` (BENCH_QUICK=1 for a ~3 min run; BENCH_ARGS="--scenarios a,b" etc.): a separate
+# virtualenv with the platform editable plus bench-only packages, wrk from Debian's packages.
+BENCH_VENV := .venv-bench
+.PHONY: bench
+bench:
+	@command -v wrk >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 \
+		|| { echo "make bench: wrk is missing and apt-get is unavailable; install wrk 4.x yourself" >&2; exit 1; }; \
+		apt-get update -qq && apt-get install -y -qq wrk; }
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q $(addprefix -e ,$(PACKAGES)) -r bench/requirements.txt
+	$(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)

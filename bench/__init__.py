@@ -1,0 +1,1 @@
+"""The nanofaas benchmark suite: `make bench` or `python -m bench --help`."""

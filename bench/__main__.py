@@ -1,0 +1,86 @@
+"""`python -m bench`: start what each scenario needs, measure, and write the report.
+
+Every process the bench starts is stopped in a `finally`, so Ctrl-C leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from bench.config import BenchConfig, parse_config
+from bench.environment import describe
+from bench.loadgen import require_wrk
+from bench.report import write_report
+from bench.scenarios import Context, log
+from bench.scenarios.async_enqueue import run_async
+from bench.scenarios.dispatch import run_dispatch
+from bench.scenarios.job import run_job
+from bench.scenarios.memory import run_memory
+from bench.scenarios.sync_load import overhead, run_ceiling, run_floor, run_peers, run_platform_warm
+
+Scenario = Callable[[Context], dict[str, Any]]
+SCENARIOS: dict[str, Scenario] = {
+    "ceiling": run_ceiling,
+    "b": run_floor,
+    "c": run_peers,
+    "a": run_platform_warm,
+    "d": run_job,
+    "e": run_async,
+    "f": run_dispatch,
+    "g": run_memory,
+}
+TRACING = "skipped: tracing not implemented (scenario h runs once the platform has OTLP tracing)"
+
+
+def run(config: BenchConfig) -> int:
+    require_wrk()
+    started = datetime.now(UTC)
+    out_dir = config.out_dir / started.strftime("%Y%m%dT%H%M%SZ")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = Context(config, out_dir)
+    report: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "config": {k: str(v) if k == "out_dir" else v for k, v in asdict(config).items()},
+        "environment": describe(),
+        "scenarios": {},
+    }
+    clock = time.monotonic()
+    try:
+        for key, scenario in SCENARIOS.items():
+            if key not in config.scenarios:
+                continue
+            log(f"scenario {key} ...")
+            try:
+                report["scenarios"][key] = scenario(ctx)
+            except Exception as exc:  # one broken scenario must not lose the others' numbers
+                traceback.print_exc()
+                report["scenarios"][key] = {"error": f"{type(exc).__name__}: {exc}"}
+        if "h" in config.scenarios:
+            report["scenarios"]["h"] = {"skipped": TRACING}
+        a, b = report["scenarios"].get("a", {}), report["scenarios"].get("b", {})
+        if "results" in a and "results" in b:
+            report["scenarios"]["overhead"] = overhead(a["results"], b["results"])
+    finally:
+        report["elapsed_s"] = time.monotonic() - clock
+        write_report(report, out_dir)
+        log(f"report: {out_dir / 'report.md'}")
+    failed = [k for k, v in report["scenarios"].items() if isinstance(v, dict) and "error" in v]
+    return 1 if failed else 0
+
+
+def main() -> int:
+    try:
+        return run(parse_config(sys.argv[1:]))
+    except KeyboardInterrupt:
+        log("interrupted; every started process has been stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
