@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn, cast
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -203,6 +203,48 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
             execution_id=f"queued-{len(self.enqueues)}", status=self.enqueue_state
         )
 
+    async def Stream(
+        self, requests: AsyncIterator[scheduler_pb2.StreamRequest], context: Context
+    ) -> AsyncIterator[scheduler_pb2.StreamResponse]:
+        """The multiplexed hot path, answered by this fake's own Invoke and Enqueue."""
+        out: asyncio.Queue[scheduler_pb2.StreamResponse | None] = asyncio.Queue()
+        calls: dict[int, asyncio.Task[None]] = {}
+
+        async def run(message: scheduler_pb2.StreamRequest) -> None:
+            call = _StreamCallContext(message.deadline_ms)
+            try:
+                if message.WhichOneof("call") == "invoke":
+                    result = await self.Invoke(message.invoke, cast(Context, call))
+                    out.put_nowait(scheduler_pb2.StreamResponse(call_id=message.call_id, invoke=result))
+                else:
+                    admitted = await self.Enqueue(message.enqueue, cast(Context, call))
+                    out.put_nowait(scheduler_pb2.StreamResponse(call_id=message.call_id, enqueue=admitted))
+            except _Aborted as aborted:
+                error = scheduler_pb2.CallError(
+                    code=aborted.code.value[0], message=aborted.details, metadata=dict(aborted.trailers)
+                )
+                out.put_nowait(scheduler_pb2.StreamResponse(call_id=message.call_id, error=error))
+            except asyncio.CancelledError:
+                pass
+
+        async def read() -> None:
+            async for message in requests:
+                if message.WhichOneof("call") == "cancel":
+                    if (task := calls.get(message.call_id)) is not None:
+                        task.cancel()
+                else:
+                    calls[message.call_id] = asyncio.create_task(run(message))
+            out.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (response := await out.get()) is not None:
+                yield response
+        finally:
+            reader.cancel()
+            for task in calls.values():
+                task.cancel()
+
     async def GetExecution(
         self, request: scheduler_pb2.GetExecutionRequest, context: Context
     ) -> types_pb2.ExecutionStatus:
@@ -251,3 +293,26 @@ async def start_scheduler(fake: FakeScheduler) -> FakeBackend:
     return await start_backend(
         lambda server: scheduler_pb2_grpc.add_SchedulerServicer_to_server(fake, server)
     )
+
+
+class _Aborted(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str, trailers: Sequence[tuple[str, str]]) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+        self.trailers = tuple(trailers)
+
+
+class _StreamCallContext:
+    """What the fake's unary handlers use of a servicer context, for one call on the stream."""
+
+    def __init__(self, deadline_ms: int) -> None:
+        self._deadline_ms = deadline_ms
+
+    def time_remaining(self) -> float | None:
+        return self._deadline_ms / 1000 if self._deadline_ms else None
+
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Sequence[tuple[str, str]] = ()
+    ) -> NoReturn:
+        raise _Aborted(code, details, trailing_metadata)

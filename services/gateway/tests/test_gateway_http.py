@@ -162,15 +162,18 @@ async def test_unreachable_backends_are_503(gateway: Gateway) -> None:
 
 
 class _ExplodingScheduler:
-    """Stands in for the scheduler stub to raise a bug-like exception inside a route."""
+    """Stands in for the scheduler client to raise a bug-like exception inside a route."""
 
-    async def Invoke(self, *args: object, **kwargs: object) -> NoReturn:
+    async def invoke(self, *args: object, **kwargs: object) -> NoReturn:
         raise RuntimeError("secret internals")
+
+    async def close(self) -> None:
+        pass
 
 
 async def test_unhandled_exception_is_generic_json_500(gateway: Gateway) -> None:
     clients = GatewayClients.connect(gateway.settings)
-    clients.scheduler = _ExplodingScheduler()  # type: ignore[assignment]
+    clients.invocations = _ExplodingScheduler()  # type: ignore[assignment]
     try:
         async with (
             serve_gateway(gateway.settings, clients) as (base_url, metrics),

@@ -224,7 +224,7 @@ async def main():
     await clients.close()
     prefixes = ("opentelemetry.sdk", "opentelemetry.instrumentation", "opentelemetry.exporter")
     loaded = sorted(m for m in sys.modules if m.startswith(prefixes))
-    middleware = [m.cls.__name__ for m in app.user_middleware]
+    middleware = [m.cls.__name__ for m in app.user_middleware] + app.edge_layers()
     report = {"on": on, "loaded": loaded, "middleware": middleware, "traceparent": request.traceparent}
     print(json.dumps(report))
 

@@ -102,3 +102,71 @@ async def test_the_rpc_deadline_bounds_the_execution() -> None:
     finally:
         await server.stop()
         await registry.stop(None)
+
+
+async def test_stream_multiplexes_calls_errors_and_cancellation() -> None:
+    registry = grpc.aio.server()
+    fake = FakeRegistry(make_spec("fn", concurrency=1))  # type: ignore[abstract]
+    registry_pb2_grpc.add_RegistryServicer_to_server(fake, registry)
+    registry_port = registry.add_insecure_port("127.0.0.1:0")
+    await registry.start()
+    release = asyncio.Event()
+
+    async def gated(invocation: Invocation) -> Outcome:
+        if invocation.execution.request.data == b'"block"':
+            await release.wait()
+        return Outcome(kind=OutcomeKind.SUCCESS, output=invocation.execution.request.data)
+
+    settings = Settings(port=0, metrics_port=0, registry_address=f"127.0.0.1:{registry_port}")
+    server = SchedulerServer(settings, StubDispatcher(gated), metrics_registry=CollectorRegistry())
+    await server.start()
+    outbox: asyncio.Queue[scheduler_pb2.StreamRequest | None] = asyncio.Queue()
+
+    async def requests() -> AsyncIterator[scheduler_pb2.StreamRequest]:
+        while (message := await outbox.get()) is not None:
+            yield message
+
+    def invoke(
+        call_id: int, function: str, value: bytes, kind: str = "invoke"
+    ) -> scheduler_pb2.StreamRequest:
+        request = scheduler_pb2.InvokeRequest(
+            function_name=function, input=types_pb2.Payload(data=value, content_type="application/json")
+        )
+        message = scheduler_pb2.StreamRequest(call_id=call_id)
+        getattr(message, kind).CopyFrom(request)
+        return message
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            call = scheduler_pb2_grpc.SchedulerStub(channel).Stream(requests())
+            outbox.put_nowait(invoke(1, "fn", b'"block"'))  # occupies the only slot
+            outbox.put_nowait(invoke(2, "fn", b'"queued"'))  # waits behind it...
+            outbox.put_nowait(invoke(3, "missing", b"1"))
+            outbox.put_nowait(invoke(4, "fn", b"4", kind="enqueue"))
+            responses = {}
+            async for response in call:
+                responses[response.call_id] = response
+                if {3, 4} <= responses.keys():
+                    break
+            assert responses[3].error.code == grpc.StatusCode.NOT_FOUND.value[0]
+            assert responses[4].enqueue.status == types_pb2.EXECUTION_STATE_QUEUED
+            outbox.put_nowait(scheduler_pb2.StreamRequest(call_id=2, cancel=scheduler_pb2.CancelCall()))
+            assert server.scheduler is not None
+            for _ in range(200):  # ...until its caller cancels it: it is dropped, not run
+                cancelled = [e for e in server.scheduler.store._all.values() if e.error_code == "CANCELLED"]
+                if cancelled:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(cancelled) == 1 and cancelled[0].request.data == b'"queued"'
+            release.set()
+            async for response in call:
+                responses[response.call_id] = response
+                if 1 in responses:
+                    break
+            assert responses[1].invoke.status == types_pb2.EXECUTION_STATE_SUCCESS
+            assert responses[1].invoke.output.data == b'"block"'
+            assert 2 not in responses
+            outbox.put_nowait(None)
+    finally:
+        await server.stop()
+        await registry.stop(None)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nanofaas_gateway.body_limit import BodyLimitMiddleware
 from nanofaas_gateway.clients import GatewayClients
@@ -24,6 +26,36 @@ _OPERATIONS_WITH_422 = {"registerFunction", "updateFunction"}
 
 
 class GatewayApp(FastAPI):
+    """FastAPI plus an edge: ASGI middleware wrapped outside FastAPI's own stack.
+
+    The invoke/enqueue fast path and the cross-cutting middleware live at the
+    edge, so the hot routes never pass through FastAPI's exception and
+    body-limit layers; everything else reaches FastAPI as usual.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._edge: ASGIApp | None = None
+
+    def wrap(self, middleware: Callable[..., ASGIApp], **options: Any) -> None:
+        """Wrap the edge in one more middleware (the last wrapped is outermost)."""
+        inner = self._edge if self._edge is not None else super().__call__
+        self._edge = middleware(inner, **options)
+
+    def edge_layers(self) -> list[str]:
+        """Names of the edge middleware, outermost first (each keeps its inner app as `.app`)."""
+        names, layer = [], self._edge
+        while layer is not None and not isinstance(getattr(layer, "__self__", None), FastAPI):
+            names.append(type(layer).__name__)
+            layer = getattr(layer, "app", None)
+        return names
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._edge is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self._edge(scope, receive, send)
+
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
             refine_openapi(super().openapi(), _OPERATIONS_WITH_422)
@@ -53,15 +85,15 @@ def create_app(
     routers = (functions.router, invocations.router, executions.router, health.router)
     for router in routers:
         app.include_router(router)
-    # Invoke and enqueue skip FastAPI's routing (inside the body limit, outside everything else).
-    app.add_middleware(InvocationFastPath, clients=clients, settings=settings)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Invoke and enqueue skip FastAPI altogether (inside the body limit and metrics).
+    app.wrap(InvocationFastPath, clients=clients, settings=settings)
+    app.wrap(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     metrics = GatewayMetrics(metrics_registry if metrics_registry is not None else CollectorRegistry())
     # FastAPI keeps included routers as opaque entries in app.router.routes: list their routes
     # (the routers have no prefix, so their paths are the full templates).
     templates = RouteTemplates([*app.router.routes, *(route for r in routers for route in r.routes)])
     # Outside the body limit, so it also counts 413s and errors answered by the inner layers.
-    app.add_middleware(MetricsMiddleware, metrics=metrics, templates=templates)
+    app.wrap(MetricsMiddleware, metrics=metrics, templates=templates)
     # Outermost (a no-op when tracing is off): the server span covers everything, metrics included.
     instrument_app(app, templates)
     return app

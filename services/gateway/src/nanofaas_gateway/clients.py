@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nanofaas.v1 import registry_pb2_grpc, scheduler_pb2_grpc
 from nanofaas_gateway.config import Settings
+from nanofaas_gateway.scheduler_stream import SchedulerStream
 from nanofaas_gateway.tracing import client_interceptors
 
 # Invocation payloads may be as large as the body limit and outputs larger still;
@@ -37,6 +38,8 @@ class GatewayClients:
         self._scheduler_channel = scheduler_channel
         self.registry = registry_pb2_grpc.RegistryStub(registry_channel)
         self.scheduler = scheduler_pb2_grpc.SchedulerStub(scheduler_channel)
+        # Invoke and enqueue: the hot path, multiplexed over one stream.
+        self.invocations = SchedulerStream(self.scheduler)
         self._registry_health = health_pb2_grpc.HealthStub(registry_channel)
         self._scheduler_health = health_pb2_grpc.HealthStub(scheduler_channel)
         self._min_registry_revision = 0
@@ -73,6 +76,7 @@ class GatewayClients:
         return [name for name, ok in (("registry", registry_ok), ("scheduler", scheduler_ok)) if not ok]
 
     async def close(self) -> None:
+        await self.invocations.close()
         await asyncio.gather(self._registry_channel.close(None), self._scheduler_channel.close(None))
 
 

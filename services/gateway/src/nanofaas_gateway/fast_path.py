@@ -8,6 +8,7 @@ with those routes; this handler just reaches it directly.
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import grpc
@@ -16,8 +17,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nanofaas_gateway.clients import GatewayClients
 from nanofaas_gateway.config import Settings
-from nanofaas_gateway.errors import ApiError, error_response, grpc_error_response
+from nanofaas_gateway.errors import INTERNAL_MESSAGE, ApiError, error_response, grpc_error_response
 from nanofaas_gateway.routes.invocations import enqueue, invoke, wait_client_gone
+
+log = logging.getLogger(__name__)
 
 _PREFIX = "/v1/functions/"
 
@@ -57,6 +60,9 @@ class InvocationFastPath:
             response = error_response(exc.status_code, exc.code, exc.message, exc.headers)
         except grpc.aio.AioRpcError as exc:
             response = grpc_error_response(exc)
+        except Exception:
+            log.exception("invocation failed", extra={"functionName": name})
+            response = error_response(500, "INTERNAL", INTERNAL_MESSAGE)
         await response(scope, receive, send)
 
 

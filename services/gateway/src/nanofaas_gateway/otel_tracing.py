@@ -70,7 +70,8 @@ class ActiveTracing:
         Spans are named by route template; the per-message send/receive spans and the
         instrumentation's own OTel metrics are off (Prometheus covers the metrics).
         """
-        app.add_middleware(
+        add = getattr(app, "wrap", app.add_middleware)  # the gateway's edge, outside FastAPI's stack
+        add(
             OpenTelemetryMiddleware,
             default_span_details=_SpanNamer(templates),
             server_request_hook=record_x_trace_id,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 
@@ -17,6 +19,8 @@ from nanofaas_scheduler.registry_cache import FunctionCache
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
+
+log = logging.getLogger(__name__)
 
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
@@ -57,21 +61,6 @@ def status_message(execution: Execution) -> types_pb2.ExecutionStatus:
     )
 
 
-def _caller_timeout_ms(
-    request: scheduler_pb2.InvokeRequest, context: grpc.aio.ServicerContext[object, object]
-) -> int | None:
-    """The caller's budget: X-Timeout-Ms, or less if the RPC's own deadline is sooner.
-
-    One deadline for every hop: a sync call never outlives the gRPC call waiting for it.
-    """
-    timeout_ms = request.timeout_ms if request.HasField("timeout_ms") else None
-    remaining = context.time_remaining()
-    if remaining is not None:
-        rpc_ms = max(int(remaining * 1000), 1)
-        timeout_ms = rpc_ms if timeout_ms is None else min(timeout_ms, rpc_ms)
-    return timeout_ms
-
-
 def _request(message: scheduler_pb2.InvokeRequest) -> Request:
     content_type = message.input.content_type or JSON
     data = message.input.data
@@ -96,98 +85,143 @@ def _completion(message: scheduler_pb2.CompleteExecutionRequest) -> Outcome:
     )
 
 
+class CallFailed(Exception):
+    """A call's failure, reported by a unary RPC as its status and by Stream as a CallError."""
+
+    def __init__(
+        self, code: grpc.StatusCode, message: str, metadata: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.metadata = metadata
+
+    async def abort(self, context: grpc.aio.ServicerContext[object, object]) -> NoReturn:
+        await context.abort(self.code, self.message, trailing_metadata=self.metadata)
+        raise AssertionError("unreachable")  # pragma: no cover - abort raises
+
+    def as_message(self) -> scheduler_pb2.CallError:
+        return scheduler_pb2.CallError(
+            code=self.code.value[0], message=self.message, metadata=dict(self.metadata)
+        )
+
+
+def _rpc_budget_ms(context: grpc.aio.ServicerContext[object, object]) -> int | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else max(int(remaining * 1000), 1)
+
+
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     def __init__(self, scheduler: Scheduler, functions: FunctionCache, tracer: Tracer | None = None) -> None:
         self._scheduler = scheduler
         self._functions = functions
         self._tracer = tracer
 
+    # -- the calls, independent of how they arrive ------------------------------
+
     async def _admit(
-        self,
-        request: scheduler_pb2.InvokeRequest,
-        context: grpc.aio.ServicerContext[object, object],
-        *,
-        sync: bool,
-        traceparent: str,
+        self, request: scheduler_pb2.InvokeRequest, *, sync: bool, traceparent: str, budget_ms: int | None
     ) -> tuple[Execution, bool]:
         if not request.function_name:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "function_name: required")
+            raise CallFailed(grpc.StatusCode.INVALID_ARGUMENT, "function_name: required")
         content_type = request.input.content_type or JSON
         if content_type not in (JSON, OCTET_STREAM):
-            await context.abort(
+            raise CallFailed(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"input.content_type: unsupported media type {content_type!r}",
             )
         if request.HasField("timeout_ms") and not 1 <= request.timeout_ms <= 300_000:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "timeout_ms: must be between 1 and 300000")
+            raise CallFailed(grpc.StatusCode.INVALID_ARGUMENT, "timeout_ms: must be between 1 and 300000")
         try:
             spec = await self._functions.get(request.function_name, request.min_registry_revision)
         except grpc.aio.AioRpcError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"registry unavailable: {exc.details()}")
+            raise CallFailed(grpc.StatusCode.UNAVAILABLE, f"registry unavailable: {exc.details()}") from None
         if spec is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"function '{request.function_name}' not found")
+            raise CallFailed(grpc.StatusCode.NOT_FOUND, f"function '{request.function_name}' not found")
+        timeout_ms = request.timeout_ms if request.HasField("timeout_ms") else None
+        if budget_ms is not None:
+            # One deadline for every hop: a sync call never outlives the caller waiting for it.
+            timeout_ms = budget_ms if timeout_ms is None else min(timeout_ms, budget_ms)
         submission = Submission(
             request=_request(request),
             sync=sync,
             trace_id=request.trace_id,
             traceparent=traceparent,
-            timeout_ms=_caller_timeout_ms(request, context) if sync else None,
+            timeout_ms=timeout_ms if sync else None,
             idempotency_key=request.idempotency_key,
             callback_url=request.callback_url,
         )
         try:
             return self._scheduler.submit(spec, submission)
         except Rejected as exc:
-            await context.abort(
+            raise CallFailed(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 str(exc),
-                trailing_metadata=(
-                    ("retry-after", str(exc.retry_after_s)),
-                    ("x-queue-reject-reason", exc.reason),
-                ),
-            )
+                (("retry-after", str(exc.retry_after_s)), ("x-queue-reject-reason", exc.reason)),
+            ) from None
         except ShuttingDown as exc:
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, str(exc), trailing_metadata=(("x-error-code", "SHUTTING_DOWN"),)
+            raise CallFailed(
+                grpc.StatusCode.UNAVAILABLE, str(exc), (("x-error-code", "SHUTTING_DOWN"),)
+            ) from None
+
+    async def invoke(
+        self, request: scheduler_pb2.InvokeRequest, budget_ms: int | None
+    ) -> scheduler_pb2.InvokeResponse:
+        with rpc_span(self._tracer, "Invoke", request.traceparent, request.trace_id) as traceparent:
+            execution, _ = await self._admit(request, sync=True, traceparent=traceparent, budget_ms=budget_ms)
+            execution.waiters += 1
+            try:
+                await execution.done.wait()
+            except asyncio.CancelledError:
+                # The caller went away (cancelled RPC or a CancelCall on the stream).
+                execution.waiters -= 1
+                if execution.waiters == 0 and execution.sync:
+                    self._scheduler.cancel_queued(execution)
+                raise
+            return scheduler_pb2.InvokeResponse(
+                execution_id=execution.id,
+                status=STATE_TO_PROTO[execution.state],
+                output=_output(execution),
+                error=_error_info(execution),
             )
-        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def enqueue(self, request: scheduler_pb2.InvokeRequest) -> scheduler_pb2.EnqueueResponse:
+        with rpc_span(self._tracer, "Enqueue", request.traceparent, request.trace_id) as traceparent:
+            execution, created = await self._admit(
+                request, sync=False, traceparent=traceparent, budget_ms=None
+            )
+        # A new execution was admitted to the queue, even if dispatch already took it.
+        state = State.QUEUED if created else execution.state
+        return scheduler_pb2.EnqueueResponse(execution_id=execution.id, status=STATE_TO_PROTO[state])
+
+    # -- unary RPCs ---------------------------------------------------------------
 
     async def Invoke(
         self, request: scheduler_pb2.InvokeRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> scheduler_pb2.InvokeResponse:
-        with rpc_span(self._tracer, "Invoke", request.traceparent, request.trace_id) as traceparent:
-            return await self._invoke(request, context, traceparent)
-
-    async def _invoke(
-        self,
-        request: scheduler_pb2.InvokeRequest,
-        context: grpc.aio.ServicerContext[object, object],
-        traceparent: str,
-    ) -> scheduler_pb2.InvokeResponse:
-        execution, _ = await self._admit(request, context, sync=True, traceparent=traceparent)
-        execution.waiters += 1
         try:
-            await execution.done.wait()
-        except asyncio.CancelledError:
-            execution.waiters -= 1
-            if execution.waiters == 0 and execution.sync:
-                self._scheduler.cancel_queued(execution)
-            raise
-        return scheduler_pb2.InvokeResponse(
-            execution_id=execution.id,
-            status=STATE_TO_PROTO[execution.state],
-            output=_output(execution),
-            error=_error_info(execution),
-        )
+            return await self.invoke(request, _rpc_budget_ms(context))
+        except CallFailed as failed:
+            await failed.abort(context)
 
     async def Enqueue(
         self, request: scheduler_pb2.InvokeRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> scheduler_pb2.EnqueueResponse:
-        with rpc_span(self._tracer, "Enqueue", request.traceparent, request.trace_id) as traceparent:
-            execution, created = await self._admit(request, context, sync=False, traceparent=traceparent)
-        # A new execution was admitted to the queue, even if dispatch already took it.
-        state = State.QUEUED if created else execution.state
-        return scheduler_pb2.EnqueueResponse(execution_id=execution.id, status=STATE_TO_PROTO[state])
+        try:
+            return await self.enqueue(request)
+        except CallFailed as failed:
+            await failed.abort(context)
+
+    # -- the multiplexed stream ----------------------------------------------------
+
+    async def Stream(
+        self,
+        request_iterator: AsyncIterator[scheduler_pb2.StreamRequest],
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> AsyncIterator[scheduler_pb2.StreamResponse]:
+        # An async generator, so grpc.aio streams it from the event loop.
+        async for response in StreamSession(self, request_iterator).responses():
+            yield response
 
     async def GetExecution(
         self, request: scheduler_pb2.GetExecutionRequest, context: grpc.aio.ServicerContext[object, object]
@@ -205,3 +239,63 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         if not self._scheduler.complete(request.execution_id, _completion(request)):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"execution '{request.execution_id}' not found")
         return scheduler_pb2.CompleteExecutionResponse()
+
+
+class StreamSession:
+    """One Stream RPC: each call runs as its own task; responses leave through one queue."""
+
+    def __init__(
+        self, service: SchedulerService, requests: AsyncIterator[scheduler_pb2.StreamRequest]
+    ) -> None:
+        self._service = service
+        self._requests = requests
+        self._calls: dict[int, asyncio.Task[None]] = {}
+        self._out: asyncio.Queue[scheduler_pb2.StreamResponse | None] = asyncio.Queue()
+
+    async def responses(self) -> AsyncIterator[scheduler_pb2.StreamResponse]:
+        reader = asyncio.get_running_loop().create_task(self._read())
+        try:
+            while (response := await self._out.get()) is not None:
+                yield response
+        finally:
+            reader.cancel()
+            for task in list(self._calls.values()):
+                task.cancel()
+
+    async def _read(self) -> None:
+        try:
+            async for message in self._requests:
+                kind = message.WhichOneof("call")
+                if kind == "cancel":
+                    task = self._calls.get(message.call_id)
+                    if task is not None:
+                        task.cancel()
+                elif kind is not None:
+                    task = asyncio.get_running_loop().create_task(self._run(message, kind))
+                    self._calls[message.call_id] = task
+        finally:
+            # The caller closed its side (or the RPC ended): end ours once calls are answered.
+            if self._calls:
+                await asyncio.wait(set(self._calls.values()))
+            self._out.put_nowait(None)
+
+    async def _run(self, message: scheduler_pb2.StreamRequest, kind: str) -> None:
+        call_id = message.call_id
+        try:
+            if kind == "invoke":
+                budget = message.deadline_ms or None
+                result = await self._service.invoke(message.invoke, budget)
+                self._out.put_nowait(scheduler_pb2.StreamResponse(call_id=call_id, invoke=result))
+            else:
+                admitted = await self._service.enqueue(message.enqueue)
+                self._out.put_nowait(scheduler_pb2.StreamResponse(call_id=call_id, enqueue=admitted))
+        except CallFailed as failed:
+            self._out.put_nowait(scheduler_pb2.StreamResponse(call_id=call_id, error=failed.as_message()))
+        except asyncio.CancelledError:
+            pass  # cancelled by its caller: nobody waits for an answer
+        except Exception as exc:  # never let one call end the stream
+            log.exception("stream call failed", extra={"callId": call_id})
+            internal = CallFailed(grpc.StatusCode.INTERNAL, f"scheduler error: {exc}")
+            self._out.put_nowait(scheduler_pb2.StreamResponse(call_id=call_id, error=internal.as_message()))
+        finally:
+            self._calls.pop(call_id, None)

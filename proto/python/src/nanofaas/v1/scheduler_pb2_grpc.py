@@ -55,6 +55,11 @@ class SchedulerStub:
                 request_serializer=nanofaas_dot_v1_dot_scheduler__pb2.CompleteExecutionRequest.SerializeToString,
                 response_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.CompleteExecutionResponse.FromString,
                 _registered_method=True)
+        self.Stream = channel.stream_stream(
+                '/nanofaas.v1.Scheduler/Stream',
+                request_serializer=nanofaas_dot_v1_dot_scheduler__pb2.StreamRequest.SerializeToString,
+                response_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.StreamResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -94,6 +99,17 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stream(self, request_iterator, context):
+        """Invoke and Enqueue multiplexed over one long-lived stream: the gateway's
+        hot path, which pays gRPC's per-call cost once instead of per invocation.
+        Every request carries a call id that its one response echoes; responses
+        come in completion order. A per-call failure is a CallError, never the
+        end of the stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -116,6 +132,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.CompleteExecution,
                     request_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.CompleteExecutionRequest.FromString,
                     response_serializer=nanofaas_dot_v1_dot_scheduler__pb2.CompleteExecutionResponse.SerializeToString,
+            ),
+            'Stream': grpc.stream_stream_rpc_method_handler(
+                    servicer.Stream,
+                    request_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.StreamRequest.FromString,
+                    response_serializer=nanofaas_dot_v1_dot_scheduler__pb2.StreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +247,33 @@ class Scheduler:
             '/nanofaas.v1.Scheduler/CompleteExecution',
             nanofaas_dot_v1_dot_scheduler__pb2.CompleteExecutionRequest.SerializeToString,
             nanofaas_dot_v1_dot_scheduler__pb2.CompleteExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/nanofaas.v1.Scheduler/Stream',
+            nanofaas_dot_v1_dot_scheduler__pb2.StreamRequest.SerializeToString,
+            nanofaas_dot_v1_dot_scheduler__pb2.StreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

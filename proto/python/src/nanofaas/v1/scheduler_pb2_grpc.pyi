@@ -48,6 +48,13 @@ class SchedulerStub:
     completion for an execution that has already ended is ignored.
     Errors: NOT_FOUND.
     """
+    Stream: _grpc.StreamStreamMultiCallable[_scheduler_pb2.StreamRequest, _scheduler_pb2.StreamResponse]
+    """Invoke and Enqueue multiplexed over one long-lived stream: the gateway's
+    hot path, which pays gRPC's per-call cost once instead of per invocation.
+    Every request carries a call id that its one response echoes; responses
+    come in completion order. A per-call failure is a CallError, never the
+    end of the stream.
+    """
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
@@ -67,6 +74,13 @@ class SchedulerAsyncStub(SchedulerStub):
     """A runtime's callback with the result of an execution. Idempotent: a
     completion for an execution that has already ended is ignored.
     Errors: NOT_FOUND.
+    """
+    Stream: _aio.StreamStreamMultiCallable[_scheduler_pb2.StreamRequest, _scheduler_pb2.StreamResponse]  # type: ignore[assignment]
+    """Invoke and Enqueue multiplexed over one long-lived stream: the gateway's
+    hot path, which pays gRPC's per-call cost once instead of per invocation.
+    Every request carries a call id that its one response echoes; responses
+    come in completion order. A per-call failure is a CallError, never the
+    end of the stream.
     """
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
@@ -108,6 +122,19 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         """A runtime's callback with the result of an execution. Idempotent: a
         completion for an execution that has already ended is ignored.
         Errors: NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def Stream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_scheduler_pb2.StreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_scheduler_pb2.StreamResponse], _abc.AsyncIterator[_scheduler_pb2.StreamResponse]]:
+        """Invoke and Enqueue multiplexed over one long-lived stream: the gateway's
+        hot path, which pays gRPC's per-call cost once instead of per invocation.
+        Every request carries a call id that its one response echoes; responses
+        come in completion order. A per-call failure is a CallError, never the
+        end of the stream.
         """
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

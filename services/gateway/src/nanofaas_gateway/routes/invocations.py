@@ -89,7 +89,7 @@ async def invoke(
         min_registry_revision=clients.min_registry_revision,
     )
     deadline_s = (timeout_ms or MAX_TIMEOUT_MS) / 1000 + settings.invoke_deadline_margin_s
-    call = clients.scheduler.Invoke(request, timeout=deadline_s)
+    call = asyncio.ensure_future(clients.invocations.invoke(request, deadline_s))
     watcher = asyncio.create_task(client_gone())
     watcher.add_done_callback(lambda _: call.cancel())
     try:
@@ -165,7 +165,7 @@ async def enqueue(
         min_registry_revision=clients.min_registry_revision,
         callback_url=headers.get("x-callback-url", ""),
     )
-    admitted = await clients.scheduler.Enqueue(request, timeout=settings.rpc_timeout_s)
+    admitted = await clients.invocations.enqueue(request, settings.rpc_timeout_s)
     execution_id = admitted.execution_id
     status = state_name(admitted.status) if admitted.status else "queued"
     return json_response(
