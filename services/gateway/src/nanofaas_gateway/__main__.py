@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -80,6 +81,7 @@ async def serve(settings: Settings, stop: _StopRequest) -> None:
     server.should_exit = stop.requested
     if tracing_on:
         log.info("tracing on")
+    gc.freeze()  # start-up objects (FastAPI, pydantic, gRPC) live forever: out of every GC pass
     try:
         await server.serve()
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -25,6 +26,7 @@ async def serve(settings: RegistrySettings) -> None:
     setup_tracing()
     try:
         server = await start_server(settings)
+        gc.freeze()  # start-up objects live forever: keep them out of every future GC pass
         try:
             await stop_requested.wait()
             logger.info("shutdown requested")

@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 import asyncio
+import gc
 import signal
 
 from nanofaas_scheduler.config import Settings
@@ -19,6 +20,8 @@ from nanofaas_scheduler.server import SchedulerServer
 async def serve(settings: Settings) -> None:
     server = SchedulerServer(settings)
     await server.start()
+    # Start-up objects live forever: keep them out of every future GC pass.
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -68,6 +68,9 @@ class Request:
     metadata: dict[str, str]
 
 
+_ENDED_REQUEST = Request(data=b"", content_type="application/json", metadata={})
+
+
 @dataclass(slots=True, eq=False)
 class Execution:
     id: str
@@ -116,6 +119,8 @@ class Execution:
             self.error_code = outcome.error_code or outcome.kind.name
             self.error_message = outcome.message
         self.finished_at_ms = now_ms()
+        # The input is not needed once ended; retained executions keep only their result.
+        self.request = _ENDED_REQUEST
         self.done.set()
         return True
 

@@ -238,6 +238,8 @@ class Scheduler:
         if execution.deadline is None:
             execution.deadline = self._loop.time() + execution.timeout_ms / 1000
         while True:
+            if execution.state.terminal:  # completed by a runtime's callback meanwhile
+                return timeout(execution.timeout_ms)  # ignored: the first ending stands
             execution.attempts += 1
             remaining = execution.deadline - self._loop.time()
             if remaining <= 0:
