@@ -31,8 +31,13 @@ async def traced(tmp_path: Path) -> AsyncIterator[tuple[Platform, Receiver]]:
 
 
 def chain_complete(spans: list[ReceivedSpan], trace_id: str) -> bool:
-    names = {span.name for span in spans if span.trace_id == trace_id}
-    return {"queue wait", "dispatch", "invoke", "handler"} <= names
+    """Every hop's spans have arrived (each service exports on its own schedule)."""
+    mine = [span for span in spans if span.trace_id == trace_id]
+    names = {span.name for span in mine}
+    gateway = any(span.service == "nanofaas-gateway" and span.name.startswith("POST") for span in mine)
+    return (
+        gateway and {"nanofaas.v1.Scheduler/Invoke", "queue wait", "dispatch", "invoke", "handler"} <= names
+    )
 
 
 def by_name(spans: list[ReceivedSpan], trace_id: str) -> dict[str, ReceivedSpan]:

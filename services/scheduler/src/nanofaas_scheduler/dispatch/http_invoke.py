@@ -13,11 +13,10 @@ from nanofaas_scheduler.dispatch.base import Invocation
 JSON = "application/json"
 
 
-def new_session() -> aiohttp.ClientSession:
-    """One session per dispatcher: connections to warm runtimes are reused."""
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+def new_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
+    """One session per dispatcher (or per Unix-socket replica): connections are reused."""
     return aiohttp.ClientSession(
-        connector=connector,
+        connector=connector or aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
         cookie_jar=aiohttp.DummyCookieJar(),  # runtimes set no cookies; skip the jar's work per request
         timeout=aiohttp.ClientTimeout(total=None),
         auto_decompress=False,

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
 
 from nanofaas.v1 import types_pb2
 from nanofaas_runtime.outcome import Outcome, OutcomeKind
-from nanofaas_runtime.protocol import INVOKE_PATH, encode_request
-from nanofaas_runtime.watchdog import ServerProcess, StartError, free_port, invoke_file, invoke_stdio
+from nanofaas_runtime.protocol import encode_request
+from nanofaas_runtime.watchdog import StartError, invoke_file, invoke_stdio
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.dispatch.base import Dispatcher, Invocation
 from nanofaas_scheduler.dispatch.http_invoke import JSON, new_session, post_invocation
@@ -21,8 +21,10 @@ from nanofaas_scheduler.dispatch.local.command import (
     argv_for,
     environment_for,
     replica_environment,
+    uses_project_runtime,
 )
 from nanofaas_scheduler.dispatch.local.function_logs import function_log_sink
+from nanofaas_scheduler.dispatch.local.replica import Replica, SocketDirectory, start_replica
 from nanofaas_scheduler.dispatch.local.warm_pool import WarmPool
 
 # How long a WARM replica that missed a deadline may take to answer before it is recycled.
@@ -40,6 +42,7 @@ class LocalBackend(Dispatcher):
         self._session: aiohttp.ClientSession | None = None
         self._pools: dict[str, WarmPool] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        self._sockets = SocketDirectory()
         # Told (function, seconds from spawn to ready) whenever a process had to be started.
         self.on_cold_start: list[Callable[[str, float], None]] = []
 
@@ -82,26 +85,33 @@ class LocalBackend(Dispatcher):
 
     async def _job(self, invocation: Invocation, argv: list[str]) -> Outcome:
         """JOB over HTTP: a fresh server process for this one invocation."""
-        env = environment_for(invocation, one_shot=True)
+        spec = invocation.spec
         try:
-            server = await ServerProcess.start(
-                argv, env=env, port=free_port(), log_sink=function_log_sink(invocation.spec.name)
-            )
+            replica = await self._start(spec, argv, environment_for(invocation, one_shot=True))
         except (StartError, OSError) as exc:
             return _start_failed(exc)
         try:
             async with asyncio.timeout(invocation.timeout):
                 spawned = time.perf_counter()
-                await server.wait_ready(invocation.timeout)
-                self._cold_started(invocation.spec.name, time.perf_counter() - spawned)
-                return await post_invocation(self.session, _url(server), invocation, keep_alive=False)
+                await replica.wait_ready(invocation.timeout)
+                self._cold_started(spec.name, time.perf_counter() - spawned)
+                return await post_invocation(
+                    replica.session(self.session), replica.invoke_url, invocation, keep_alive=False
+                )
         except TimeoutError:
             return timeout_outcome(invocation.execution.timeout_ms)
         except StartError as exc:
             return _start_failed(exc)
         finally:
             # The result does not wait for the process to exit; close() still does.
-            self._track(server.stop(grace=0.5))
+            self._track(replica.stop(grace=0.5))
+
+    def _start(
+        self, spec: types_pb2.FunctionSpec, argv: list[str], env: dict[str, str]
+    ) -> Awaitable[Replica]:
+        """The project's runtime listens on a Unix socket we hand over; other servers on a port."""
+        sockets = self._sockets if uses_project_runtime(spec) else None
+        return start_replica(argv, env, sockets=sockets, log_sink=function_log_sink(spec.name))
 
     async def _warm(self, invocation: Invocation, argv: list[str]) -> Outcome:
         pool = self._pool_for(invocation.spec, argv)
@@ -114,7 +124,9 @@ class LocalBackend(Dispatcher):
             return timeout_outcome(invocation.execution.timeout_ms)
         except (StartError, OSError) as exc:
             return _start_failed(exc)
-        request = loop.create_task(post_invocation(self.session, _url(replica), invocation))
+        request = loop.create_task(
+            post_invocation(replica.session(self.session), replica.invoke_url, invocation)
+        )
         try:
             await asyncio.wait({request}, timeout=max(deadline - loop.time(), 0.0))
         except asyncio.CancelledError:
@@ -128,7 +140,7 @@ class LocalBackend(Dispatcher):
         self._track(self._abandon(pool, replica, request))
         return timeout_outcome(invocation.execution.timeout_ms)
 
-    async def _abandon(self, pool: WarmPool, replica: ServerProcess, request: asyncio.Task[Outcome]) -> None:
+    async def _abandon(self, pool: WarmPool, replica: Replica, request: asyncio.Task[Outcome]) -> None:
         """A timed-out request may still be answered soon; only a replica that stays busy is recycled."""
         await asyncio.wait({request}, timeout=_RECYCLE_GRACE_S)
         answered = (
@@ -144,7 +156,8 @@ class LocalBackend(Dispatcher):
             return pool
         if pool is not None:
             self._retire(pool)
-        pool = WarmPool(spec, argv, replica_environment(spec), on_started=self._cold_started)
+        env = replica_environment(spec)
+        pool = WarmPool(spec, lambda: self._start(spec, argv, env), on_started=self._cold_started)
         self._pools[spec.name] = pool
         return pool
 
@@ -177,7 +190,4 @@ class LocalBackend(Dispatcher):
         await asyncio.gather(*(pool.close() for pool in pools), *self._retiring, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
-
-
-def _url(server: ServerProcess) -> str:
-    return f"http://127.0.0.1:{server.port}{INVOKE_PATH}"
+        self._sockets.remove()

@@ -31,6 +31,11 @@ def is_runtime_image(image: str) -> bool:
     return repository == RUNTIME_IMAGE or repository.endswith("/" + RUNTIME_IMAGE)
 
 
+def uses_project_runtime(spec: types_pb2.FunctionSpec) -> bool:
+    """True when the function runs the project's Python runtime (no command of the user's)."""
+    return not spec.command and not spec.runtime_command and is_runtime_image(spec.image)
+
+
 def argv_for(spec: types_pb2.FunctionSpec) -> list[str]:
     if spec.command:
         return list(spec.command)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 from nanofaas.v1 import types_pb2
-from nanofaas_runtime.watchdog import ServerProcess, free_port
-from nanofaas_scheduler.dispatch.local.function_logs import function_log_sink
+from nanofaas_scheduler.dispatch.local.replica import Replica
 
 
 class WarmPool:
@@ -24,32 +23,29 @@ class WarmPool:
     def __init__(
         self,
         spec: types_pb2.FunctionSpec,
-        argv: Sequence[str],
-        env: dict[str, str],
+        start: Callable[[], Awaitable[Replica]],
         on_started: Callable[[str, float], None] | None = None,
     ) -> None:
         self.spec = spec
+        self._start = start
         self._on_started = on_started
-        self._argv = list(argv)
-        self._env = env
-        self._idle: list[ServerProcess] = []
-        self._replicas: set[ServerProcess] = set()
+        self._idle: list[Replica] = []
+        self._replicas: set[Replica] = set()
         self._retired = False
 
     @property
     def size(self) -> int:
         return len(self._replicas)
 
-    async def acquire(self, ready_timeout: float) -> ServerProcess:
+    async def acquire(self, ready_timeout: float) -> Replica:
         while self._idle:
             replica = self._idle.pop()
             if replica.alive():
                 return replica
             self._replicas.discard(replica)
+            await replica.stop(grace=0.0)
         spawned = time.perf_counter()
-        replica = await ServerProcess.start(
-            self._argv, env=self._env, port=free_port(), log_sink=function_log_sink(self.spec.name)
-        )
+        replica = await self._start()
         self._replicas.add(replica)
         try:
             await replica.wait_ready(ready_timeout)
@@ -61,7 +57,7 @@ class WarmPool:
             self._on_started(self.spec.name, time.perf_counter() - spawned)
         return replica
 
-    async def release(self, replica: ServerProcess, *, healthy: bool) -> None:
+    async def release(self, replica: Replica, *, healthy: bool) -> None:
         keep = healthy and not self._retired and replica.alive()
         if keep and len(self._replicas) <= max(1, self.spec.concurrency):
             self._idle.append(replica)

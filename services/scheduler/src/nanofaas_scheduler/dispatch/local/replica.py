@@ -1,0 +1,134 @@
+"""A function server process and how to reach it: TCP on a port, or a Unix socket.
+
+The project's runtime is started on a Unix socket the scheduler binds and
+hands over (NANOFAAS_LISTEN_FD): a local call then skips TCP's loopback
+work, and the first request needs no readiness polling — the kernel queues
+it until the runtime accepts. A user's own server gets PORT and is polled
+on /health until it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import tempfile
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import aiohttp
+
+from nanofaas_runtime.protocol import HEALTH_PATH, INVOKE_PATH
+from nanofaas_runtime.watchdog import ServerProcess, StartError, free_port
+from nanofaas_scheduler.dispatch.http_invoke import new_session
+
+_UNIX_BASE = "http://localhost"
+
+
+class SocketDirectory:
+    """A private directory for the Unix sockets of this scheduler's function servers."""
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+
+    def new_socket(self) -> tuple[socket.socket, str]:
+        if self._path is None:
+            self._path = Path(tempfile.mkdtemp(prefix="nanofaas-"))
+        path = str(self._path / f"{uuid.uuid4().hex[:12]}.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        sock.listen(1024)
+        return sock, path
+
+    def remove(self) -> None:
+        if self._path is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(self._path)
+
+
+class Replica:
+    """One server process plus the session and URL that reach it."""
+
+    def __init__(
+        self, server: ServerProcess, url: str, session: aiohttp.ClientSession | None, path: str | None
+    ) -> None:
+        self.server = server
+        self.invoke_url = url + INVOKE_PATH
+        self._health_url = url + HEALTH_PATH
+        self._own_session = session
+        self._path = path
+
+    def session(self, shared: aiohttp.ClientSession) -> aiohttp.ClientSession:
+        return self._own_session or shared
+
+    def alive(self) -> bool:
+        return self.server.alive()
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Return when the server serves; StartError (process stopped) if it dies or times out."""
+        if self._own_session is None:
+            await self.server.wait_ready(timeout)
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                # Queued by the kernel until the runtime accepts: one request, no polling.
+                async with self._own_session.get(self._health_url) as response:
+                    if response.status == 200:
+                        return
+                    problem = f"health answered HTTP {response.status}"
+        except TimeoutError:
+            problem = f"not ready within {timeout:g}s"
+        except aiohttp.ClientError as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        raise await self._start_failed(problem)
+
+    async def _start_failed(self, problem: str) -> StartError:
+        if self.alive():
+            await self.stop(grace=0.0)
+            return StartError(problem)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.server.wait_exit(), 1.0)
+        await self.stop(grace=0.0)
+        tail = self.server.stderr_tail()
+        return StartError(f"exited with code {self.server.returncode}" + (f": {tail}" if tail else ""))
+
+    async def stop(self, grace: float = 1.0) -> None:
+        try:
+            await self.server.stop(grace)
+        finally:
+            if self._own_session is not None:
+                await self._own_session.close()
+            if self._path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._path)
+
+
+async def start_replica(
+    argv: Sequence[str],
+    env: dict[str, str],
+    *,
+    sockets: SocketDirectory | None,
+    log_sink: Callable[[bytes], None],
+) -> Replica:
+    """Spawn a server: on a handed-over Unix socket when `sockets` is given, else on a TCP port."""
+    if sockets is None:
+        server = await ServerProcess.start(argv, env=env, port=free_port(), log_sink=log_sink)
+        return Replica(server, f"http://127.0.0.1:{server.port}", None, None)
+    sock, path = sockets.new_socket()
+    try:
+        server = await ServerProcess.start(
+            argv,
+            env={**env, "NANOFAAS_LISTEN_FD": str(sock.fileno())},
+            port=0,
+            pass_fds=(sock.fileno(),),
+            log_sink=log_sink,
+        )
+    except BaseException:
+        os.unlink(path)
+        raise
+    finally:
+        sock.close()  # the child has its own copy; if it dies, connecting fails at once
+    session = new_session(aiohttp.UnixConnector(path=path))
+    return Replica(server, _UNIX_BASE, session, path)
