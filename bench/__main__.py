@@ -23,6 +23,7 @@ from bench.scenarios.dispatch import run_dispatch
 from bench.scenarios.job import run_job
 from bench.scenarios.memory import run_memory
 from bench.scenarios.sync_load import overhead, run_ceiling, run_floor, run_peers, run_platform_warm
+from bench.scenarios.tracing import run_tracing
 
 Scenario = Callable[[Context], dict[str, Any]]
 SCENARIOS: dict[str, Scenario] = {
@@ -34,8 +35,8 @@ SCENARIOS: dict[str, Scenario] = {
     "e": run_async,
     "f": run_dispatch,
     "g": run_memory,
+    "h": run_tracing,
 }
-TRACING = "skipped: tracing not implemented (scenario h runs once the platform has OTLP tracing)"
 
 
 def run(config: BenchConfig) -> int:
@@ -61,8 +62,6 @@ def run(config: BenchConfig) -> int:
             except Exception as exc:  # one broken scenario must not lose the others' numbers
                 traceback.print_exc()
                 report["scenarios"][key] = {"error": f"{type(exc).__name__}: {exc}"}
-        if "h" in config.scenarios:
-            report["scenarios"]["h"] = {"skipped": TRACING}
         a, b = report["scenarios"].get("a", {}), report["scenarios"].get("b", {})
         if "results" in a and "results" in b:
             report["scenarios"]["overhead"] = overhead(a["results"], b["results"])

@@ -87,6 +87,21 @@ def wait_http(url: str, children: Sequence[Child], timeout_s: float = 60.0, meth
     raise RuntimeError(f"{url} not ready within {timeout_s} s")
 
 
+def wait_port(port: int, children: Sequence[Child], timeout_s: float = 30.0) -> None:
+    """Poll until 127.0.0.1:`port` accepts a connection (a process we do not control)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for child in children:
+            if not child.alive():
+                raise RuntimeError(f"{child.name} exited with {child.process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} not listening within {timeout_s} s")
+
+
 def cpu_ticks(pid: int) -> int | None:
     """utime + stime of one process, in clock ticks; None once it is gone."""
     try:

@@ -60,6 +60,26 @@ def _cpu_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _tracing_section(h: dict[str, Any]) -> list[str]:
+    out = ["## h: tracing on vs off", ""]
+    if "on" not in h:
+        return [*out, str(h.get("error") or h.get("skipped") or "not run"), ""]
+    out += [
+        f"Warm no-op through the platform, {h['exporter']}; "
+        f"{h['spans_received']:,} spans arrived at the sink.",
+        "",
+        *_sync_table({"tracing off": h["off"], "tracing on": h["on"]}),
+        "",
+        "CPU µs per invocation per process group, tracing off then on:",
+        "",
+        *_cpu_table(h["off"]),
+        "",
+        *_cpu_table(h["on"]),
+        "",
+    ]
+    return out
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     s, env = report["scenarios"], report["environment"]
     out = [f"# nanofaas bench report — {report['started']}", ""]
@@ -180,7 +200,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"(per-execution growth measured from after the warm-up).",
             "",
         ]
-    out += ["## h: tracing on vs off", "", f"{s.get('h', {}).get('skipped', 'n/a')}", ""]
+    out += _tracing_section(s.get("h", {}))
     errors = {k: v["error"] for k, v in s.items() if isinstance(v, dict) and "error" in v}
     if errors:
         out += ["## Scenario errors", ""] + [f"- {k}: {v}" for k, v in errors.items()] + [""]
