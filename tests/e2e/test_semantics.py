@@ -271,3 +271,16 @@ async def test_unrunnable_image_is_a_clear_error(http: aiohttp.ClientSession, fn
     status, _, body = await invoke(http, fn_name, 1)
     assert status == 502
     assert "command" in body["error"]["message"]
+
+
+async def test_missing_handler_module_is_a_start_failure(http: aiohttp.ClientSession, fn_name: str) -> None:
+    for mode in ("JOB", "WARM"):
+        name = f"{fn_name}-{mode.lower()}"
+        spec = python_spec(
+            name, "echo", executionMode=mode, maxRetries=0, env={"HANDLER_MODULE": "no_such_module"}
+        )
+        await register(http, spec)
+        status, _, body = await invoke(http, name, 1)
+        assert status == 502, mode
+        assert body["error"]["code"] == "START_FAILED", body
+        assert "no_such_module" in body["error"]["message"], body

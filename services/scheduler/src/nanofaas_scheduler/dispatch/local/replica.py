@@ -85,11 +85,13 @@ class Replica:
         raise await self._start_failed(problem)
 
     async def _start_failed(self, problem: str) -> StartError:
+        # A refused connection usually means the process is on its way out: let it finish
+        # so its exit code and last words (e.g. the handler import error) can be reported.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.server.wait_exit(), 1.0)
         if self.alive():
             await self.stop(grace=0.0)
             return StartError(problem)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.server.wait_exit(), 1.0)
         await self.stop(grace=0.0)
         tail = self.server.stderr_tail()
         return StartError(f"exited with code {self.server.returncode}" + (f": {tail}" if tail else ""))
