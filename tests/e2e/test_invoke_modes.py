@@ -25,9 +25,21 @@ async def test_job_runs_python_handler_in_fresh_process(http: aiohttp.ClientSess
     assert output["input"] == {"a": 1}
     assert output["executionId"] == body["executionId"]
     assert output["functionName"] == fn_name
-    assert output["env"] == {"FUNCTION_NAME": fn_name, "GREETING": "hey", "INVOCATION_TIMEOUT_MS": "30000"}
-    _, _, second = await invoke(http, fn_name, {"a": 2})
-    assert second["output"]["pid"] != output["pid"]
+    assert output["env"] == {
+        "FUNCTION_NAME": fn_name,
+        "GREETING": "hey",
+        "INVOCATION_TIMEOUT_MS": "30000",
+        "EXECUTION_ID": body["executionId"],
+        "TRACE_ID": output["traceId"],
+    }
+    # Later invocations may run on a process started ahead (a standby): still fresh, same environment.
+    pids = {output["pid"]}
+    for n in range(3):
+        _, _, later = await invoke(http, fn_name, n, headers={"X-Trace-Id": f"job-{n}"})
+        assert later["output"]["pid"] not in pids
+        pids.add(later["output"]["pid"])
+        assert later["output"]["env"]["EXECUTION_ID"] == later["executionId"]
+        assert later["output"]["env"]["TRACE_ID"] == f"job-{n}"
 
 
 async def test_warm_reuses_one_process(http: aiohttp.ClientSession, fn_name: str) -> None:

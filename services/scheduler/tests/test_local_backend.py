@@ -26,7 +26,8 @@ import os, time
 def handle(request, context=None):
     if request["input"] == "sleep":
         time.sleep(60)
-    return {"pid": os.getpid(), "input": request["input"], "trace": context.trace_id}
+    return {"pid": os.getpid(), "input": request["input"], "trace": context.trace_id,
+            "execution": os.environ.get("EXECUTION_ID")}
 """
 
 
@@ -64,15 +65,20 @@ def test_runtime_image_names() -> None:
 async def test_job_uses_a_fresh_process_each_time(handler_dir: Path) -> None:
     backend = LocalBackend()
     spec = runtime_spec(handler_dir)
+    invocations = [invocation(spec, n) for n in range(4)]
     try:
-        first = await backend.dispatch(invocation(spec, 1))
-        second = await backend.dispatch(invocation(spec, 2))
+        outcomes = [await backend.dispatch(i) for i in invocations]  # from the second on: standbys
     finally:
         await backend.close()
-    assert first.kind is OutcomeKind.SUCCESS, first
-    out1, out2 = orjson.loads(first.output), orjson.loads(second.output)
-    assert out1["input"] == 1 and out1["trace"] == "t-1"
-    assert out1["pid"] != out2["pid"]
+    assert all(outcome.kind is OutcomeKind.SUCCESS for outcome in outcomes), outcomes
+    outputs = [orjson.loads(outcome.output) for outcome in outcomes]
+    assert [out["input"] for out in outputs] == [0, 1, 2, 3]
+    assert len({out["pid"] for out in outputs}) == 4
+    assert [out["execution"] for out in outputs] == [i.execution.id for i in invocations]
+    assert all(out["trace"] == "t-1" for out in outputs)
+    for out in outputs:  # every process, the standby started ahead included, is gone
+        with pytest.raises(ProcessLookupError):
+            os.kill(out["pid"], 0)
 
 
 async def test_warm_pool_reuses_and_replaces_dead_replica(handler_dir: Path) -> None:

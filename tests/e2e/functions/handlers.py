@@ -18,7 +18,10 @@ def echo(request: dict[str, Any], context: Any = None) -> dict[str, Any]:
         "traceId": getattr(context, "trace_id", None),
         "functionName": getattr(context, "function_name", None),
         "deadline": getattr(context, "deadline", None),
-        "env": {key: os.environ.get(key) for key in ("FUNCTION_NAME", "GREETING", "INVOCATION_TIMEOUT_MS")},
+        "env": {
+            key: os.environ.get(key)
+            for key in ("FUNCTION_NAME", "GREETING", "INVOCATION_TIMEOUT_MS", "EXECUTION_ID", "TRACE_ID")
+        },
     }
 
 

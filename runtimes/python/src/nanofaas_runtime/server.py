@@ -60,6 +60,13 @@ class BadRequest(Exception):
     """The invocation request does not follow the protocol (answered 400)."""
 
 
+def _export_invocation_environment(headers: dict[bytes, bytes], context: Context) -> None:
+    os.environ["EXECUTION_ID"] = context.execution_id
+    os.environ["TRACE_ID"] = context.trace_id
+    if traceparent := headers.get(_H_TRACEPARENT, b"").decode("latin-1"):
+        os.environ["TRACEPARENT"] = traceparent
+
+
 class RuntimeApp:
     """ASGI app serving `GET /health` and `POST /invoke` for one loaded handler."""
 
@@ -69,8 +76,15 @@ class RuntimeApp:
         concurrency: int = 1,
         function_name: str = "",
         tracer_provider: TracerProvider | None = None,
+        single_use: bool = False,
     ) -> None:
-        """Spans are recorded only with a `tracer_provider`; without one no OpenTelemetry code runs."""
+        """Spans are recorded only with a `tracer_provider`; without one no OpenTelemetry code runs.
+
+        `single_use`: the process was started ahead of time for exactly one JOB invocation,
+        so that invocation's variables (EXECUTION_ID, TRACE_ID, TRACEPARENT) are exported
+        into the environment when it arrives, as if the process had been started for it.
+        """
+        self._single_use = single_use
         self._handler = handler
         self._function_name = function_name
         self._semaphore = asyncio.Semaphore(concurrency)
@@ -129,6 +143,8 @@ class RuntimeApp:
             context = self._context(headers, request["metadata"])
         except BadRequest as exc:
             return 400, protocol.encode_error(protocol.ERROR_INVALID_REQUEST, str(exc)), _JSON
+        if self._single_use:
+            _export_invocation_environment(headers, context)
         if spans is not None:
             from nanofaas_runtime.invocation_spans import annotate
 
@@ -281,7 +297,11 @@ def serve(handler: Handler, log_level: int) -> None:
     port = _env_int("PORT", 8080, 0)
     tracing.setup_tracing()
     app = RuntimeApp(
-        handler, concurrency, os.environ.get("FUNCTION_NAME", ""), tracing.active_tracer_provider()
+        handler,
+        concurrency,
+        os.environ.get("FUNCTION_NAME", ""),
+        tracing.active_tracer_provider(),
+        single_use=os.environ.get("NANOFAAS_SINGLE_USE", "") == "1",
     )
     config = uvicorn.Config(
         app,

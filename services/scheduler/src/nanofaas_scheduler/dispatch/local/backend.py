@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
@@ -25,6 +24,7 @@ from nanofaas_scheduler.dispatch.local.command import (
 )
 from nanofaas_scheduler.dispatch.local.function_logs import function_log_sink
 from nanofaas_scheduler.dispatch.local.replica import Replica, SocketDirectory, start_replica
+from nanofaas_scheduler.dispatch.local.standby import Standbys
 from nanofaas_scheduler.dispatch.local.warm_pool import WarmPool
 
 # How long a WARM replica that missed a deadline may take to answer before it is recycled.
@@ -43,6 +43,7 @@ class LocalBackend(Dispatcher):
         self._pools: dict[str, WarmPool] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._sockets = SocketDirectory()
+        self._standbys = Standbys(self._start_standby, self._track)
         # Told (function, seconds from spawn to ready) whenever a process had to be started.
         self.on_cold_start: list[Callable[[str, float], None]] = []
 
@@ -84,17 +85,27 @@ class LocalBackend(Dispatcher):
         return await run(argv, body, env=env, timeout=max(invocation.timeout, 0.001))
 
     async def _job(self, invocation: Invocation, argv: list[str]) -> Outcome:
-        """JOB over HTTP: a fresh server process for this one invocation."""
+        """JOB over HTTP: a fresh server process for this one invocation (a ready standby if any)."""
         spec = invocation.spec
+        replica: Replica | None = None
+        if uses_project_runtime(spec):
+            try:
+                async with asyncio.timeout(invocation.timeout):
+                    replica = await self._standbys.take(spec)
+            except TimeoutError:
+                return timeout_outcome(invocation.execution.timeout_ms)
+        cold = replica is None
         try:
-            replica = await self._start(spec, argv, environment_for(invocation, one_shot=True))
+            if replica is None:
+                replica = await self._start(spec, argv, environment_for(invocation, one_shot=True))
         except (StartError, OSError) as exc:
             return _start_failed(exc)
         try:
             async with asyncio.timeout(invocation.timeout):
-                spawned = time.perf_counter()
-                await replica.wait_ready(invocation.timeout)
-                self._cold_started(spec.name, time.perf_counter() - spawned)
+                if cold:
+                    spawned = time.perf_counter()
+                    await replica.wait_ready(invocation.timeout)
+                    self._cold_started(spec.name, time.perf_counter() - spawned)
                 return await post_invocation(
                     replica.session(self.session), replica.invoke_url, invocation, keep_alive=False
                 )
@@ -105,6 +116,10 @@ class LocalBackend(Dispatcher):
         finally:
             # The result does not wait for the process to exit; close() still does.
             self._track(replica.stop(grace=0.5))
+
+    def _start_standby(self, spec: types_pb2.FunctionSpec) -> Awaitable[Replica]:
+        env = {**replica_environment(spec), "NANOFAAS_SINGLE_USE": "1"}
+        return self._start(spec, argv_for(spec), env)
 
     def _start(
         self, spec: types_pb2.FunctionSpec, argv: list[str], env: dict[str, str]
@@ -168,24 +183,27 @@ class LocalBackend(Dispatcher):
     def _retire(self, pool: WarmPool) -> None:
         self._track(pool.retire())
 
-    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+    def _track(self, work: Awaitable[None]) -> None:
         """Background clean-up that close() waits for."""
-        task = asyncio.get_running_loop().create_task(work)
+        task = asyncio.ensure_future(work)
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
     async def function_changed(self, spec: types_pb2.FunctionSpec) -> None:
+        self._standbys.drop(spec.name)
         pool = self._pools.get(spec.name)
         if pool is not None and pool.spec.revision != spec.revision:
             del self._pools[spec.name]
             self._retire(pool)
 
     async def function_removed(self, name: str) -> None:
+        self._standbys.drop(name)
         pool = self._pools.pop(name, None)
         if pool is not None:
             self._retire(pool)
 
     async def close(self) -> None:
+        await self._standbys.close()
         pools, self._pools = list(self._pools.values()), {}
         await asyncio.gather(*(pool.close() for pool in pools), *self._retiring, return_exceptions=True)
         if self._session is not None:
