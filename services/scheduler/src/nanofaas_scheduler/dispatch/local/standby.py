@@ -21,6 +21,8 @@ from nanofaas_scheduler.dispatch.local.replica import Replica
 log = logging.getLogger(__name__)
 
 _READY_TIMEOUT_S = 30.0
+# A standby nobody took for this long is stopped: idle JOB functions hold no process.
+IDLE_STANDBY_S = 60.0
 
 
 @dataclass(slots=True)
@@ -34,15 +36,17 @@ class Standbys:
         self,
         start: Callable[[types_pb2.FunctionSpec], Awaitable[Replica]],
         track: Callable[[Awaitable[None]], None],
+        idle_s: float = IDLE_STANDBY_S,
     ) -> None:
         self._start = start
         self._track = track
+        self._idle_s = idle_s
         self._by_function: dict[str, _Standby] = {}
 
     async def take(self, spec: types_pb2.FunctionSpec) -> Replica | None:
         """The function's standby (awaited if still starting), or None; the next one starts now."""
         standby = self._by_function.pop(spec.name, None)
-        self._by_function[spec.name] = _Standby(spec.revision, asyncio.ensure_future(self._prepare(spec)))
+        self._add(spec)
         if standby is None:
             return None
         if standby.revision != spec.revision:
@@ -59,6 +63,16 @@ class Standbys:
         if replica is not None:
             self._track(replica.stop(grace=0.0))
         return None
+
+    def _add(self, spec: types_pb2.FunctionSpec) -> None:
+        standby = _Standby(spec.revision, asyncio.ensure_future(self._prepare(spec)))
+        self._by_function[spec.name] = standby
+        asyncio.get_running_loop().call_later(self._idle_s, self._expire, spec.name, standby)
+
+    def _expire(self, name: str, standby: _Standby) -> None:
+        if self._by_function.get(name) is standby and standby.task.done():
+            del self._by_function[name]
+            self._track(_stop_when_ready(standby.task))
 
     async def _prepare(self, spec: types_pb2.FunctionSpec) -> Replica | None:
         try:
