@@ -52,23 +52,8 @@ async def invoke_stdio(
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
 ) -> Outcome:
     """Run `argv` with `request` on stdin; its stdout is the output JSON."""
-    try:
-        child = await spawn(
-            argv,
-            env=env,
-            cwd=cwd,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    except StartError as exc:
-        return crash(str(exc), CODE_START_FAILED)
-    result = await _supervise(child, timeout, request, max_output_bytes)
-    if isinstance(result, Outcome):
-        return result
-    if result.returncode != 0:
-        return _failed_exit(result)
-    return _json_output(result.stdout)
+    result = await _run_once(argv, env, cwd, timeout, stdin_data=request, stdout_limit=max_output_bytes)
+    return result if isinstance(result, Outcome) else _json_output(result.stdout)
 
 
 async def invoke_file(
@@ -86,25 +71,43 @@ async def invoke_file(
     except OSError as exc:
         return crash(f"cannot prepare INPUT_FILE: {exc}", CODE_START_FAILED)
     try:
-        try:
-            child = await spawn(
-                argv,
-                env={**env, "INPUT_FILE": input_path, "OUTPUT_FILE": output_path},
-                cwd=cwd,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except StartError as exc:
-            return crash(str(exc), CODE_START_FAILED)
-        result = await _supervise(child, timeout, None, None)
+        file_env = {**env, "INPUT_FILE": input_path, "OUTPUT_FILE": output_path}
+        result = await _run_once(argv, file_env, cwd, timeout, stdin_data=None, stdout_limit=None)
         if isinstance(result, Outcome):
             return result
-        if result.returncode != 0:
-            return _failed_exit(result)
         return await asyncio.to_thread(_read_output_file, output_path, max_output_bytes)
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+
+async def _run_once(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str | None,
+    timeout: float,
+    *,
+    stdin_data: bytes | None,
+    stdout_limit: int | None,
+) -> _Exit | Outcome:
+    """Start, supervise and judge the exit; a clean exit is left to the mode to read its output."""
+    pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
+    try:
+        child = await spawn(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=pipe if stdin_data is not None else devnull,
+            stdout=pipe if stdout_limit is not None else devnull,
+            stderr=pipe,
+        )
+    except StartError as exc:
+        return crash(str(exc), CODE_START_FAILED)
+    result = await _supervise(child, timeout, stdin_data, stdout_limit)
+    if isinstance(result, Outcome):
+        return result
+    if result.returncode != 0:
+        return _failed_exit(result)
+    return result
 
 
 async def _supervise(
