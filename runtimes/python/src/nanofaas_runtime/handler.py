@@ -184,3 +184,27 @@ def _encode_with_stdlib(value: Any) -> bytes | None:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     except (TypeError, ValueError, RecursionError):
         return None
+
+
+class InvalidRequest(ValueError):
+    """A request that is not `{"input": <any JSON>, "metadata": {str: str}}`."""
+
+
+def parse_request(raw: bytes, what: str = "request") -> dict[str, Any]:
+    """The `{"input", "metadata"}` request JSON as the handler's request dict.
+
+    One parser for every mode (HTTP body, stdin, INPUT_FILE, a Job's request);
+    `what` names the source in error messages.
+    """
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise InvalidRequest(f'{what} must be a JSON object {{"input": ..., "metadata": {{...}}}}')
+    metadata = parsed.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise InvalidRequest("metadata: must be an object of strings")
+    return build_request(parsed.get("input"), metadata)

@@ -15,16 +15,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import orjson
-
 from nanofaas_runtime.handler import (
     Context,
     Handler,
-    build_request,
+    InvalidRequest,
     encode_output,
     exception_message,
     load_handler_or_exit,
 )
+from nanofaas_runtime.handler import parse_request as parse_invocation_request
 from nanofaas_runtime.outcome import CONTENT_TYPE_BYTES
 from nanofaas_runtime.protocol import trace_id_from_traceparent
 from nanofaas_runtime.tracing import ONESHOT_FLUSH_TIMEOUT_S, shutdown_tracing, start_invocation_spans
@@ -62,19 +61,11 @@ def context_from_env(started: float) -> Context:
 
 
 def parse_request(raw: bytes) -> dict[str, Any]:
-    """The `{"input", "metadata"}` request JSON as the handler's request dict."""
+    """The request of a one-shot run; a malformed one is bad input (exit 2)."""
     try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadInput(f"request is not valid JSON: {exc}") from exc
-    if not isinstance(parsed, dict):
-        raise BadInput('request must be a JSON object {"input": ..., "metadata": {...}}')
-    metadata = parsed.get("metadata")
-    if metadata is None:
-        metadata = {}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise BadInput("metadata: must be an object of strings")
-    return build_request(parsed.get("input"), metadata)
+        return parse_invocation_request(raw)
+    except InvalidRequest as exc:
+        raise BadInput(str(exc)) from exc
 
 
 def call_once(handler: Handler, request: dict[str, Any], context: Context) -> Any:

@@ -17,17 +17,17 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from nanofaas_runtime import protocol, tracing
 from nanofaas_runtime.capture import invocation_scope
 from nanofaas_runtime.handler import (
     Context,
     Handler,
+    InvalidRequest,
     build_request,
     encode_output,
     exception_message,
     fail_start,
+    parse_request,
 )
 from nanofaas_runtime.outcome import CODE_FUNCTION_ERROR, CONTENT_TYPE_BYTES, CONTENT_TYPE_JSON
 
@@ -214,17 +214,9 @@ def _parse_bytes_request(body: bytes) -> dict[str, Any]:
 
 def _parse_json_request(body: bytes) -> dict[str, Any]:
     try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(parsed, dict):
-        raise BadRequest('request body must be a JSON object {"input": ..., "metadata": {...}}')
-    metadata = parsed.get("metadata")
-    if metadata is None:
-        metadata = {}
-    elif not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise BadRequest("metadata: must be an object of strings")
-    return build_request(parsed.get("input"), metadata)
+        return parse_request(body, "request body")
+    except InvalidRequest as exc:
+        raise BadRequest(str(exc)) from exc
 
 
 def _parse_deadline(value: bytes | None) -> float | None:
