@@ -88,7 +88,7 @@ async def test_warm_pool_reuses_and_replaces_dead_replica(handler_dir: Path) -> 
         first = orjson.loads((await backend.dispatch(invocation(spec, 1))).output)
         second = orjson.loads((await backend.dispatch(invocation(spec, 2))).output)
         assert first["pid"] == second["pid"]
-        assert backend.pool_size(spec.name) == 1
+        assert backend.replicas(spec.name) == 1
         os.kill(first["pid"], signal.SIGKILL)
         outcome = await backend.dispatch(invocation(spec, 3))
         if outcome.kind is OutcomeKind.CRASH:  # died between health and request: the scheduler retries
@@ -96,7 +96,7 @@ async def test_warm_pool_reuses_and_replaces_dead_replica(handler_dir: Path) -> 
         third = orjson.loads(outcome.output)
         assert third["pid"] != first["pid"]
         await backend.function_removed(spec.name)
-        assert backend.pool_size(spec.name) == 0
+        assert backend.replicas(spec.name) == 0
     finally:
         await backend.close()
 

@@ -35,9 +35,6 @@ class FunctionCache:
         self.synced = asyncio.Event()
         self._advanced = asyncio.Event()
 
-    def names(self) -> list[str]:
-        return list(self._specs)
-
     async def get(self, name: str, min_revision: int = 0) -> types_pb2.FunctionSpec | None:
         if min_revision > self.revision:
             await self._catch_up(min_revision)

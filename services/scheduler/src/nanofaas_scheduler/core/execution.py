@@ -103,8 +103,6 @@ class Execution:
     error_code: str = ""
     error_message: str = ""
     done: Completion = field(default_factory=Completion)
-    # Set while a dispatcher waits for a runtime's callback (CompleteExecution).
-    callback: asyncio.Future[Outcome] | None = None
 
     def finish(self, outcome: Outcome) -> bool:
         """Move to the terminal state the outcome says; the first ending wins."""

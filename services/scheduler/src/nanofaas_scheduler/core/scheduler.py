@@ -296,9 +296,6 @@ class Scheduler:
             return False
         if execution.state.terminal:
             return True
-        if execution.callback is not None and not execution.callback.done():
-            execution.callback.set_result(outcome)
-            return True
         if execution.state is State.QUEUED:
             lane = self._lanes.get(execution.function_name)
             if lane is not None:

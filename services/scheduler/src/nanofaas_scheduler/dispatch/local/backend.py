@@ -54,9 +54,6 @@ class LocalBackend(Dispatcher):
         return self._session
 
     def replicas(self, name: str) -> int:
-        return self.pool_size(name)
-
-    def pool_size(self, name: str) -> int:
         pool = self._pools.get(name)
         return pool.size if pool else 0
 
