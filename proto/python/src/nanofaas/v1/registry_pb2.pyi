@@ -204,11 +204,16 @@ class WatchEvent(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     type: Global___WatchEvent.Type.ValueType
     revision: _builtins.int
     @_builtins.property
     def spec(self) -> _types_pb2.FunctionSpec:
         """The spec for SNAPSHOT and PUT; for DELETED only spec.name is set."""
+
+    @_builtins.property
+    def limits(self) -> Global___Limits:
+        """On SYNCED: the registry's validation limits, for checks others make at run time."""
 
     def __init__(
         self,
@@ -216,11 +221,34 @@ class WatchEvent(_message.Message):
         type: Global___WatchEvent.Type.ValueType = ...,
         spec: _types_pb2.FunctionSpec | None = ...,
         revision: _builtins.int = ...,
+        limits: Global___Limits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "spec", b"spec", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "revision", b"revision", "spec", b"spec", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchEvent: _TypeAlias = WatchEvent  # noqa: Y015
+
+@_typing.final
+class Limits(_message.Message):
+    """Limits the registry enforces and other services need to apply the same way."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    max_timeout_ms: _builtins.int
+    """The largest timeoutMs of a spec, and so of a caller's X-Timeout-Ms."""
+    def __init__(
+        self,
+        *,
+        max_timeout_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_timeout_ms", b"max_timeout_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Limits: _TypeAlias = Limits  # noqa: Y015

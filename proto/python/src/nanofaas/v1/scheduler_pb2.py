@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from nanofaas.v1 import types_pb2 as nanofaas_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bnanofaas/v1/scheduler.proto\x12\x0bnanofaas.v1\x1a\x17nanofaas/v1/types.proto\"\xc5\x01\n\rStreamRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12,\n\x06invoke\x18\x02 \x01(\x0b\x32\x1a.nanofaas.v1.InvokeRequestH\x00\x12-\n\x07\x65nqueue\x18\x03 \x01(\x0b\x32\x1a.nanofaas.v1.InvokeRequestH\x00\x12)\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x17.nanofaas.v1.CancelCallH\x00\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x05 \x01(\rB\x06\n\x04\x63\x61ll\"\x0c\n\nCancelCall\"\xb4\x01\n\x0eStreamResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12-\n\x06invoke\x18\x02 \x01(\x0b\x32\x1b.nanofaas.v1.InvokeResponseH\x00\x12/\n\x07\x65nqueue\x18\x03 \x01(\x0b\x32\x1c.nanofaas.v1.EnqueueResponseH\x00\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.nanofaas.v1.CallErrorH\x00\x42\x08\n\x06result\"\x93\x01\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x36\n\x08metadata\x18\x03 \x03(\x0b\x32$.nanofaas.v1.CallError.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd5\x02\n\rInvokeRequest\x12\x15\n\rfunction_name\x18\x01 \x01(\t\x12#\n\x05input\x18\x02 \x01(\x0b\x32\x14.nanofaas.v1.Payload\x12:\n\x08metadata\x18\x03 \x03(\x0b\x32(.nanofaas.v1.InvokeRequest.MetadataEntry\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x13\n\x0btraceparent\x18\x06 \x01(\t\x12\x17\n\ntimeout_ms\x18\x07 \x01(\rH\x00\x88\x01\x01\x12\x14\n\x0c\x63\x61llback_url\x18\x08 \x01(\t\x12\x1d\n\x15min_registry_revision\x18\t \x01(\x04\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_timeout_ms\"\xa0\x01\n\x0eInvokeResponse\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.nanofaas.v1.ExecutionState\x12$\n\x06output\x18\x03 \x01(\x0b\x32\x14.nanofaas.v1.Payload\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.nanofaas.v1.ErrorInfo\"T\n\x0f\x45nqueueResponse\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.nanofaas.v1.ExecutionState\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"\xaa\x01\n\x18\x43ompleteExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.nanofaas.v1.ExecutionState\x12$\n\x06output\x18\x03 \x01(\x0b\x32\x14.nanofaas.v1.Payload\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.nanofaas.v1.ErrorInfo\"\x1b\n\x19\x43ompleteExecutionResponse2\x8e\x03\n\tScheduler\x12\x41\n\x06Invoke\x12\x1a.nanofaas.v1.InvokeRequest\x1a\x1b.nanofaas.v1.InvokeResponse\x12\x43\n\x07\x45nqueue\x12\x1a.nanofaas.v1.InvokeRequest\x1a\x1c.nanofaas.v1.EnqueueResponse\x12N\n\x0cGetExecution\x12 .nanofaas.v1.GetExecutionRequest\x1a\x1c.nanofaas.v1.ExecutionStatus\x12\x62\n\x11\x43ompleteExecution\x12%.nanofaas.v1.CompleteExecutionRequest\x1a&.nanofaas.v1.CompleteExecutionResponse\x12\x45\n\x06Stream\x12\x1a.nanofaas.v1.StreamRequest\x1a\x1b.nanofaas.v1.StreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bnanofaas/v1/scheduler.proto\x12\x0bnanofaas.v1\x1a\x17nanofaas/v1/types.proto\"]\n\x0b\x43\x61llbackDue\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x12\x0b\n\x03url\x18\x02 \x01(\t\x12,\n\x06status\x18\x03 \x01(\x0b\x32\x1c.nanofaas.v1.ExecutionStatus\"\"\n\x0b\x43\x61llbackAck\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\"\xc5\x01\n\rStreamRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12,\n\x06invoke\x18\x02 \x01(\x0b\x32\x1a.nanofaas.v1.InvokeRequestH\x00\x12-\n\x07\x65nqueue\x18\x03 \x01(\x0b\x32\x1a.nanofaas.v1.InvokeRequestH\x00\x12)\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x17.nanofaas.v1.CancelCallH\x00\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x05 \x01(\rB\x06\n\x04\x63\x61ll\"\x0c\n\nCancelCall\"\xb4\x01\n\x0eStreamResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12-\n\x06invoke\x18\x02 \x01(\x0b\x32\x1b.nanofaas.v1.InvokeResponseH\x00\x12/\n\x07\x65nqueue\x18\x03 \x01(\x0b\x32\x1c.nanofaas.v1.EnqueueResponseH\x00\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.nanofaas.v1.CallErrorH\x00\x42\x08\n\x06result\"\x93\x01\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x36\n\x08metadata\x18\x03 \x03(\x0b\x32$.nanofaas.v1.CallError.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd5\x02\n\rInvokeRequest\x12\x15\n\rfunction_name\x18\x01 \x01(\t\x12#\n\x05input\x18\x02 \x01(\x0b\x32\x14.nanofaas.v1.Payload\x12:\n\x08metadata\x18\x03 \x03(\x0b\x32(.nanofaas.v1.InvokeRequest.MetadataEntry\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x13\n\x0btraceparent\x18\x06 \x01(\t\x12\x17\n\ntimeout_ms\x18\x07 \x01(\x03H\x00\x88\x01\x01\x12\x14\n\x0c\x63\x61llback_url\x18\x08 \x01(\t\x12\x1d\n\x15min_registry_revision\x18\t \x01(\x04\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_timeout_ms\"\xa0\x01\n\x0eInvokeResponse\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.nanofaas.v1.ExecutionState\x12$\n\x06output\x18\x03 \x01(\x0b\x32\x14.nanofaas.v1.Payload\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.nanofaas.v1.ErrorInfo\"T\n\x0f\x45nqueueResponse\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.nanofaas.v1.ExecutionState\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"\xbb\x01\n\x18\x43ompleteExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.nanofaas.v1.ExecutionState\x12$\n\x06output\x18\x03 \x01(\x0b\x32\x14.nanofaas.v1.Payload\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.nanofaas.v1.ErrorInfo\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\"-\n\x19\x43ompleteExecutionResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x32\xd3\x03\n\tScheduler\x12\x41\n\x06Invoke\x12\x1a.nanofaas.v1.InvokeRequest\x1a\x1b.nanofaas.v1.InvokeResponse\x12\x43\n\x07\x45nqueue\x12\x1a.nanofaas.v1.InvokeRequest\x1a\x1c.nanofaas.v1.EnqueueResponse\x12N\n\x0cGetExecution\x12 .nanofaas.v1.GetExecutionRequest\x1a\x1c.nanofaas.v1.ExecutionStatus\x12\x62\n\x11\x43ompleteExecution\x12%.nanofaas.v1.CompleteExecutionRequest\x1a&.nanofaas.v1.CompleteExecutionResponse\x12\x45\n\x06Stream\x12\x1a.nanofaas.v1.StreamRequest\x1a\x1b.nanofaas.v1.StreamResponse(\x01\x30\x01\x12\x43\n\tCallbacks\x12\x18.nanofaas.v1.CallbackAck\x1a\x18.nanofaas.v1.CallbackDue(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,30 +36,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CALLERROR_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_INVOKEREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_INVOKEREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_STREAMREQUEST']._serialized_start=70
-  _globals['_STREAMREQUEST']._serialized_end=267
-  _globals['_CANCELCALL']._serialized_start=269
-  _globals['_CANCELCALL']._serialized_end=281
-  _globals['_STREAMRESPONSE']._serialized_start=284
-  _globals['_STREAMRESPONSE']._serialized_end=464
-  _globals['_CALLERROR']._serialized_start=467
-  _globals['_CALLERROR']._serialized_end=614
-  _globals['_CALLERROR_METADATAENTRY']._serialized_start=567
-  _globals['_CALLERROR_METADATAENTRY']._serialized_end=614
-  _globals['_INVOKEREQUEST']._serialized_start=617
-  _globals['_INVOKEREQUEST']._serialized_end=958
-  _globals['_INVOKEREQUEST_METADATAENTRY']._serialized_start=567
-  _globals['_INVOKEREQUEST_METADATAENTRY']._serialized_end=614
-  _globals['_INVOKERESPONSE']._serialized_start=961
-  _globals['_INVOKERESPONSE']._serialized_end=1121
-  _globals['_ENQUEUERESPONSE']._serialized_start=1123
-  _globals['_ENQUEUERESPONSE']._serialized_end=1207
-  _globals['_GETEXECUTIONREQUEST']._serialized_start=1209
-  _globals['_GETEXECUTIONREQUEST']._serialized_end=1252
-  _globals['_COMPLETEEXECUTIONREQUEST']._serialized_start=1255
-  _globals['_COMPLETEEXECUTIONREQUEST']._serialized_end=1425
-  _globals['_COMPLETEEXECUTIONRESPONSE']._serialized_start=1427
-  _globals['_COMPLETEEXECUTIONRESPONSE']._serialized_end=1454
-  _globals['_SCHEDULER']._serialized_start=1457
-  _globals['_SCHEDULER']._serialized_end=1855
+  _globals['_CALLBACKDUE']._serialized_start=69
+  _globals['_CALLBACKDUE']._serialized_end=162
+  _globals['_CALLBACKACK']._serialized_start=164
+  _globals['_CALLBACKACK']._serialized_end=198
+  _globals['_STREAMREQUEST']._serialized_start=201
+  _globals['_STREAMREQUEST']._serialized_end=398
+  _globals['_CANCELCALL']._serialized_start=400
+  _globals['_CANCELCALL']._serialized_end=412
+  _globals['_STREAMRESPONSE']._serialized_start=415
+  _globals['_STREAMRESPONSE']._serialized_end=595
+  _globals['_CALLERROR']._serialized_start=598
+  _globals['_CALLERROR']._serialized_end=745
+  _globals['_CALLERROR_METADATAENTRY']._serialized_start=698
+  _globals['_CALLERROR_METADATAENTRY']._serialized_end=745
+  _globals['_INVOKEREQUEST']._serialized_start=748
+  _globals['_INVOKEREQUEST']._serialized_end=1089
+  _globals['_INVOKEREQUEST_METADATAENTRY']._serialized_start=698
+  _globals['_INVOKEREQUEST_METADATAENTRY']._serialized_end=745
+  _globals['_INVOKERESPONSE']._serialized_start=1092
+  _globals['_INVOKERESPONSE']._serialized_end=1252
+  _globals['_ENQUEUERESPONSE']._serialized_start=1254
+  _globals['_ENQUEUERESPONSE']._serialized_end=1338
+  _globals['_GETEXECUTIONREQUEST']._serialized_start=1340
+  _globals['_GETEXECUTIONREQUEST']._serialized_end=1383
+  _globals['_COMPLETEEXECUTIONREQUEST']._serialized_start=1386
+  _globals['_COMPLETEEXECUTIONREQUEST']._serialized_end=1573
+  _globals['_COMPLETEEXECUTIONRESPONSE']._serialized_start=1575
+  _globals['_COMPLETEEXECUTIONRESPONSE']._serialized_end=1620
+  _globals['_SCHEDULER']._serialized_start=1623
+  _globals['_SCHEDULER']._serialized_end=2090
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,51 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class CallbackDue(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    delivery_id: _builtins.int
+    url: _builtins.str
+    @_builtins.property
+    def status(self) -> _types_pb2.ExecutionStatus: ...
+    def __init__(
+        self,
+        *,
+        delivery_id: _builtins.int = ...,
+        url: _builtins.str = ...,
+        status: _types_pb2.ExecutionStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_id", b"delivery_id", "status", b"status", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallbackDue: _TypeAlias = CallbackDue  # noqa: Y015
+
+@_typing.final
+class CallbackAck(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_ID_FIELD_NUMBER: _builtins.int
+    delivery_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        delivery_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_id", b"delivery_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallbackAck: _TypeAlias = CallbackAck  # noqa: Y015
+
+@_typing.final
 class StreamRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -197,7 +242,9 @@ class InvokeRequest(_message.Message):
     traceparent: _builtins.str
     """W3C traceparent of the caller, if any."""
     timeout_ms: _builtins.int
-    """Caller's timeout (X-Timeout-Ms); it only lowers the function's timeout."""
+    """Caller's timeout (X-Timeout-Ms); it only lowers the function's timeout.
+    Checked against the registry's Limits.max_timeout_ms.
+    """
     callback_url: _builtins.str
     """Where to POST the ExecutionStatus when the execution ends (enqueue only)."""
     min_registry_revision: _builtins.int
@@ -312,9 +359,14 @@ class CompleteExecutionRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     status: _types_pb2.ExecutionState.ValueType
     """SUCCESS with output, or ERROR with error."""
+    attempt: _builtins.int
+    """The attempt being reported (the runtime got it with the invocation).
+    0 = unfenced: whatever the execution is doing now (a queued execution ends).
+    """
     @_builtins.property
     def output(self) -> _types_pb2.Payload: ...
     @_builtins.property
@@ -326,10 +378,11 @@ class CompleteExecutionRequest(_message.Message):
         status: _types_pb2.ExecutionState.ValueType = ...,
         output: _types_pb2.Payload | None = ...,
         error: _types_pb2.ErrorInfo | None = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "execution_id", b"execution_id", "output", b"output", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "execution_id", b"execution_id", "output", b"output", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -339,12 +392,17 @@ Global___CompleteExecutionRequest: _TypeAlias = CompleteExecutionRequest  # noqa
 class CompleteExecutionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.bool
+    """False when the report was ignored: a stale attempt, or the execution had already ended."""
     def __init__(
         self,
+        *,
+        accepted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -60,6 +60,11 @@ class SchedulerStub:
                 request_serializer=nanofaas_dot_v1_dot_scheduler__pb2.StreamRequest.SerializeToString,
                 response_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.StreamResponse.FromString,
                 _registered_method=True)
+        self.Callbacks = channel.stream_stream(
+                '/nanofaas.v1.Scheduler/Callbacks',
+                request_serializer=nanofaas_dot_v1_dot_scheduler__pb2.CallbackAck.SerializeToString,
+                response_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.CallbackDue.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -91,8 +96,10 @@ class SchedulerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CompleteExecution(self, request, context):
-        """A runtime's callback with the result of an execution. Idempotent: a
-        completion for an execution that has already ended is ignored.
+        """A runtime's report of how one attempt of an execution ended. It ends the
+        attempt through the same path as an in-band result (retries, metrics and
+        tracing apply). Idempotent: a report for an attempt that is no longer
+        current, or for an execution that has ended, is ignored (accepted=false).
         Errors: NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -105,6 +112,16 @@ class SchedulerServicer:
         Every request carries a call id that its one response echoes; responses
         come in completion order. A per-call failure is a CallError, never the
         end of the stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Callbacks(self, request_iterator, context):
+        """Completion callbacks (InvokeRequest.callback_url) due for delivery. The
+        gateway, which owns the REST shape of an execution, subscribes, POSTs each
+        one and acknowledges it (delivered or given up). A delivery not
+        acknowledged when its stream ends is offered again to the next subscriber.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -137,6 +154,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.StreamRequest.FromString,
                     response_serializer=nanofaas_dot_v1_dot_scheduler__pb2.StreamResponse.SerializeToString,
+            ),
+            'Callbacks': grpc.stream_stream_rpc_method_handler(
+                    servicer.Callbacks,
+                    request_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.CallbackAck.FromString,
+                    response_serializer=nanofaas_dot_v1_dot_scheduler__pb2.CallbackDue.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,6 +296,33 @@ class Scheduler:
             '/nanofaas.v1.Scheduler/Stream',
             nanofaas_dot_v1_dot_scheduler__pb2.StreamRequest.SerializeToString,
             nanofaas_dot_v1_dot_scheduler__pb2.StreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Callbacks(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/nanofaas.v1.Scheduler/Callbacks',
+            nanofaas_dot_v1_dot_scheduler__pb2.CallbackAck.SerializeToString,
+            nanofaas_dot_v1_dot_scheduler__pb2.CallbackDue.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,8 +44,10 @@ class SchedulerStub:
     GetExecution: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetExecutionRequest, _types_pb2.ExecutionStatus]
     """Errors: NOT_FOUND."""
     CompleteExecution: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CompleteExecutionRequest, _scheduler_pb2.CompleteExecutionResponse]
-    """A runtime's callback with the result of an execution. Idempotent: a
-    completion for an execution that has already ended is ignored.
+    """A runtime's report of how one attempt of an execution ended. It ends the
+    attempt through the same path as an in-band result (retries, metrics and
+    tracing apply). Idempotent: a report for an attempt that is no longer
+    current, or for an execution that has ended, is ignored (accepted=false).
     Errors: NOT_FOUND.
     """
     Stream: _grpc.StreamStreamMultiCallable[_scheduler_pb2.StreamRequest, _scheduler_pb2.StreamResponse]
@@ -54,6 +56,12 @@ class SchedulerStub:
     Every request carries a call id that its one response echoes; responses
     come in completion order. A per-call failure is a CallError, never the
     end of the stream.
+    """
+    Callbacks: _grpc.StreamStreamMultiCallable[_scheduler_pb2.CallbackAck, _scheduler_pb2.CallbackDue]
+    """Completion callbacks (InvokeRequest.callback_url) due for delivery. The
+    gateway, which owns the REST shape of an execution, subscribes, POSTs each
+    one and acknowledges it (delivered or given up). A delivery not
+    acknowledged when its stream ends is offered again to the next subscriber.
     """
 
 @_typing.type_check_only
@@ -71,8 +79,10 @@ class SchedulerAsyncStub(SchedulerStub):
     GetExecution: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetExecutionRequest, _types_pb2.ExecutionStatus]  # type: ignore[assignment]
     """Errors: NOT_FOUND."""
     CompleteExecution: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CompleteExecutionRequest, _scheduler_pb2.CompleteExecutionResponse]  # type: ignore[assignment]
-    """A runtime's callback with the result of an execution. Idempotent: a
-    completion for an execution that has already ended is ignored.
+    """A runtime's report of how one attempt of an execution ended. It ends the
+    attempt through the same path as an in-band result (retries, metrics and
+    tracing apply). Idempotent: a report for an attempt that is no longer
+    current, or for an execution that has ended, is ignored (accepted=false).
     Errors: NOT_FOUND.
     """
     Stream: _aio.StreamStreamMultiCallable[_scheduler_pb2.StreamRequest, _scheduler_pb2.StreamResponse]  # type: ignore[assignment]
@@ -81,6 +91,12 @@ class SchedulerAsyncStub(SchedulerStub):
     Every request carries a call id that its one response echoes; responses
     come in completion order. A per-call failure is a CallError, never the
     end of the stream.
+    """
+    Callbacks: _aio.StreamStreamMultiCallable[_scheduler_pb2.CallbackAck, _scheduler_pb2.CallbackDue]  # type: ignore[assignment]
+    """Completion callbacks (InvokeRequest.callback_url) due for delivery. The
+    gateway, which owns the REST shape of an execution, subscribes, POSTs each
+    one and acknowledges it (delivered or given up). A delivery not
+    acknowledged when its stream ends is offered again to the next subscriber.
     """
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
@@ -119,8 +135,10 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         request: _scheduler_pb2.CompleteExecutionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.CompleteExecutionResponse, _abc.Awaitable[_scheduler_pb2.CompleteExecutionResponse]]:
-        """A runtime's callback with the result of an execution. Idempotent: a
-        completion for an execution that has already ended is ignored.
+        """A runtime's report of how one attempt of an execution ended. It ends the
+        attempt through the same path as an in-band result (retries, metrics and
+        tracing apply). Idempotent: a report for an attempt that is no longer
+        current, or for an execution that has ended, is ignored (accepted=false).
         Errors: NOT_FOUND.
         """
 
@@ -135,6 +153,18 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         Every request carries a call id that its one response echoes; responses
         come in completion order. A per-call failure is a CallError, never the
         end of the stream.
+        """
+
+    @_abc_1.abstractmethod
+    def Callbacks(
+        self,
+        request_iterator: _MaybeAsyncIterator[_scheduler_pb2.CallbackAck],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_scheduler_pb2.CallbackDue], _abc.AsyncIterator[_scheduler_pb2.CallbackDue]]:
+        """Completion callbacks (InvokeRequest.callback_url) due for delivery. The
+        gateway, which owns the REST shape of an execution, subscribes, POSTs each
+        one and acknowledges it (delivered or given up). A delivery not
+        acknowledged when its stream ends is offered again to the next subscriber.
         """
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

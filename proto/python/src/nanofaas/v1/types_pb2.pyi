@@ -71,6 +71,112 @@ RUNTIME_MODE_FILE: RuntimeMode.ValueType  # 3
 """Request JSON at $INPUT_FILE, output JSON at $OUTPUT_FILE."""
 Global___RuntimeMode: _TypeAlias = RuntimeMode  # noqa: Y015
 
+class _ErrorCode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERROR_CODE_UNSPECIFIED: _ErrorCode.ValueType  # 0
+    ERROR_CODE_FUNCTION_ERROR: _ErrorCode.ValueType  # 1
+    """-- how an execution ended --
+    The handler raised, or the function answered an error. Not retried.
+    """
+    ERROR_CODE_TIMEOUT: _ErrorCode.ValueType  # 2
+    """The execution ran out of its timeout (or the caller's deadline). Not retried."""
+    ERROR_CODE_CRASH: _ErrorCode.ValueType  # 3
+    """The function process died (signal, lost connection, 502/503/504). Retried."""
+    ERROR_CODE_START_FAILED: _ErrorCode.ValueType  # 4
+    """The function process could not be started or never became ready. Retried."""
+    ERROR_CODE_CANCELLED: _ErrorCode.ValueType  # 5
+    """The only caller of a sync invocation went away before it started. Not retried."""
+    ERROR_CODE_INTERNAL: _ErrorCode.ValueType  # 6
+    """A fault of the platform itself. Not retried."""
+    ERROR_CODE_UNRUNNABLE_FUNCTION: _ErrorCode.ValueType  # 7
+    """The spec names nothing this backend can run (e.g. an image without a command). Not retried."""
+    ERROR_CODE_INVALID_ENDPOINT: _ErrorCode.ValueType  # 8
+    """The endpointUrl of an ENDPOINT function cannot be called. Not retried."""
+    ERROR_CODE_FUNCTION_DELETED: _ErrorCode.ValueType  # 9
+    """The function was deleted while the execution waited in its queue. Not retried."""
+    ERROR_CODE_SHUTTING_DOWN: _ErrorCode.ValueType  # 10
+    """The scheduler stopped before the execution could run or end. Not retried."""
+    ERROR_CODE_INVALID_ARGUMENT: _ErrorCode.ValueType  # 20
+    """-- why a request was refused (REST and gRPC) --
+    A value breaks a rule; the message starts with the field name. HTTP 400.
+    """
+    ERROR_CODE_VALIDATION_ERROR: _ErrorCode.ValueType  # 21
+    """The body does not have the shape of the schema (type errors). HTTP 422."""
+    ERROR_CODE_NOT_FOUND: _ErrorCode.ValueType  # 22
+    """HTTP 404."""
+    ERROR_CODE_ALREADY_EXISTS: _ErrorCode.ValueType  # 23
+    """HTTP 409."""
+    ERROR_CODE_METHOD_NOT_ALLOWED: _ErrorCode.ValueType  # 24
+    """HTTP 405."""
+    ERROR_CODE_PAYLOAD_TOO_LARGE: _ErrorCode.ValueType  # 25
+    """HTTP 413."""
+    ERROR_CODE_UNSUPPORTED_MEDIA_TYPE: _ErrorCode.ValueType  # 26
+    """HTTP 415."""
+    ERROR_CODE_RESOURCE_EXHAUSTED: _ErrorCode.ValueType  # 27
+    """Admission refused (queue full, rate limit, expected wait); HTTP 429 + Retry-After."""
+    ERROR_CODE_UNAVAILABLE: _ErrorCode.ValueType  # 28
+    """A service is not reachable or not ready. HTTP 503."""
+    ERROR_CODE_INVALID_REQUEST: _ErrorCode.ValueType  # 29
+    """A function process refused a malformed invocation request (function protocol, HTTP 400)."""
+
+class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
+    """Every error code the platform produces, in execution errors (ErrorInfo.code)
+    and in REST error bodies ({"error": {"code": ...}}). On the wire a code is
+    the value's name without the ERROR_CODE_ prefix. "Retried" says whether the
+    scheduler makes another attempt (up to the function's maxRetries).
+    """
+
+ERROR_CODE_UNSPECIFIED: ErrorCode.ValueType  # 0
+ERROR_CODE_FUNCTION_ERROR: ErrorCode.ValueType  # 1
+"""-- how an execution ended --
+The handler raised, or the function answered an error. Not retried.
+"""
+ERROR_CODE_TIMEOUT: ErrorCode.ValueType  # 2
+"""The execution ran out of its timeout (or the caller's deadline). Not retried."""
+ERROR_CODE_CRASH: ErrorCode.ValueType  # 3
+"""The function process died (signal, lost connection, 502/503/504). Retried."""
+ERROR_CODE_START_FAILED: ErrorCode.ValueType  # 4
+"""The function process could not be started or never became ready. Retried."""
+ERROR_CODE_CANCELLED: ErrorCode.ValueType  # 5
+"""The only caller of a sync invocation went away before it started. Not retried."""
+ERROR_CODE_INTERNAL: ErrorCode.ValueType  # 6
+"""A fault of the platform itself. Not retried."""
+ERROR_CODE_UNRUNNABLE_FUNCTION: ErrorCode.ValueType  # 7
+"""The spec names nothing this backend can run (e.g. an image without a command). Not retried."""
+ERROR_CODE_INVALID_ENDPOINT: ErrorCode.ValueType  # 8
+"""The endpointUrl of an ENDPOINT function cannot be called. Not retried."""
+ERROR_CODE_FUNCTION_DELETED: ErrorCode.ValueType  # 9
+"""The function was deleted while the execution waited in its queue. Not retried."""
+ERROR_CODE_SHUTTING_DOWN: ErrorCode.ValueType  # 10
+"""The scheduler stopped before the execution could run or end. Not retried."""
+ERROR_CODE_INVALID_ARGUMENT: ErrorCode.ValueType  # 20
+"""-- why a request was refused (REST and gRPC) --
+A value breaks a rule; the message starts with the field name. HTTP 400.
+"""
+ERROR_CODE_VALIDATION_ERROR: ErrorCode.ValueType  # 21
+"""The body does not have the shape of the schema (type errors). HTTP 422."""
+ERROR_CODE_NOT_FOUND: ErrorCode.ValueType  # 22
+"""HTTP 404."""
+ERROR_CODE_ALREADY_EXISTS: ErrorCode.ValueType  # 23
+"""HTTP 409."""
+ERROR_CODE_METHOD_NOT_ALLOWED: ErrorCode.ValueType  # 24
+"""HTTP 405."""
+ERROR_CODE_PAYLOAD_TOO_LARGE: ErrorCode.ValueType  # 25
+"""HTTP 413."""
+ERROR_CODE_UNSUPPORTED_MEDIA_TYPE: ErrorCode.ValueType  # 26
+"""HTTP 415."""
+ERROR_CODE_RESOURCE_EXHAUSTED: ErrorCode.ValueType  # 27
+"""Admission refused (queue full, rate limit, expected wait); HTTP 429 + Retry-After."""
+ERROR_CODE_UNAVAILABLE: ErrorCode.ValueType  # 28
+"""A service is not reachable or not ready. HTTP 503."""
+ERROR_CODE_INVALID_REQUEST: ErrorCode.ValueType  # 29
+"""A function process refused a malformed invocation request (function protocol, HTTP 400)."""
+Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
+
 class _ExecutionState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -166,6 +272,10 @@ class FunctionSpec(_message.Message):
     image: _builtins.str
     runtime_command: _builtins.str
     timeout_ms: _builtins.int
+    """Bounded fields are signed and 64-bit so that any integer a caller sends
+    reaches the registry, the one place that checks limits: the same bad
+    value always gets the same answer, whatever its size.
+    """
     concurrency: _builtins.int
     queue_size: _builtins.int
     max_retries: _builtins.int
@@ -271,7 +381,7 @@ class ErrorInfo(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     code: _builtins.str
-    """FUNCTION_ERROR, TIMEOUT, INFRA_ERROR, FUNCTION_DELETED, SHUTTING_DOWN, ..."""
+    """An ErrorCode value's name without its ERROR_CODE_ prefix, e.g. "FUNCTION_ERROR"."""
     message: _builtins.str
     def __init__(
         self,
