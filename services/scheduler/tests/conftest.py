@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from nanofaas.v1 import types_pb2
+from nanofaas_scheduler.core.execution import Request
+from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver
 
 
 def make_spec(name: str = "fn", **overrides: Any) -> types_pb2.FunctionSpec:
@@ -20,3 +23,41 @@ def make_spec(name: str = "fn", **overrides: Any) -> types_pb2.FunctionSpec:
     }
     fields.update(overrides)
     return types_pb2.FunctionSpec(**fields)  # type: ignore[arg-type]
+
+
+def make_attempt(
+    spec: types_pb2.FunctionSpec,
+    data: bytes = b"null",
+    *,
+    content_type: str = "application/json",
+    number: int = 1,
+    timeout: float = 20.0,
+    execution_id: str = "",
+    trace_id: str = "t-1",
+) -> Attempt:
+    """One attempt as the scheduler hands it to a backend."""
+    return Attempt(
+        execution_id=execution_id or f"e-{time.monotonic_ns()}",
+        function_name=spec.name,
+        spec=spec,
+        request=Request(data, content_type, {}),
+        number=number,
+        deadline_epoch=time.time() + timeout,
+        timeout=timeout,
+        timeout_ms=int(timeout * 1000),
+        trace_id=trace_id,
+    )
+
+
+class RecordingObserver(BackendObserver):
+    """Keeps every backend event, for assertions."""
+
+    def __init__(self) -> None:
+        self.cold_starts: list[tuple[str, float]] = []
+        self.replicas: dict[str, int] = {}
+
+    def cold_start(self, function: str, seconds: float) -> None:
+        self.cold_starts.append((function, seconds))
+
+    def replicas_changed(self, function: str, replicas: int) -> None:
+        self.replicas[function] = replicas

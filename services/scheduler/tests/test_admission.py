@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from nanofaas_runtime.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.core.errors import Rejected
 from nanofaas_scheduler.core.execution import Request
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.core.scheduler import Scheduler, Submission
-from nanofaas_scheduler.dispatch.base import Invocation
+from nanofaas_scheduler.dispatch.base import Attempt
 from nanofaas_scheduler.dispatch.stub import StubDispatcher
 from nanofaas_scheduler.policies.rate_limit import TokenBucket
 from nanofaas_scheduler.policies.wait_estimate import WaitEstimator
@@ -60,7 +60,7 @@ def submission(sync: bool, timeout_ms: int | None = None) -> Submission:
 async def test_sync_call_that_cannot_finish_in_time_is_rejected_early() -> None:
     release = asyncio.Event()
 
-    async def slow(invocation: Invocation) -> Outcome:
+    async def slow(invocation: Attempt) -> Outcome:
         await release.wait()
         return Outcome(kind=OutcomeKind.SUCCESS, output=b"1")
 

@@ -10,9 +10,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from nanofaas_runtime.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.callbacks import CallbackSender
 from nanofaas_scheduler.core.execution import Execution, Request
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 
 
 class Receiver:

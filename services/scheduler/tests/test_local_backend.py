@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,12 @@ import orjson
 import pytest
 
 from nanofaas.v1 import types_pb2
-from nanofaas_runtime.outcome import OutcomeKind
-from nanofaas_scheduler.core.execution import Execution, Request
-from nanofaas_scheduler.dispatch.base import Invocation
+from nanofaas_scheduler.core.outcome import OutcomeKind
+from nanofaas_scheduler.dispatch.base import Attempt
 from nanofaas_scheduler.dispatch.local import LocalBackend
 from nanofaas_scheduler.dispatch.local.command import argv_for, is_runtime_image
 
-from .conftest import make_spec
+from .conftest import RecordingObserver, make_attempt, make_spec
 
 HANDLER = """
 import os, time
@@ -37,15 +35,8 @@ def handler_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def invocation(spec: types_pb2.FunctionSpec, value: object, timeout: float = 20.0) -> Invocation:
-    execution = Execution(
-        id=f"e-{time.monotonic_ns()}",
-        function_name=spec.name,
-        request=Request(orjson.dumps(value), "application/json", {}),
-        trace_id="t-1",
-        timeout_ms=int(timeout * 1000),
-    )
-    return Invocation(execution, spec, 1, deadline_epoch=time.time() + timeout, timeout=timeout)
+def invocation(spec: types_pb2.FunctionSpec, value: object, timeout: float = 20.0) -> Attempt:
+    return make_attempt(spec, orjson.dumps(value), timeout=timeout)
 
 
 def runtime_spec(handler_dir: Path, **fields: Any) -> types_pb2.FunctionSpec:
@@ -74,7 +65,7 @@ async def test_job_uses_a_fresh_process_each_time(handler_dir: Path) -> None:
     outputs = [orjson.loads(outcome.output) for outcome in outcomes]
     assert [out["input"] for out in outputs] == [0, 1, 2, 3]
     assert len({out["pid"] for out in outputs}) == 4
-    assert [out["execution"] for out in outputs] == [i.execution.id for i in invocations]
+    assert [out["execution"] for out in outputs] == [i.execution_id for i in invocations]
     assert all(out["trace"] == "t-1" for out in outputs)
     for out in outputs:  # every process, the standby started ahead included, is gone
         with pytest.raises(ProcessLookupError):
@@ -83,12 +74,14 @@ async def test_job_uses_a_fresh_process_each_time(handler_dir: Path) -> None:
 
 async def test_warm_pool_reuses_and_replaces_dead_replica(handler_dir: Path) -> None:
     backend = LocalBackend()
+    events = RecordingObserver()
+    backend.attach(events)
     spec = runtime_spec(handler_dir, execution_mode=types_pb2.EXECUTION_MODE_WARM, concurrency=1)
     try:
         first = orjson.loads((await backend.dispatch(invocation(spec, 1))).output)
         second = orjson.loads((await backend.dispatch(invocation(spec, 2))).output)
         assert first["pid"] == second["pid"]
-        assert backend.replicas(spec.name) == 1
+        assert events.replicas[spec.name] == 1
         os.kill(first["pid"], signal.SIGKILL)
         outcome = await backend.dispatch(invocation(spec, 3))
         if outcome.kind is OutcomeKind.CRASH:  # died between health and request: the scheduler retries
@@ -96,7 +89,7 @@ async def test_warm_pool_reuses_and_replaces_dead_replica(handler_dir: Path) -> 
         third = orjson.loads(outcome.output)
         assert third["pid"] != first["pid"]
         await backend.function_removed(spec.name)
-        assert backend.replicas(spec.name) == 0
+        assert events.replicas[spec.name] == 0
     finally:
         await backend.close()
 

@@ -8,14 +8,19 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from nanofaas_runtime.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.core.errors import Rejected
 from nanofaas_scheduler.core.execution import Request
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.core.scheduler import Scheduler, Submission
-from nanofaas_scheduler.dispatch.base import Invocation
+from nanofaas_scheduler.dispatch.base import Attempt
 from nanofaas_scheduler.dispatch.stub import StubDispatcher
-from nanofaas_scheduler.observability.metrics import LaneGauges, MeteredDispatcher, SchedulerMetrics
-from nanofaas_scheduler.observability.tracing import TracingDispatcher, make_provider, mark_cold_start
+from nanofaas_scheduler.observability.metrics import (
+    BackendMetrics,
+    LaneGauges,
+    MeteredDispatcher,
+    SchedulerMetrics,
+)
+from nanofaas_scheduler.observability.tracing import ColdStartMarker, TracingDispatcher, make_provider
 from nanofaas_scheduler.policies.retry import RetryPolicy
 
 from .conftest import make_spec
@@ -28,11 +33,11 @@ OUTCOMES = {
 }
 
 
-async def scripted(invocation: Invocation) -> Outcome:
+async def scripted(invocation: Attempt) -> Outcome:
     """The input names the outcome; "flaky" crashes on its first attempt only."""
-    word = invocation.execution.request.data.decode().strip('"')
+    word = invocation.request.data.decode().strip('"')
     if word == "flaky":
-        return OUTCOMES["crash"] if invocation.attempt == 1 else OUTCOMES["ok"]
+        return OUTCOMES["crash"] if invocation.number == 1 else OUTCOMES["ok"]
     return OUTCOMES[word]
 
 
@@ -75,7 +80,7 @@ async def test_counters_and_histograms_match_what_happened() -> None:
     assert value("function_inflight") == 0
     assert value("function_warm_pool_size") == 3
 
-    metrics.cold_started("fn", 0.08)
+    BackendMetrics(metrics).cold_start("fn", 0.08)
     assert value("function_cold_start_seconds_count") == 1
     metrics.forget("fn")
     metrics.forget("tiny")
@@ -88,12 +93,12 @@ async def test_counters_and_histograms_match_what_happened() -> None:
 async def test_spans_form_one_trace_under_the_callers_span() -> None:
     exporter = InMemorySpanExporter()
     provider = make_provider(exporter)
-    seen: list[Invocation] = []
+    seen: list[Attempt] = []
 
-    async def record(invocation: Invocation) -> Outcome:
+    async def record(invocation: Attempt) -> Outcome:
         seen.append(invocation)
-        mark_cold_start(invocation.spec.name, 0.05)
-        return OUTCOMES["ok"] if invocation.attempt > 1 else OUTCOMES["crash"]
+        ColdStartMarker().cold_start(invocation.spec.name, 0.05)
+        return OUTCOMES["ok"] if invocation.number > 1 else OUTCOMES["crash"]
 
     tracer = provider.get_tracer("test")
     with tracer.start_as_current_span("caller") as caller:

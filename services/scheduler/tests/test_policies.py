@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import random
 
-from nanofaas_runtime.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.core.execution import Execution, Request
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.core.store import ExecutionStore
 from nanofaas_scheduler.policies.idempotency import IdempotencyIndex
 from nanofaas_scheduler.policies.retry import RetryPolicy

@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import pytest
 
-from nanofaas_runtime.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.core.errors import Rejected, ShuttingDown
 from nanofaas_scheduler.core.execution import Request, State
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.core.scheduler import Scheduler, Submission
-from nanofaas_scheduler.dispatch.base import Invocation
+from nanofaas_scheduler.dispatch.base import Attempt
 from nanofaas_scheduler.dispatch.stub import StubDispatcher
 from nanofaas_scheduler.policies.retry import RetryPolicy
 
@@ -36,8 +36,8 @@ class Gate:
         self.order: list[str] = []
         self.started = asyncio.Condition()
 
-    async def __call__(self, invocation: Invocation) -> Outcome:
-        self.order.append(invocation.execution.id)
+    async def __call__(self, invocation: Attempt) -> Outcome:
+        self.order.append(invocation.execution_id)
         self.running += 1
         self.peak = max(self.peak, self.running)
         async with self.started:
@@ -53,10 +53,10 @@ class Gate:
             await self.started.wait_for(lambda: self.running >= n)
 
 
-def scripted(*outcomes: Outcome) -> Callable[[Invocation], asyncio.Future[Outcome]]:
+def scripted(*outcomes: Outcome) -> Callable[[Attempt], asyncio.Future[Outcome]]:
     queue = list(outcomes)
 
-    async def behaviour(invocation: Invocation) -> Outcome:
+    async def behaviour(invocation: Attempt) -> Outcome:
         return queue.pop(0) if len(queue) > 1 else queue[0]
 
     return behaviour  # type: ignore[return-value]
@@ -129,7 +129,7 @@ async def test_function_error_is_never_retried() -> None:
 
 
 async def test_timeout_is_reported_and_not_retried() -> None:
-    async def hang(invocation: Invocation) -> Outcome:
+    async def hang(invocation: Attempt) -> Outcome:
         await asyncio.sleep(invocation.timeout)
         return Outcome(kind=OutcomeKind.TIMEOUT, error_code="TIMEOUT", message="late")
 
@@ -218,11 +218,11 @@ async def test_external_completion_wins_once() -> None:
     running, _ = scheduler.submit(spec, submission())
     queued, _ = scheduler.submit(spec, submission())
     await gate.wait_running(1)
-    assert scheduler.complete(queued.id, Outcome(kind=OutcomeKind.SUCCESS, output=b"42"))
+    assert scheduler.complete(queued.id, 0, Outcome(kind=OutcomeKind.SUCCESS, output=b"42")) is True
     assert queued.state is State.SUCCESS and queued.output == b"42"
-    assert scheduler.complete(queued.id, FAIL)
+    assert scheduler.complete(queued.id, 0, FAIL) is False  # already ended: ignored
     assert queued.state is State.SUCCESS
-    assert not scheduler.complete("missing", OK)
+    assert scheduler.complete("missing", 0, OK) is None
     gate.release.set()
     await running.done.wait()
     assert gate.order == [running.id]

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nanofaas_runtime.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.core.errors import Rejected
 from nanofaas_scheduler.core.execution import Execution, Request
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.core.scheduler import Scheduler, Submission
-from nanofaas_scheduler.dispatch.base import Invocation
+from nanofaas_scheduler.dispatch.base import Attempt
 from nanofaas_scheduler.dispatch.stub import StubDispatcher
 from nanofaas_scheduler.policies.retry import RetryPolicy
 
@@ -41,20 +41,20 @@ operations = st.lists(st.one_of(submit_op, resolve_op, cancel_op, complete_op), 
 
 @dataclass
 class Model:
-    pending: list[tuple[Invocation, asyncio.Future[Outcome]]] = field(default_factory=list)
+    pending: list[tuple[Attempt, asyncio.Future[Outcome]]] = field(default_factory=list)
     running: Counter[str] = field(default_factory=Counter)
     peak_violations: list[str] = field(default_factory=list)
     first_dispatch: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     dispatched_ids: set[str] = field(default_factory=set)
 
-    async def behaviour(self, invocation: Invocation) -> Outcome:
+    async def behaviour(self, invocation: Attempt) -> Outcome:
         name = invocation.spec.name
         self.running[name] += 1
         if self.running[name] > FUNCTIONS[name].concurrency:
             self.peak_violations.append(name)
-        if invocation.execution.id not in self.dispatched_ids:
-            self.dispatched_ids.add(invocation.execution.id)
-            self.first_dispatch[name].append(invocation.execution.id)
+        if invocation.execution_id not in self.dispatched_ids:
+            self.dispatched_ids.add(invocation.execution_id)
+            self.first_dispatch[name].append(invocation.execution_id)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.pending.append((invocation, future))
         try:
@@ -102,7 +102,7 @@ async def scenario(ops: list[tuple[object, ...]]) -> None:
             scheduler.cancel_queued(admitted[op[1] % len(admitted)])
         elif op[0] == "complete" and admitted:
             assert isinstance(op[1], int)
-            scheduler.complete(admitted[op[1] % len(admitted)].id, OUTCOMES["success"])
+            scheduler.complete(admitted[op[1] % len(admitted)].id, 0, OUTCOMES["success"])
         await settle()
     # Drain: everything still running succeeds.
     while not all(execution.done.is_set() for execution in admitted):

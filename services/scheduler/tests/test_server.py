@@ -14,9 +14,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from nanofaas.v1 import registry_pb2, registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
-from nanofaas_runtime.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.config import Settings
-from nanofaas_scheduler.dispatch.base import Invocation
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
+from nanofaas_scheduler.dispatch.base import Attempt
 from nanofaas_scheduler.dispatch.stub import StubDispatcher
 from nanofaas_scheduler.server import SchedulerServer
 
@@ -77,7 +77,7 @@ async def test_the_rpc_deadline_bounds_the_execution() -> None:
     await registry.start()
     started = asyncio.Event()
 
-    async def hang(invocation: Invocation) -> Outcome:
+    async def hang(invocation: Attempt) -> Outcome:
         started.set()
         await asyncio.sleep(invocation.timeout)
         return Outcome(kind=OutcomeKind.TIMEOUT, error_code="TIMEOUT")
@@ -112,10 +112,10 @@ async def test_stream_multiplexes_calls_errors_and_cancellation() -> None:
     await registry.start()
     release = asyncio.Event()
 
-    async def gated(invocation: Invocation) -> Outcome:
-        if invocation.execution.request.data == b'"block"':
+    async def gated(invocation: Attempt) -> Outcome:
+        if invocation.request.data == b'"block"':
             await release.wait()
-        return Outcome(kind=OutcomeKind.SUCCESS, output=invocation.execution.request.data)
+        return Outcome(kind=OutcomeKind.SUCCESS, output=invocation.request.data)
 
     settings = Settings(port=0, metrics_port=0, registry_address=f"127.0.0.1:{registry_port}")
     server = SchedulerServer(settings, StubDispatcher(gated), metrics_registry=CollectorRegistry())

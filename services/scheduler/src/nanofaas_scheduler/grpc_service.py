@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, NoReturn
 import grpc
 
 from nanofaas.v1 import scheduler_pb2, scheduler_pb2_grpc, types_pb2
-from nanofaas_runtime.outcome import Outcome, OutcomeKind
+from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.errors import Rejected, ShuttingDown
 from nanofaas_scheduler.core.execution import Execution, Request, State
+from nanofaas_scheduler.core.outcome import Outcome, crash, function_error, success
+from nanofaas_scheduler.core.outcome import timeout as timed_out
 from nanofaas_scheduler.core.scheduler import Scheduler, Submission
 from nanofaas_scheduler.observability.tracing import rpc_span
 from nanofaas_scheduler.registry_cache import FunctionCache
@@ -70,19 +72,22 @@ def _request(message: scheduler_pb2.InvokeRequest) -> Request:
 
 
 def _completion(message: scheduler_pb2.CompleteExecutionRequest) -> Outcome:
+    """A runtime's report as an Outcome, judged like the same result in-band would be.
+
+    A code the contract does not list is reported as FUNCTION_ERROR (its message kept).
+    """
     if message.status == types_pb2.EXECUTION_STATE_SUCCESS:
-        return Outcome(
-            kind=OutcomeKind.SUCCESS,
-            output=message.output.data or b"null",
-            content_type=message.output.content_type or JSON,
-        )
-    if message.status == types_pb2.EXECUTION_STATE_TIMEOUT:
-        return Outcome(kind=OutcomeKind.TIMEOUT, error_code="TIMEOUT", message=message.error.message)
-    return Outcome(
-        kind=OutcomeKind.FUNCTION_ERROR,
-        error_code=message.error.code or "FUNCTION_ERROR",
-        message=message.error.message,
-    )
+        return success(message.output.data or b"null", message.output.content_type or JSON)
+    code, text = message.error.code, message.error.message
+    if message.status == types_pb2.EXECUTION_STATE_TIMEOUT or code == codes.TIMEOUT:
+        return timed_out(text)
+    if code in (codes.CRASH, codes.START_FAILED):
+        return crash(text, code)
+    return function_error(text, code if code in _REPORTABLE else codes.FUNCTION_ERROR)
+
+
+# What a runtime may report as the code of a failed attempt (besides the crash codes above).
+_REPORTABLE = frozenset({codes.FUNCTION_ERROR, codes.code_name(types_pb2.ERROR_CODE_INVALID_REQUEST)})
 
 
 class CallFailed(Exception):
@@ -161,7 +166,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             ) from None
         except ShuttingDown as exc:
             raise CallFailed(
-                grpc.StatusCode.UNAVAILABLE, str(exc), (("x-error-code", "SHUTTING_DOWN"),)
+                grpc.StatusCode.UNAVAILABLE, str(exc), (("x-error-code", codes.SHUTTING_DOWN),)
             ) from None
 
     async def invoke(
@@ -236,9 +241,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         request: scheduler_pb2.CompleteExecutionRequest,
         context: grpc.aio.ServicerContext[object, object],
     ) -> scheduler_pb2.CompleteExecutionResponse:
-        if not self._scheduler.complete(request.execution_id, _completion(request)):
+        accepted = self._scheduler.complete(request.execution_id, request.attempt, _completion(request))
+        if accepted is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"execution '{request.execution_id}' not found")
-        return scheduler_pb2.CompleteExecutionResponse()
+        return scheduler_pb2.CompleteExecutionResponse(accepted=accepted)
 
 
 class StreamSession:

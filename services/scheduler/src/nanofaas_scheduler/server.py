@@ -16,14 +16,21 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from nanofaas.v1 import registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
 from nanofaas_scheduler.callbacks import CallbackSender
 from nanofaas_scheduler.config import Settings
+from nanofaas_scheduler.core.reports import ReportBoard
 from nanofaas_scheduler.core.scheduler import Scheduler
-from nanofaas_scheduler.dispatch.base import Dispatcher
+from nanofaas_scheduler.dispatch.base import Dispatcher, Observers
 from nanofaas_scheduler.dispatch.endpoint import EndpointDispatcher
+from nanofaas_scheduler.dispatch.out_of_band import OutOfBandCompletion
 from nanofaas_scheduler.dispatch.router import ModeRouter
 from nanofaas_scheduler.grpc_service import SchedulerService
 from nanofaas_scheduler.observability import tracing
 from nanofaas_scheduler.observability.execution_log import log_execution_end
-from nanofaas_scheduler.observability.metrics import LaneGauges, MeteredDispatcher, SchedulerMetrics
+from nanofaas_scheduler.observability.metrics import (
+    BackendMetrics,
+    LaneGauges,
+    MeteredDispatcher,
+    SchedulerMetrics,
+)
 from nanofaas_scheduler.registry_cache import FunctionCache
 
 if TYPE_CHECKING:
@@ -43,12 +50,12 @@ _SERVER_OPTIONS = [
 ]
 
 
-def build_backend(name: str) -> Dispatcher:
-    if name == "local":
+def build_backend(settings: Settings) -> Dispatcher:
+    if settings.backend == "local":
         from nanofaas_scheduler.dispatch.local import LocalBackend
 
-        return LocalBackend()
-    raise SystemExit(f"NANOFAAS_BACKEND: unknown backend {name!r} (known: local)")
+        return LocalBackend(callback_url=settings.callback_url)
+    raise SystemExit(f"NANOFAAS_BACKEND: unknown backend {settings.backend!r} (known: local)")
 
 
 class SchedulerServer:
@@ -77,27 +84,32 @@ class SchedulerServer:
         self._provider: TracerProvider | None = None
         self.scheduler: Scheduler | None = None
 
-    def _dispatcher(self, backend: Dispatcher, metrics: SchedulerMetrics) -> Dispatcher:
-        """The backend wrapped in the cross-cutting concerns, innermost first."""
-        dispatcher: Dispatcher = MeteredDispatcher(ModeRouter(backend, EndpointDispatcher()), metrics)
-        cold_start = getattr(backend, "on_cold_start", None)
-        if cold_start is not None:
-            cold_start.append(metrics.cold_started)
+    def _dispatcher(self, backend: Dispatcher, metrics: SchedulerMetrics, reports: ReportBoard) -> Dispatcher:
+        """The backend wrapped in the cross-cutting concerns, innermost first.
+
+        Out-of-band completion is innermost, so a reported outcome passes
+        through metrics and tracing exactly like an in-band one.
+        """
+        observers = Observers(BackendMetrics(metrics))
+        dispatcher: Dispatcher = OutOfBandCompletion(ModeRouter(backend, EndpointDispatcher()), reports)
+        dispatcher = MeteredDispatcher(dispatcher, metrics)
         if self._span_exporter is not None or tracing.tracing_configured():
             self._provider = tracing.make_provider(self._span_exporter)
             dispatcher = tracing.TracingDispatcher(
                 dispatcher, self._provider.get_tracer("nanofaas.scheduler")
             )
-            if cold_start is not None:
-                cold_start.append(tracing.mark_cold_start)
+            observers.add(tracing.ColdStartMarker())
+        dispatcher.attach(observers)
         return dispatcher
 
     async def start(self) -> None:
         settings = self.settings
         metrics = SchedulerMetrics(self.metrics_registry)
-        dispatcher = self._dispatcher(self._backend or build_backend(settings.backend), metrics)
+        reports = ReportBoard()
+        dispatcher = self._dispatcher(self._backend or build_backend(settings), metrics, reports)
         scheduler = self.scheduler = Scheduler(
             dispatcher,
+            reports=reports,
             idempotency_ttl_s=settings.idempotency_ttl_s,
             execution_ttl_s=settings.execution_ttl_s,
             max_executions=settings.max_executions,
@@ -107,7 +119,9 @@ class SchedulerServer:
         scheduler.on_admit.append(metrics.admitted)
         scheduler.on_reject.append(metrics.refused)
         scheduler.on_end.extend((metrics.ended, self._callbacks, log_execution_end))
-        self.metrics_registry.register(LaneGauges(scheduler.lane_stats, dispatcher.replicas))
+        self.metrics_registry.register(
+            LaneGauges(scheduler.lane_stats, lambda name: metrics.replicas.get(name, 0))
+        )
 
         async def function_changed(name: str, spec: types_pb2.FunctionSpec | None) -> None:
             await scheduler.function_changed(name, spec)

@@ -7,7 +7,8 @@ import enum
 import time
 from dataclasses import dataclass, field
 
-from nanofaas_runtime.outcome import Outcome, OutcomeKind
+from nanofaas_scheduler.core import codes
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 
 
 class State(enum.Enum):
@@ -134,6 +135,6 @@ def failure(code: str, message: str) -> Outcome:
 def timeout(timeout_ms: int) -> Outcome:
     return Outcome(
         kind=OutcomeKind.TIMEOUT,
-        error_code="TIMEOUT",
+        error_code=codes.TIMEOUT,
         message=f"execution exceeded its timeout of {timeout_ms} ms",
     )

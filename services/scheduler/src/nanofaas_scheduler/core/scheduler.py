@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nanofaas.v1 import types_pb2
-from nanofaas_runtime.outcome import Outcome
-from nanofaas_runtime.protocol import trace_id_from_traceparent
+from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.errors import Rejected, ShuttingDown
 from nanofaas_scheduler.core.execution import Execution, Request, State, failure, now_ms, timeout
 from nanofaas_scheduler.core.lane import Lane
+from nanofaas_scheduler.core.outcome import Outcome
+from nanofaas_scheduler.core.reports import ReportBoard
 from nanofaas_scheduler.core.store import ExecutionStore
-from nanofaas_scheduler.dispatch.base import Dispatcher, Invocation
+from nanofaas_scheduler.dispatch.base import Attempt, Dispatcher
 from nanofaas_scheduler.policies.idempotency import IdempotencyIndex
 from nanofaas_scheduler.policies.rate_limit import TokenBucket
 from nanofaas_scheduler.policies.retry import RetryPolicy
@@ -47,11 +48,27 @@ def new_trace_id() -> str:
     return uuid.uuid4().hex
 
 
+def trace_id_from_traceparent(value: str) -> str:
+    """The trace id of a W3C `traceparent` (version-traceid-parentid-flags), or "" if malformed."""
+    parts = value.strip().split("-")
+    if len(parts) >= 4 and len(parts[1]) == 32:
+        return parts[1].lower()
+    return ""
+
+
 class Scheduler:
+    """Owns every execution from admission to its end.
+
+    `reports` is the board through which outcomes reported from outside
+    dispatch() reach the running attempt; the dispatcher chain must contain
+    an OutOfBandCompletion on the same board (server.py builds both).
+    """
+
     def __init__(
         self,
         dispatcher: Dispatcher,
         *,
+        reports: ReportBoard | None = None,
         retry: RetryPolicy | None = None,
         idempotency_ttl_s: float = 900.0,
         execution_ttl_s: float = 900.0,
@@ -59,6 +76,7 @@ class Scheduler:
         max_per_second: float = 0.0,
     ) -> None:
         self._dispatcher = dispatcher
+        self.reports = reports or ReportBoard()
         self._retry = retry or RetryPolicy()
         self._loop = asyncio.get_running_loop()
         self.store = ExecutionStore(execution_ttl_s, max_executions, self._loop.time)
@@ -196,7 +214,7 @@ class Scheduler:
         if execution.state is not State.QUEUED or lane is None:
             return False
         self._remove_queued(lane, execution)
-        self._end(execution, failure("CANCELLED", "the caller cancelled the invocation"))
+        self._end(execution, failure(codes.CANCELLED, "the caller cancelled the invocation"))
         return True
 
     @staticmethod
@@ -219,7 +237,7 @@ class Scheduler:
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, lane: Lane, execution: Execution) -> None:
-        outcome: Outcome = failure("SHUTTING_DOWN", "the scheduler stopped before the execution ended")
+        outcome: Outcome = failure(codes.SHUTTING_DOWN, "the scheduler stopped before the execution ended")
         started = self._loop.time()
         try:
             outcome = await self._attempts(lane.spec, execution)
@@ -227,7 +245,7 @@ class Scheduler:
             pass
         except Exception as exc:
             log.exception("dispatch failed", extra={"executionId": execution.id})
-            outcome = failure("INTERNAL", f"scheduler error: {exc}")
+            outcome = failure(codes.INTERNAL, f"scheduler error: {exc}")
         finally:
             lane.inflight -= 1
             lane.estimator.record(self._loop.time() - started)
@@ -244,16 +262,23 @@ class Scheduler:
             remaining = execution.deadline - self._loop.time()
             if remaining <= 0:
                 return timeout(execution.timeout_ms)
-            invocation = Invocation(
-                execution=execution,
+            attempt = Attempt(
+                execution_id=execution.id,
+                function_name=execution.function_name,
                 spec=spec,
-                attempt=execution.attempts,
+                request=execution.request,
+                number=execution.attempts,
                 deadline_epoch=time.time() + remaining,
                 timeout=remaining,
+                timeout_ms=execution.timeout_ms,
+                trace_id=execution.caller_trace_id or execution.trace_id,
+                traceparent=execution.traceparent,
+                idempotency_key=execution.idempotency_key,
+                enqueued_at_ms=execution.enqueued_at_ms,
             )
             try:
                 async with asyncio.timeout(remaining + _DISPATCH_GRACE_S):
-                    outcome = await self._dispatcher.dispatch(invocation)
+                    outcome = await self._dispatcher.dispatch(attempt)
             except TimeoutError:
                 outcome = timeout(execution.timeout_ms)
             if execution.state.terminal or not self._retry.should_retry(
@@ -289,13 +314,24 @@ class Scheduler:
 
     # -- external events -------------------------------------------------
 
-    def complete(self, execution_id: str, outcome: Outcome) -> bool:
-        """A runtime reported the result itself (callback). False if unknown."""
+    def complete(self, execution_id: str, attempt: int, outcome: Outcome) -> bool | None:
+        """A runtime reported how an attempt ended (its callback); None if the execution is unknown.
+
+        The report of the running attempt ends that attempt like an in-band
+        result (retries, metrics and tracing apply): True. A report naming
+        another attempt, or for an ended execution, is ignored: False.
+        `attempt` 0 is unfenced: it ends the running attempt, or the
+        execution itself while no attempt runs (queued, between retries).
+        """
         execution = self.store.get(execution_id)
         if execution is None:
-            return False
+            return None
         if execution.state.terminal:
+            return False
+        if self.reports.report(execution_id, attempt, outcome):
             return True
+        if attempt != 0:
+            return False
         if execution.state is State.QUEUED:
             lane = self._lanes.get(execution.function_name)
             if lane is not None:
@@ -310,7 +346,7 @@ class Scheduler:
             if lane is not None:
                 queued, lane.queue = list(lane.queue), type(lane.queue)()
                 for execution in queued:
-                    self._end(execution, failure("FUNCTION_DELETED", f"function '{name}' was deleted"))
+                    self._end(execution, failure(codes.FUNCTION_DELETED, f"function '{name}' was deleted"))
             await self._dispatcher.function_removed(name)
             return
         lane = self._lanes.get(name)
@@ -343,7 +379,7 @@ class Scheduler:
         for lane in self._lanes.values():
             queued, lane.queue = list(lane.queue), type(lane.queue)()
             for execution in queued:
-                self._end(execution, failure("SHUTTING_DOWN", "the scheduler is shutting down"))
+                self._end(execution, failure(codes.SHUTTING_DOWN, "the scheduler is shutting down"))
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
             for task in pending:

@@ -1,5 +1,5 @@
-"""Dispatchers: where an execution runs. Backends live beside the interface."""
+"""Dispatchers: where an attempt runs. Backends live beside the interface."""
 
-from nanofaas_scheduler.dispatch.base import Dispatcher, Invocation
+from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver, Dispatcher
 
-__all__ = ["Dispatcher", "Invocation"]
+__all__ = ["Attempt", "BackendObserver", "Dispatcher"]

@@ -1,7 +1,9 @@
 """The narrow interface between the scheduler and the backends that run functions.
 
 The scheduler decides *when* an execution runs (queues, concurrency, retries,
-deadlines); a dispatcher decides *where* and reports one attempt's Outcome.
+deadlines); a dispatcher decides *where* and reports how one attempt ended.
+Backends see a frozen view of one attempt, never the execution itself: what
+they may change about an execution is exactly the Outcome they return.
 """
 
 from __future__ import annotations
@@ -10,34 +12,83 @@ import abc
 from dataclasses import dataclass
 
 from nanofaas.v1 import types_pb2
-from nanofaas_runtime.outcome import Outcome
-from nanofaas_scheduler.core.execution import Execution
+from nanofaas_scheduler.core.execution import Request
+from nanofaas_scheduler.core.outcome import Outcome
 
 
 @dataclass(frozen=True, slots=True)
-class Invocation:
+class Attempt:
     """One attempt of an execution against a spec, with its absolute deadline."""
 
-    execution: Execution
+    execution_id: str
+    function_name: str
     spec: types_pb2.FunctionSpec
-    attempt: int
+    request: Request
+    # 1 for the first attempt; a runtime reporting out of band names it (fencing).
+    number: int
     # Unix epoch seconds by which the attempt must end (sent to runtimes).
     deadline_epoch: float
-    # Seconds left until that deadline.
+    # Seconds left until that deadline when the attempt was made.
     timeout: float
-    # W3C traceparent the function process continues (the dispatch span's, when tracing is on).
+    # The execution's timeout (the spec's, or lower if the caller asked), for messages.
+    timeout_ms: int
+    # What the function sees as X-Trace-Id / TRACE_ID: the caller's, else the execution's.
+    trace_id: str
+    # W3C traceparent the function process continues (the dispatch span's when tracing is on).
     traceparent: str = ""
+    idempotency_key: str = ""
+    # When the execution was admitted, Unix epoch milliseconds (queue-wait metrics and spans).
+    enqueued_at_ms: int = 0
+
+
+class BackendObserver:
+    """What a backend tells the platform besides outcomes; every method is optional to override.
+
+    Events are plain calls on the event loop, made while the attempt they
+    concern is the current task (so tracing can annotate its span).
+    """
+
+    def cold_start(self, function: str, seconds: float) -> None:
+        """A function process (or pod) had to be started and took `seconds` to become ready."""
+
+    def replicas_changed(self, function: str, replicas: int) -> None:
+        """The function's warm replicas are now `replicas` (0 when it has none)."""
+
+
+class Observers(BackendObserver):
+    """Fans every event out to several observers."""
+
+    def __init__(self, *observers: BackendObserver) -> None:
+        self._observers = list(observers)
+
+    def add(self, observer: BackendObserver) -> None:
+        self._observers.append(observer)
+
+    def cold_start(self, function: str, seconds: float) -> None:
+        for observer in self._observers:
+            observer.cold_start(function, seconds)
+
+    def replicas_changed(self, function: str, replicas: int) -> None:
+        for observer in self._observers:
+            observer.replicas_changed(function, replicas)
 
 
 class Dispatcher(abc.ABC):
-    """Runs one attempt of an invocation and reports how it ended.
+    """Runs one attempt and reports how it ended.
 
-    dispatch() must be cancellation-safe: when the scheduler cancels it at the
-    deadline, everything the attempt started (processes, requests) is stopped.
+    dispatch() must be cancellation-safe: when the scheduler cancels it (the
+    deadline passed, or the attempt was reported complete out of band),
+    everything the attempt started (processes, requests, Jobs) is stopped.
     """
 
+    observer: BackendObserver = BackendObserver()
+
     @abc.abstractmethod
-    async def dispatch(self, invocation: Invocation) -> Outcome: ...
+    async def dispatch(self, attempt: Attempt) -> Outcome: ...
+
+    def attach(self, observer: BackendObserver) -> None:
+        """Where this dispatcher reports its events from now on."""
+        self.observer = observer
 
     async def function_changed(self, spec: types_pb2.FunctionSpec) -> None:
         """A function was registered or updated; drop state built for its old spec."""
@@ -48,10 +99,6 @@ class Dispatcher(abc.ABC):
     async def close(self) -> None:
         """Stop everything the dispatcher started."""
 
-    def replicas(self, name: str) -> int:
-        """Warm replicas the function has now (0 for backends without pools)."""
-        return 0
-
 
 class DispatcherWrapper(Dispatcher):
     """A concern wrapped around another dispatcher; everything but dispatch passes through."""
@@ -59,8 +106,11 @@ class DispatcherWrapper(Dispatcher):
     def __init__(self, inner: Dispatcher) -> None:
         self.inner = inner
 
-    async def dispatch(self, invocation: Invocation) -> Outcome:
-        return await self.inner.dispatch(invocation)
+    async def dispatch(self, attempt: Attempt) -> Outcome:
+        return await self.inner.dispatch(attempt)
+
+    def attach(self, observer: BackendObserver) -> None:
+        self.inner.attach(observer)
 
     async def function_changed(self, spec: types_pb2.FunctionSpec) -> None:
         await self.inner.function_changed(spec)
@@ -70,6 +120,3 @@ class DispatcherWrapper(Dispatcher):
 
     async def close(self) -> None:
         await self.inner.close()
-
-    def replicas(self, name: str) -> int:
-        return self.inner.replicas(name)

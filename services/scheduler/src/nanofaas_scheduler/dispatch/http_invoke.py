@@ -1,4 +1,4 @@
-"""POST an invocation to a function's HTTP endpoint over a keep-alive pool."""
+"""POST an attempt to a function's HTTP endpoint over a keep-alive pool."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import asyncio
 
 import aiohttp
 
-from nanofaas_runtime import protocol
-from nanofaas_runtime.outcome import Outcome, OutcomeKind
-from nanofaas_scheduler.dispatch.base import Invocation
-
-JSON = "application/json"
+from nanofaas_scheduler.core import codes
+from nanofaas_scheduler.core.outcome import Outcome, crash, function_error
+from nanofaas_scheduler.dispatch.base import Attempt
+from nanofaas_scheduler.dispatch.function_protocol import decode_response, request_body, request_headers
 
 
 def new_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
@@ -24,45 +23,22 @@ def new_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.Clien
     )
 
 
-def request_headers(invocation: Invocation) -> dict[str, str]:
-    execution = invocation.execution
-    headers = {
-        "Content-Type": execution.request.content_type,
-        protocol.HEADER_EXECUTION_ID: execution.id,
-        protocol.HEADER_TRACE_ID: execution.caller_trace_id or execution.trace_id,
-        protocol.HEADER_DEADLINE_MS: str(int(invocation.deadline_epoch * 1000)),
-        protocol.HEADER_FUNCTION_NAME: execution.function_name,
-    }
-    if traceparent := invocation.traceparent or execution.traceparent:
-        headers[protocol.HEADER_TRACEPARENT] = traceparent
-    return headers
-
-
-def request_body(invocation: Invocation) -> bytes:
-    request = invocation.execution.request
-    if request.content_type == JSON:
-        return protocol.encode_request(request.data, request.metadata)
-    return request.data
-
-
 async def post_invocation(
-    session: aiohttp.ClientSession, url: str, invocation: Invocation, *, keep_alive: bool = True
+    session: aiohttp.ClientSession, url: str, attempt: Attempt, *, keep_alive: bool = True
 ) -> Outcome:
     """One HTTP attempt; connection failures are CRASH so the scheduler retries them.
 
     `keep_alive=False` for a server that stops right after: an idle pooled
     connection would only make its graceful shutdown wait.
     """
-    headers = request_headers(invocation)
+    headers = request_headers(attempt)
     if not keep_alive:
         headers["Connection"] = "close"
     try:
-        async with session.post(url, data=request_body(invocation), headers=headers) as response:
+        async with session.post(url, data=request_body(attempt), headers=headers) as response:
             body = await response.read()
-            return protocol.decode_http_response(response.status, response.headers.get("Content-Type"), body)
+            return decode_response(response.status, response.headers.get("Content-Type"), body)
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.IncompleteReadError) as exc:
-        return Outcome(
-            kind=OutcomeKind.CRASH, error_code="CRASH", message=f"{url}: {exc or type(exc).__name__}"
-        )
+        return crash(f"{url}: {exc or type(exc).__name__}")
     except aiohttp.InvalidURL as exc:
-        return Outcome(kind=OutcomeKind.FUNCTION_ERROR, error_code="INVALID_ENDPOINT", message=str(exc))
+        return function_error(str(exc), codes.INVALID_ENDPOINT)

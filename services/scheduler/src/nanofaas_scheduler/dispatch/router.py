@@ -1,10 +1,10 @@
-"""Routes each invocation to the dispatcher of its execution mode."""
+"""Routes each attempt to the dispatcher of its execution mode."""
 
 from __future__ import annotations
 
 from nanofaas.v1 import types_pb2
-from nanofaas_runtime.outcome import Outcome
-from nanofaas_scheduler.dispatch.base import Dispatcher, Invocation
+from nanofaas_scheduler.core.outcome import Outcome
+from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver, Dispatcher
 
 
 class ModeRouter(Dispatcher):
@@ -14,10 +14,14 @@ class ModeRouter(Dispatcher):
         self._backend = backend
         self._endpoint = endpoint
 
-    async def dispatch(self, invocation: Invocation) -> Outcome:
-        if invocation.spec.execution_mode == types_pb2.EXECUTION_MODE_ENDPOINT:
-            return await self._endpoint.dispatch(invocation)
-        return await self._backend.dispatch(invocation)
+    async def dispatch(self, attempt: Attempt) -> Outcome:
+        if attempt.spec.execution_mode == types_pb2.EXECUTION_MODE_ENDPOINT:
+            return await self._endpoint.dispatch(attempt)
+        return await self._backend.dispatch(attempt)
+
+    def attach(self, observer: BackendObserver) -> None:
+        self._backend.attach(observer)
+        self._endpoint.attach(observer)
 
     async def function_changed(self, spec: types_pb2.FunctionSpec) -> None:
         await self._backend.function_changed(spec)
@@ -28,6 +32,3 @@ class ModeRouter(Dispatcher):
     async def close(self) -> None:
         await self._backend.close()
         await self._endpoint.close()
-
-    def replicas(self, name: str) -> int:
-        return self._backend.replicas(name)

@@ -1,9 +1,9 @@
 """Prometheus metrics of the scheduler.
 
-Counters and histograms are fed by listeners on the core and by a dispatcher
-wrapper; gauges (queue depth, in-flight, warm pool size) are read from the
-live lanes at scrape time, so they cost nothing on the hot path and vanish
-with the function.
+Counters and histograms are fed by listeners on the core, by a dispatcher
+wrapper and by the backend's events (BackendObserver); queue depth and
+in-flight are read from the live lanes at scrape time, so they cost nothing on
+the hot path and vanish with the function.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from nanofaas_runtime.outcome import Outcome
 from nanofaas_scheduler.core.execution import Execution, State, now_ms
-from nanofaas_scheduler.dispatch.base import Dispatcher, DispatcherWrapper, Invocation
+from nanofaas_scheduler.core.outcome import Outcome
+from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver, Dispatcher, DispatcherWrapper
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _COLD_BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -61,6 +61,8 @@ class SchedulerMetrics:
         )
         self.execution = histogram("function_execution_seconds", "Time in the runtime, per attempt")
         self._children: dict[str, _FunctionSeries] = {}
+        # Warm replicas per function, as the backend last reported them.
+        self.replicas: dict[str, int] = {}
 
     def series(self, function: str) -> _FunctionSeries:
         """The function's labelled children, looked up once (labels() takes a lock and builds keys)."""
@@ -92,12 +94,10 @@ class SchedulerMetrics:
         series.ended[execution.state].inc()
         series.latency.observe(max(execution.finished_at_ms - execution.enqueued_at_ms, 0) / 1000)
 
-    def cold_started(self, function: str, seconds: float) -> None:
-        self.cold_start.labels(function).observe(seconds)
-
     def forget(self, function: str) -> None:
         """A deleted function's series go with it (function names are the one unbounded label)."""
         self._children.pop(function, None)
+        self.replicas.pop(function, None)
         for metric in (
             self.enqueue, self.dispatch, self.success, self.error, self.timeout, self.retry,
             self.latency, self.queue_wait, self.cold_start, self.execution,
@@ -109,6 +109,22 @@ class SchedulerMetrics:
                 self.rejected.remove(*labels)
 
 
+class BackendMetrics(BackendObserver):
+    """The backend's events as metrics: cold-start times, and the replica counts the pool gauge shows."""
+
+    def __init__(self, metrics: SchedulerMetrics) -> None:
+        self._metrics = metrics
+
+    def cold_start(self, function: str, seconds: float) -> None:
+        self._metrics.cold_start.labels(function).observe(seconds)
+
+    def replicas_changed(self, function: str, replicas: int) -> None:
+        if replicas:
+            self._metrics.replicas[function] = replicas
+        else:
+            self._metrics.replicas.pop(function, None)
+
+
 class MeteredDispatcher(DispatcherWrapper):
     """Counts and times every attempt around the real dispatcher."""
 
@@ -116,16 +132,16 @@ class MeteredDispatcher(DispatcherWrapper):
         super().__init__(inner)
         self._metrics = metrics
 
-    async def dispatch(self, invocation: Invocation) -> Outcome:
-        series = self._metrics.series(invocation.spec.name)
+    async def dispatch(self, attempt: Attempt) -> Outcome:
+        series = self._metrics.series(attempt.function_name)
         series.dispatch.inc()
-        if invocation.attempt == 1:
-            series.queue_wait.observe(max(now_ms() - invocation.execution.enqueued_at_ms, 0) / 1000)
+        if attempt.number == 1:
+            series.queue_wait.observe(max(now_ms() - attempt.enqueued_at_ms, 0) / 1000)
         else:
             series.retry.inc()
         started = time.perf_counter()
         try:
-            return await self.inner.dispatch(invocation)
+            return await self.inner.dispatch(attempt)
         finally:
             series.execution.observe(time.perf_counter() - started)
 

@@ -12,15 +12,15 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from nanofaas_runtime.outcome import OutcomeKind
-from nanofaas_scheduler.dispatch.base import Dispatcher, DispatcherWrapper, Invocation
+from nanofaas_scheduler.core.outcome import OutcomeKind
+from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver, Dispatcher, DispatcherWrapper
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Tracer
 
-    from nanofaas_runtime.outcome import Outcome
+    from nanofaas_scheduler.core.outcome import Outcome
 
 DEFAULT_SERVICE_NAME = "nanofaas-scheduler"
 
@@ -97,43 +97,47 @@ class TracingDispatcher(DispatcherWrapper):
     """`queue wait` once per execution and a `dispatch` span per attempt, around the real dispatcher.
 
     The function process continues the dispatch span: its traceparent replaces
-    the execution's on the invocation handed down.
+    the execution's on the attempt handed down.
     """
 
     def __init__(self, inner: Dispatcher, tracer: Tracer) -> None:
         super().__init__(inner)
         self._tracer = tracer
 
-    async def dispatch(self, invocation: Invocation) -> Outcome:
+    async def dispatch(self, attempt: Attempt) -> Outcome:
         from opentelemetry.trace import Status, StatusCode
 
-        execution = invocation.execution
-        parent = _parent(execution.traceparent)
+        parent = _parent(attempt.traceparent)
         attributes: dict[str, str | int | bool] = {
-            "faas.name": execution.function_name,
-            "faas.execution": execution.id,
-            "nanofaas.execution_id": execution.id,
-            "nanofaas.attempt": invocation.attempt,
+            "faas.name": attempt.function_name,
+            "faas.execution": attempt.execution_id,
+            "nanofaas.execution_id": attempt.execution_id,
+            "nanofaas.attempt": attempt.number,
             "faas.coldstart": False,
         }
-        if invocation.attempt == 1:
+        if attempt.number == 1:
             wait = self._tracer.start_span(
                 "queue wait",
                 context=parent,
-                start_time=execution.enqueued_at_ms * 1_000_000,
-                attributes={"faas.name": execution.function_name, "nanofaas.execution_id": execution.id},
+                start_time=attempt.enqueued_at_ms * 1_000_000,
+                attributes={
+                    "faas.name": attempt.function_name,
+                    "nanofaas.execution_id": attempt.execution_id,
+                },
             )
             wait.end()
         with self._tracer.start_as_current_span("dispatch", context=parent, attributes=attributes) as span:
-            outcome = await self.inner.dispatch(replace(invocation, traceparent=_traceparent()))
+            outcome = await self.inner.dispatch(replace(attempt, traceparent=_traceparent()))
             span.set_attribute("nanofaas.outcome", outcome.kind.value)
             if outcome.kind is not OutcomeKind.SUCCESS:
                 span.set_status(Status(StatusCode.ERROR, outcome.message[:200]))
             return outcome
 
 
-def mark_cold_start(_function: str, _seconds: float) -> None:
-    """Called by the backend when it had to start a process for the current attempt."""
-    from opentelemetry import trace
+class ColdStartMarker(BackendObserver):
+    """Marks the current dispatch span when the backend had to start a process for it."""
 
-    trace.get_current_span().set_attribute("faas.coldstart", True)
+    def cold_start(self, function: str, seconds: float) -> None:
+        from opentelemetry import trace
+
+        trace.get_current_span().set_attribute("faas.coldstart", True)

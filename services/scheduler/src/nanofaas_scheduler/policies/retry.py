@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from nanofaas_runtime.outcome import Outcome, OutcomeKind
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 
 
 @dataclass(slots=True)

@@ -1,28 +1,42 @@
-"""The local backend: JOB, WARM and the STDIO/FILE process modes as local processes."""
+"""The local backend: JOB and WARM as processes on this machine.
+
+Every function process is a server speaking the function HTTP protocol: the
+project's Python runtime, a user's own server, or the watchdog, which runs a
+STDIO/FILE function's command once per invocation. So JOB, WARM, STDIO and
+FILE all end in one POST; only how long a server lives differs:
+
+* WARM (HTTP): a pool of up to `concurrency` servers, reused.
+* JOB (HTTP): a fresh server per attempt, stopped after it (the project's
+  runtime is started one invocation ahead, see standby.py).
+* STDIO / FILE, in either mode: the command is fresh per invocation anyway,
+  so the watchdogs around it are pooled like WARM servers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 import aiohttp
 
 from nanofaas.v1 import types_pb2
-from nanofaas_runtime.outcome import Outcome, OutcomeKind
-from nanofaas_runtime.protocol import encode_request
-from nanofaas_runtime.watchdog import StartError, invoke_file, invoke_stdio
+from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
-from nanofaas_scheduler.dispatch.base import Dispatcher, Invocation
-from nanofaas_scheduler.dispatch.http_invoke import JSON, new_session, post_invocation
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash, function_error
+from nanofaas_scheduler.dispatch.base import Attempt, Dispatcher
+from nanofaas_scheduler.dispatch.http_invoke import new_session, post_invocation
 from nanofaas_scheduler.dispatch.local.command import (
     UnrunnableFunction,
     argv_for,
-    environment_for,
+    hands_over_socket,
+    is_one_shot,
+    job_environment,
     replica_environment,
     uses_project_runtime,
 )
 from nanofaas_scheduler.dispatch.local.function_logs import function_log_sink
+from nanofaas_scheduler.dispatch.local.process import StartError
 from nanofaas_scheduler.dispatch.local.replica import Replica, SocketDirectory, start_replica
 from nanofaas_scheduler.dispatch.local.standby import Standbys
 from nanofaas_scheduler.dispatch.local.warm_pool import WarmPool
@@ -32,20 +46,19 @@ _RECYCLE_GRACE_S = 1.0
 
 
 def _start_failed(exc: Exception) -> Outcome:
-    return Outcome(kind=OutcomeKind.CRASH, error_code="START_FAILED", message=str(exc))
+    return crash(str(exc), codes.START_FAILED)
 
 
 class LocalBackend(Dispatcher):
     """Runs functions as child processes of the scheduler, each in its own process group."""
 
-    def __init__(self) -> None:
+    def __init__(self, callback_url: str = "") -> None:
+        self._callback_url = callback_url
         self._session: aiohttp.ClientSession | None = None
         self._pools: dict[str, WarmPool] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._sockets = SocketDirectory()
         self._standbys = Standbys(self._start_standby, self._track)
-        # Told (function, seconds from spawn to ready) whenever a process had to be started.
-        self.on_cold_start: list[Callable[[str, float], None]] = []
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -53,61 +66,43 @@ class LocalBackend(Dispatcher):
             self._session = new_session()
         return self._session
 
-    def replicas(self, name: str) -> int:
-        pool = self._pools.get(name)
-        return pool.size if pool else 0
-
-    async def dispatch(self, invocation: Invocation) -> Outcome:
-        spec = invocation.spec
+    async def dispatch(self, attempt: Attempt) -> Outcome:
+        spec = attempt.spec
         try:
             argv = argv_for(spec)
         except UnrunnableFunction as exc:
-            return Outcome(
-                kind=OutcomeKind.FUNCTION_ERROR, error_code="UNRUNNABLE_FUNCTION", message=str(exc)
-            )
-        if spec.runtime_mode in (types_pb2.RUNTIME_MODE_STDIO, types_pb2.RUNTIME_MODE_FILE):
-            return await self._one_shot(invocation, argv)
-        if spec.execution_mode == types_pb2.EXECUTION_MODE_WARM:
-            return await self._warm(invocation, argv)
-        return await self._job(invocation, argv)
+            return function_error(str(exc), codes.UNRUNNABLE_FUNCTION)
+        if is_one_shot(spec) or spec.execution_mode == types_pb2.EXECUTION_MODE_WARM:
+            return await self._pooled(attempt, argv)
+        return await self._job(attempt, argv)
 
-    async def _one_shot(self, invocation: Invocation, argv: list[str]) -> Outcome:
-        """STDIO and FILE: one process per invocation, whatever the execution mode."""
-        request = invocation.execution.request
-        body = (
-            encode_request(request.data, request.metadata) if request.content_type == JSON else request.data
-        )
-        run = invoke_stdio if invocation.spec.runtime_mode == types_pb2.RUNTIME_MODE_STDIO else invoke_file
-        env = environment_for(invocation, one_shot=True)
-        return await run(argv, body, env=env, timeout=max(invocation.timeout, 0.001))
-
-    async def _job(self, invocation: Invocation, argv: list[str]) -> Outcome:
-        """JOB over HTTP: a fresh server process for this one invocation (a ready standby if any)."""
-        spec = invocation.spec
+    async def _job(self, attempt: Attempt, argv: list[str]) -> Outcome:
+        """JOB over HTTP: a fresh server process for this one attempt (a ready standby if any)."""
+        spec = attempt.spec
         replica: Replica | None = None
         if uses_project_runtime(spec):
             try:
-                async with asyncio.timeout(invocation.timeout):
+                async with asyncio.timeout(attempt.timeout):
                     replica = await self._standbys.take(spec)
             except TimeoutError:
-                return timeout_outcome(invocation.execution.timeout_ms)
+                return timeout_outcome(attempt.timeout_ms)
         cold = replica is None
         try:
             if replica is None:
-                replica = await self._start(spec, argv, environment_for(invocation, one_shot=True))
+                replica = await self._start(spec, argv, job_environment(attempt, self._callback_url))
         except (StartError, OSError) as exc:
             return _start_failed(exc)
         try:
-            async with asyncio.timeout(invocation.timeout):
+            async with asyncio.timeout(attempt.timeout):
                 if cold:
                     spawned = time.perf_counter()
-                    await replica.wait_ready(invocation.timeout)
-                    self._cold_started(spec.name, time.perf_counter() - spawned)
+                    await replica.wait_ready(attempt.timeout)
+                    self.observer.cold_start(spec.name, time.perf_counter() - spawned)
                 return await post_invocation(
-                    replica.session(self.session), replica.invoke_url, invocation, keep_alive=False
+                    replica.session(self.session), replica.invoke_url, attempt, keep_alive=False
                 )
         except TimeoutError:
-            return timeout_outcome(invocation.execution.timeout_ms)
+            return timeout_outcome(attempt.timeout_ms)
         except StartError as exc:
             return _start_failed(exc)
         finally:
@@ -115,29 +110,28 @@ class LocalBackend(Dispatcher):
             self._track(replica.stop(grace=0.5))
 
     def _start_standby(self, spec: types_pb2.FunctionSpec) -> Awaitable[Replica]:
-        env = {**replica_environment(spec), "NANOFAAS_SINGLE_USE": "1"}
+        env = {**replica_environment(spec, self._callback_url), "NANOFAAS_SINGLE_USE": "1"}
         return self._start(spec, argv_for(spec), env)
 
     def _start(
         self, spec: types_pb2.FunctionSpec, argv: list[str], env: dict[str, str]
     ) -> Awaitable[Replica]:
-        """The project's runtime listens on a Unix socket we hand over; other servers on a port."""
-        sockets = self._sockets if uses_project_runtime(spec) else None
+        sockets = self._sockets if hands_over_socket(spec) else None
         return start_replica(argv, env, sockets=sockets, log_sink=function_log_sink(spec.name))
 
-    async def _warm(self, invocation: Invocation, argv: list[str]) -> Outcome:
-        pool = self._pool_for(invocation.spec, argv)
+    async def _pooled(self, attempt: Attempt, argv: list[str]) -> Outcome:
+        pool = self._pool_for(attempt.spec, argv)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + invocation.timeout
+        deadline = loop.time() + attempt.timeout
         try:
-            async with asyncio.timeout(invocation.timeout):
-                replica = await pool.acquire(invocation.timeout)
+            async with asyncio.timeout(attempt.timeout):
+                replica = await pool.acquire(attempt.timeout)
         except TimeoutError:
-            return timeout_outcome(invocation.execution.timeout_ms)
+            return timeout_outcome(attempt.timeout_ms)
         except (StartError, OSError) as exc:
             return _start_failed(exc)
         request = loop.create_task(
-            post_invocation(replica.session(self.session), replica.invoke_url, invocation)
+            post_invocation(replica.session(self.session), replica.invoke_url, attempt)
         )
         try:
             await asyncio.wait({request}, timeout=max(deadline - loop.time(), 0.0))
@@ -147,16 +141,18 @@ class LocalBackend(Dispatcher):
             raise
         if request.done():
             outcome = request.result()
-            await pool.release(replica, healthy=outcome.kind is not OutcomeKind.CRASH)
+            await pool.release(replica, healthy=_still_serving(replica, outcome, attempt.spec))
             return outcome
-        self._track(self._abandon(pool, replica, request))
-        return timeout_outcome(invocation.execution.timeout_ms)
+        self._track(self._abandon(pool, replica, request, attempt.spec))
+        return timeout_outcome(attempt.timeout_ms)
 
-    async def _abandon(self, pool: WarmPool, replica: Replica, request: asyncio.Task[Outcome]) -> None:
+    async def _abandon(
+        self, pool: WarmPool, replica: Replica, request: asyncio.Task[Outcome], spec: types_pb2.FunctionSpec
+    ) -> None:
         """A timed-out request may still be answered soon; only a replica that stays busy is recycled."""
         await asyncio.wait({request}, timeout=_RECYCLE_GRACE_S)
         answered = (
-            request.done() and not request.cancelled() and request.result().kind is not OutcomeKind.CRASH
+            request.done() and not request.cancelled() and _still_serving(replica, request.result(), spec)
         )
         if not request.done():
             request.cancel()
@@ -168,14 +164,19 @@ class LocalBackend(Dispatcher):
             return pool
         if pool is not None:
             self._retire(pool)
-        env = replica_environment(spec)
-        pool = WarmPool(spec, lambda: self._start(spec, argv, env), on_started=self._cold_started)
+        env = replica_environment(spec, self._callback_url)
+        pool = WarmPool(
+            spec,
+            lambda: self._start(spec, argv, env),
+            on_started=self.observer.cold_start,
+            on_resized=lambda: self._resized(spec.name),
+        )
         self._pools[spec.name] = pool
         return pool
 
-    def _cold_started(self, name: str, seconds: float) -> None:
-        for listener in self.on_cold_start:
-            listener(name, seconds)
+    def _resized(self, name: str) -> None:
+        pool = self._pools.get(name)
+        self.observer.replicas_changed(name, pool.size if pool is not None else 0)
 
     def _retire(self, pool: WarmPool) -> None:
         self._track(pool.retire())
@@ -186,18 +187,21 @@ class LocalBackend(Dispatcher):
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
+    def _drop_pool(self, name: str) -> None:
+        pool = self._pools.pop(name, None)
+        if pool is not None:
+            self._retire(pool)
+            self.observer.replicas_changed(name, 0)
+
     async def function_changed(self, spec: types_pb2.FunctionSpec) -> None:
         self._standbys.drop(spec.name)
         pool = self._pools.get(spec.name)
         if pool is not None and pool.spec.revision != spec.revision:
-            del self._pools[spec.name]
-            self._retire(pool)
+            self._drop_pool(spec.name)
 
     async def function_removed(self, name: str) -> None:
         self._standbys.drop(name)
-        pool = self._pools.pop(name, None)
-        if pool is not None:
-            self._retire(pool)
+        self._drop_pool(name)
 
     async def close(self) -> None:
         await self._standbys.close()
@@ -206,3 +210,14 @@ class LocalBackend(Dispatcher):
         if self._session is not None:
             await self._session.close()
         self._sockets.remove()
+
+
+def _still_serving(replica: Replica, outcome: Outcome, spec: types_pb2.FunctionSpec) -> bool:
+    """Keep a replica after an attempt unless it (not just the function's command) failed.
+
+    A watchdog reports its command's crash as CRASH while staying perfectly
+    healthy itself; a runtime's CRASH means the replica is gone or broken.
+    """
+    if is_one_shot(spec):
+        return replica.alive()
+    return outcome.kind is not OutcomeKind.CRASH and replica.alive()

@@ -1,4 +1,12 @@
-"""What process runs a function on this machine, and with which environment."""
+"""What process runs a function on this machine, and with which environment.
+
+The scheduler starts the function side, it never imports it: the project's
+Python runtime and the watchdog are commands like any other (by default run
+on the scheduler's own interpreter, where `make up` installs them; override
+with NANOFAAS_RUNTIME_COMMAND / NANOFAAS_WATCHDOG_COMMAND). STDIO and FILE
+functions run under the watchdog, which speaks the function HTTP protocol and
+runs their command once per invocation — the same path a Kubernetes pod takes.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ import shlex
 import sys
 
 from nanofaas.v1 import types_pb2
-from nanofaas_scheduler.dispatch.base import Invocation
+from nanofaas_scheduler.dispatch.base import Attempt
 
 RUNTIME_IMAGE = "nanofaas/python-runtime"
 _MODE_NAMES = {
@@ -31,12 +39,36 @@ def is_runtime_image(image: str) -> bool:
     return repository == RUNTIME_IMAGE or repository.endswith("/" + RUNTIME_IMAGE)
 
 
+def is_one_shot(spec: types_pb2.FunctionSpec) -> bool:
+    """STDIO and FILE: the function's command runs once per invocation, under the watchdog."""
+    return spec.runtime_mode in (types_pb2.RUNTIME_MODE_STDIO, types_pb2.RUNTIME_MODE_FILE)
+
+
 def uses_project_runtime(spec: types_pb2.FunctionSpec) -> bool:
     """True when the function runs the project's Python runtime (no command of the user's)."""
     return not spec.command and not spec.runtime_command and is_runtime_image(spec.image)
 
 
-def argv_for(spec: types_pb2.FunctionSpec) -> list[str]:
+def hands_over_socket(spec: types_pb2.FunctionSpec) -> bool:
+    """The project's own servers (runtime, watchdog) take a pre-bound Unix socket; others get PORT."""
+    return is_one_shot(spec) or uses_project_runtime(spec)
+
+
+def _configured(variable: str, module: str) -> list[str]:
+    value = os.environ.get(variable, "").strip()
+    return shlex.split(value) if value else [sys.executable, "-m", module]
+
+
+def runtime_command() -> list[str]:
+    return _configured("NANOFAAS_RUNTIME_COMMAND", "nanofaas_runtime")
+
+
+def watchdog_command() -> list[str]:
+    return _configured("NANOFAAS_WATCHDOG_COMMAND", "nanofaas_runtime.watchdog")
+
+
+def function_argv(spec: types_pb2.FunctionSpec) -> list[str]:
+    """The function's own command: command, runtimeCommand, or the project's runtime."""
     if spec.command:
         return list(spec.command)
     if spec.runtime_command:
@@ -47,47 +79,50 @@ def argv_for(spec: types_pb2.FunctionSpec) -> list[str]:
         if argv:
             return argv
     if is_runtime_image(spec.image):
-        # The project's runtime, on the interpreter the platform itself runs on.
-        return [sys.executable, "-m", "nanofaas_runtime"]
+        return runtime_command()
     raise UnrunnableFunction(
         f"image {spec.image!r} cannot run on the local backend: set command or runtimeCommand, "
         f"or use {RUNTIME_IMAGE}"
     )
 
 
-def _platform_environment() -> dict[str, str]:
-    """What every function process inherits: basics, plus the OpenTelemetry settings so
-    runtimes export to the same place (but under their own service name)."""
+def argv_for(spec: types_pb2.FunctionSpec) -> list[str]:
+    """The server process to start: the function itself (HTTP) or the watchdog around it."""
+    argv = function_argv(spec)
+    if is_one_shot(spec):
+        return [*watchdog_command(), "--mode", _MODE_NAMES[spec.runtime_mode], "--", *argv]
+    return argv
+
+
+def replica_environment(spec: types_pb2.FunctionSpec, callback_url: str = "") -> dict[str, str]:
+    """What every process of the function gets; per-invocation values travel in the request.
+
+    Basics, the OpenTelemetry settings (so runtimes export to the same place
+    under their own service name), then the spec's env; the platform's own
+    variables are set last, so a spec cannot fake them.
+    """
     env = {key: os.environ[key] for key in _INHERITED if key in os.environ}
     env.update(
         (key, value)
         for key, value in os.environ.items()
         if key.startswith("OTEL_") and key != "OTEL_SERVICE_NAME"
     )
-    return env
-
-
-def environment_for(invocation: Invocation, *, one_shot: bool) -> dict[str, str]:
-    """The platform's variables win over the spec's, so a spec cannot fake them."""
-    spec = invocation.spec
-    env = _platform_environment()
     env.update(spec.env)
     env["FUNCTION_NAME"] = spec.name
-    env["TRACE_ID"] = invocation.execution.caller_trace_id or invocation.execution.trace_id
     env["INVOCATION_TIMEOUT_MS"] = str(spec.timeout_ms)
     env["NANOFAAS_RUNTIME_MODE"] = _MODE_NAMES.get(spec.runtime_mode, "http")
-    if one_shot:
-        env["EXECUTION_ID"] = invocation.execution.id
-        if traceparent := invocation.traceparent or invocation.execution.traceparent:
-            env["TRACEPARENT"] = traceparent
+    if callback_url:
+        # Where a runtime that reports by callback (job mode) reaches the platform.
+        env["CALLBACK_URL"] = callback_url
     return env
 
 
-def replica_environment(spec: types_pb2.FunctionSpec) -> dict[str, str]:
-    """A warm replica serves many executions, so it gets no per-execution variables."""
-    env = _platform_environment()
-    env.update(spec.env)
-    env["FUNCTION_NAME"] = spec.name
-    env["INVOCATION_TIMEOUT_MS"] = str(spec.timeout_ms)
-    env["NANOFAAS_RUNTIME_MODE"] = "http"
+def job_environment(attempt: Attempt, callback_url: str = "") -> dict[str, str]:
+    """A process started for exactly one attempt also gets that attempt's identity."""
+    env = replica_environment(attempt.spec, callback_url)
+    env["EXECUTION_ID"] = attempt.execution_id
+    env["NANOFAAS_ATTEMPT"] = str(attempt.number)
+    env["TRACE_ID"] = attempt.trace_id
+    if attempt.traceparent:
+        env["TRACEPARENT"] = attempt.traceparent
     return env

@@ -1,10 +1,10 @@
 """A function server process and how to reach it: TCP on a port, or a Unix socket.
 
-The project's runtime is started on a Unix socket the scheduler binds and
-hands over (NANOFAAS_LISTEN_FD): a local call then skips TCP's loopback
-work, and the first request needs no readiness polling — the kernel queues
-it until the runtime accepts. A user's own server gets PORT and is polled
-on /health until it answers.
+The project's runtime and the watchdog are started on a Unix socket the
+scheduler binds and hands over (NANOFAAS_LISTEN_FD): a local call then skips
+TCP's loopback work, and the first request needs no readiness polling — the
+kernel queues it until the server accepts. A user's own server gets PORT and
+is polled on /health until it answers.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import aiohttp
 
-from nanofaas_runtime.protocol import HEALTH_PATH, INVOKE_PATH
-from nanofaas_runtime.watchdog import ServerProcess, StartError, free_port
+from nanofaas_scheduler.dispatch.function_protocol import HEALTH_PATH, INVOKE_PATH
 from nanofaas_scheduler.dispatch.http_invoke import new_session
+from nanofaas_scheduler.dispatch.local.process import ServerProcess, StartError, describe_exit, free_port
 
 _UNIX_BASE = "http://localhost"
 
@@ -94,7 +94,9 @@ class Replica:
             return StartError(problem)
         await self.stop(grace=0.0)
         tail = self.server.stderr_tail()
-        return StartError(f"exited with code {self.server.returncode}" + (f": {tail}" if tail else ""))
+        code = self.server.returncode
+        how = describe_exit(code) if code is not None else "stopped"
+        return StartError(how + (f": {tail}" if tail else ""))
 
     async def stop(self, grace: float = 1.0) -> None:
         try:

@@ -25,10 +25,12 @@ class WarmPool:
         spec: types_pb2.FunctionSpec,
         start: Callable[[], Awaitable[Replica]],
         on_started: Callable[[str, float], None] | None = None,
+        on_resized: Callable[[], None] | None = None,
     ) -> None:
         self.spec = spec
         self._start = start
         self._on_started = on_started
+        self._on_resized = on_resized
         self._idle: list[Replica] = []
         self._replicas: set[Replica] = set()
         self._retired = False
@@ -37,20 +39,31 @@ class WarmPool:
     def size(self) -> int:
         return len(self._replicas)
 
+    def _add(self, replica: Replica) -> None:
+        self._replicas.add(replica)
+        if self._on_resized is not None:
+            self._on_resized()
+
+    def _discard(self, replica: Replica) -> None:
+        if replica in self._replicas:
+            self._replicas.discard(replica)
+            if self._on_resized is not None:
+                self._on_resized()
+
     async def acquire(self, ready_timeout: float) -> Replica:
         while self._idle:
             replica = self._idle.pop()
             if replica.alive():
                 return replica
-            self._replicas.discard(replica)
+            self._discard(replica)
             await replica.stop(grace=0.0)
         spawned = time.perf_counter()
         replica = await self._start()
-        self._replicas.add(replica)
+        self._add(replica)
         try:
             await replica.wait_ready(ready_timeout)
         except BaseException:
-            self._replicas.discard(replica)
+            self._discard(replica)
             await asyncio.shield(replica.stop(grace=0.0))
             raise
         if self._on_started is not None:
@@ -62,7 +75,7 @@ class WarmPool:
         if keep and len(self._replicas) <= max(1, self.spec.concurrency):
             self._idle.append(replica)
             return
-        self._replicas.discard(replica)
+        self._discard(replica)
         await replica.stop()
 
     async def retire(self) -> None:
@@ -70,7 +83,7 @@ class WarmPool:
         self._retired = True
         idle, self._idle = self._idle, []
         for replica in idle:
-            self._replicas.discard(replica)
+            self._discard(replica)
         await asyncio.gather(*(replica.stop() for replica in idle), return_exceptions=True)
 
     async def close(self) -> None:
