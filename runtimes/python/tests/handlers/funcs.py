@@ -26,6 +26,7 @@ def _context_dict(context: Context | None) -> dict[str, Any] | None:
         "function_name": context.function_name,
         "deadline": context.deadline,
         "metadata": dict(context.metadata),
+        "attempt": context.attempt,
     }
 
 
