@@ -21,12 +21,6 @@ StartRuntime = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def start_runtime(handler_dir: Path) -> AsyncIterator[StartRuntime]:
     """Start `python -m nanofaas_runtime` serving funcs.<function>; returns its base URL."""
     servers: list[ServerProcess] = []
