@@ -60,3 +60,11 @@ def test_outcome_is_frozen() -> None:
     with pytest.raises(AttributeError):
         outcome.message = "x"  # type: ignore[misc]
     assert OutcomeKind("crash") is OutcomeKind.CRASH
+
+
+def test_parse_attempt_takes_plain_digits_only() -> None:
+    assert protocol.parse_attempt("3") == 3
+    assert protocol.parse_attempt(" 0 ") == 0
+    for bad in ("", "-1", "+2", "1.0", "two", "\u00b2", "1_0"):
+        with pytest.raises(ValueError):
+            protocol.parse_attempt(bad)

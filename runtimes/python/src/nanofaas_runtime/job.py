@@ -3,8 +3,9 @@ the result POSTed to the platform's callback, then exit.
 
 The request is the InvocationRequest JSON `{"input", "metadata"}` in env NANOFAAS_REQUEST
 or in the file named by NANOFAAS_REQUEST_FILE; EXECUTION_ID, CALLBACK_URL, TRACE_ID,
-TRACEPARENT, FUNCTION_NAME, INVOCATION_TIMEOUT_MS and NANOFAAS_ATTEMPT give the rest. The callback uses
-only the stdlib HTTP client: a Job pays its start-up on every invocation.
+TRACEPARENT, FUNCTION_NAME, INVOCATION_TIMEOUT_MS and NANOFAAS_ATTEMPT (sent back in the
+report, so a stale attempt's is ignored) give the rest. The callback uses only the stdlib
+HTTP client: a Job pays its start-up on every invocation.
 
 Exit codes: 0 success; 1 the handler raised (reported as FUNCTION_ERROR); 2 bad request
 or environment; 3 the handler could not be loaded; 4 the callback could not be delivered

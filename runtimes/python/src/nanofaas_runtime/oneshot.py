@@ -25,7 +25,7 @@ from nanofaas_runtime.handler import (
 )
 from nanofaas_runtime.handler import parse_request as parse_invocation_request
 from nanofaas_runtime.outcome import CONTENT_TYPE_BYTES
-from nanofaas_runtime.protocol import trace_id_from_traceparent
+from nanofaas_runtime.protocol import parse_attempt, trace_id_from_traceparent
 from nanofaas_runtime.tracing import ONESHOT_FLUSH_TIMEOUT_S, shutdown_tracing, start_invocation_spans
 
 if TYPE_CHECKING:
@@ -48,12 +48,9 @@ def attempt_from_env() -> int | None:
     if not raw:
         return None
     try:
-        attempt = int(raw)
-    except ValueError:
-        attempt = -1
-    if attempt < 0:
-        raise BadInput(f"NANOFAAS_ATTEMPT must be a non-negative integer, got {raw!r}")
-    return attempt
+        return parse_attempt(raw)
+    except ValueError as exc:
+        raise BadInput(f"NANOFAAS_ATTEMPT must be a non-negative integer, got {raw!r}") from exc
 
 
 def context_from_env(started: float) -> Context:

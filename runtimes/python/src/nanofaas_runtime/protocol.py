@@ -53,6 +53,14 @@ def is_valid_json(body: bytes) -> bool:
     return True
 
 
+def parse_attempt(value: str) -> int:
+    """An attempt number (X-Attempt, NANOFAAS_ATTEMPT): plain decimal digits; ValueError otherwise."""
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(f"not a non-negative integer: {value!r}")
+    return int(value)
+
+
 def encode_error(code: str, message: str, error_type: str | None = None) -> bytes:
     """The JSON error body the runtime answers with (`type` only for handler exceptions)."""
     error: dict[str, str] = {"code": code, "message": message}

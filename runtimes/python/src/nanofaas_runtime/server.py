@@ -202,7 +202,7 @@ def _parse_deadline(value: bytes | None) -> float | None:
         return None
     try:
         return int(value) / 1000.0
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise BadRequest(f"{protocol.HEADER_DEADLINE_MS}: must be unix epoch milliseconds") from exc
 
 
@@ -210,12 +210,9 @@ def _parse_attempt(value: bytes | None) -> int:
     if not value:
         return 0
     try:
-        attempt = int(value)
-    except ValueError:
-        attempt = -1
-    if attempt < 0:
-        raise BadRequest(f"{protocol.HEADER_ATTEMPT}: must be a non-negative integer")
-    return attempt
+        return protocol.parse_attempt(value.decode("latin-1"))
+    except ValueError as exc:
+        raise BadRequest(f"{protocol.HEADER_ATTEMPT}: must be a non-negative integer") from exc
 
 
 def serve(handler: Handler, log_level: int) -> None:

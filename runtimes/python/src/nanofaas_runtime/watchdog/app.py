@@ -62,7 +62,6 @@ _PER_INVOCATION = {
 _NOT_INHERITED = frozenset({"NANOFAAS_LISTEN_FD"})
 
 _STATUS = {
-    OutcomeKind.SUCCESS: 200,
     OutcomeKind.FUNCTION_ERROR: 500,
     OutcomeKind.CRASH: 502,
     OutcomeKind.TIMEOUT: 504,
@@ -82,7 +81,6 @@ class Settings:
     default_timeout: float = 30.0  # seconds, when a request has no X-Deadline-Ms
     single_use: bool = False
     grace: float = 5.0  # seconds running invocations get after SIGTERM
-    function_name: str = ""
 
 
 class BadRequest(Exception):
@@ -108,13 +106,13 @@ class WatchdogApp:
     are killed and they are answered 503 CRASH (the caller retries them).
     """
 
-    def __init__(self, settings: Settings, environ: Mapping[str, str], run: Run | None = None) -> None:
+    def __init__(self, settings: Settings, environ: Mapping[str, str]) -> None:
         self._settings = settings
-        self._run = run or command_runner(settings.mode, settings.command)
+        self._run = command_runner(settings.mode, settings.command)
         self._base_env = {key: value for key, value in environ.items() if key not in _NOT_INHERITED}
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._running: set[asyncio.Task[Outcome]] = set()
-        self._claimed = False
+        self._claimed = False  # an invocation has arrived (what NANOFAAS_SINGLE_USE allows once)
         self._draining = False
         self._request_exit: Callable[[], None] = lambda: None
 
@@ -147,10 +145,12 @@ class WatchdogApp:
             await asgi.send_response(send, *_ALREADY_USED, JSON)
             return
         self._claimed = True
-        status, payload = await self._answer(headers, body)
-        await asgi.send_response(send, status, payload, JSON)
-        if self._settings.single_use:  # its one invocation is answered: exit
-            self._request_exit()
+        try:
+            status, payload = await self._answer(headers, body)
+            await asgi.send_response(send, status, payload, JSON)
+        finally:
+            if self._settings.single_use:  # its one invocation is over: exit
+                self._request_exit()
 
     async def _answer(self, headers: dict[bytes, bytes], body: bytes) -> tuple[int, bytes]:
         if self._draining:
@@ -181,9 +181,10 @@ class WatchdogApp:
             env.pop(name, None)
             if value := _header(headers, header):
                 env[name] = value
-        attempt = env.get("NANOFAAS_ATTEMPT", "0")
-        if not (attempt.isascii() and attempt.isdigit()):
-            raise BadRequest(f"{protocol.HEADER_ATTEMPT}: must be a non-negative integer")
+        try:
+            protocol.parse_attempt(env.get("NANOFAAS_ATTEMPT", "0"))
+        except ValueError as exc:
+            raise BadRequest(f"{protocol.HEADER_ATTEMPT}: must be a non-negative integer") from exc
         if function_name := _header(headers, _H_FUNCTION_NAME):
             env["FUNCTION_NAME"] = function_name
         return env
@@ -220,6 +221,7 @@ class WatchdogApp:
 
 
 def _header(headers: dict[bytes, bytes], name: bytes) -> str:
+    """A header's value for the command's environment, which cannot hold NUL."""
     value = headers.get(name, b"").decode("latin-1")
     if "\x00" in value:
         raise BadRequest(f"{name.decode()}: must not contain NUL")
@@ -232,7 +234,7 @@ def _parse_deadline(value: bytes | None) -> float | None:
         return None
     try:
         return int(value) / 1000.0
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise BadRequest(f"{protocol.HEADER_DEADLINE_MS}: must be unix epoch milliseconds") from exc
 
 

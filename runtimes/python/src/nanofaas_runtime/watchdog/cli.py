@@ -6,7 +6,8 @@ PORT (8080) and HOST (0.0.0.0), or an inherited listening socket in
 NANOFAAS_LISTEN_FD; NANOFAAS_WATCHDOG_CONCURRENCY (64); INVOCATION_TIMEOUT_MS
 (30000, for requests without X-Deadline-Ms); NANOFAAS_SINGLE_USE=1 (one
 invocation, then exit); NANOFAAS_WATCHDOG_GRACE_MS (5000, for running
-invocations after SIGTERM); FUNCTION_NAME; LOG_LEVEL.
+invocations after SIGTERM); FUNCTION_NAME (when a request has no
+X-Function-Name); LOG_LEVEL.
 
 Exit codes: 0 after SIGTERM/SIGINT or a single-use invocation; 2 bad usage or settings.
 """
@@ -75,7 +76,6 @@ def settings_from_env(mode: str, command: tuple[str, ...]) -> Settings:
         default_timeout=asgi.env_int("INVOCATION_TIMEOUT_MS", 30_000, 1) / 1000.0,
         single_use=os.environ.get("NANOFAAS_SINGLE_USE", "").strip() == "1",
         grace=asgi.env_int("NANOFAAS_WATCHDOG_GRACE_MS", 5_000, 0) / 1000.0,
-        function_name=os.environ.get("FUNCTION_NAME", ""),
     )
 
 
