@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
+import aiohttp
 import pytest
 import uvloop
+
+from nanofaas_runtime.testing import child_env, watchdog_command
+from nanofaas_runtime.watchdog.process import free_port
+from nanofaas_runtime.watchdog.server_process import ServerProcess
 
 HANDLERS = Path(__file__).resolve().parent / "handlers"
 
@@ -16,6 +21,38 @@ HANDLERS = Path(__file__).resolve().parent / "handlers"
 def handler_dir() -> Path:
     """The PYTHONPATH directory holding `funcs.py`, the test handlers."""
     return HANDLERS
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def start_watchdog() -> AsyncIterator[Callable[..., Awaitable[ServerProcess]]]:
+    """Start `python -m nanofaas_runtime.watchdog --mode <mode> -- <command>` on a free port, ready.
+
+    Keyword arguments are its environment (on top of `child_env()`); `log_sink` gets its stderr lines.
+    """
+    servers: list[ServerProcess] = []
+
+    async def start(
+        command: Sequence[str],
+        mode: str = "stdio",
+        log_sink: Callable[[bytes], None] | None = None,
+        **env: str,
+    ) -> ServerProcess:
+        server = await ServerProcess.start(
+            watchdog_command(mode, command), env=child_env(**env), port=free_port(), log_sink=log_sink
+        )
+        servers.append(server)
+        await server.wait_ready(30)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
 
 
 def pytest_asyncio_loop_factories(

@@ -20,7 +20,7 @@ from nanofaas_runtime.job import (
     post_completion,
 )
 from nanofaas_runtime.testing import handler_env, runtime_command
-from nanofaas_runtime.watchdog import free_port
+from nanofaas_runtime.watchdog.process import free_port
 
 REQUEST = '{"input": {"x": 1}, "metadata": {"m": "v"}}'
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -142,8 +142,43 @@ async def test_async_handler(handler_dir: Path, receiver: Receiver) -> None:
             "function_name": "",
             "deadline": None,
             "metadata": {},
+            "attempt": 0,
         },
     }
+
+
+async def test_attempt_is_sent_back_with_every_kind_of_report(handler_dir: Path, receiver: Receiver) -> None:
+    code, _ = await run_job(
+        handler_dir, "async_echo", **job_env(receiver, NANOFAAS_REQUEST=REQUEST, NANOFAAS_ATTEMPT="3")
+    )
+    assert code == 0
+    [call] = receiver.calls
+    assert call.body["attempt"] == 3
+    output = call.body["output"]
+    assert isinstance(output, dict)
+    assert output["context"]["attempt"] == 3  # the handler sees it too
+
+    attempt_env = job_env(receiver, NANOFAAS_REQUEST=REQUEST, NANOFAAS_ATTEMPT="2")
+    assert (await run_job(handler_dir, "bytes_out", **attempt_env))[0] == 0
+    assert (await run_job(handler_dir, "fail", **attempt_env))[0] == 1
+    assert (await run_job(handler_dir, "handle", module="no_such_module", **attempt_env))[0] == 3
+    bytes_out, failed, not_loaded = (call.body for call in receiver.calls[1:])
+    assert (bytes_out["attempt"], bytes_out["outputContentType"]) == (2, "application/octet-stream")
+    assert failed == {
+        "status": "error",
+        "attempt": 2,
+        "error": {"code": "FUNCTION_ERROR", "message": "boom: {'x': 1}", "type": "ValueError"},
+    }
+    assert (not_loaded["status"], not_loaded["attempt"]) == ("error", 2)
+
+
+async def test_invalid_attempt_exits_2_without_a_report(handler_dir: Path, receiver: Receiver) -> None:
+    code, stderr = await run_job(
+        handler_dir, "echo", **job_env(receiver, NANOFAAS_REQUEST=REQUEST, NANOFAAS_ATTEMPT="second")
+    )
+    assert code == 2
+    assert "NANOFAAS_ATTEMPT must be a non-negative integer, got 'second'" in stderr
+    assert receiver.calls == []
 
 
 async def test_receiver_failing_twice_then_accepting(handler_dir: Path, receiver: Receiver) -> None:

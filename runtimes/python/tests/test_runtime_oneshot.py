@@ -10,7 +10,7 @@ import pytest
 
 from nanofaas_runtime.outcome import OutcomeKind
 from nanofaas_runtime.testing import handler_env, runtime_command
-from nanofaas_runtime.watchdog import invoke_file, invoke_stdio
+from nanofaas_runtime.watchdog.oneshot import invoke_file, invoke_stdio
 
 REQUEST = b'{"input": {"x": 1}, "metadata": {"m": "v"}}'
 

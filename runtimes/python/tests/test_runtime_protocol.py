@@ -1,4 +1,4 @@
-"""Units of the HTTP function protocol shared with the scheduler."""
+"""Units of the server side of the HTTP function protocol."""
 
 from __future__ import annotations
 
@@ -9,74 +9,34 @@ from nanofaas_runtime import protocol
 from nanofaas_runtime.outcome import Outcome, OutcomeKind
 
 
-def test_encode_request_splices_input_verbatim() -> None:
-    body = protocol.encode_request(b'{"b": 1,  "a": [1.50]}', {"k": "v"})
-    assert body == b'{"input":{"b": 1,  "a": [1.50]},"metadata":{"k":"v"}}'
-    assert orjson.loads(body) == {"input": {"b": 1, "a": [1.5]}, "metadata": {"k": "v"}}
-
-
-def test_encode_request_empty_input_is_null() -> None:
-    assert orjson.loads(protocol.encode_request(b"", {})) == {"input": None, "metadata": {}}
-
-
-def test_decode_200_json() -> None:
-    outcome = protocol.decode_http_response(200, "application/json; charset=utf-8", b' {"x": 1}\n')
-    assert outcome == Outcome(OutcomeKind.SUCCESS, output=b'{"x": 1}', content_type="application/json")
-
-
-def test_decode_200_bytes() -> None:
-    outcome = protocol.decode_http_response(200, "application/octet-stream", b"\x00raw ")
-    assert outcome.kind is OutcomeKind.SUCCESS
-    assert outcome.output == b"\x00raw "
-    assert outcome.content_type == "application/octet-stream"
-
-
-def test_decode_200_invalid_json_is_function_error() -> None:
-    outcome = protocol.decode_http_response(200, "application/json", b"{nope")
-    assert outcome.kind is OutcomeKind.FUNCTION_ERROR
-    assert outcome.error_code == "FUNCTION_ERROR"
-    assert outcome.message == "output is not valid JSON"
-
-
-def test_decode_200_without_content_type_sniffs() -> None:
-    assert protocol.decode_http_response(200, None, b"[1]").content_type == "application/json"
-    raw = protocol.decode_http_response(200, None, b"plain text")
-    assert (raw.kind, raw.content_type, raw.output) == (
-        OutcomeKind.SUCCESS,
-        "application/octet-stream",
-        b"plain text",
-    )
-    assert protocol.decode_http_response(200, None, b"").output == b"null"
-
-
-def test_decode_500_with_error_body() -> None:
-    body = protocol.encode_error("FUNCTION_ERROR", "bad input", "ValueError")
-    assert orjson.loads(body) == {
+def test_encode_error_carries_type_only_when_given() -> None:
+    assert orjson.loads(protocol.encode_error("FUNCTION_ERROR", "bad input", "ValueError")) == {
         "error": {"code": "FUNCTION_ERROR", "message": "bad input", "type": "ValueError"}
     }
-    outcome = protocol.decode_http_response(500, "application/json", body)
-    assert outcome == Outcome(OutcomeKind.FUNCTION_ERROR, error_code="FUNCTION_ERROR", message="bad input")
+    assert orjson.loads(protocol.encode_error("TIMEOUT", "timed out")) == {
+        "error": {"code": "TIMEOUT", "message": "timed out"}
+    }
 
 
-def test_decode_500_without_error_body() -> None:
-    outcome = protocol.decode_http_response(500, "text/html", b"<h1>oops</h1>")
-    assert outcome.kind is OutcomeKind.FUNCTION_ERROR
-    assert outcome.message == "function answered HTTP 500"
+@pytest.mark.parametrize(
+    ("header", "kind", "json"),
+    [
+        ("application/json; charset=utf-8", "application/json", True),
+        ("Application/Problem+JSON", "application/problem+json", True),
+        ("application/octet-stream", "application/octet-stream", False),
+        (None, "", False),
+    ],
+)
+def test_media_type(header: str | None, kind: str, json: bool) -> None:
+    assert protocol.media_type(header) == kind
+    assert protocol.is_json_media_type(kind) is json
 
 
-@pytest.mark.parametrize("status", [502, 503, 504])
-def test_decode_gateway_statuses_are_crashes(status: int) -> None:
-    outcome = protocol.decode_http_response(status, "text/plain", b"")
-    assert outcome.kind is OutcomeKind.CRASH
-    assert outcome.error_code == "CRASH"
-    assert str(status) in outcome.message
-
-
-@pytest.mark.parametrize("status", [201, 204, 400, 404, 429])
-def test_decode_other_statuses_are_function_errors(status: int) -> None:
-    outcome = protocol.decode_http_response(status, "application/json", b"{}")
-    assert outcome.kind is OutcomeKind.FUNCTION_ERROR
-    assert outcome.message == f"function answered HTTP {status}"
+def test_strip_json_and_is_valid_json() -> None:
+    assert protocol.strip_json(b' {"x": 1}\n') == b'{"x": 1}'
+    assert protocol.strip_json(b"[1]") == b"[1]"
+    assert protocol.is_valid_json(b"null")
+    assert not protocol.is_valid_json(b"{nope")
 
 
 def test_header_names_and_paths() -> None:
@@ -86,6 +46,7 @@ def test_header_names_and_paths() -> None:
     assert protocol.HEADER_TRACEPARENT == "traceparent"
     assert protocol.HEADER_DEADLINE_MS == "X-Deadline-Ms"
     assert protocol.HEADER_FUNCTION_NAME == "X-Function-Name"
+    assert protocol.HEADER_ATTEMPT == "X-Attempt"
 
 
 def test_trace_id_from_traceparent() -> None:
@@ -99,3 +60,11 @@ def test_outcome_is_frozen() -> None:
     with pytest.raises(AttributeError):
         outcome.message = "x"  # type: ignore[misc]
     assert OutcomeKind("crash") is OutcomeKind.CRASH
+
+
+def test_parse_attempt_takes_plain_digits_only() -> None:
+    assert protocol.parse_attempt("3") == 3
+    assert protocol.parse_attempt(" 0 ") == 0
+    for bad in ("", "-1", "+2", "1.0", "two", "\u00b2", "1_0"):
+        with pytest.raises(ValueError):
+            protocol.parse_attempt(bad)

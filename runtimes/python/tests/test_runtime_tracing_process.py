@@ -20,7 +20,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from nanofaas_runtime.testing import handler_env, runtime_command
-from nanofaas_runtime.watchdog import ServerProcess, free_port
+from nanofaas_runtime.watchdog.process import free_port
+from nanofaas_runtime.watchdog.server_process import ServerProcess
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN_ID = "00f067aa0ba902b7"

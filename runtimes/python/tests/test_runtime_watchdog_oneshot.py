@@ -12,7 +12,7 @@ import pytest
 
 from nanofaas_runtime.outcome import Outcome, OutcomeKind
 from nanofaas_runtime.testing import child_env, pid_alive, python_command, wait_pid_gone
-from nanofaas_runtime.watchdog import invoke_file, invoke_stdio
+from nanofaas_runtime.watchdog.oneshot import invoke_file, invoke_stdio
 
 ENV = child_env()
 

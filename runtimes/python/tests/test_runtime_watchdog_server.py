@@ -1,4 +1,4 @@
-"""Watchdog HTTP mode: ServerProcess with real server processes."""
+"""ServerProcess (start a function's own HTTP server, wait until ready, stop it) with real processes."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from nanofaas_runtime.testing import (
     runtime_command,
     wait_pid_gone,
 )
-from nanofaas_runtime.watchdog import ServerProcess, StartError, free_port, kill_process_group
+from nanofaas_runtime.watchdog.process import StartError, free_port, kill_process_group
+from nanofaas_runtime.watchdog.server_process import ServerProcess
 
 # A tiny stdlib server reporting the HOST/PORT it was given, so the test sees the watchdog's env.
 ENV_SERVER = """

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from nanofaas_runtime.logs import SERVICE
+from nanofaas_runtime.logs import SERVICE, timestamp
 
 MAX_LINE_CHARS = 64 * 1024
 """A longer run of output without a newline is emitted in pieces of this size."""
@@ -107,7 +107,7 @@ class CapturedStream(io.TextIOBase):
 
     def _emit(self, invocation: Invocation, line: str) -> None:
         entry = {
-            "ts": _timestamp(time.time()),
+            "ts": timestamp(time.time()),
             "level": self._level,
             "service": SERVICE,
             "msg": line.rstrip("\r"),
@@ -119,11 +119,6 @@ class CapturedStream(io.TextIOBase):
             entry["traceId"] = invocation.trace_id
         self._sink.write(orjson.dumps(entry).decode() + "\n")
         self._sink.flush()
-
-
-def _timestamp(now: float) -> str:
-    millis = int(now * 1000) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{millis:03d}Z"
 
 
 _installed: list[CapturedStream] = []

@@ -40,6 +40,7 @@ class Context:
     function_name: str = ""
     deadline: float | None = None  # absolute, unix epoch seconds
     metadata: Mapping[str, str] = field(default_factory=dict)
+    attempt: int = 0  # which attempt of the execution this is (1, 2, ...; 0 when not told)
 
     def remaining_seconds(self) -> float | None:
         """Seconds left before the deadline (never negative), or None without a deadline."""

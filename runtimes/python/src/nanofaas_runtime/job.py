@@ -3,8 +3,9 @@ the result POSTed to the platform's callback, then exit.
 
 The request is the InvocationRequest JSON `{"input", "metadata"}` in env NANOFAAS_REQUEST
 or in the file named by NANOFAAS_REQUEST_FILE; EXECUTION_ID, CALLBACK_URL, TRACE_ID,
-TRACEPARENT, FUNCTION_NAME and INVOCATION_TIMEOUT_MS give the rest. The callback uses
-only the stdlib HTTP client: a Job pays its start-up on every invocation.
+TRACEPARENT, FUNCTION_NAME, INVOCATION_TIMEOUT_MS and NANOFAAS_ATTEMPT (sent back in the
+report, so a stale attempt's is ignored) give the rest. The callback uses only the stdlib
+HTTP client: a Job pays its start-up on every invocation.
 
 Exit codes: 0 success; 1 the handler raised (reported as FUNCTION_ERROR); 2 bad request
 or environment; 3 the handler could not be loaded; 4 the callback could not be delivered
@@ -34,6 +35,7 @@ from nanofaas_runtime.oneshot import (
     EXIT_FUNCTION_ERROR,
     EXIT_OK,
     BadInput,
+    attempt_from_env,
     call_once,
     context_from_env,
     handler_span,
@@ -79,24 +81,33 @@ def callback_url(base_url: str, execution_id: str) -> str:
     return base_url.rstrip("/") + COMPLETE_PATH.format(execution_id=quote(execution_id, safe=""))
 
 
-def success_body(payload: bytes, content_type: str) -> bytes:
-    """The completion body; JSON output is spliced in as is, bytes travel as base64."""
+def success_body(payload: bytes, content_type: str, attempt: int | None = None) -> bytes:
+    """The completion body; JSON output is spliced in as is, bytes travel as base64.
+
+    `attempt` (from NANOFAAS_ATTEMPT) lets the platform ignore the report of a stale attempt.
+    """
     if content_type == CONTENT_TYPE_BYTES:
-        return orjson.dumps(
-            {
-                "status": "success",
-                "output": base64.b64encode(payload).decode("ascii"),
-                "outputContentType": CONTENT_TYPE_BYTES,
-            }
-        )
-    return b'{"status":"success","output":' + payload + b"}"
+        body: dict[str, object] = {"status": "success"}
+        if attempt is not None:
+            body["attempt"] = attempt
+        body["output"] = base64.b64encode(payload).decode("ascii")
+        body["outputContentType"] = CONTENT_TYPE_BYTES
+        return orjson.dumps(body)
+    head = b'{"status":"success",'
+    if attempt is not None:
+        head += b'"attempt":' + str(attempt).encode() + b","
+    return head + b'"output":' + payload + b"}"
 
 
-def error_body(code: str, message: str, error_type: str | None = None) -> bytes:
+def error_body(code: str, message: str, error_type: str | None = None, attempt: int | None = None) -> bytes:
     error: dict[str, str] = {"code": code, "message": message}
     if error_type is not None:
         error["type"] = error_type
-    return orjson.dumps({"status": "error", "error": error})
+    body: dict[str, object] = {"status": "error"}
+    if attempt is not None:
+        body["attempt"] = attempt
+    body["error"] = error
+    return orjson.dumps(body)
 
 
 def post_completion(
@@ -207,31 +218,35 @@ def run() -> int:
     base_url = os.environ.get("CALLBACK_URL", "").strip()
     if not execution_id or not base_url:
         return _fail("nanofaas-runtime: job mode needs EXECUTION_ID and CALLBACK_URL", EXIT_BAD_INPUT)
+    try:
+        attempt = attempt_from_env()
+    except BadInput as exc:  # no report: the platform could not match it to an attempt
+        return _fail(f"nanofaas-runtime: {exc}", EXIT_BAD_INPUT)
     url = callback_url(base_url, execution_id)
-    return run_traced("job", lambda spans: _run(url, started, spans))
+    return run_traced("job", lambda spans: _run(url, attempt, started, spans))
 
 
-def _run(url: str, started: float, spans: InvocationSpans | None) -> int:
+def _run(url: str, attempt: int | None, started: float, spans: InvocationSpans | None) -> int:
     try:
         handler = load_handler()
     except HandlerLoadError as exc:
         message = f"cannot load handler: {exc}"
-        body = error_body(CODE_START_FAILED, message)
+        body = error_body(CODE_START_FAILED, message, attempt=attempt)
         return _report(url, body, EXIT_HANDLER_LOAD_FAILED, f"nanofaas-runtime: {message}", spans)
     try:
         context = traced_context(context_from_env(started), spans)
         request = parse_request(read_job_request())
     except BadInput as exc:
-        body = error_body(CODE_INVALID_REQUEST, str(exc))
+        body = error_body(CODE_INVALID_REQUEST, str(exc), attempt=attempt)
         return _report(url, body, EXIT_BAD_INPUT, f"nanofaas-runtime: {exc}", spans)
     try:
         with handler_span(spans):
             payload, content_type = encode_output(call_once(handler, request, context))
     except (Exception, SystemExit) as exc:
         message = exception_message(exc)
-        body = error_body(CODE_FUNCTION_ERROR, message, type(exc).__name__)
+        body = error_body(CODE_FUNCTION_ERROR, message, type(exc).__name__, attempt)
         return _report(url, body, EXIT_FUNCTION_ERROR, message, spans)
-    return _report(url, success_body(payload, content_type), EXIT_OK, spans=spans)
+    return _report(url, success_body(payload, content_type, attempt), EXIT_OK, spans=spans)
 
 
 def _stderr(message: str) -> None:

@@ -25,7 +25,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": _timestamp(record.created),
+            "ts": timestamp(record.created),
             "level": record.levelname,
             "service": self._service,
             "msg": record.getMessage(),
@@ -38,7 +38,8 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def _timestamp(created: float) -> str:
+def timestamp(created: float) -> str:
+    """UTC ISO-8601 with milliseconds, the `ts` of every JSON log line."""
     millis = int(created * 1000) % 1000
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{millis:03d}Z"
 

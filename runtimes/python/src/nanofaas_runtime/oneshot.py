@@ -25,7 +25,7 @@ from nanofaas_runtime.handler import (
 )
 from nanofaas_runtime.handler import parse_request as parse_invocation_request
 from nanofaas_runtime.outcome import CONTENT_TYPE_BYTES
-from nanofaas_runtime.protocol import trace_id_from_traceparent
+from nanofaas_runtime.protocol import parse_attempt, trace_id_from_traceparent
 from nanofaas_runtime.tracing import ONESHOT_FLUSH_TIMEOUT_S, shutdown_tracing, start_invocation_spans
 
 if TYPE_CHECKING:
@@ -42,8 +42,20 @@ class BadInput(Exception):
     """The request or environment given to a one-shot run is unusable."""
 
 
+def attempt_from_env() -> int | None:
+    """NANOFAAS_ATTEMPT (the attempt this process runs), None when unset; BadInput when not an integer."""
+    raw = os.environ.get("NANOFAAS_ATTEMPT", "").strip()
+    if not raw:
+        return None
+    try:
+        return parse_attempt(raw)
+    except ValueError as exc:
+        raise BadInput(f"NANOFAAS_ATTEMPT must be a non-negative integer, got {raw!r}") from exc
+
+
 def context_from_env(started: float) -> Context:
-    """Context from EXECUTION_ID, TRACE_ID (else TRACEPARENT), FUNCTION_NAME and INVOCATION_TIMEOUT_MS."""
+    """Context from EXECUTION_ID, TRACE_ID (else TRACEPARENT), FUNCTION_NAME, INVOCATION_TIMEOUT_MS
+    and NANOFAAS_ATTEMPT."""
     timeout_ms = os.environ.get("INVOCATION_TIMEOUT_MS", "").strip()
     deadline = None
     if timeout_ms:
@@ -57,6 +69,7 @@ def context_from_env(started: float) -> Context:
         or trace_id_from_traceparent(os.environ.get("TRACEPARENT", "")),
         function_name=os.environ.get("FUNCTION_NAME", ""),
         deadline=deadline,
+        attempt=attempt_from_env() or 0,
     )
 
 

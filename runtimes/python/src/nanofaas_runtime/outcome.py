@@ -1,4 +1,8 @@
-"""The result of one invocation, shared by the runtime, the watchdog and the scheduler."""
+"""How one invocation ended, as the function side judges it (the watchdog's STDIO/FILE modes).
+
+The function side's own type: the scheduler has its own and learns the outcome
+only from the HTTP response (docs/function-protocol.md), never from this module.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ CODE_START_FAILED = "START_FAILED"
 
 
 class OutcomeKind(enum.Enum):
-    """What happened; CRASH is an infrastructure failure the scheduler may retry."""
+    """What happened; CRASH is an infrastructure failure the caller may retry."""
 
     SUCCESS = "success"
     FUNCTION_ERROR = "function_error"
@@ -41,7 +45,7 @@ def function_error(message: str) -> Outcome:
 
 
 def crash(message: str, error_code: str = CODE_CRASH) -> Outcome:
-    """An infrastructure failure (signal, refused connection, 502-504, START_FAILED)."""
+    """An infrastructure failure: death by a signal, or (with START_FAILED) a command that cannot start."""
     return Outcome(OutcomeKind.CRASH, error_code=error_code, message=message)
 
 

@@ -9,6 +9,7 @@ import asyncio
 import os
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -16,6 +17,11 @@ def runtime_command(mode: str | None = None) -> list[str]:
     """argv running this Python runtime with the current interpreter."""
     argv = [sys.executable, "-m", "nanofaas_runtime"]
     return [*argv, "--mode", mode] if mode else argv
+
+
+def watchdog_command(mode: str, command: Sequence[str]) -> list[str]:
+    """argv running the watchdog (`nanofaas-watchdog`) in `mode` around `command`, current interpreter."""
+    return [sys.executable, "-m", "nanofaas_runtime.watchdog", "--mode", mode, "--", *command]
 
 
 def python_command(code: str) -> list[str]:

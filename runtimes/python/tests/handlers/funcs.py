@@ -6,6 +6,8 @@ Each test picks one with HANDLER_FUNCTION; they are typed like a careful user wo
 from __future__ import annotations
 
 import asyncio
+import base64
+import builtins
 import os
 import sys
 import threading
@@ -26,6 +28,7 @@ def _context_dict(context: Context | None) -> dict[str, Any] | None:
         "function_name": context.function_name,
         "deadline": context.deadline,
         "metadata": dict(context.metadata),
+        "attempt": context.attempt,
     }
 
 
@@ -38,6 +41,25 @@ def echo(request: dict[str, Any], context: Context | None = None) -> Any:
 async def async_echo(request: dict[str, Any], context: Context | None = None) -> Any:
     await asyncio.sleep(0)
     return {"async": request["input"], "context": _context_dict(context)}
+
+
+def report(request: dict[str, Any], context: Context | None = None) -> Any:
+    """What the handler received, bytes input as base64 (the shape of the protocol's golden vectors)."""
+    value = request["input"]
+    received = (
+        {"inputBase64": base64.b64encode(value).decode()} if isinstance(value, bytes) else {"input": value}
+    )
+    return {"request": {**received, "metadata": request["metadata"]}, "context": _context_dict(context)}
+
+
+def vector(request: dict[str, Any], context: Context | None = None) -> Any:
+    """Do what a golden vector's `handler` says: `returns`, `returnsBase64` or `raises` {type, message}."""
+    behaviour = request["input"]
+    if "raises" in behaviour:
+        raise getattr(builtins, behaviour["raises"]["type"])(behaviour["raises"]["message"])
+    if "returnsBase64" in behaviour:
+        return base64.b64decode(behaviour["returnsBase64"])
+    return behaviour["returns"]
 
 
 def one_arg(request: dict[str, Any]) -> Any:

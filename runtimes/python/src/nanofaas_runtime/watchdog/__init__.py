@@ -1,21 +1,10 @@
-"""Run any command as a function process (used by the scheduler's local backend and the images).
+"""The watchdog: serves the function HTTP protocol and runs any command once per invocation.
 
-HTTP mode: `ServerProcess` (spawn, health-poll until ready, stop). STDIO and FILE
-modes: `invoke_stdio` / `invoke_file`, one process per invocation. Every child
-runs in its own session/process group, never through a shell, with exactly the
-environment given; timeouts kill the whole group.
+`nanofaas-watchdog --mode stdio|file -- COMMAND...` (see `cli`). STDIO: the request on
+the command's stdin, its output JSON on stdout; FILE: $INPUT_FILE and $OUTPUT_FILE
+(`oneshot`). Every command runs in its own session/process group, never through a
+shell; a deadline kills the whole group. `ServerProcess` starts a function's own HTTP
+server the same careful way (the runtime's tests use it).
+
+Deliberately empty of imports, so `python -m nanofaas_runtime.watchdog` loads only what it runs.
 """
-
-from nanofaas_runtime.watchdog.oneshot import DEFAULT_MAX_OUTPUT_BYTES, invoke_file, invoke_stdio
-from nanofaas_runtime.watchdog.process import StartError, free_port, kill_process_group
-from nanofaas_runtime.watchdog.server_process import ServerProcess
-
-__all__ = [
-    "DEFAULT_MAX_OUTPUT_BYTES",
-    "ServerProcess",
-    "StartError",
-    "free_port",
-    "invoke_file",
-    "invoke_stdio",
-    "kill_process_group",
-]

@@ -4,7 +4,8 @@ STDIO: the request on stdin, the output JSON on stdout. FILE: the request at
 $INPUT_FILE, the output JSON at $OUTPUT_FILE (a private temp dir, removed after).
 Exit 0 with valid JSON is SUCCESS; a non-zero exit is a FUNCTION_ERROR carrying
 the stderr tail; death by a signal or a failure to start is a CRASH; the deadline
-kills the whole process group and is a TIMEOUT.
+kills the whole process group and is a TIMEOUT. The command's stderr is kept as a
+bounded tail for error messages and, with a `stderr_sink`, handed on line by line.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,9 +51,12 @@ async def invoke_stdio(
     timeout: float,
     cwd: str | None = None,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    stderr_sink: Callable[[bytes], None] | None = None,
 ) -> Outcome:
     """Run `argv` with `request` on stdin; its stdout is the output JSON."""
-    result = await _run_once(argv, env, cwd, timeout, stdin_data=request, stdout_limit=max_output_bytes)
+    result = await _run_once(
+        argv, env, cwd, timeout, stdin_data=request, stdout_limit=max_output_bytes, stderr_sink=stderr_sink
+    )
     return result if isinstance(result, Outcome) else _json_output(result.stdout)
 
 
@@ -64,6 +68,7 @@ async def invoke_file(
     timeout: float,
     cwd: str | None = None,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    stderr_sink: Callable[[bytes], None] | None = None,
 ) -> Outcome:
     """Run `argv` with the request at $INPUT_FILE; the JSON it writes to $OUTPUT_FILE is the output."""
     try:
@@ -72,7 +77,9 @@ async def invoke_file(
         return crash(f"cannot prepare INPUT_FILE: {exc}", CODE_START_FAILED)
     try:
         file_env = {**env, "INPUT_FILE": input_path, "OUTPUT_FILE": output_path}
-        result = await _run_once(argv, file_env, cwd, timeout, stdin_data=None, stdout_limit=None)
+        result = await _run_once(
+            argv, file_env, cwd, timeout, stdin_data=None, stdout_limit=None, stderr_sink=stderr_sink
+        )
         if isinstance(result, Outcome):
             return result
         return await asyncio.to_thread(_read_output_file, output_path, max_output_bytes)
@@ -88,6 +95,7 @@ async def _run_once(
     *,
     stdin_data: bytes | None,
     stdout_limit: int | None,
+    stderr_sink: Callable[[bytes], None] | None,
 ) -> _Exit | Outcome:
     """Start, supervise and judge the exit; a clean exit is left to the mode to read its output."""
     pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
@@ -102,7 +110,7 @@ async def _run_once(
         )
     except StartError as exc:
         return crash(str(exc), CODE_START_FAILED)
-    result = await _supervise(child, timeout, stdin_data, stdout_limit)
+    result = await _supervise(child, timeout, stdin_data, stdout_limit, stderr_sink)
     if isinstance(result, Outcome):
         return result
     if result.returncode != 0:
@@ -115,10 +123,11 @@ async def _supervise(
     timeout_seconds: float,
     stdin_data: bytes | None,
     stdout_limit: int | None,
+    stderr_sink: Callable[[bytes], None] | None,
 ) -> _Exit | Outcome:
     """Feed, drain and wait for the process within the deadline, killing its group on any early end."""
     process = child.process
-    stderr = StreamTail(process.stderr)
+    stderr = StreamTail(process.stderr, sink=stderr_sink)
     feeder = asyncio.create_task(_feed(process.stdin, stdin_data)) if process.stdin is not None else None
     reader = (
         asyncio.create_task(read_bounded(process.stdout, stdout_limit))
