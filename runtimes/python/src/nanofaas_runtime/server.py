@@ -255,7 +255,8 @@ async def _send_error(send: Send, status: int, code: str, message: str) -> None:
     await _send(send, status, protocol.encode_error(code, message), _JSON)
 
 
-def _env_int(name: str, default: int, minimum: int) -> int:
+def _env_int(name: str, default: int, minimum: int, maximum: int = 2**31 - 1) -> int:
+    """The integer in `name` (unset or blank: `default`); the error text is the same in every service."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -263,8 +264,10 @@ def _env_int(name: str, default: int, minimum: int) -> int:
         value = int(raw)
     except ValueError:
         value = minimum - 1
-    if value < minimum:
-        fail_start(f"{name} must be an integer >= {minimum}, got {raw!r}", EXIT_CONFIG_INVALID)
+    if not minimum <= value <= maximum:
+        fail_start(
+            f"{name}: must be an integer between {minimum} and {maximum} (got {raw!r})", EXIT_CONFIG_INVALID
+        )
     return value
 
 
@@ -283,10 +286,10 @@ def serve(handler: Handler, log_level: int) -> None:
     """
     import uvicorn
 
-    concurrency = _env_int("NANOFAAS_RUNTIME_CONCURRENCY", 1, 1)
+    concurrency = _env_int("NANOFAAS_RUNTIME_CONCURRENCY", 1, 1, 10_000)
     listen_fd = os.environ.get("NANOFAAS_LISTEN_FD", "").strip()
     host = os.environ.get("HOST", "").strip() or "0.0.0.0"
-    port = _env_int("PORT", 8080, 0)
+    port = _env_int("PORT", 8080, 0, 65535)
     tracing.setup_tracing()
     app = RuntimeApp(
         handler,
