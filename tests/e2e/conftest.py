@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,20 +13,20 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from multidict import CIMultiDict
 
-FUNCTIONS_DIR = Path(__file__).resolve().parent / "functions"
-RUNTIME_IMAGE = "nanofaas/python-runtime:latest"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# The REST helpers moved to helpers.py; re-exported here for tests that import them from conftest.
+from .helpers import (  # noqa: F401
+    FUNCTIONS_DIR,
+    RUNTIME_IMAGE,
+    command_spec,
+    free_port,
+    invoke,
+    python_spec,
+    register,
+)
 
 
 @dataclass
@@ -121,36 +120,3 @@ async def http(platform: Platform) -> AsyncIterator[aiohttp.ClientSession]:
 def fn_name(request: pytest.FixtureRequest) -> str:
     """A function name unique to the test, so tests share one platform safely."""
     return f"{request.node.name[:40].replace('[', '-').replace(']', '')}-{uuid.uuid4().hex[:6]}"
-
-
-def python_spec(name: str, handler: str, **fields: Any) -> dict[str, Any]:
-    """A function on the project's Python runtime, running a handler from functions/."""
-    env = {"PYTHONPATH": str(FUNCTIONS_DIR), "HANDLER_MODULE": "handlers", "HANDLER_FUNCTION": handler}
-    env.update(fields.pop("env", {}))
-    return {"name": name, "image": RUNTIME_IMAGE, "env": env, **fields}
-
-
-def command_spec(name: str, script: str, **fields: Any) -> dict[str, Any]:
-    """A function whose process is a script from functions/ run by this interpreter."""
-    return {
-        "name": name,
-        "image": "example/any:1",
-        "command": [sys.executable, str(FUNCTIONS_DIR / script)],
-        **fields,
-    }
-
-
-async def register(http: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[str, Any]:
-    async with http.post("/v1/functions", json=spec) as response:
-        body = await response.json()
-        assert response.status == 201, body
-        return dict(body)
-
-
-async def invoke(
-    http: aiohttp.ClientSession, name: str, input_value: Any = None, headers: dict[str, str] | None = None
-) -> tuple[int, CIMultiDict[str], Any]:
-    async with http.post(
-        f"/v1/functions/{name}:invoke", json={"input": input_value}, headers=headers
-    ) as response:
-        return response.status, CIMultiDict(response.headers), await response.json()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from .conftest import RUNTIME_IMAGE, python_spec, register
+from .helpers import RUNTIME_IMAGE, python_spec, register
 
 
 async def test_register_returns_summary_and_get_applies_defaults(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 from collections.abc import AsyncIterator
 
@@ -12,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from .conftest import FUNCTIONS_DIR, command_spec, invoke, python_spec, register
+from .helpers import FUNCTIONS_DIR, command_spec, free_port, get_execution, invoke, python_spec, register
 
 
 async def test_job_runs_python_handler_in_fresh_process(http: aiohttp.ClientSession, fn_name: str) -> None:
@@ -137,12 +136,6 @@ async def test_runtime_command_is_split_without_a_shell(http: aiohttp.ClientSess
     assert body["output"]["argv"] == ["two words", "$HOME", ";", "`id`"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 async def endpoint_server() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
     """A user-run endpoint: a real HTTP server in the test process."""
@@ -161,7 +154,7 @@ async def endpoint_server() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
     app.router.add_post("/run", handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     yield f"http://127.0.0.1:{port}/run", seen
@@ -184,13 +177,12 @@ async def test_endpoint_mode(
 
 
 async def test_unreachable_endpoint_is_retried_then_error(http: aiohttp.ClientSession, fn_name: str) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/nothing-listens"
+    url = f"http://127.0.0.1:{free_port()}/nothing-listens"
     await register(http, {"name": fn_name, "image": "x", "endpointUrl": url, "maxRetries": 2})
     status, headers, body = await invoke(http, fn_name, 1)
     assert status == 502
     assert body["status"] == "error"
-    async with http.get(f"/v1/executions/{headers['X-Execution-Id']}") as response:
-        assert (await response.json())["attempts"] == 3
+    assert (await get_execution(http, headers["X-Execution-Id"]))["attempts"] == 3
 
 
 async def test_octet_stream_in_and_out(http: aiohttp.ClientSession, fn_name: str) -> None:
@@ -215,8 +207,7 @@ async def test_concurrency_limit_is_never_exceeded(
     ids = [headers["X-Execution-Id"] for _, headers, _ in results]
     spans = []
     for execution_id in ids:
-        async with http.get(f"/v1/executions/{execution_id}") as response:
-            status_body = await response.json()
+        status_body = await get_execution(http, execution_id)
         spans.append((status_body["startedAt"], status_body["finishedAt"]))
     for moment, _ in spans:
         overlapping = sum(1 for start, end in spans if start <= moment < end)

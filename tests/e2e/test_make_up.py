@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from .conftest import free_port
+from .helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,11 +6,10 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
-import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import Platform, command_spec, invoke, python_spec, register
-from .test_semantics import wait_terminal
+from .conftest import Platform
+from .helpers import command_spec, invoke, python_spec, register, wait_for_log_entry, wait_terminal
 
 
 async def scrape(port: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -110,15 +109,11 @@ async def test_failed_invocation_is_logged_as_json_with_ids(
     status, headers, _ = await invoke(http, fn_name, "x", headers={"X-Trace-Id": "log-trace-1"})
     assert status == 502
     execution_id = headers["X-Execution-Id"]
-    for _ in range(100):  # the log line is written right after the response; give the file a moment
-        lines = [
-            orjson.loads(line) for line in platform.logs("scheduler").splitlines() if line.startswith("{")
-        ]
-        mine = [e for e in lines if e.get("executionId") == execution_id and e["msg"] == "execution ended"]
-        if mine:
-            break
-        await asyncio.sleep(0.02)
-    entry = mine[0]
+    # The log line is written right after the response: the file may not have it yet.
+    entry = await wait_for_log_entry(
+        lambda: platform.logs("scheduler"),
+        lambda e: e.get("executionId") == execution_id and e["msg"] == "execution ended",
+    )
     assert entry["traceId"] == "log-trace-1"
     assert entry["functionName"] == fn_name
     assert entry["status"] == "error"
@@ -133,16 +128,10 @@ async def test_handler_output_reaches_the_log_stream_with_ids(
     await register(http, python_spec(fn_name, "chatty", executionMode="WARM"))
     status, headers, _ = await invoke(http, fn_name, fn_name, headers={"X-Trace-Id": "chat-trace"})
     assert status == 200
-    mine: list[dict[str, object]] = []
-    for _ in range(100):  # the replica's stderr is forwarded as it is written
-        lines = [
-            orjson.loads(line) for line in platform.logs("scheduler").splitlines() if line.startswith("{")
-        ]
-        mine = [entry for entry in lines if f"chatty says {fn_name}" in str(entry.get("msg"))]
-        if mine:
-            break
-        await asyncio.sleep(0.02)
-    assert mine, "the handler's output did not reach the log stream"
-    assert mine[0]["executionId"] == headers["X-Execution-Id"]
-    assert mine[0]["traceId"] == "chat-trace"
-    assert mine[0]["service"] == "runtime"
+    # The replica's stderr is forwarded as it is written.
+    line = await wait_for_log_entry(
+        lambda: platform.logs("scheduler"), lambda entry: f"chatty says {fn_name}" in str(entry.get("msg"))
+    )
+    assert line["executionId"] == headers["X-Execution-Id"]
+    assert line["traceId"] == "chat-trace"
+    assert line["service"] == "runtime"

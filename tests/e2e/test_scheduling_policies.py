@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from .conftest import free_port, invoke, python_spec, register
+from .helpers import enqueue, free_port, get_execution, invoke, python_spec, register, wait_terminal
 
 
 @pytest.fixture
@@ -67,24 +67,6 @@ async def test_sync_call_rejected_early_when_it_cannot_finish(
     assert "estimated wait" in body["error"]["message"]
 
 
-async def wait_terminal(http: aiohttp.ClientSession, execution_id: str) -> dict[str, object]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while loop.time() < deadline:
-        async with http.get(f"/v1/executions/{execution_id}") as response:
-            body: dict[str, object] = await response.json()
-        if body["status"] in ("success", "error", "timeout"):
-            return body
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{execution_id} did not end")
-
-
-async def enqueue(http: aiohttp.ClientSession, name: str, value: object) -> str:
-    async with http.post(f"/v1/functions/{name}:enqueue", json={"input": value}) as response:
-        assert response.status == 202, await response.text()
-        return str((await response.json())["executionId"])
-
-
 async def test_hot_function_does_not_delay_another(http: aiohttp.ClientSession, fn_name: str) -> None:
     hot, cold = f"{fn_name}-hot", f"{fn_name}-cold"
     await register(http, python_spec(hot, "sleep", executionMode="WARM", concurrency=1, queueSize=50))
@@ -94,8 +76,7 @@ async def test_hot_function_does_not_delay_another(http: aiohttp.ClientSession, 
     assert status == 200 and body["output"]["input"] == "first"
     states = []
     for execution_id in backlog:
-        async with http.get(f"/v1/executions/{execution_id}") as response:
-            states.append((await response.json())["status"])
+        states.append((await get_execution(http, execution_id))["status"])
     assert "queued" in states, "the cold function was served while the hot backlog was still queued"
     for execution_id in backlog:
         await wait_terminal(http, execution_id)

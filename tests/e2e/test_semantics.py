@@ -5,28 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
 
-from .conftest import command_spec, invoke, python_spec, register
-
-
-async def wait_terminal(
-    http: aiohttp.ClientSession, execution_id: str, timeout: float = 30
-) -> dict[str, Any]:
-    """Poll the execution like a client would, until it has ended."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        async with http.get(f"/v1/executions/{execution_id}") as response:
-            assert response.status == 200
-            body: dict[str, Any] = await response.json()
-        if body["status"] in ("success", "error", "timeout"):
-            return body
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"execution {execution_id} did not end")
+from .helpers import command_spec, enqueue, get_execution, invoke, python_spec, register, wait_terminal
 
 
 def pid_alive(pid: int) -> bool:
@@ -190,9 +173,7 @@ async def test_enqueue_then_poll_to_success(http: aiohttp.ClientSession, fn_name
 
 async def test_failed_async_execution_records_error(http: aiohttp.ClientSession, fn_name: str) -> None:
     await register(http, python_spec(fn_name, "fail"))
-    async with http.post(f"/v1/functions/{fn_name}:enqueue", json={"input": "x"}) as response:
-        execution_id = (await response.json())["executionId"]
-    execution = await wait_terminal(http, execution_id)
+    execution = await wait_terminal(http, await enqueue(http, fn_name, "x"))
     assert execution["status"] == "error"
     assert execution["error"]["code"] == "FUNCTION_ERROR"
 
@@ -205,10 +186,8 @@ async def test_unknown_execution_is_404(http: aiohttp.ClientSession) -> None:
 
 async def test_complete_callback_ends_execution(http: aiohttp.ClientSession, fn_name: str) -> None:
     await register(http, python_spec(fn_name, "sleep", executionMode="WARM", concurrency=1))
-    async with http.post(f"/v1/functions/{fn_name}:enqueue", json={"input": 0.5}) as response:
-        running = (await response.json())["executionId"]
-    async with http.post(f"/v1/functions/{fn_name}:enqueue", json={"input": 0.5}) as response:
-        queued = (await response.json())["executionId"]
+    running = await enqueue(http, fn_name, 0.5)
+    queued = await enqueue(http, fn_name, 0.5)
     async with http.post(
         f"/v1/internal/executions/{queued}:complete",
         json={"status": "success", "output": {"from": "callback"}},
@@ -246,8 +225,7 @@ async def test_trace_id_reaches_function_and_execution(http: aiohttp.ClientSessi
     status, headers, body = await invoke(http, fn_name, 1, headers={"X-Trace-Id": "abc-123"})
     assert status == 200
     assert body["output"]["traceId"] == "abc-123"
-    async with http.get(f"/v1/executions/{headers['X-Execution-Id']}") as response:
-        assert (await response.json())["traceId"] == "abc-123"
+    assert (await get_execution(http, headers["X-Execution-Id"]))["traceId"] == "abc-123"
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     status, _, body = await invoke(http, fn_name, 1, headers={"traceparent": traceparent})
     assert status == 200

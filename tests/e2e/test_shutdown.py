@@ -8,7 +8,8 @@ from pathlib import Path
 
 import aiohttp
 
-from .conftest import invoke, python_spec, register, start_platform, stop_platform
+from .conftest import start_platform, stop_platform
+from .helpers import enqueue, get_execution, invoke, python_spec, register
 
 
 async def test_sigterm_drains_inflight_and_ends_queued(tmp_path: Path) -> None:
@@ -28,8 +29,7 @@ async def test_sigterm_drains_inflight_and_ends_queued(tmp_path: Path) -> None:
                     break
                 await asyncio.sleep(0.01)
             queued_sync = asyncio.create_task(invoke(http, "slow", 0))
-            async with http.post("/v1/functions/slow:enqueue", json={"input": 0}) as response:
-                queued_async = (await response.json())["executionId"]
+            queued_async = await enqueue(http, "slow", 0)
 
             scheduler = platform.processes["scheduler"]
             scheduler.send_signal(signal.SIGTERM)
@@ -37,8 +37,7 @@ async def test_sigterm_drains_inflight_and_ends_queued(tmp_path: Path) -> None:
             status, _, body = await queued_sync
             assert status == 503
             assert body["error"]["code"] == "SHUTTING_DOWN"
-            async with http.get(f"/v1/executions/{queued_async}") as response:
-                ended = await response.json()
+            ended = await get_execution(http, queued_async)
             assert ended["status"] == "error"
             assert ended["error"]["code"] == "SHUTTING_DOWN"
             status, _, body = await invoke(http, "slow", 0)

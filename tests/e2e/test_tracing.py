@@ -9,7 +9,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .conftest import Platform, invoke, python_spec, register, start_platform, stop_platform
+from .conftest import Platform, start_platform, stop_platform
+from .helpers import get_execution, invoke, python_spec, register
 from .otlp_receiver import ReceivedSpan, Receiver, start_receiver
 
 
@@ -50,8 +51,7 @@ async def test_one_invocation_is_one_trace(traced: tuple[Platform, Receiver]) ->
         await register(http, python_spec("traced", "echo", executionMode="WARM"))
         status, headers, _ = await invoke(http, "traced", 1, headers={"X-Trace-Id": "caller-42"})
         assert status == 200
-        async with http.get(f"/v1/executions/{headers['X-Execution-Id']}") as response:
-            trace_id = (await response.json())["traceId"]
+        trace_id = (await get_execution(http, headers["X-Execution-Id"]))["traceId"]
     assert len(trace_id) == 32
     await receiver.wait_for(lambda spans: chain_complete(spans, trace_id))
     spans = by_name(receiver.spans, trace_id)
@@ -84,8 +84,7 @@ async def test_incoming_traceparent_is_continued(traced: tuple[Platform, Receive
             http, "continued", 1, headers={"traceparent": f"00-{trace_id}-{parent}-01"}
         )
         assert status == 200
-        async with http.get(f"/v1/executions/{headers['X-Execution-Id']}") as response:
-            assert (await response.json())["traceId"] == trace_id
+        assert (await get_execution(http, headers["X-Execution-Id"]))["traceId"] == trace_id
     await receiver.wait_for(lambda spans: chain_complete(spans, trace_id))
     roots = [s for s in receiver.spans if s.trace_id == trace_id and s.parent_span_id == parent]
     assert [s.service for s in roots] == ["nanofaas-gateway"]

@@ -237,7 +237,8 @@ async def test_invalid_concurrency_fails_start(handler_dir: Path) -> None:
     )
     assert await server.wait_exit() == 2
     await server.stop()
-    assert "NANOFAAS_RUNTIME_CONCURRENCY must be an integer >= 1" in server.stderr_tail()
+    expected = "NANOFAAS_RUNTIME_CONCURRENCY: must be an integer between 1 and 10000 (got '0')"
+    assert expected in server.stderr_tail()
 
 
 async def test_serves_an_inherited_listening_socket(handler_dir: Path, http: aiohttp.ClientSession) -> None:

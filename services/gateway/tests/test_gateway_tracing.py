@@ -151,25 +151,16 @@ async def test_registry_calls_get_client_spans_but_health_checks_do_not(traced: 
     assert not any("Health" in span.name for span in traced.spans.get_finished_spans())
 
 
-async def test_log_lines_inside_a_span_carry_its_trace_id(traced: TracedGateway) -> None:
+async def test_log_lines_inside_a_span_carry_its_trace_and_span_ids(traced: TracedGateway) -> None:
     provider = tracer_provider()
     assert provider is not None
     record = logging.LogRecord("nanofaas_gateway", logging.ERROR, __file__, 1, "boom", None, None)
     formatter = JsonFormatter()
-    assert "traceId" not in orjson.loads(formatter.format(record))
+    assert not {"traceId", "spanId"} & set(orjson.loads(formatter.format(record)))
     with provider.get_tracer("test").start_as_current_span("work") as span:
         entry = orjson.loads(formatter.format(record))
     assert entry["traceId"] == format_trace_id(span.get_span_context().trace_id)
-
-
-def test_log_lines_have_no_trace_id_once_tracing_is_shut_down() -> None:
-    assert setup_tracing(exporter=AwaitableSpanExporter())
-    provider = tracer_provider()
-    shutdown_tracing()
-    assert provider is not None and tracer_provider() is None
-    record = logging.LogRecord("nanofaas_gateway", logging.ERROR, __file__, 1, "boom", None, None)
-    with provider.get_tracer("test").start_as_current_span("work"):
-        assert "traceId" not in orjson.loads(JsonFormatter().format(record))
+    assert entry["spanId"] == format_span_id(span.get_span_context().span_id)
 
 
 @pytest.mark.parametrize(

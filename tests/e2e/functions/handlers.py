@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from pathlib import Path
@@ -61,3 +62,9 @@ def chatty(request: dict[str, Any], context: Any = None) -> str:
     """Prints, so tests can find the line in the platform's log stream."""
     print(f"chatty says {request['input']}", flush=True)
     return "ok"
+
+
+def log_line(request: dict[str, Any], context: Any = None) -> str:
+    """Logs through `logging` (not print), so the line is one of the runtime's own JSON log lines."""
+    logging.getLogger("handlers").info("handler logged %s", request["input"])
+    return "logged"

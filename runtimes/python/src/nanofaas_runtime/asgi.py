@@ -95,8 +95,11 @@ async def send_error(send: Send, status: int, code: str, message: str) -> None:
     await send_response(send, status, protocol.encode_error(code, message), JSON)
 
 
-def env_int(name: str, default: int, minimum: int) -> int:
-    """An integer setting from the environment; InvalidSetting when it is not one or below `minimum`."""
+def env_int(name: str, default: int, minimum: int, maximum: int = 2**31 - 1) -> int:
+    """An integer setting from the environment (unset or blank: `default`).
+
+    InvalidSetting when it is not one in range; the text is the same in every service.
+    """
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -104,8 +107,8 @@ def env_int(name: str, default: int, minimum: int) -> int:
         value = int(raw)
     except ValueError:
         value = minimum - 1
-    if value < minimum:
-        raise InvalidSetting(f"{name} must be an integer >= {minimum}, got {raw!r}")
+    if not minimum <= value <= maximum:
+        raise InvalidSetting(f"{name}: must be an integer between {minimum} and {maximum} (got {raw!r})")
     return value
 
 
@@ -125,7 +128,7 @@ def listen_from_env() -> Listen:
     """`NANOFAAS_LISTEN_FD` (a socket the platform bound for us), else `HOST` (0.0.0.0) and `PORT` (8080)."""
     fd = env_int("NANOFAAS_LISTEN_FD", 0, 0) if os.environ.get("NANOFAAS_LISTEN_FD", "").strip() else None
     host = os.environ.get("HOST", "").strip() or "0.0.0.0"
-    return Listen(host=host, port=env_int("PORT", _DEFAULT_PORT, 0), fd=fd)
+    return Listen(host=host, port=env_int("PORT", _DEFAULT_PORT, 0, 65535), fd=fd)
 
 
 def _inherited_socket(fd: int) -> socket.socket:

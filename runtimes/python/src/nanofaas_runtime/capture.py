@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from nanofaas_runtime.logs import SERVICE, timestamp
+from nanofaas_runtime.logs import SERVICE, format_timestamp
 
 MAX_LINE_CHARS = 64 * 1024
 """A longer run of output without a newline is emitted in pieces of this size."""
@@ -107,7 +107,7 @@ class CapturedStream(io.TextIOBase):
 
     def _emit(self, invocation: Invocation, line: str) -> None:
         entry = {
-            "ts": timestamp(time.time()),
+            "ts": format_timestamp(time.time()),
             "level": self._level,
             "service": SERVICE,
             "msg": line.rstrip("\r"),

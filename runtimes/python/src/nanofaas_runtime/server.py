@@ -222,7 +222,7 @@ def serve(handler: Handler, log_level: int) -> None:
     Logging must already be configured (`logs.configure`), so uvicorn's own records come out as JSON.
     """
     try:
-        concurrency = asgi.env_int("NANOFAAS_RUNTIME_CONCURRENCY", 1, 1)
+        concurrency = asgi.env_int("NANOFAAS_RUNTIME_CONCURRENCY", 1, 1, 10_000)
         listen = asgi.listen_from_env()
     except asgi.InvalidSetting as exc:
         fail_start(str(exc), asgi.EXIT_CONFIG_INVALID)

@@ -30,7 +30,9 @@ class _GatewayServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            log.info("gateway listening", extra={"host": self.config.host, "port": self.config.port})
+            # The bound port, which differs from the configured one when that is 0.
+            port = self.servers[0].sockets[0].getsockname()[1] if self.servers else self.config.port
+            log.info("gateway listening", extra={"host": self.config.host, "port": port})
 
 
 class _StopRequest:
@@ -98,8 +100,8 @@ def main() -> None:
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        configure_logging("INFO")
-        log.error("invalid configuration", extra={"error": str(exc)})
+        # One plain line and status 2, as every nanofaas program reports a bad setting.
+        sys.stderr.write(f"nanofaas-gateway: {exc}\n")
         sys.exit(2)
     configure_logging(settings.log_level)
     stop = _StopRequest()

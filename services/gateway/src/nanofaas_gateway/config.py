@@ -10,19 +10,20 @@ DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
 class ConfigError(ValueError):
-    """An environment variable holds a value the gateway cannot use."""
+    """An environment variable holds a value the gateway cannot use; str() names the variable."""
 
 
 def _int_var(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    """The integer in `name` (unset or blank: `default`); the error text is the same in every service."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name}: must be an integer, got {raw!r}") from None
+        value = minimum - 1
     if not minimum <= value <= maximum:
-        raise ConfigError(f"{name}: must be between {minimum} and {maximum}, got {value}")
+        raise ConfigError(f"{name}: must be an integer between {minimum} and {maximum} (got {raw!r})")
     return value
 
 
@@ -35,11 +36,12 @@ class Settings:
     """Everything the gateway needs to run; tests build it directly."""
 
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = 8080  # 0: any free port (the "gateway listening" line tells which)
     metrics_port: int = 8081
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     scheduler_address: str = "127.0.0.1:9090"
     registry_address: str = "127.0.0.1:9091"
+    # As given (any case): logging_setup resolves it, falling back to INFO with a warning.
     log_level: str = "INFO"
     # Deadline of registry CRUD calls and of Enqueue/GetExecution/CompleteExecution.
     rpc_timeout_s: float = 30.0
@@ -58,10 +60,10 @@ class Settings:
         default_host = "0.0.0.0" if env.get("KUBERNETES_SERVICE_HOST") else "127.0.0.1"
         return cls(
             host=_str_var(env, "NANOFAAS_GATEWAY_HOST", default_host),
-            port=_int_var(env, "NANOFAAS_GATEWAY_PORT", 8080, 1, 65535),
+            port=_int_var(env, "NANOFAAS_GATEWAY_PORT", 8080, 0, 65535),
             metrics_port=_int_var(env, "NANOFAAS_GATEWAY_METRICS_PORT", 8081, 0, 65535),
             max_body_bytes=_int_var(env, "NANOFAAS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1, 2**31 - 1),
             scheduler_address=_str_var(env, "NANOFAAS_SCHEDULER_ADDRESS", "127.0.0.1:9090"),
             registry_address=_str_var(env, "NANOFAAS_REGISTRY_ADDRESS", "127.0.0.1:9091"),
-            log_level=_str_var(env, "LOG_LEVEL", "INFO").upper(),
+            log_level=_str_var(env, "LOG_LEVEL", "INFO"),
         )

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+import sys
 
 import uvloop
 
@@ -40,8 +41,8 @@ def main() -> int:
     try:
         settings = RegistrySettings.from_env()
     except ConfigError as exc:
-        configure_logging("INFO")
-        logger.error("invalid configuration", extra={"error": str(exc)})
+        # One plain line and status 2, as every nanofaas program reports a bad setting.
+        sys.stderr.write(f"nanofaas-registry: {exc}\n")
         return 2
     configure_logging(settings.log_level)
     try:

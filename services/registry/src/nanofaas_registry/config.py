@@ -13,7 +13,7 @@ POD_HOST = "0.0.0.0"
 
 
 class ConfigError(ValueError):
-    """An environment variable holds a value the registry cannot use."""
+    """An environment variable holds a value the registry cannot use; str() names the variable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,7 @@ class RegistrySettings:
     host: str = LOCAL_HOST
     port: int = DEFAULT_PORT
     metrics_port: int = DEFAULT_METRICS_PORT
+    # As given (any case): logging_setup resolves it, falling back to INFO with a warning.
     log_level: str = "INFO"
     # Seconds in-flight RPCs get to finish on shutdown before they are cancelled.
     shutdown_grace_s: float = 5.0
@@ -35,21 +36,22 @@ class RegistrySettings:
         source = os.environ if env is None else env
         default_host = POD_HOST if source.get("KUBERNETES_SERVICE_HOST") else LOCAL_HOST
         return cls(
-            host=source.get("NANOFAAS_REGISTRY_HOST") or default_host,
-            port=_port(source, "NANOFAAS_REGISTRY_PORT", DEFAULT_PORT),
-            metrics_port=_port(source, "NANOFAAS_REGISTRY_METRICS_PORT", DEFAULT_METRICS_PORT),
-            log_level=(source.get("LOG_LEVEL") or "INFO").upper(),
+            host=source.get("NANOFAAS_REGISTRY_HOST", "").strip() or default_host,
+            port=_int_var(source, "NANOFAAS_REGISTRY_PORT", DEFAULT_PORT, 0, 65535),
+            metrics_port=_int_var(source, "NANOFAAS_REGISTRY_METRICS_PORT", DEFAULT_METRICS_PORT, 0, 65535),
+            log_level=source.get("LOG_LEVEL", "").strip() or "INFO",
         )
 
 
-def _port(env: Mapping[str, str], key: str, default: int) -> int:
-    raw = env.get(key, "").strip()
+def _int_var(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    """The integer in `name` (unset or blank: `default`); the error text is the same in every service."""
+    raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{key}: must be an integer port, got {raw!r}") from None
-    if not 0 <= value <= 65535:
-        raise ConfigError(f"{key}: must be between 0 and 65535, got {value}")
+        value = minimum - 1
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}: must be an integer between {minimum} and {maximum} (got {raw!r})")
     return value

@@ -1,8 +1,12 @@
-"""JSON-lines logging to stderr: one object per line with ts, level, service, msg and extras.
+"""JSON-lines logging to stderr: one object per line, the same shape in every nanofaas process.
 
-`{"ts":"2026-11-27T10:00:00.123Z","level":"INFO","service":"registry","msg":"...",...}`:
-compact, UTC with milliseconds and "Z", the same shape every nanofaas service writes.
-Once tracing is on, records logged inside a traced RPC also carry its traceId.
+`{"ts":"2026-11-27T10:00:00.123Z","level":"INFO","service":"registry","msg":"...","logger":"..."}`,
+then the fields passed with `extra=`, then `traceId`/`spanId` of the current OpenTelemetry
+span when one is current, and `exc` (the traceback) when an exception is logged.
+
+The gateway, registry, scheduler and runtime each keep their own copy of this module
+(services share contracts, not code); tests/e2e/test_conformance.py proves the copies
+behave alike, so change them together.
 """
 
 from __future__ import annotations
@@ -10,36 +14,50 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
-from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 SERVICE = "registry"
+# The LOG_LEVEL values understood (any case); anything else means INFO, with a warning.
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
-# Attributes every LogRecord has; anything else was passed via `extra=` and is emitted as a field.
-_STANDARD_ATTRIBUTES = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime", "taskName"}
-)
+# Attributes every LogRecord has (built directly: a record factory may add fields of its own);
+# anything else was passed with `extra=` and is logged too.
+_STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
-# Returns the current OpenTelemetry trace id ("" outside a span); set only when tracing is on,
-# so with tracing off the formatter never touches OpenTelemetry.
-_trace_id_source: Callable[[], str] | None = None
-
-
-def enable_trace_ids(source: Callable[[], str] | None) -> None:
-    """Adds `traceId` from `source` to every record logged inside a span (None turns it off)."""
-    global _trace_id_source
-    _trace_id_source = source
+log = logging.getLogger(__name__)
 
 
 def format_timestamp(created: float) -> str:
-    """ISO-8601 UTC with milliseconds and "Z", e.g. 2026-11-27T10:00:00.123Z."""
-    seconds = int(created)
-    millis = int((created - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    """ISO-8601 UTC with milliseconds and "Z", e.g. 2026-11-27T10:00:00.123Z.
+
+    datetime rounds the float to the microsecond before the milliseconds are cut, so float
+    error never loses one: .123 is stored as .12299999..., which truncated directly is .122.
+    """
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-class JsonLineFormatter(logging.Formatter):
+def _add_span_ids(entry: dict[str, Any]) -> None:
+    """traceId/spanId of the current span; free while OpenTelemetry is not even imported."""
+    get_current_span = getattr(sys.modules.get("opentelemetry.trace"), "get_current_span", None)
+    if get_current_span is None:
+        return
+    context = get_current_span().get_span_context()
+    if not context.is_valid:
+        return
+    trace_id = format(context.trace_id, "032x")
+    if not entry.get("traceId"):
+        entry["traceId"] = trace_id
+    if entry["traceId"] == trace_id:  # an explicit traceId of another trace gets no foreign spanId
+        entry["spanId"] = format(context.span_id, "016x")
+
+
+class JsonFormatter(logging.Formatter):
     """Formats a record as a single JSON object so log shippers need no parsing rules."""
 
     def __init__(self, service: str = SERVICE) -> None:
@@ -52,26 +70,37 @@ class JsonLineFormatter(logging.Formatter):
             "level": record.levelname,
             "service": self._service,
             "msg": record.getMessage(),
+            "logger": record.name,
         }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD_ATTRIBUTES and key not in entry:
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRIBUTES and not key.startswith("_") and key not in entry:
                 entry[key] = value
-        if _trace_id_source is not None and "traceId" not in entry:
-            trace_id = _trace_id_source()
-            if trace_id:
-                entry["traceId"] = trace_id
+        _add_span_ids(entry)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
+        # json, not orjson as elsewhere: the registry has no other need for orjson.
         return json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
-def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Replaces the root handlers with one JSON-lines handler on stderr."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonLineFormatter())
+def configure_logging(level: str = "", stream: TextIO | None = None) -> int:
+    """Route every logger through one JSON handler on stderr (or `stream`); returns the level set.
+
+    `level` is LOG_LEVEL in any case, empty meaning INFO. An unknown value also means INFO and
+    is reported in one warning line: a typo must neither pass unnoticed nor stop the service.
+    """
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
-    for existing in list(root.handlers):
-        root.removeHandler(existing)
-    root.addHandler(handler)
-    resolved = logging.getLevelName(level.upper())
-    root.setLevel(resolved if isinstance(resolved, int) else logging.INFO)
+    root.handlers[:] = [handler]
+    name = level.strip().upper() or "INFO"
+    known = name in LEVELS
+    resolved = logging.getLevelNamesMapping()[name] if known else logging.INFO
+    root.setLevel(resolved)
+    if not known:
+        log.warning(
+            "unknown LOG_LEVEL %r, using INFO (expected one of %s)",
+            level,
+            ", ".join(LEVELS),
+            extra={"logLevel": level},
+        )
+    return resolved

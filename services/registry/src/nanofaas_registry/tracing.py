@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from nanofaas_registry.logging_setup import enable_trace_ids
-
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -83,7 +81,6 @@ def setup_tracing(service_name: str = DEFAULT_SERVICE_NAME, *, exporter: SpanExp
 
     _provider = create_tracer_provider(service_name, exporter)
     trace.set_tracer_provider(_provider)
-    enable_trace_ids(current_trace_id)
     logger.info("tracing enabled", extra={"serviceName": service_name})
     return True
 
@@ -110,21 +107,12 @@ def server_interceptors(
     return [interceptor]
 
 
-def current_trace_id() -> str:
-    """The 32-hex trace id of the current span, or "" outside one."""
-    from opentelemetry import trace
-
-    context = trace.get_current_span().get_span_context()
-    return trace.format_trace_id(context.trace_id) if context.is_valid else ""
-
-
 def shutdown_tracing(timeout_ms: int = SHUTDOWN_TIMEOUT_MS) -> None:
     """Exports what is still buffered, then stops the provider (graceful stop, before exit)."""
     global _provider
     provider, _provider = _provider, None
     if provider is None:
         return
-    enable_trace_ids(None)
     if not provider.force_flush(timeout_ms):
         logger.warning("tracing flush timed out", extra={"timeoutMs": timeout_ms})
     provider.shutdown()

@@ -10,11 +10,17 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 import asyncio
 import gc
+import logging
 import signal
+import sys
 
-from nanofaas_scheduler.config import Settings
-from nanofaas_scheduler.logging_setup import configure
+import uvloop
+
+from nanofaas_scheduler.config import ConfigError, Settings
+from nanofaas_scheduler.logging_setup import configure_logging
 from nanofaas_scheduler.server import SchedulerServer
+
+log = logging.getLogger("nanofaas_scheduler")
 
 
 async def serve(settings: Settings) -> None:
@@ -31,13 +37,18 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    configure("scheduler")
     try:
-        import uvloop
-
-        uvloop.run(serve(Settings.from_env()))
-    except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
-        asyncio.run(serve(Settings.from_env()))
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        # One plain line and status 2, as every nanofaas program reports a bad setting.
+        sys.stderr.write(f"nanofaas-scheduler: {exc}\n")
+        sys.exit(2)
+    configure_logging(settings.log_level)
+    try:
+        uvloop.run(serve(settings))
+    except Exception:
+        log.exception("scheduler failed")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

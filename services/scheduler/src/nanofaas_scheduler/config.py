@@ -1,20 +1,54 @@
-"""Scheduler settings, read once from the environment."""
+"""Scheduler settings, read once from the environment (documented in docs/architecture.md)."""
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
-def _default_host() -> str:
-    return "0.0.0.0" if os.environ.get("KUBERNETES_SERVICE_HOST") else "127.0.0.1"
+class ConfigError(ValueError):
+    """An environment variable holds a value the scheduler cannot use; str() names the variable."""
+
+
+def _int_var(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    """The integer in `name` (unset or blank: `default`); the error text is the same in every service."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}: must be an integer between {minimum} and {maximum} (got {raw!r})")
+    return value
+
+
+def _number_var(env: Mapping[str, str], name: str, default: float) -> float:
+    """A finite, non-negative number in `name` (unset or blank: `default`)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name}: must be a number of at least 0 (got {raw!r})")
+    return value
+
+
+def _str_var(env: Mapping[str, str], name: str, default: str) -> str:
+    return env.get(name, "").strip() or default
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
-    port: int = 9090
-    metrics_port: int = 9190
+    port: int = 9090  # 0: any free port (the "scheduler listening" line tells which)
+    metrics_port: int = 9190  # 0: no metrics endpoint
     registry_address: str = "127.0.0.1:9091"
     backend: str = "local"
     callback_url: str = "http://127.0.0.1:8080"
@@ -23,20 +57,25 @@ class Settings:
     max_executions: int = 100_000
     shutdown_grace_s: float = 10.0
     max_per_second: float = 0.0
+    # As given (any case): logging_setup resolves it, falling back to INFO with a warning.
+    log_level: str = "INFO"
 
     @classmethod
-    def from_env(cls) -> Settings:
-        env = os.environ
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables; raises ConfigError naming a bad variable."""
+        env = os.environ if env is None else env
+        default_host = "0.0.0.0" if env.get("KUBERNETES_SERVICE_HOST") else "127.0.0.1"
         return cls(
-            host=env.get("NANOFAAS_SCHEDULER_HOST", _default_host()),
-            port=int(env.get("NANOFAAS_SCHEDULER_PORT", "9090")),
-            metrics_port=int(env.get("NANOFAAS_SCHEDULER_METRICS_PORT", "9190")),
-            registry_address=env.get("NANOFAAS_REGISTRY_ADDRESS", "127.0.0.1:9091"),
-            backend=env.get("NANOFAAS_BACKEND", "local"),
-            callback_url=env.get("NANOFAAS_CALLBACK_URL", "http://127.0.0.1:8080"),
-            idempotency_ttl_s=float(env.get("NANOFAAS_IDEMPOTENCY_TTL_S", "900")),
-            execution_ttl_s=float(env.get("NANOFAAS_EXECUTION_TTL_S", "900")),
-            max_executions=int(env.get("NANOFAAS_MAX_EXECUTIONS", "100000")),
-            shutdown_grace_s=float(env.get("NANOFAAS_SHUTDOWN_GRACE_S", "10")),
-            max_per_second=float(env.get("NANOFAAS_MAX_PER_SECOND", "0")),
+            host=_str_var(env, "NANOFAAS_SCHEDULER_HOST", default_host),
+            port=_int_var(env, "NANOFAAS_SCHEDULER_PORT", 9090, 0, 65535),
+            metrics_port=_int_var(env, "NANOFAAS_SCHEDULER_METRICS_PORT", 9190, 0, 65535),
+            registry_address=_str_var(env, "NANOFAAS_REGISTRY_ADDRESS", "127.0.0.1:9091"),
+            backend=_str_var(env, "NANOFAAS_BACKEND", "local"),
+            callback_url=_str_var(env, "NANOFAAS_CALLBACK_URL", "http://127.0.0.1:8080"),
+            idempotency_ttl_s=_number_var(env, "NANOFAAS_IDEMPOTENCY_TTL_S", 900.0),
+            execution_ttl_s=_number_var(env, "NANOFAAS_EXECUTION_TTL_S", 900.0),
+            max_executions=_int_var(env, "NANOFAAS_MAX_EXECUTIONS", 100_000, 1, 2**31 - 1),
+            shutdown_grace_s=_number_var(env, "NANOFAAS_SHUTDOWN_GRACE_S", 10.0),
+            max_per_second=_number_var(env, "NANOFAAS_MAX_PER_SECOND", 0.0),
+            log_level=_str_var(env, "LOG_LEVEL", "INFO"),
         )

@@ -22,7 +22,7 @@ import orjson
 from nanofaas_runtime import asgi, protocol
 from nanofaas_runtime.asgi import JSON, Receive, Scope, Send
 from nanofaas_runtime.handler import InvalidRequest, parse_request
-from nanofaas_runtime.logs import timestamp
+from nanofaas_runtime.logs import format_timestamp
 from nanofaas_runtime.outcome import (
     CODE_CRASH,
     CODE_START_FAILED,
@@ -262,7 +262,7 @@ def _stderr_sink(env: Mapping[str, str]) -> StderrSink:
             return
         if not (text.startswith(b"{") and text.endswith(b"}")):
             entry = {
-                "ts": timestamp(time.time()),
+                "ts": format_timestamp(time.time()),
                 "level": "WARNING",
                 "service": SERVICE,
                 "msg": text.decode("utf-8", "replace"),

@@ -1,0 +1,79 @@
+"""JSON log lines and LOG_LEVEL, as every nanofaas service has them.
+
+The same cases run against the gateway's, registry's and scheduler's own copies in their
+suites; tests/e2e/test_conformance.py checks the processes side by side.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from nanofaas_runtime.logs import configure, configure_logging, format_timestamp
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """The root logger writing JSON lines into a buffer, restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    stream = io.StringIO()
+    yield stream
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_timestamps_keep_the_millisecond_float_error_would_lose() -> None:
+    assert format_timestamp(0.0) == "1970-01-01T00:00:00.000Z"
+    assert format_timestamp(1_795_773_600.123) == "2026-11-27T10:00:00.123Z"  # stored as .12299999...
+    assert format_timestamp(1_795_773_600.1239) == "2026-11-27T10:00:00.123Z"  # the ms it falls in
+
+
+def test_unknown_level_falls_back_to_info_with_one_warning(log_stream: io.StringIO) -> None:
+    assert configure_logging("verbose", log_stream) == logging.INFO
+    log = logging.getLogger("nanofaas_runtime.test")
+    log.debug("hidden")
+    log.info("shown")
+    warning, shown = lines(log_stream)
+    assert (warning["level"], warning["logLevel"]) == ("WARNING", "verbose")
+    assert "'verbose'" in str(warning["msg"]) and "INFO" in str(warning["msg"])
+    assert shown["msg"] == "shown"
+
+
+@pytest.mark.parametrize(("given", "level"), [("", logging.INFO), ("Error", logging.ERROR), (" debug ", 10)])
+def test_known_levels_in_any_case(log_stream: io.StringIO, given: str, level: int) -> None:
+    assert configure_logging(given, log_stream) == level
+    assert log_stream.getvalue() == ""
+
+
+def test_line_shape_extras_and_span_ids(log_stream: io.StringIO) -> None:
+    configure_logging("INFO", log_stream)
+    log = logging.getLogger("nanofaas_runtime.test")
+    log.info("outside %s", "a span", extra={"executionId": "e-1", "service": "not replaced"})
+    with TracerProvider().get_tracer("test").start_as_current_span("work") as span:
+        log.info("inside a span")
+        log.info("another trace", extra={"traceId": "0af7651916cd43dd8448eb211c80319c"})
+    outside, inside, foreign = lines(log_stream)
+    assert list(outside) == ["ts", "level", "service", "msg", "logger", "executionId"]
+    assert (outside["service"], outside["msg"]) == ("runtime", "outside a span")
+    context = span.get_span_context()
+    assert (inside["traceId"], inside["spanId"]) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
+    assert foreign["traceId"] == "0af7651916cd43dd8448eb211c80319c" and "spanId" not in foreign
+
+
+def test_configure_reads_log_level_from_the_environment(
+    log_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LOG_LEVEL", "loud")
+    assert configure() == logging.INFO
+    [warning] = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert (warning["service"], warning["logLevel"]) == ("runtime", "loud")

@@ -1,0 +1,114 @@
+"""What the end-to-end tests do through the REST API, in one place: register, invoke, enqueue, poll.
+
+Fixtures (the platform processes) live in conftest.py; this module holds plain functions
+so every test file uses the same calls and the same bounded waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from multidict import CIMultiDict
+
+FUNCTIONS_DIR = Path(__file__).resolve().parent / "functions"
+RUNTIME_IMAGE = "nanofaas/python-runtime:latest"
+TERMINAL_STATES = ("success", "error", "timeout")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def python_spec(name: str, handler: str, **fields: Any) -> dict[str, Any]:
+    """A function on the project's Python runtime, running a handler from functions/."""
+    env = {"PYTHONPATH": str(FUNCTIONS_DIR), "HANDLER_MODULE": "handlers", "HANDLER_FUNCTION": handler}
+    env.update(fields.pop("env", {}))
+    return {"name": name, "image": RUNTIME_IMAGE, "env": env, **fields}
+
+
+def command_spec(name: str, script: str, **fields: Any) -> dict[str, Any]:
+    """A function whose process is a script from functions/ run by this interpreter."""
+    return {
+        "name": name,
+        "image": "example/any:1",
+        "command": [sys.executable, str(FUNCTIONS_DIR / script)],
+        **fields,
+    }
+
+
+async def register(http: aiohttp.ClientSession, spec: dict[str, Any]) -> dict[str, Any]:
+    async with http.post("/v1/functions", json=spec) as response:
+        body = await response.json()
+        assert response.status == 201, body
+        return dict(body)
+
+
+async def invoke(
+    http: aiohttp.ClientSession, name: str, input_value: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, CIMultiDict[str], Any]:
+    async with http.post(
+        f"/v1/functions/{name}:invoke", json={"input": input_value}, headers=headers
+    ) as response:
+        return response.status, CIMultiDict(response.headers), await response.json()
+
+
+async def enqueue(
+    http: aiohttp.ClientSession, name: str, value: object, headers: dict[str, str] | None = None
+) -> str:
+    """Enqueue one invocation (it must be accepted); returns its execution id."""
+    async with http.post(f"/v1/functions/{name}:enqueue", json={"input": value}, headers=headers) as response:
+        assert response.status == 202, await response.text()
+        return str((await response.json())["executionId"])
+
+
+async def get_execution(http: aiohttp.ClientSession, execution_id: str) -> dict[str, Any]:
+    async with http.get(f"/v1/executions/{execution_id}") as response:
+        assert response.status == 200, await response.text()
+        body: dict[str, Any] = await response.json()
+        return body
+
+
+async def wait_terminal(
+    http: aiohttp.ClientSession, execution_id: str, timeout: float = 30
+) -> dict[str, Any]:
+    """Poll the execution like a client would, until it has ended."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        body = await get_execution(http, execution_id)
+        if body["status"] in TERMINAL_STATES:
+            return body
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"execution {execution_id} did not end")
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON objects among a log's lines (a log may also hold other output)."""
+    return [orjson.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+async def wait_for_log_entry(
+    read_log: Callable[[], str], predicate: Callable[[dict[str, Any]], bool], timeout: float = 10
+) -> dict[str, Any]:
+    """The first JSON log line matching `predicate`, re-reading the log until it is written.
+
+    The log is another process's file: there is no event to await, so it is polled (bounded).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        matching = [entry for entry in json_lines(read_log()) if predicate(entry)]
+        if matching:
+            return matching[0]
+        if loop.time() >= deadline:
+            raise AssertionError(f"no matching log line within {timeout} s")
+        await asyncio.sleep(0.02)
