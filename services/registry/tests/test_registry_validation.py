@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from nanofaas.v1 import types_pb2
-from nanofaas_registry.validation import SpecValidationError, normalize_spec
+from nanofaas_registry.validation import SpecValidationError, limits, normalize_spec
 
 SpecFactory = Callable[..., types_pb2.FunctionSpec]
 
@@ -177,6 +177,29 @@ def test_empty_resources_are_allowed(make_spec: SpecFactory) -> None:
 )
 def test_numeric_bounds(field: str, rest: str, bad: int, message: str, make_spec: SpecFactory) -> None:
     assert rejected(make_spec("fn", **{field: bad})) == f"{rest}: {message}"
+
+
+@pytest.mark.parametrize(
+    ("field", "rest", "message"),
+    [
+        ("timeout_ms", "timeoutMs", "must be between 1 and 300000"),
+        ("concurrency", "concurrency", "must be between 1 and 10000"),
+        ("queue_size", "queueSize", "must be between 1 and 1000000"),
+        ("max_retries", "maxRetries", "must be between 0 and 100"),
+    ],
+)
+def test_numeric_bounds_answer_the_same_whatever_the_size(
+    field: str, rest: str, message: str, make_spec: SpecFactory
+) -> None:
+    """Any int64 (the gateway clamps bigger ones) outside the range gets one and the same answer."""
+    for bad in (-1, -(2**31), 2**32, 2**40, 2**63 - 1, -(2**63)):
+        assert rejected(make_spec("fn", **{field: bad})) == f"{rest}: {message}", bad
+
+
+def test_limits_follow_the_bounds(make_spec: SpecFactory) -> None:
+    largest = limits().max_timeout_ms
+    assert normalize_spec(make_spec("fn", timeout_ms=largest)).timeout_ms == largest
+    assert rejected(make_spec("fn", timeout_ms=largest + 1)).startswith("timeoutMs: ")
 
 
 @pytest.mark.parametrize(
