@@ -23,6 +23,7 @@ class Settings:
     max_executions: int = 100_000
     shutdown_grace_s: float = 10.0
     max_per_second: float = 0.0
+    max_pending_callbacks: int = 10_000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -39,4 +40,5 @@ class Settings:
             max_executions=int(env.get("NANOFAAS_MAX_EXECUTIONS", "100000")),
             shutdown_grace_s=float(env.get("NANOFAAS_SHUTDOWN_GRACE_S", "10")),
             max_per_second=float(env.get("NANOFAAS_MAX_PER_SECOND", "0")),
+            max_pending_callbacks=int(env.get("NANOFAAS_MAX_PENDING_CALLBACKS", "10000")),
         )
