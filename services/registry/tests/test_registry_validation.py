@@ -268,6 +268,8 @@ def test_endpoint_mode_requires_url(make_spec: SpecFactory) -> None:
         "localhost:8080",
         "http://a b/",
         "http://h:99999/",
+        "http://a..b/",
+        "http://" + "a" * 64 + ".example/",
     ],
 )
 def test_invalid_endpoint_urls(url: str, make_spec: SpecFactory) -> None:
@@ -276,7 +278,13 @@ def test_invalid_endpoint_urls(url: str, make_spec: SpecFactory) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8080/invoke", "https://fn.example.com", "http://[::1]:80/"]
+    "url",
+    [
+        "http://127.0.0.1:8080/invoke",
+        "https://fn.example.com",
+        "http://[::1]:80/",
+        "http://\u00e9t\u00e9.example/",
+    ],
 )
 def test_valid_endpoint_urls(url: str, make_spec: SpecFactory) -> None:
     spec = make_spec("fn", execution_mode=types_pb2.EXECUTION_MODE_ENDPOINT, endpoint_url=url)

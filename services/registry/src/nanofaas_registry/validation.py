@@ -205,6 +205,13 @@ def _validate_endpoint_url(url: str) -> None:
         raise SpecValidationError("endpointUrl", "must be an absolute http:// or https:// URL")
     if not parts.hostname:
         raise SpecValidationError("endpointUrl", "must include a host")
+    if ":" not in parts.hostname:  # a host name, not an IPv6 literal: it must survive IDNA encoding
+        try:
+            parts.hostname.encode("idna")
+        except UnicodeError:
+            raise SpecValidationError(
+                "endpointUrl", f"host {parts.hostname!r} is not a valid host name (empty or overlong label)"
+            ) from None
 
 
 MAX_RATE_LIMIT_PER_SECOND = 1_000_000.0
