@@ -231,6 +231,16 @@ async def test_out_of_range_timeout_header_is_the_schedulers_answer_naming_the_h
     assert remaining <= gateway.settings.max_invoke_wait_s + TEST_DEADLINE_MARGIN_S + GRPC_TIMEOUT_ROUNDING_S
 
 
+async def test_a_code_named_in_trailers_must_be_a_code_of_the_contract(gateway: Gateway) -> None:
+    for named, code in (("SHUTTING_DOWN", "SHUTTING_DOWN"), ("NOT_A_CODE", "UNAVAILABLE")):
+        gateway.scheduler.failures.fail(
+            "Invoke", grpc.StatusCode.UNAVAILABLE, "stopping", {"x-error-code": named}
+        )
+        async with gateway.session.post(gateway.url(INVOKE), json={}) as response:
+            assert response.status == 503
+            assert (await response.json())["error"] == {"code": code, "message": "stopping"}
+
+
 async def test_other_invalid_arguments_of_the_scheduler_pass_unchanged(gateway: Gateway) -> None:
     gateway.scheduler.failures.fail("Invoke", grpc.StatusCode.INVALID_ARGUMENT, "input.content_type: bad")
     async with gateway.session.post(gateway.url(INVOKE), json={}) as response:

@@ -155,6 +155,8 @@ class CallbackDelivery:
                 await self._subscribe()
             except grpc.aio.AioRpcError as exc:
                 problem = exc.code().name
+            except Exception:  # a bug must not end the subscription for good
+                log.exception("callback stream broke")
             if self._opened != opened:
                 failures = 0  # this attempt got through: any failure now starts a new streak
             if problem:
@@ -230,7 +232,9 @@ class CallbackDelivery:
                 )
             self._acknowledge(due.delivery_id, execution_id)
         finally:
-            self._active.pop(due.delivery_id, None)
+            entry = self._active.get(due.delivery_id)
+            if entry is not None and entry[1] is asyncio.current_task():
+                del self._active[due.delivery_id]
             self._slots.release()
 
     def _acknowledge(self, delivery_id: int, execution_id: str) -> None:
