@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, cast
+from typing import Any, Literal, NoReturn, cast
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -39,6 +39,27 @@ class FailureInjector:
         failure = self.pending.pop(method, None)
         if failure is not None:
             await context.abort(failure.code, failure.details, trailing_metadata=failure.trailers)
+
+
+# What a registry checks of the bounded fields: (proto field, REST field, minimum, maximum).
+_Bounded = Literal["timeout_ms", "concurrency", "queue_size", "max_retries"]
+REGISTRY_BOUNDS: tuple[tuple[_Bounded, str, int, int], ...] = (
+    ("timeout_ms", "timeoutMs", 1, 300_000),
+    ("concurrency", "concurrency", 1, 10_000),
+    ("queue_size", "queueSize", 1, 1_000_000),
+    ("max_retries", "maxRetries", 0, 100),
+)
+REGISTRY_MAX_RATE = 1_000_000.0
+
+
+def bounds_problem(spec: types_pb2.FunctionSpec) -> str | None:
+    """What a registry answers to an out-of-range value: the same message, whatever the value."""
+    for proto_field, rest_field, minimum, maximum in REGISTRY_BOUNDS:
+        if spec.HasField(proto_field) and not minimum <= getattr(spec, proto_field) <= maximum:
+            return f"{rest_field}: must be between {minimum} and {maximum}"
+    if spec.HasField("rate_limit_per_second") and not 0 <= spec.rate_limit_per_second <= REGISTRY_MAX_RATE:
+        return "rateLimitPerSecond: must be between 0 and 1e+06 (0 = no limit)"
+    return None
 
 
 def with_defaults(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
@@ -94,6 +115,8 @@ class FakeRegistry(registry_pb2_grpc.RegistryServicer):
     ) -> types_pb2.FunctionSpec:
         await self.failures.check("Register", context)
         self.registered.append(request.spec)
+        if (problem := bounds_problem(request.spec)) is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         if request.spec.name in self.specs:
             await context.abort(
                 grpc.StatusCode.ALREADY_EXISTS, f"function '{request.spec.name}' already exists"
@@ -116,6 +139,8 @@ class FakeRegistry(registry_pb2_grpc.RegistryServicer):
     async def Update(self, request: registry_pb2.UpdateRequest, context: Context) -> types_pb2.FunctionSpec:
         await self.failures.check("Update", context)
         self.updates.append(request)
+        if (problem := bounds_problem(request.spec)) is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         if request.name not in self.specs:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"function '{request.name}' not found")
         return self._store(request.spec)
@@ -147,6 +172,10 @@ def echo_invocation(request: scheduler_pb2.InvokeRequest) -> scheduler_pb2.Invok
     )
 
 
+# The largest timeout_ms the fake scheduler admits (a real one has it from the registry).
+SCHEDULER_MAX_TIMEOUT_MS = 300_000
+
+
 class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
     def __init__(self) -> None:
         self.invokes: list[scheduler_pb2.InvokeRequest] = []
@@ -164,8 +193,10 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         # A hanging Invoke returns once this is set.
         self.invoke_release = asyncio.Event()
         self.failures = FailureInjector()
+        self.callbacks = FakeCallbacks()
 
     def reset(self) -> None:
+        self.callbacks = FakeCallbacks()
         self.invokes.clear()
         self.enqueues.clear()
         self.completions.clear()
@@ -186,6 +217,11 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         self.invoke_deadlines.append(context.time_remaining())
         self.invoke_received.set()
         await self.failures.check("Invoke", context)
+        if request.HasField("timeout_ms") and not 1 <= request.timeout_ms <= SCHEDULER_MAX_TIMEOUT_MS:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"timeout_ms: must be between 1 and {SCHEDULER_MAX_TIMEOUT_MS}",
+            )
         if self.hang_invoke:
             try:
                 await self.invoke_release.wait()
@@ -260,7 +296,63 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         if request.execution_id not in self.executions:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"execution '{request.execution_id}' not found")
         self.completions.append(request)
-        return scheduler_pb2.CompleteExecutionResponse()
+        return scheduler_pb2.CompleteExecutionResponse(accepted=True)
+
+    async def Callbacks(
+        self, requests: AsyncIterator[scheduler_pb2.CallbackAck], context: Context
+    ) -> AsyncIterator[scheduler_pb2.CallbackDue]:
+        async for due in self.callbacks.serve(requests, context):
+            yield due
+
+
+class FakeCallbacks:
+    """The scheduler's side of the Callbacks stream, scripted: offer() sends, drop() breaks it."""
+
+    def __init__(self) -> None:
+        self.acks: list[int] = []
+        self.subscriptions = 0
+        self.half_closed = 0  # streams whose ack side the subscriber ended
+        self._offers: asyncio.Queue[scheduler_pb2.CallbackDue | None] = asyncio.Queue()
+        self._changed = asyncio.Condition()
+
+    def offer(self, due: scheduler_pb2.CallbackDue) -> None:
+        self._offers.put_nowait(due)
+
+    def drop(self) -> None:
+        """End the current stream with UNAVAILABLE, as a scheduler that went away would."""
+        self._offers.put_nowait(None)
+
+    async def wait_for(self, predicate: Callable[[FakeCallbacks], bool]) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: predicate(self))
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def serve(
+        self, requests: AsyncIterator[scheduler_pb2.CallbackAck], context: Context
+    ) -> AsyncIterator[scheduler_pb2.CallbackDue]:
+        await context.send_initial_metadata(())
+        self.subscriptions += 1
+        await self._notify()
+
+        async def read_acks() -> None:
+            async for ack in requests:
+                self.acks.append(ack.delivery_id)
+                await self._notify()
+            self.half_closed += 1
+            await self._notify()
+            self._offers.put_nowait(None)
+
+        reader = asyncio.create_task(read_acks())
+        try:
+            while (due := await self._offers.get()) is not None:
+                yield due
+            if not reader.done():
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "stream dropped")
+        finally:
+            reader.cancel()
 
 
 @dataclass

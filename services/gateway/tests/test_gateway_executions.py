@@ -107,6 +107,18 @@ async def test_states_are_lowercase_and_errors_shown(
     assert body["error"] == {"code": "FUNCTION_ERROR", "message": "boom"}
 
 
+@pytest.mark.parametrize(
+    ("state", "code"),
+    [(types_pb2.EXECUTION_STATE_ERROR, "FUNCTION_ERROR"), (types_pb2.EXECUTION_STATE_TIMEOUT, "TIMEOUT")],
+)
+async def test_error_without_a_code_gets_the_default_of_its_state(
+    gateway: Gateway, state: types_pb2.ExecutionState.ValueType, code: str
+) -> None:
+    gateway.scheduler.executions["ex-1"] = execution(status=state, error=types_pb2.ErrorInfo(message="m"))
+    _, body = await get_status(gateway)
+    assert body["error"] == {"code": code, "message": "m"}
+
+
 async def test_unknown_execution_is_404(gateway: Gateway) -> None:
     status, body = await get_status(gateway, "nope")
     assert status == 404
@@ -146,6 +158,24 @@ async def test_complete_error_forms(gateway: Gateway, body: dict[str, Any]) -> N
     assert (sent.error.code, sent.error.message) == ("FUNCTION_ERROR", "bad")
 
 
+@pytest.mark.parametrize(("attempt", "sent"), [(None, 0), (0, 0), (3, 3), (2**40, 2**32 - 1)])
+async def test_complete_carries_the_attempt(gateway: Gateway, attempt: int | None, sent: int) -> None:
+    gateway.scheduler.executions["ex-1"] = execution(status=types_pb2.EXECUTION_STATE_RUNNING)
+    body: dict[str, Any] = {"status": "success", "output": 1}
+    if attempt is not None:
+        body["attempt"] = attempt
+    assert (await post_complete(gateway, body))[0] == 204
+    assert gateway.scheduler.completions[-1].attempt == sent
+
+
+@pytest.mark.parametrize("code", ["INVALID_REQUEST", "START_FAILED", "CRASH"])
+async def test_complete_accepts_every_code_of_the_contract(gateway: Gateway, code: str) -> None:
+    gateway.scheduler.executions["ex-1"] = execution()
+    body = {"status": "error", "error": {"code": code, "message": "m"}}
+    assert (await post_complete(gateway, body))[0] == 204
+    assert gateway.scheduler.completions[-1].error.code == code
+
+
 @pytest.mark.parametrize("body", [{"success": True, "output": 5}, {"output": 5, "error": None}])
 async def test_complete_success_forms(gateway: Gateway, body: dict[str, Any]) -> None:
     gateway.scheduler.executions["ex-1"] = execution()
@@ -181,6 +211,12 @@ async def test_complete_unknown_execution_is_404(gateway: Gateway) -> None:
         {"success": "yes"},
         {"status": "error", "error": "boom"},
         {"status": "error", "error": {"code": 1}},
+        {"status": "error", "error": {"code": "MY_OWN_CODE", "message": "m"}},
+        {"status": "error", "error": {"code": "UNSPECIFIED"}},
+        {"status": "success", "attempt": -1},
+        {"status": "success", "attempt": "1"},
+        {"status": "success", "attempt": True},
+        {"status": "success", "attempt": 1.0},
         {"status": "success", "output": "!!", "outputContentType": "application/octet-stream"},
         {"status": "success", "outputContentType": "text/plain"},
         [1, 2],

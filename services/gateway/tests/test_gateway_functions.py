@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+import orjson
 import pytest
 
 from nanofaas.v1 import types_pb2
@@ -120,13 +121,13 @@ async def test_registry_invalid_argument_is_400_with_its_message(gateway: Gatewa
         ({"name": "a" * 64}, "name"),
         ({"name": "has space"}, "name"),
         ({"image": ""}, "image"),
-        ({"timeoutMs": 0}, "timeoutMs"),
-        ({"timeoutMs": 300001}, "timeoutMs"),
         ({"timeoutMs": "1000"}, "timeoutMs"),
-        ({"concurrency": 0}, "concurrency"),
+        ({"timeoutMs": 1000.0}, "timeoutMs"),
         ({"concurrency": True}, "concurrency"),
-        ({"queueSize": 0}, "queueSize"),
-        ({"maxRetries": -1}, "maxRetries"),
+        ({"queueSize": [1]}, "queueSize"),
+        ({"maxRetries": "3"}, "maxRetries"),
+        ({"rateLimitPerSecond": "2"}, "rateLimitPerSecond"),
+        ({"rateLimitPerSecond": False}, "rateLimitPerSecond"),
         ({"executionMode": "LAMBDA"}, "executionMode"),
         ({"runtimeMode": "SOCKET"}, "runtimeMode"),
         ({"env": {"A": 1}}, "env.A"),
@@ -134,7 +135,7 @@ async def test_registry_invalid_argument_is_400_with_its_message(gateway: Gatewa
         ({"resources": {"cpu": 1}}, "resources.cpu"),
     ],
 )
-async def test_invalid_spec_is_422_naming_the_field(
+async def test_wrong_json_type_is_422_naming_the_field(
     gateway: Gateway, change: dict[str, Any], field: str
 ) -> None:
     status, body = await post_spec(gateway, {**FULL_SPEC, **change})
@@ -142,6 +143,58 @@ async def test_invalid_spec_is_422_naming_the_field(
     assert body["error"]["code"] == "VALIDATION_ERROR"
     assert body["error"]["message"].startswith(f"{field}:"), body
     assert gateway.registry.registered == []
+
+
+BOUNDED = [
+    # (REST field, proto field, registry message, out-of-range values of every size)
+    ("timeoutMs", "timeout_ms", "timeoutMs: must be between 1 and 300000", [0, 300_001, -(2**40), 2**40]),
+    ("concurrency", "concurrency", "concurrency: must be between 1 and 10000", [0, 10_001, 2**40, 2**70]),
+    ("queueSize", "queue_size", "queueSize: must be between 1 and 1000000", [0, 1_000_001, -(2**70), 2**63]),
+    ("maxRetries", "max_retries", "maxRetries: must be between 0 and 100", [-1, 101, 2**62, -(2**64)]),
+]
+
+
+@pytest.mark.parametrize(("field", "proto_field", "message", "values"), BOUNDED)
+async def test_bounded_fields_reach_the_registry_clamped_to_int64(
+    gateway: Gateway, field: str, proto_field: str, message: str, values: list[int]
+) -> None:
+    """The gateway has no ranges: every integer reaches the registry, which answers by value."""
+    answers = set()
+    for value in values:
+        status, body = await post_spec(gateway, {**FULL_SPEC, field: value})
+        answers.add((status, body["error"]["code"], body["error"]["message"]))
+        assert getattr(gateway.registry.registered[-1], proto_field) == min(max(value, -(2**63)), 2**63 - 1)
+    assert answers == {(400, "INVALID_ARGUMENT", message)}
+
+
+@pytest.mark.parametrize(("field", "proto_field", "message", "_"), BOUNDED)
+async def test_integers_too_long_to_convert_get_the_same_answer(
+    gateway: Gateway, field: str, proto_field: str, message: str, _: list[int]
+) -> None:
+    """5000 digits is past Python's int conversion limit: clamped unconverted, same answer as 2**63."""
+    answers = set()
+    for literal in (str(2**63), "9" * 5000, "-" + "9" * 5000, str(-(2**63) - 1)):
+        spec = orjson.dumps({**FULL_SPEC, field: 0})
+        raw = spec.replace(f'"{field}":0'.encode(), f'"{field}":{literal}'.encode())
+        async with gateway.session.post(
+            gateway.url("/v1/functions"), data=raw, headers={"Content-Type": "application/json"}
+        ) as response:
+            error = (await response.json())["error"]
+            answers.add((response.status, error["code"], error["message"]))
+        sent = getattr(gateway.registry.registered[-1], proto_field)
+        assert sent == (-(2**63) if literal.startswith("-") else 2**63 - 1)
+    assert answers == {(400, "INVALID_ARGUMENT", message)}
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"),
+    [(1_000_001, 1_000_001.0), (1e300, 1e300), (-0.5, -0.5), (2**70, float(2**63 - 1))],
+)
+async def test_rate_limit_reaches_the_registry_unchecked(gateway: Gateway, value: float, sent: float) -> None:
+    status, body = await post_spec(gateway, {**FULL_SPEC, "rateLimitPerSecond": value})
+    assert (status, body["error"]["code"]) == (400, "INVALID_ARGUMENT")
+    assert body["error"]["message"] == "rateLimitPerSecond: must be between 0 and 1e+06 (0 = no limit)"
+    assert gateway.registry.registered[-1].rate_limit_per_second == sent
 
 
 async def test_missing_required_fields_are_named(gateway: Gateway) -> None:
@@ -265,10 +318,22 @@ async def test_put_with_other_name_in_body_is_400(gateway: Gateway) -> None:
 
 async def test_put_invalid_spec_is_422(gateway: Gateway) -> None:
     async with gateway.session.put(
-        gateway.url("/v1/functions/echo"), json={**FULL_SPEC, "queueSize": 0}
+        gateway.url("/v1/functions/echo"), json={**FULL_SPEC, "queueSize": "7"}
     ) as response:
         assert response.status == 422
         assert (await response.json())["error"]["message"].startswith("queueSize:")
+
+
+async def test_put_out_of_range_value_is_the_registry_answer(gateway: Gateway) -> None:
+    assert (await post_spec(gateway, FULL_SPEC))[0] == 201
+    for value in (10_001, 2**70):
+        async with gateway.session.put(
+            gateway.url("/v1/functions/echo"), json={**FULL_SPEC, "concurrency": value}
+        ) as response:
+            assert response.status == 400
+            assert await response.json() == {
+                "error": {"code": "INVALID_ARGUMENT", "message": "concurrency: must be between 1 and 10000"}
+            }
 
 
 async def test_put_invalid_path_name_is_404(gateway: Gateway) -> None:

@@ -15,6 +15,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
+
+from nanofaas.v1 import scheduler_pb2, types_pb2
 
 from .gateway_fakes import FakeRegistry, FakeScheduler, start_registry, start_scheduler
 
@@ -147,8 +150,68 @@ async def test_sigint_also_exits_0_and_metrics_can_be_disabled() -> None:
 
 async def test_invalid_configuration_exits_2_naming_the_variable() -> None:
     async with gateway_process({"NANOFAAS_MAX_BODY_BYTES": "lots"}) as gateway:
+<<<<<<< HEAD
         _, stderr = await asyncio.wait_for(gateway.process.communicate(), STARTUP_TIMEOUT_S)
         assert gateway.process.returncode == 2
     assert stderr.decode().splitlines() == [
         "nanofaas-gateway: NANOFAAS_MAX_BODY_BYTES: must be an integer between 1 and 2147483647 (got 'lots')"
     ]
+=======
+        entry = await asyncio.wait_for(gateway.read_until("invalid configuration"), STARTUP_TIMEOUT_S)
+        assert await asyncio.wait_for(gateway.process.wait(), STARTUP_TIMEOUT_S) == 2
+    assert entry["level"] == "ERROR"
+    assert "NANOFAAS_MAX_BODY_BYTES" in entry["error"]
+
+
+async def test_process_subscribes_to_callbacks_at_start_and_delivers() -> None:
+    """The wiring: the process subscribes by itself, POSTs what is offered, counts it, leaves cleanly."""
+    registry_fake, scheduler_fake = FakeRegistry(), FakeScheduler()
+    registry = await start_registry(registry_fake)
+    scheduler = await start_scheduler(scheduler_fake)
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def hook(request: web.Request) -> web.Response:
+        await received.put(await request.read())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    hook_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    overrides = {
+        "NANOFAAS_REGISTRY_ADDRESS": registry.address,
+        "NANOFAAS_SCHEDULER_ADDRESS": scheduler.address,
+    }
+    try:
+        async with gateway_process(overrides) as gateway, aiohttp.ClientSession() as session:
+            await asyncio.wait_for(gateway.read_until("callback stream open"), STARTUP_TIMEOUT_S)
+            status = types_pb2.ExecutionStatus(
+                execution_id="cb-1", function_name="f", status=types_pb2.EXECUTION_STATE_ERROR
+            )
+            status.error.code, status.error.message = "FUNCTION_ERROR", "boom"
+            scheduler_fake.callbacks.offer(
+                scheduler_pb2.CallbackDue(
+                    delivery_id=9, url=f"http://127.0.0.1:{hook_port}/hook", status=status
+                )
+            )
+            body = orjson.loads(await asyncio.wait_for(received.get(), STARTUP_TIMEOUT_S))
+            assert body["executionId"] == "cb-1"
+            assert body["error"] == {"code": "FUNCTION_ERROR", "message": "boom"}
+            await asyncio.wait_for(
+                scheduler_fake.callbacks.wait_for(lambda f: f.acks == [9]), STARTUP_TIMEOUT_S
+            )
+            async with session.get(f"http://127.0.0.1:{gateway.metrics_port}/metrics") as response:
+                exposition = await response.text()
+            assert 'gateway_callbacks_total{outcome="delivered"} 1.0' in exposition
+            gateway.process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(gateway.process.wait(), STARTUP_TIMEOUT_S) == 0
+            await gateway.drain()
+        assert scheduler_fake.callbacks.half_closed == 1
+    finally:
+        await runner.cleanup()
+        await scheduler.stop()
+        await registry.stop()
+    assert not any(b"Traceback" in line for line in gateway.raw_lines)
+>>>>>>> gateway-registry

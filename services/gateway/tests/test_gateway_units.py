@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import re
+from pathlib import Path
 
 import orjson
 import pytest
 
+import nanofaas_gateway
 from nanofaas.v1 import types_pb2
+from nanofaas_gateway import codes
+from nanofaas_gateway.callbacks import url_origin
 from nanofaas_gateway.config import ConfigError, Settings
-from nanofaas_gateway.convert import is_json_media_type, ms_to_iso, splice_json, summary_to_json
+from nanofaas_gateway.convert import (
+    INT64_MAX,
+    INT64_MIN,
+    clamp_int64,
+    int64_from_literal,
+    is_json_media_type,
+    loads_clamped,
+    ms_to_iso,
+    splice_json,
+    summary_to_json,
+)
 from nanofaas_gateway.logging_setup import JsonFormatter, format_timestamp
 
 
@@ -97,7 +112,9 @@ def test_splice_json_keeps_value_bytes() -> None:
 
 
 def test_summary_of_endpoint_spec_without_mode_is_endpoint() -> None:
-    spec = types_pb2.FunctionSpec(name="e", image="i", endpoint_url="http://x", created_at_ms=5)
+    spec = types_pb2.FunctionSpec(
+        name="e", image="i", endpoint_url="http://x", created_at_ms=5, concurrency=4
+    )
     summary = summary_to_json(spec)
     assert summary == {
         "name": "e",
@@ -123,3 +140,68 @@ def test_log_timestamps_are_utc_with_milliseconds_and_z() -> None:
     assert format_timestamp(1_714_564_800.123) == "2024-05-01T12:00:00.123Z"
     assert format_timestamp(1_714_564_800.9996) == "2024-05-01T12:00:00.999Z"  # the ms it falls in
     assert format_timestamp(0.0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_codes_are_the_contracts_enum_names() -> None:
+    names = {name.removeprefix("ERROR_CODE_") for name, _ in types_pb2.ErrorCode.items()} - {"UNSPECIFIED"}
+    assert names == codes.ALL_CODES
+    assert codes.NOT_FOUND == "NOT_FOUND"
+    assert codes.code_name(types_pb2.ERROR_CODE_INVALID_ARGUMENT) == "INVALID_ARGUMENT"
+
+
+def test_no_error_code_is_spelled_outside_codes_py() -> None:
+    """Every code the gateway writes comes from the enum (codes.py), never a free-standing string."""
+    package = Path(nanofaas_gateway.__file__).parent
+    spelled = []
+    for path in package.rglob("*.py"):
+        if path.name == "codes.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in codes.ALL_CODES:
+                spelled.append(f"{path.relative_to(package)}:{node.lineno} {node.value}")
+    assert spelled == []
+
+
+@pytest.mark.parametrize(
+    ("value", "clamped"),
+    [(0, 0), (-5, -5), (INT64_MAX, INT64_MAX), (INT64_MAX + 1, INT64_MAX), (-(2**70), INT64_MIN)],
+)
+def test_clamp_int64(value: int, clamped: int) -> None:
+    assert clamp_int64(value) == clamped
+
+
+@pytest.mark.parametrize(
+    ("literal", "value"),
+    [
+        ("42", 42),
+        ("-42", -42),
+        ("+7", 7),
+        ("0009", 9),
+        (str(INT64_MAX), INT64_MAX),
+        (str(INT64_MAX + 1), INT64_MAX),
+        ("-" + "0" * 30 + "1", -1),
+        ("9" * 5000, INT64_MAX),
+        ("-" + "9" * 5000, INT64_MIN),
+    ],
+)
+def test_int64_from_literal_never_converts_what_cannot_fit(literal: str, value: int) -> None:
+    assert int64_from_literal(literal) == value
+
+
+def test_loads_clamped_clamps_integers_only() -> None:
+    document = loads_clamped(
+        b'{"a": ' + b"9" * 5000 + b', "b": [1, -' + str(2**70).encode() + b'], "c": 1.5}'
+    )
+    assert document == {"a": INT64_MAX, "b": [1, INT64_MIN], "c": 1.5}
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://hooks.example:8443/t/secret-token?sig=abc", "https://hooks.example:8443"),
+        ("http://user:pass@host/x", "http://host"),
+        ("not a url", "<invalid URL>"),
+    ],
+)
+def test_logged_callback_targets_show_only_the_origin(url: str, origin: str) -> None:
+    assert url_origin(url) == origin

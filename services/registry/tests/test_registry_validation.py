@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from nanofaas.v1 import types_pb2
-from nanofaas_registry.validation import SpecValidationError, normalize_spec
+from nanofaas_registry.validation import SpecValidationError, limits, normalize_spec
 
 SpecFactory = Callable[..., types_pb2.FunctionSpec]
 
@@ -180,6 +180,29 @@ def test_numeric_bounds(field: str, rest: str, bad: int, message: str, make_spec
 
 
 @pytest.mark.parametrize(
+    ("field", "rest", "message"),
+    [
+        ("timeout_ms", "timeoutMs", "must be between 1 and 300000"),
+        ("concurrency", "concurrency", "must be between 1 and 10000"),
+        ("queue_size", "queueSize", "must be between 1 and 1000000"),
+        ("max_retries", "maxRetries", "must be between 0 and 100"),
+    ],
+)
+def test_numeric_bounds_answer_the_same_whatever_the_size(
+    field: str, rest: str, message: str, make_spec: SpecFactory
+) -> None:
+    """Any int64 (the gateway clamps bigger ones) outside the range gets one and the same answer."""
+    for bad in (-1, -(2**31), 2**32, 2**40, 2**63 - 1, -(2**63)):
+        assert rejected(make_spec("fn", **{field: bad})) == f"{rest}: {message}", bad
+
+
+def test_limits_follow_the_bounds(make_spec: SpecFactory) -> None:
+    largest = limits().max_timeout_ms
+    assert normalize_spec(make_spec("fn", timeout_ms=largest)).timeout_ms == largest
+    assert rejected(make_spec("fn", timeout_ms=largest + 1)).startswith("timeoutMs: ")
+
+
+@pytest.mark.parametrize(
     ("field", "value"),
     [("timeout_ms", 300_000), ("concurrency", 1), ("queue_size", 1), ("max_retries", 100)],
 )
@@ -245,6 +268,8 @@ def test_endpoint_mode_requires_url(make_spec: SpecFactory) -> None:
         "localhost:8080",
         "http://a b/",
         "http://h:99999/",
+        "http://a..b/",
+        "http://" + "a" * 64 + ".example/",
     ],
 )
 def test_invalid_endpoint_urls(url: str, make_spec: SpecFactory) -> None:
@@ -253,7 +278,13 @@ def test_invalid_endpoint_urls(url: str, make_spec: SpecFactory) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8080/invoke", "https://fn.example.com", "http://[::1]:80/"]
+    "url",
+    [
+        "http://127.0.0.1:8080/invoke",
+        "https://fn.example.com",
+        "http://[::1]:80/",
+        "http://\u00e9t\u00e9.example/",
+    ],
 )
 def test_valid_endpoint_urls(url: str, make_spec: SpecFactory) -> None:
     spec = make_spec("fn", execution_mode=types_pb2.EXECUTION_MODE_ENDPOINT, endpoint_url=url)

@@ -74,6 +74,23 @@ async def test_empty_registry_is_synced_at_zero(stub: Stub) -> None:
     call.cancel()
 
 
+async def test_synced_carries_the_limits_the_registry_enforces(stub: Stub, make_spec: SpecFactory) -> None:
+    """max_timeout_ms is the largest timeoutMs a spec may have: one more is refused."""
+    call = stub.Watch(registry_pb2.WatchRequest())
+    synced = await next_event(call)
+    call.cancel()
+    assert synced.type == Event.SYNCED
+    assert synced.HasField("limits")
+    largest = synced.limits.max_timeout_ms
+    assert largest == 300_000
+    stored = await register(stub, make_spec("longest", timeout_ms=largest))
+    assert stored.timeout_ms == largest
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await register(stub, make_spec("too-long", timeout_ms=largest + 1))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == f"timeoutMs: must be between 1 and {largest}"
+
+
 class WatchMirror:
     """Rebuilds registry state from one watch stream and checks its ordering rules."""
 

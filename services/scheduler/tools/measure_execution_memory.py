@@ -12,7 +12,7 @@ import gc
 import tracemalloc
 
 from nanofaas.v1 import types_pb2
-from nanofaas_runtime.outcome import Outcome, OutcomeKind
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.core.execution import Execution, Request
 from nanofaas_scheduler.core.scheduler import Scheduler, Submission
 from nanofaas_scheduler.dispatch.base import Dispatcher, Invocation

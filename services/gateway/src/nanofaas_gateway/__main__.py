@@ -16,6 +16,7 @@ import uvicorn
 import uvloop
 
 from nanofaas_gateway.app import create_app
+from nanofaas_gateway.callbacks import CallbackDelivery, CallbackMetrics
 from nanofaas_gateway.clients import GatewayClients
 from nanofaas_gateway.config import ConfigError, Settings
 from nanofaas_gateway.logging_setup import configure_logging
@@ -62,6 +63,9 @@ async def serve(settings: Settings, stop: _StopRequest) -> None:
     clients = GatewayClients.connect(settings)
     registry = prometheus_client.REGISTRY
     app = create_app(settings, clients, metrics_registry=registry)
+    callbacks = CallbackDelivery(
+        clients.scheduler, CallbackMetrics(registry), max_concurrent=settings.max_concurrent_callbacks
+    )
     metrics_server: Any = None
     if settings.metrics_port:
         metrics_server, _ = prometheus_client.start_http_server(
@@ -84,9 +88,11 @@ async def serve(settings: Settings, stop: _StopRequest) -> None:
     if tracing_on:
         log.info("tracing on")
     gc.freeze()  # start-up objects (FastAPI, pydantic, gRPC) live forever: out of every GC pass
+    callbacks.start()  # in the background: start-up and readiness never wait for it
     try:
         await server.serve()
     finally:
+        await callbacks.close(settings.callback_grace_s)
         await clients.close()
         if metrics_server is not None:
             await asyncio.to_thread(metrics_server.shutdown)

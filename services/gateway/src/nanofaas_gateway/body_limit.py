@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nanofaas_gateway import codes
 from nanofaas_gateway.errors import JSON_MEDIA_TYPE, error_body
 
 
@@ -41,7 +42,7 @@ class BodyLimitMiddleware:
                 raise
 
     async def send_413(self, send: Send) -> None:
-        body = error_body("PAYLOAD_TOO_LARGE", self._message)
+        body = error_body(codes.PAYLOAD_TOO_LARGE, self._message)
         headers = [
             (b"content-type", JSON_MEDIA_TYPE.encode()),
             (b"content-length", str(len(body)).encode()),

@@ -48,6 +48,14 @@ class Settings:
     # Added to the invocation timeout for the sync Invoke gRPC deadline: the scheduler
     # enforces the real timeout, the deadline only stops the gateway waiting forever.
     invoke_deadline_margin_s: float = 10.0
+    # The wait of a sync invocation without X-Timeout-Ms (plus the margin): a backstop
+    # against a scheduler that never answers, not a limit; the scheduler ends an
+    # invocation at its function's timeout, which the registry bounds (300 s today).
+    max_invoke_wait_s: float = 3600.0
+    # Completion callbacks: deliveries made at once, and how long a stopping gateway
+    # lets them finish (the rest are offered again to the next gateway).
+    max_concurrent_callbacks: int = 64
+    callback_grace_s: float = 5.0
     # How long /readyz waits for each backend service's health answer.
     readiness_timeout_s: float = 1.0
     # How long a SIGTERM waits for in-flight requests before cancelling them.

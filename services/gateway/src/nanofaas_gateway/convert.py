@@ -1,14 +1,20 @@
-"""Translation between REST JSON and the gRPC messages."""
+"""Translation between REST JSON and the gRPC messages.
+
+The REST JSON of an execution (ExecutionStatus) is rendered here and nowhere else:
+GET /v1/executions/{id} and completion callbacks both use execution_status_body.
+"""
 
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from nanofaas.v1 import scheduler_pb2, types_pb2
+from nanofaas_gateway import codes
 from nanofaas_gateway.models import FunctionSpec
 
 JSON = "application/json"
@@ -44,11 +50,35 @@ _STATE_NAMES = {
     types_pb2.EXECUTION_STATE_ERROR: "error",
     types_pb2.EXECUTION_STATE_TIMEOUT: "timeout",
 }
-# The registry always returns these set; the fallbacks only guard an incomplete answer.
-_DEFAULT_TIMEOUT_MS = 30_000
-_DEFAULT_CONCURRENCY = 4
-_DEFAULT_QUEUE_SIZE = 100
-_DEFAULT_MAX_RETRIES = 3
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+UINT32_MAX = 2**32 - 1
+# More digits than any int64 has: the sign alone decides the clamped value.
+_INT64_DIGITS = 19
+
+
+def clamp_int64(value: int) -> int:
+    """Any integer as the nearest int64, so every value a caller sends reaches the registry's check."""
+    return min(max(value, INT64_MIN), INT64_MAX)
+
+
+def int64_from_literal(literal: str) -> int:
+    """A decimal integer literal (optional sign) as an int64, clamped.
+
+    Python refuses to convert integers of more than 4300 digits (a CPU safeguard); a
+    literal with more than 19 significant digits is outside int64 anyway, so it is never
+    converted: its sign alone decides.
+    """
+    if len(literal.lstrip("+-").lstrip("0")) > _INT64_DIGITS:
+        return INT64_MIN if literal.startswith("-") else INT64_MAX
+    return clamp_int64(int(literal))
+
+
+def loads_clamped(data: bytes | str) -> Any:
+    """JSON with every integer clamped to int64: a huge number gets the same answer as 2**63-1.
+
+    Raises json.JSONDecodeError on malformed JSON (FastAPI answers that with a 400).
+    """
+    return json.loads(data, parse_int=int64_from_literal)
 
 
 def ms_to_iso(ms: int) -> str:
@@ -74,14 +104,15 @@ def spec_to_proto(spec: FunctionSpec) -> types_pb2.FunctionSpec:
     if spec.resources is not None:
         message.resources.cpu = spec.resources.cpu or ""
         message.resources.memory = spec.resources.memory or ""
+    # Unchecked here: the registry judges every value, whatever its size.
     if spec.timeoutMs is not None:
-        message.timeout_ms = spec.timeoutMs
+        message.timeout_ms = clamp_int64(spec.timeoutMs)
     if spec.concurrency is not None:
-        message.concurrency = spec.concurrency
+        message.concurrency = clamp_int64(spec.concurrency)
     if spec.queueSize is not None:
-        message.queue_size = spec.queueSize
+        message.queue_size = clamp_int64(spec.queueSize)
     if spec.maxRetries is not None:
-        message.max_retries = spec.maxRetries
+        message.max_retries = clamp_int64(spec.maxRetries)
     if spec.executionMode is not None:
         mode = spec.executionMode.value
         message.execution_mode = _EXECUTION_MODES[mode]
@@ -102,7 +133,10 @@ def _execution_mode_name(spec: types_pb2.FunctionSpec) -> str:
 
 
 def spec_to_json(spec: types_pb2.FunctionSpec) -> dict[str, Any]:
-    """A stored spec as the REST FunctionSpec; unset optional fields are omitted."""
+    """A stored spec as the REST FunctionSpec; unset optional fields are omitted.
+
+    The registry returns every defaulted field set, so its values are shown as they are.
+    """
     body: dict[str, Any] = {"name": spec.name, "image": spec.image}
     if spec.command:
         body["command"] = list(spec.command)
@@ -112,10 +146,10 @@ def spec_to_json(spec: types_pb2.FunctionSpec) -> dict[str, Any]:
     if spec.HasField("resources"):
         resources = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
         body["resources"] = {key: value for key, value in resources.items() if value}
-    body["timeoutMs"] = spec.timeout_ms if spec.HasField("timeout_ms") else _DEFAULT_TIMEOUT_MS
-    body["concurrency"] = spec.concurrency if spec.HasField("concurrency") else _DEFAULT_CONCURRENCY
-    body["queueSize"] = spec.queue_size if spec.HasField("queue_size") else _DEFAULT_QUEUE_SIZE
-    body["maxRetries"] = spec.max_retries if spec.HasField("max_retries") else _DEFAULT_MAX_RETRIES
+    body["timeoutMs"] = spec.timeout_ms
+    body["concurrency"] = spec.concurrency
+    body["queueSize"] = spec.queue_size
+    body["maxRetries"] = spec.max_retries
     body["executionMode"] = _execution_mode_name(spec)
     body["runtimeMode"] = _RUNTIME_MODE_NAMES.get(spec.runtime_mode, "HTTP")
     if spec.endpoint_url:
@@ -128,7 +162,7 @@ def summary_to_json(spec: types_pb2.FunctionSpec) -> dict[str, Any]:
     return {
         "name": spec.name,
         "image": spec.image,
-        "concurrency": spec.concurrency if spec.HasField("concurrency") else _DEFAULT_CONCURRENCY,
+        "concurrency": spec.concurrency,
         "executionMode": _execution_mode_name(spec),
         "createdAt": ms_to_iso(spec.created_at_ms),
     }
@@ -151,8 +185,13 @@ def splice_json(head: dict[str, Any], key: str, value_json: bytes) -> bytes:
     return b"".join((encoded[:-1], b',"', key.encode(), b'":', value_json, b"}"))
 
 
-def error_to_json(error: types_pb2.ErrorInfo, default_code: str) -> dict[str, str]:
-    return {"code": error.code or default_code, "message": error.message}
+def default_error_code(state: types_pb2.ExecutionState.ValueType) -> str:
+    """The code of an ended execution whose error carries none."""
+    return codes.TIMEOUT if state == types_pb2.EXECUTION_STATE_TIMEOUT else codes.FUNCTION_ERROR
+
+
+def error_to_json(error: types_pb2.ErrorInfo, state: types_pb2.ExecutionState.ValueType) -> dict[str, str]:
+    return {"code": error.code or default_error_code(state), "message": error.message}
 
 
 def invocation_error_body(execution_id: str, status: str, error: dict[str, str]) -> bytes:
@@ -180,7 +219,7 @@ def execution_status_body(status: types_pb2.ExecutionStatus) -> bytes:
     if status.finished_at_ms:
         head["finishedAt"] = ms_to_iso(status.finished_at_ms)
     if status.HasField("error"):
-        head["error"] = error_to_json(status.error, "ERROR")
+        head["error"] = error_to_json(status.error, status.status)
     if not status.HasField("output"):
         return orjson.dumps(head)
     output = status.output
@@ -194,17 +233,19 @@ def execution_status_body(status: types_pb2.ExecutionStatus) -> bytes:
 def completion_to_proto(execution_id: str, body: dict[str, Any]) -> scheduler_pb2.CompleteExecutionRequest:
     """A runtime callback body -> CompleteExecutionRequest; raises ValueError naming a bad field."""
     succeeded = _completion_succeeded(body)
-    request = scheduler_pb2.CompleteExecutionRequest(execution_id=execution_id)
+    request = scheduler_pb2.CompleteExecutionRequest(execution_id=execution_id, attempt=_attempt(body))
     if not succeeded:
         request.status = types_pb2.EXECUTION_STATE_ERROR
         error = body.get("error")
         if error is not None and not isinstance(error, dict):
             raise ValueError("error: must be an object with code and message")
         error = error or {}
-        code, message = error.get("code", "FUNCTION_ERROR"), error.get("message", "")
+        code, message = error.get("code") or codes.FUNCTION_ERROR, error.get("message", "")
         if not isinstance(code, str) or not isinstance(message, str):
             raise ValueError("error: code and message must be strings")
-        request.error.code = code or "FUNCTION_ERROR"
+        if code not in codes.ALL_CODES:
+            raise ValueError(f"error.code: {code!r} is not an error code of the contract (docs/errors.md)")
+        request.error.code = code
         request.error.message = message
         return request
     request.status = types_pb2.EXECUTION_STATE_SUCCESS
@@ -224,6 +265,20 @@ def completion_to_proto(execution_id: str, body: dict[str, Any]) -> scheduler_pb
     else:
         raise ValueError("outputContentType: must be application/json or application/octet-stream")
     return request
+
+
+def _attempt(body: dict[str, Any]) -> int:
+    """The reported attempt; 0 (unfenced) when absent.
+
+    An attempt beyond uint32 cannot exist, so it is sent as the largest one, which the
+    scheduler ignores as stale, like any other attempt that is not current.
+    """
+    attempt = body.get("attempt")
+    if attempt is None:
+        return 0
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
+        raise ValueError("attempt: must be a non-negative integer")
+    return min(attempt, UINT32_MAX)
 
 
 def _completion_succeeded(body: dict[str, Any]) -> bool:

@@ -15,30 +15,33 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from nanofaas_gateway import codes
+
 log = logging.getLogger(__name__)
 
 JSON_MEDIA_TYPE = "application/json"
 
 # gRPC status -> (HTTP status, REST error code).
 _GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
-    grpc.StatusCode.NOT_FOUND: (404, "NOT_FOUND"),
-    grpc.StatusCode.ALREADY_EXISTS: (409, "ALREADY_EXISTS"),
-    grpc.StatusCode.INVALID_ARGUMENT: (400, "INVALID_ARGUMENT"),
-    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "RESOURCE_EXHAUSTED"),
-    grpc.StatusCode.DEADLINE_EXCEEDED: (408, "TIMEOUT"),
-    grpc.StatusCode.UNAVAILABLE: (503, "UNAVAILABLE"),
+    grpc.StatusCode.NOT_FOUND: (404, codes.NOT_FOUND),
+    grpc.StatusCode.ALREADY_EXISTS: (409, codes.ALREADY_EXISTS),
+    grpc.StatusCode.INVALID_ARGUMENT: (400, codes.INVALID_ARGUMENT),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, codes.RESOURCE_EXHAUSTED),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (408, codes.TIMEOUT),
+    grpc.StatusCode.UNAVAILABLE: (503, codes.UNAVAILABLE),
 }
-# Error codes for plain HTTP errors raised by routing and request parsing.
+# Error codes for plain HTTP errors raised by routing and request parsing; any other
+# 4xx is an INVALID_ARGUMENT and any other status an INTERNAL error.
 _HTTP_CODES: dict[int, str] = {
-    400: "INVALID_ARGUMENT",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    408: "TIMEOUT",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-    422: "VALIDATION_ERROR",
-    429: "RESOURCE_EXHAUSTED",
-    503: "UNAVAILABLE",
+    400: codes.INVALID_ARGUMENT,
+    404: codes.NOT_FOUND,
+    405: codes.METHOD_NOT_ALLOWED,
+    408: codes.TIMEOUT,
+    413: codes.PAYLOAD_TOO_LARGE,
+    415: codes.UNSUPPORTED_MEDIA_TYPE,
+    422: codes.VALIDATION_ERROR,
+    429: codes.RESOURCE_EXHAUSTED,
+    503: codes.UNAVAILABLE,
 }
 _DEFAULT_RETRY_AFTER = "1"
 INTERNAL_MESSAGE = "internal error"
@@ -58,11 +61,15 @@ class ApiError(Exception):
 
 
 def not_found(message: str) -> ApiError:
-    return ApiError(404, "NOT_FOUND", message)
+    return ApiError(404, codes.NOT_FOUND, message)
 
 
 def invalid_argument(message: str) -> ApiError:
-    return ApiError(400, "INVALID_ARGUMENT", message)
+    return ApiError(400, codes.INVALID_ARGUMENT, message)
+
+
+def unsupported_media_type(message: str) -> ApiError:
+    return ApiError(415, codes.UNSUPPORTED_MEDIA_TYPE, message)
 
 
 def error_body(code: str, message: str) -> bytes:
@@ -73,6 +80,11 @@ def error_response(
     status_code: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> Response:
     return Response(error_body(code, message), status_code, headers, media_type=JSON_MEDIA_TYPE)
+
+
+def internal_error_response(headers: Mapping[str, str] | None = None) -> Response:
+    """The generic 500: a fault of the gateway or an answer it cannot map, details only in logs."""
+    return error_response(500, codes.INTERNAL, INTERNAL_MESSAGE, headers)
 
 
 def _trailing_metadata(exc: grpc.aio.AioRpcError) -> dict[str, str]:
@@ -88,13 +100,14 @@ def grpc_error_response(exc: grpc.aio.AioRpcError) -> Response:
     mapped = _GRPC_TO_HTTP.get(exc.code())
     if mapped is None:
         log.error("unexpected gRPC error", extra={"grpcCode": exc.code().name, "details": exc.details()})
-        return error_response(500, "INTERNAL", INTERNAL_MESSAGE)
+        return internal_error_response()
     status_code, code = mapped
     message = exc.details() or code.lower().replace("_", " ")
     headers: dict[str, str] = {}
     trailers = _trailing_metadata(exc)
     # A service may name the precise REST error code (e.g. SHUTTING_DOWN for UNAVAILABLE).
-    code = trailers.get("x-error-code") or code
+    named = trailers.get("x-error-code", "")
+    code = named if named in codes.ALL_CODES else code
     if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
         retry_after = trailers.get("retry-after", "").strip()
         headers["Retry-After"] = retry_after if retry_after.isdigit() else _DEFAULT_RETRY_AFTER
@@ -114,20 +127,17 @@ def validation_error_response(exc: RequestValidationError) -> Response:
     errors = list(exc.errors())
     if any(error.get("type") == "json_invalid" for error in errors):
         detail = next(e for e in errors if e.get("type") == "json_invalid").get("ctx", {}).get("error", "")
-        return error_response(400, "INVALID_ARGUMENT", f"body: invalid JSON ({detail})")
+        return error_response(400, codes.INVALID_ARGUMENT, f"body: invalid JSON ({detail})")
     messages = [
         f"{_field_path(tuple(error.get('loc', ())))}: {error.get('msg', 'invalid')}" for error in errors
     ]
-    return error_response(422, "VALIDATION_ERROR", "; ".join(messages) or "invalid request")
+    return error_response(422, codes.VALIDATION_ERROR, "; ".join(messages) or "invalid request")
 
 
 def http_error_response(exc: StarletteHTTPException) -> Response:
     code = _HTTP_CODES.get(exc.status_code)
     if code is None:
-        try:
-            code = HTTPStatus(exc.status_code).name
-        except ValueError:
-            code = "ERROR"
+        code = codes.INVALID_ARGUMENT if 400 <= exc.status_code < 500 else codes.INTERNAL
     message = exc.detail if isinstance(exc.detail, str) else code.lower().replace("_", " ")
     return error_response(exc.status_code, code, message, exc.headers)
 
@@ -158,7 +168,7 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _on_unexpected_error(_: Request, exc: Exception) -> Response:
-    return error_response(500, "INTERNAL", INTERNAL_MESSAGE)
+    return internal_error_response()
 
 
 def install_error_handlers(app: FastAPI) -> None:

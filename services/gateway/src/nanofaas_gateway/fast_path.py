@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nanofaas_gateway.clients import GatewayClients
 from nanofaas_gateway.config import Settings
-from nanofaas_gateway.errors import INTERNAL_MESSAGE, ApiError, error_response, grpc_error_response
+from nanofaas_gateway.errors import ApiError, error_response, grpc_error_response, internal_error_response
 from nanofaas_gateway.routes.invocations import enqueue, invoke, wait_client_gone
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class InvocationFastPath:
             response = grpc_error_response(exc)
         except Exception:
             log.exception("invocation failed", extra={"functionName": name})
-            response = error_response(500, "INTERNAL", INTERNAL_MESSAGE)
+            response = internal_error_response()
         await response(scope, receive, send)
 
 

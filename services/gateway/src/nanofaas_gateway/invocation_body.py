@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 from starlette.datastructures import Headers
 
 from nanofaas.v1 import scheduler_pb2
-from nanofaas_gateway.convert import JSON, OCTET_STREAM, is_json_media_type
-from nanofaas_gateway.errors import ApiError, invalid_argument
-from nanofaas_gateway.models import MAX_TIMEOUT_MS
+from nanofaas_gateway.convert import JSON, OCTET_STREAM, int64_from_literal, is_json_media_type
+from nanofaas_gateway.errors import invalid_argument, unsupported_media_type
 from nanofaas_gateway.tracing import outgoing_traceparent
+
+TIMEOUT_HEADER = "X-Timeout-Ms"
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def payload_media_type(headers: Headers) -> str:
@@ -21,21 +24,20 @@ def payload_media_type(headers: Headers) -> str:
         return JSON
     if content_type.split(";", 1)[0].strip().lower() == OCTET_STREAM:
         return OCTET_STREAM
-    raise ApiError(
-        415,
-        "UNSUPPORTED_MEDIA_TYPE",
-        f"Content-Type {content_type!r} is not supported; use {JSON} or {OCTET_STREAM}",
+    raise unsupported_media_type(
+        f"Content-Type {content_type!r} is not supported; use {JSON} or {OCTET_STREAM}"
     )
 
 
 def parse_timeout_ms(headers: Headers) -> int | None:
+    """X-Timeout-Ms as an int64 (clamped); its range is the scheduler's check, with the registry's limit."""
     raw = headers.get("x-timeout-ms")
     if raw is None:
         return None
     value = raw.strip()
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_TIMEOUT_MS:
-        raise invalid_argument(f"X-Timeout-Ms: must be an integer between 1 and {MAX_TIMEOUT_MS}")
-    return int(value)
+    if _INTEGER.fullmatch(value) is None:
+        raise invalid_argument(f"{TIMEOUT_HEADER}: must be an integer")
+    return int64_from_literal(value)
 
 
 def _json_invocation(body: bytes) -> tuple[bytes, dict[str, str]]:

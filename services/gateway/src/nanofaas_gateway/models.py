@@ -1,5 +1,8 @@
-"""REST models: request validation for function specs and the OpenAPI schemas of every body.
+"""REST models: the JSON shape of function specs and the OpenAPI schemas of every body.
 
+The gateway checks only what HTTP needs: types (pydantic Strict types) and required
+fields. Ranges and defaults are the registry's alone, so the same bad value always
+gets the registry's answer, whatever its size; the descriptions name its limits.
 Invocation bodies are parsed by hand on the hot path (see invocation_body.py);
 their models here only document the contract.
 """
@@ -10,12 +13,10 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 NAME_PATTERN = r"^[a-zA-Z][a-zA-Z0-9._-]{0,62}$"
 NAME_RE = re.compile(NAME_PATTERN)
-UINT32_MAX = 2**32 - 1
-MAX_TIMEOUT_MS = 300_000
 
 
 class ExecutionModeIn(StrEnum):
@@ -74,25 +75,25 @@ class FunctionSpec(_RestModel):
     runtimeCommand: StrictStr | None = Field(default=None, description="split like a shell would")
     env: dict[str, StrictStr] | None = None
     resources: Resources | None = None
-    timeoutMs: Annotated[StrictInt, Field(ge=1, le=MAX_TIMEOUT_MS)] | None = Field(
-        default=None, description="default 30000"
+    timeoutMs: StrictInt | None = Field(
+        default=None, description="milliseconds; default 30000; the registry accepts 1 to 300000"
     )
-    concurrency: Annotated[StrictInt, Field(ge=1, le=UINT32_MAX)] | None = Field(
-        default=None, description="default 4"
+    concurrency: StrictInt | None = Field(
+        default=None, description="default 4; the registry accepts 1 to 10000"
     )
-    queueSize: Annotated[StrictInt, Field(ge=1, le=UINT32_MAX)] | None = Field(
-        default=None, description="default 100"
+    queueSize: StrictInt | None = Field(
+        default=None, description="default 100; the registry accepts 1 to 1000000"
     )
-    maxRetries: Annotated[StrictInt, Field(ge=0, le=UINT32_MAX)] | None = Field(
-        default=None, description="default 3"
-    )
+    maxRetries: StrictInt | None = Field(default=None, description="default 3; the registry accepts 0 to 100")
     executionMode: ExecutionModeIn | None = Field(
         default=None, description="default JOB, or ENDPOINT when endpointUrl is set"
     )
     runtimeMode: RuntimeMode | None = Field(default=None, description="default HTTP")
     endpointUrl: StrictStr | None = Field(default=None, description="required for ENDPOINT")
-    rateLimitPerSecond: Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)] | None = Field(
-        default=None, description="admissions per second for this function; default 0 = no limit"
+    rateLimitPerSecond: StrictFloat | None = Field(
+        default=None,
+        description="admissions per second for this function; default 0 = no limit; "
+        "the registry accepts 0 to 1000000",
     )
 
 
@@ -170,15 +171,21 @@ class ExecutionStatus(BaseModel):
 
 
 class CompleteExecutionRequest(BaseModel):
-    """A runtime's callback with the result of an execution."""
+    """A runtime's report of how one attempt of an execution ended."""
 
     status: Literal["success", "error"] | None = None
+    attempt: int | None = Field(
+        default=None,
+        description="the attempt reported (X-Attempt of the invocation); 0 or absent = whatever runs now",
+    )
     success: bool | None = Field(default=None, description="alternative to status")
     output: Any = None
     outputContentType: str | None = Field(
         default=None, description="application/octet-stream when output is base64 bytes"
     )
-    error: ErrorInfo | None = None
+    error: ErrorInfo | None = Field(
+        default=None, description="code: an execution error code of docs/errors.md; default FUNCTION_ERROR"
+    )
 
 
 class HealthStatus(BaseModel):

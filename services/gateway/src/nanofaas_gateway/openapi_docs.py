@@ -73,7 +73,12 @@ INVOKE_EXTRA: dict[str, Any] = {
     "requestBody": _INVOCATION_BODY,
     "parameters": [
         *_COMMON_HEADERS,
-        _header("X-Timeout-Ms", "Lowers the function's timeout (1..300000)", {"type": "integer"}),
+        _header(
+            "X-Timeout-Ms",
+            "Lowers the function's timeout: milliseconds, from 1 to the registry's largest timeoutMs "
+            "(300000 today)",
+            {"type": "integer"},
+        ),
     ],
 }
 ENQUEUE_EXTRA: dict[str, Any] = {

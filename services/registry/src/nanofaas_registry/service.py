@@ -19,7 +19,7 @@ from nanofaas_registry.registry import (
     NameMismatchError,
     RegistryError,
 )
-from nanofaas_registry.validation import SpecValidationError
+from nanofaas_registry.validation import SpecValidationError, limits
 from nanofaas_registry.watch import WatchClosedError, WatchOverflowError
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     async def Watch(
         self, request: registry_pb2.WatchRequest, context: Context
     ) -> AsyncIterator[registry_pb2.WatchEvent]:
-        """SNAPSHOT per function, SYNCED, then live changes until the client leaves or lags."""
+        """SNAPSHOT per function, SYNCED (with the registry's Limits), then live changes until the
+        client leaves or lags."""
         start = await self._registry.watch()
         code = grpc.StatusCode.OK
         try:
@@ -88,7 +89,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                 yield registry_pb2.WatchEvent(
                     type=registry_pb2.WatchEvent.SNAPSHOT, spec=spec, revision=spec.revision
                 )
-            yield registry_pb2.WatchEvent(type=registry_pb2.WatchEvent.SYNCED, revision=start.revision)
+            yield registry_pb2.WatchEvent(
+                type=registry_pb2.WatchEvent.SYNCED, revision=start.revision, limits=limits()
+            )
             async for event in start.subscription:
                 yield event
         except WatchOverflowError as exc:

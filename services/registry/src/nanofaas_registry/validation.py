@@ -1,7 +1,9 @@
 """Validation and defaults of a FunctionSpec, as pure functions.
 
-Every error message starts with the REST (camelCase) name of the offending field,
-because the gateway shows it to the user verbatim.
+The registry is the one place that checks limits and applies defaults: the gateway
+passes every value through (integers clamped to int64), so a bad value gets the same
+answer here whatever its size. Every error message starts with the REST (camelCase)
+name of the offending field, because the gateway shows it to the user verbatim.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import shlex
 from typing import Literal
 from urllib.parse import urlsplit
 
-from nanofaas.v1 import types_pb2
+from nanofaas.v1 import registry_pb2, types_pb2
 
 NAME_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9._-]{0,62}$")
 # A Kubernetes resource quantity: a non-negative decimal with an optional binary-SI,
@@ -32,6 +34,8 @@ _BOUNDED_FIELDS: tuple[tuple[_BoundedField, str, int, int, int], ...] = (
     ("max_retries", "maxRetries", 0, 100, DEFAULT_MAX_RETRIES),
 )
 
+MAX_TIMEOUT_MS = next(maximum for field, _, _, maximum, _ in _BOUNDED_FIELDS if field == "timeout_ms")
+
 _ALIAS_POOL = "POOL"
 _ALIAS_REMOTE = "REMOTE"
 
@@ -43,6 +47,14 @@ class SpecValidationError(ValueError):
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+
+
+def limits() -> registry_pb2.Limits:
+    """The limits others must apply the same way (sent on Watch SYNCED), from the bounds above.
+
+    A caller's X-Timeout-Ms only lowers a function's timeout, so it is bound by the largest timeoutMs.
+    """
+    return registry_pb2.Limits(max_timeout_ms=MAX_TIMEOUT_MS)
 
 
 def normalize_spec(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
@@ -193,6 +205,13 @@ def _validate_endpoint_url(url: str) -> None:
         raise SpecValidationError("endpointUrl", "must be an absolute http:// or https:// URL")
     if not parts.hostname:
         raise SpecValidationError("endpointUrl", "must include a host")
+    if ":" not in parts.hostname:  # a host name, not an IPv6 literal: it must survive IDNA encoding
+        try:
+            parts.hostname.encode("idna")
+        except UnicodeError:
+            raise SpecValidationError(
+                "endpointUrl", f"host {parts.hostname!r} is not a valid host name (empty or overlong label)"
+            ) from None
 
 
 MAX_RATE_LIMIT_PER_SECOND = 1_000_000.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, NoReturn
@@ -21,6 +22,8 @@ from nanofaas_scheduler.registry_cache import FunctionCache
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
+
+    from nanofaas_scheduler.callbacks import CallbackOutbox
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +120,18 @@ def _rpc_budget_ms(context: grpc.aio.ServicerContext[object, object]) -> int | N
 
 
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, scheduler: Scheduler, functions: FunctionCache, tracer: Tracer | None = None) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        functions: FunctionCache,
+        tracer: Tracer | None = None,
+        *,
+        callbacks: CallbackOutbox | None = None,
+    ) -> None:
         self._scheduler = scheduler
         self._functions = functions
         self._tracer = tracer
+        self._callbacks = callbacks
 
     # -- the calls, independent of how they arrive ------------------------------
 
@@ -135,8 +146,13 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"input.content_type: unsupported media type {content_type!r}",
             )
-        if request.HasField("timeout_ms") and not 1 <= request.timeout_ms <= 300_000:
-            raise CallFailed(grpc.StatusCode.INVALID_ARGUMENT, "timeout_ms: must be between 1 and 300000")
+        if request.HasField("timeout_ms"):  # bounded by the registry's limit (registry_cache.py)
+            max_timeout_ms = await self._functions.max_timeout_ms()
+            if max_timeout_ms is None:
+                raise CallFailed(grpc.StatusCode.UNAVAILABLE, "registry unavailable: its limits are unknown")
+            if not 1 <= request.timeout_ms <= max_timeout_ms:
+                message = f"timeout_ms: must be between 1 and {max_timeout_ms}"
+                raise CallFailed(grpc.StatusCode.INVALID_ARGUMENT, message)
         try:
             spec = await self._functions.get(request.function_name, request.min_registry_revision)
         except grpc.aio.AioRpcError as exc:
@@ -227,6 +243,21 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         # An async generator, so grpc.aio streams it from the event loop.
         async for response in StreamSession(self, request_iterator).responses():
             yield response
+
+    # -- completion callbacks -------------------------------------------------------
+
+    async def Callbacks(
+        self,
+        request_iterator: AsyncIterator[scheduler_pb2.CallbackAck],
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> AsyncIterator[scheduler_pb2.CallbackDue]:
+        """Served by the outbox (callbacks.py); initial metadata tells the gateway it is subscribed."""
+        if self._callbacks is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "no callback outbox")
+        await context.send_initial_metadata(())
+        async with contextlib.aclosing(self._callbacks.serve(request_iterator)) as dues:
+            async for due in dues:
+                yield due
 
     async def GetExecution(
         self, request: scheduler_pb2.GetExecutionRequest, context: grpc.aio.ServicerContext[object, object]

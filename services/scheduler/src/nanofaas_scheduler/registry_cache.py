@@ -1,8 +1,9 @@
-"""The scheduler's view of the registry: a spec cache kept current by Watch."""
+"""The scheduler's view of the registry: a spec cache and the registry's limits, kept current by Watch."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -34,6 +35,21 @@ class FunctionCache:
         self.revision = 0
         self.synced = asyncio.Event()
         self._advanced = asyncio.Event()
+        # The registry's validation limits, from the latest SYNCED that carried them (kept
+        # across reconnects); None until the first.
+        self.limits: registry_pb2.Limits | None = None
+        self._limits_known = asyncio.Event()
+
+    async def max_timeout_ms(self) -> int | None:
+        """The largest timeout a caller may ask for (the registry's largest timeoutMs).
+
+        Waits a moment for a first sync (the scheduler may just have started); None while the
+        registry's limits are still unknown.
+        """
+        if self.limits is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._limits_known.wait(), _CATCH_UP_S)
+        return None if self.limits is None else self.limits.max_timeout_ms
 
     async def get(self, name: str, min_revision: int = 0) -> types_pb2.FunctionSpec | None:
         if min_revision > self.revision:
@@ -100,6 +116,9 @@ class FunctionCache:
             if event.type == registry_pb2.WatchEvent.SNAPSHOT:
                 snapshot[event.spec.name] = event.spec
             elif event.type == registry_pb2.WatchEvent.SYNCED:
+                if event.HasField("limits"):
+                    self.limits = event.limits
+                    self._limits_known.set()
                 old, self._specs = self._specs, snapshot
                 self._advance(event.revision)
                 self.synced.set()

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from nanofaas.v1 import registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
-from nanofaas_scheduler.callbacks import CallbackSender
+from nanofaas_scheduler.callbacks import CallbackOutbox
 from nanofaas_scheduler.config import Settings
 from nanofaas_scheduler.core.reports import ReportBoard
 from nanofaas_scheduler.core.scheduler import Scheduler
@@ -22,7 +22,7 @@ from nanofaas_scheduler.dispatch.base import Dispatcher, Observers
 from nanofaas_scheduler.dispatch.endpoint import EndpointDispatcher
 from nanofaas_scheduler.dispatch.out_of_band import OutOfBandCompletion
 from nanofaas_scheduler.dispatch.router import ModeRouter
-from nanofaas_scheduler.grpc_service import SchedulerService
+from nanofaas_scheduler.grpc_service import SchedulerService, status_message
 from nanofaas_scheduler.observability import tracing
 from nanofaas_scheduler.observability.execution_log import log_execution_end
 from nanofaas_scheduler.observability.metrics import (
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name
 _SWEEP_INTERVAL_S = 30.0
+# At shutdown, how long subscribed gateways get to take the callbacks still due.
+_CALLBACK_GRACE_S = 2.0
 # Payloads up to the gateway's body limit (10 MiB by default) plus framing.
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _SERVER_OPTIONS = [
@@ -80,7 +82,7 @@ class SchedulerServer:
         self._channel: grpc.aio.Channel | None = None
         self._health = HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
-        self._callbacks = CallbackSender()
+        self._callbacks: CallbackOutbox | None = None
         self._provider: TracerProvider | None = None
         self.scheduler: Scheduler | None = None
 
@@ -118,7 +120,10 @@ class SchedulerServer:
         scheduler.otel_trace_ids = self._provider is not None
         scheduler.on_admit.append(metrics.admitted)
         scheduler.on_reject.append(metrics.refused)
-        scheduler.on_end.extend((metrics.ended, self._callbacks, log_execution_end))
+        callbacks = self._callbacks = CallbackOutbox(
+            status_message, max_pending=settings.max_pending_callbacks, registry=self.metrics_registry
+        )
+        scheduler.on_end.extend((metrics.ended, callbacks, log_execution_end))
         self.metrics_registry.register(
             LaneGauges(scheduler.lane_stats, lambda name: metrics.replicas.get(name, 0))
         )
@@ -136,7 +141,7 @@ class SchedulerServer:
         tracer = self._provider.get_tracer("nanofaas.scheduler") if self._provider else None
         server = grpc.aio.server(options=_SERVER_OPTIONS)
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(
-            SchedulerService(scheduler, functions, tracer), server
+            SchedulerService(scheduler, functions, tracer, callbacks=callbacks), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -169,7 +174,8 @@ class SchedulerServer:
         await self._health.enter_graceful_shutdown()
         if self.scheduler is not None:
             await self.scheduler.shutdown(self.settings.shutdown_grace_s)
-        await self._callbacks.close()
+        if self._callbacks is not None:
+            await self._callbacks.close(_CALLBACK_GRACE_S)
         if self._server is not None:
             await self._server.stop(1.0)
         for task in self._tasks:

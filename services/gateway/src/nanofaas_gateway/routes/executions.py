@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from nanofaas.v1 import scheduler_pb2
 from nanofaas_gateway.convert import completion_to_proto, execution_status_body, is_json_media_type
-from nanofaas_gateway.errors import ApiError, invalid_argument
+from nanofaas_gateway.errors import invalid_argument, unsupported_media_type
 from nanofaas_gateway.models import ExecutionStatus
 from nanofaas_gateway.openapi_docs import COMPLETE_EXTRA, error_responses
 from nanofaas_gateway.responses import gateway_clients, gateway_settings, raw_json_response
@@ -46,7 +46,7 @@ async def get_execution(execution_id: ExecutionId, request: Request) -> Response
 )
 async def complete_execution(execution_id: ExecutionId, request: Request) -> Response:
     if not is_json_media_type(request.headers.get("content-type", "")):
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json")
+        raise unsupported_media_type("Content-Type must be application/json")
     completion = _completion_request(execution_id, await request.body())
     await gateway_clients(request).scheduler.CompleteExecution(
         completion, timeout=gateway_settings(request).rpc_timeout_s

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from typing import Any
+
 from fastapi import APIRouter, Depends
+from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
 from nanofaas.v1 import registry_pb2
-from nanofaas_gateway.convert import is_json_media_type, spec_to_json, spec_to_proto, summary_to_json
-from nanofaas_gateway.errors import ApiError, invalid_argument
+from nanofaas_gateway.convert import (
+    is_json_media_type,
+    loads_clamped,
+    spec_to_json,
+    spec_to_proto,
+    summary_to_json,
+)
+from nanofaas_gateway.errors import invalid_argument, unsupported_media_type
 from nanofaas_gateway.models import FunctionSpec, FunctionSpecOut, FunctionSummary
 from nanofaas_gateway.openapi_docs import error_responses
 from nanofaas_gateway.responses import (
@@ -22,10 +32,35 @@ from nanofaas_gateway.responses import (
 def require_json_body(request: Request) -> None:
     """A spec sent as form data or bytes is refused with 415 rather than a confusing 422."""
     if not is_json_media_type(request.headers.get("content-type", "")):
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json")
+        raise unsupported_media_type("Content-Type must be application/json")
 
 
-router = APIRouter(tags=["functions"])
+class _SpecRequest(Request):
+    """A request whose JSON body is parsed with every integer clamped to int64.
+
+    So a number of any length reaches the registry's range check (a 5000-digit
+    concurrency gets the answer 10001 gets), instead of failing in the JSON parser.
+    """
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_clamped_json"):
+            self._clamped_json = loads_clamped(await self.body())
+        return self._clamped_json
+
+
+class _SpecRoute(APIRoute):
+    """Hands FastAPI a _SpecRequest, the documented way to change how a route reads its body."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            return await handler(_SpecRequest(request.scope, request.receive))
+
+        return handle
+
+
+router = APIRouter(tags=["functions"], route_class=_SpecRoute)
 
 
 @router.post(

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from nanofaas_gateway import codes
 from nanofaas_gateway.errors import error_response
 from nanofaas_gateway.models import HealthStatus
 from nanofaas_gateway.openapi_docs import error_responses
@@ -26,5 +27,5 @@ async def healthz() -> Response:
 async def readyz(request: Request) -> Response:
     unready = await gateway_clients(request).unready_services(gateway_settings(request).readiness_timeout_s)
     if unready:
-        return error_response(503, "UNAVAILABLE", f"not ready: {', '.join(unready)} not serving")
+        return error_response(503, codes.UNAVAILABLE, f"not ready: {', '.join(unready)} not serving")
     return raw_json_response(_READY)

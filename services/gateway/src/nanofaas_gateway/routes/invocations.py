@@ -7,6 +7,7 @@ from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
 
+import grpc
 from fastapi import APIRouter
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -14,6 +15,7 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from nanofaas.v1 import scheduler_pb2, types_pb2
+from nanofaas_gateway import codes
 from nanofaas_gateway.clients import GatewayClients
 from nanofaas_gateway.config import Settings
 from nanofaas_gateway.convert import (
@@ -23,9 +25,14 @@ from nanofaas_gateway.convert import (
     is_json_media_type,
     state_name,
 )
-from nanofaas_gateway.errors import INTERNAL_MESSAGE, error_response
-from nanofaas_gateway.invocation_body import build_invoke_request, parse_timeout_ms, payload_media_type
-from nanofaas_gateway.models import MAX_TIMEOUT_MS, EnqueueResponse, InvocationResponse
+from nanofaas_gateway.errors import internal_error_response, invalid_argument
+from nanofaas_gateway.invocation_body import (
+    TIMEOUT_HEADER,
+    build_invoke_request,
+    parse_timeout_ms,
+    payload_media_type,
+)
+from nanofaas_gateway.models import EnqueueResponse, InvocationResponse
 from nanofaas_gateway.openapi_docs import (
     BINARY_OUTPUT,
     ENQUEUE_EXTRA,
@@ -43,8 +50,11 @@ from nanofaas_gateway.responses import (
 
 router = APIRouter(tags=["invocations"])
 
-# error.code values that are not the function's fault and have their own HTTP status.
-_ERROR_CODE_STATUS = {"SHUTTING_DOWN": 503, "FUNCTION_DELETED": 404}
+# error.code values that are not the function's fault and have their own HTTP status
+# (any other error is a 502, a timeout a 408).
+_ERROR_CODE_STATUS = {codes.SHUTTING_DOWN: 503, codes.FUNCTION_DELETED: 404, codes.INTERNAL: 500}
+# The scheduler names the field of InvokeRequest; the caller knows it as the header.
+_TIMEOUT_FIELD = "timeout_ms:"
 _EXECUTION_ERROR_DOC = {"model": InvocationResponse, "headers": EXECUTION_ID_HEADER}
 
 
@@ -88,7 +98,7 @@ async def invoke(
         timeout_ms=timeout_ms,
         min_registry_revision=clients.min_registry_revision,
     )
-    deadline_s = (timeout_ms or MAX_TIMEOUT_MS) / 1000 + settings.invoke_deadline_margin_s
+    deadline_s = _wait_s(timeout_ms, settings) + settings.invoke_deadline_margin_s
     call = asyncio.ensure_future(clients.invocations.invoke(request, deadline_s))
     watcher = asyncio.create_task(client_gone())
     watcher.add_done_callback(lambda _: call.cancel())
@@ -99,9 +109,30 @@ async def invoke(
             # The caller hung up; the cancelled RPC lets the scheduler drop its queued item.
             return Response(status_code=499)
         raise
+    except grpc.aio.AioRpcError as exc:
+        raise _named_for_the_caller(exc) from None
     finally:
         watcher.cancel()
     return invocation_result_response(result)
+
+
+def _wait_s(timeout_ms: int | None, settings: Settings) -> float:
+    """How long the gateway waits for the scheduler: the caller's timeout, else the backstop.
+
+    Out-of-range timeouts are the scheduler's to refuse (at once); they never stretch the wait.
+    """
+    backstop_s = settings.max_invoke_wait_s
+    if timeout_ms is None or timeout_ms < 1:
+        return backstop_s
+    return min(timeout_ms / 1000, backstop_s)
+
+
+def _named_for_the_caller(exc: grpc.aio.AioRpcError) -> Exception:
+    """The scheduler's refusal of timeout_ms, as the header the caller sent it in."""
+    details = exc.details() or ""
+    if exc.code() is grpc.StatusCode.INVALID_ARGUMENT and details.startswith(_TIMEOUT_FIELD):
+        return invalid_argument(TIMEOUT_HEADER + ":" + details[len(_TIMEOUT_FIELD) :])
+    return exc
 
 
 async def wait_client_gone(receive: Receive) -> None:
@@ -118,11 +149,12 @@ def invocation_result_response(result: scheduler_pb2.InvokeResponse) -> Response
             return raw_json_response(invocation_success_body(result.execution_id, output), 200, headers)
         return Response(output.data, 200, headers, media_type=output.content_type)
     if result.status == types_pb2.EXECUTION_STATE_TIMEOUT:
-        error, status_code = error_to_json(result.error, "TIMEOUT"), 408
+        status_code = 408
     elif result.status == types_pb2.EXECUTION_STATE_ERROR:
-        error, status_code = error_to_json(result.error, "FUNCTION_ERROR"), 502
+        status_code = 502
     else:
-        return error_response(500, "INTERNAL", INTERNAL_MESSAGE, headers)
+        return internal_error_response(headers)
+    error = error_to_json(result.error, result.status)
     status_code = _ERROR_CODE_STATUS.get(error["code"], status_code)
     body = invocation_error_body(result.execution_id, state_name(result.status), error)
     return raw_json_response(body, status_code, headers)
