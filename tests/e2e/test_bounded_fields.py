@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
-from .conftest import RUNTIME_IMAGE, python_spec, register
+from .helpers import RUNTIME_IMAGE, python_spec, register
 
 HUGE = "9" * 5000  # past Python's int conversion limit (4300 digits)
 

@@ -23,7 +23,8 @@ from aiohttp import web
 
 from nanofaas.v1 import scheduler_pb2, scheduler_pb2_grpc, types_pb2
 
-from .conftest import Platform, free_port, python_spec, register, start_platform, stop_platform
+from .conftest import Platform, start_platform, stop_platform
+from .helpers import free_port, python_spec, register
 
 WAIT_S = 30.0
 

@@ -25,16 +25,8 @@ import pytest
 
 from nanofaas.v1 import types_pb2
 
-from .conftest import (
-    FUNCTIONS_DIR,
-    Platform,
-    command_spec,
-    invoke,
-    python_spec,
-    register,
-    start_platform,
-    stop_platform,
-)
+from .conftest import Platform, start_platform, stop_platform
+from .helpers import FUNCTIONS_DIR, command_spec, invoke, python_spec, register
 
 ENUM_CODES = frozenset(
     name.removeprefix("ERROR_CODE_")

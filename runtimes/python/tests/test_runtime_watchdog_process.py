@@ -455,9 +455,9 @@ WATCHDOG = [sys.executable, "-m", "nanofaas_runtime.watchdog"]
         (
             ["--mode=file", "true"],
             {"NANOFAAS_WATCHDOG_CONCURRENCY": "0"},
-            "NANOFAAS_WATCHDOG_CONCURRENCY must be",
+            "NANOFAAS_WATCHDOG_CONCURRENCY: must be",
         ),
-        (["--mode=file", "true"], {"PORT": "http"}, "PORT must be an integer >= 0, got 'http'"),
+        (["--mode=file", "true"], {"PORT": "http"}, "PORT: must be an integer between 0 and 65535 (got 'http')"),
     ],
 )
 async def test_bad_usage_exits_2_with_one_line(args: list[str], env: dict[str, str], message: str) -> None:

@@ -13,10 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from nanofaas.v1 import registry_pb2, registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
-from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.callbacks import CallbackOutbox
 from nanofaas_scheduler.config import Settings
 from nanofaas_scheduler.core.execution import Execution, Request
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.dispatch.stub import StubDispatcher
 from nanofaas_scheduler.grpc_service import status_message
 from nanofaas_scheduler.server import SchedulerServer

@@ -12,8 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from nanofaas.v1 import registry_pb2, registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
-from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.config import Settings
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.dispatch.stub import StubDispatcher
 from nanofaas_scheduler.registry_cache import FunctionCache
 from nanofaas_scheduler.server import SchedulerServer

@@ -104,7 +104,7 @@ async def test_crash_is_retried_until_success() -> None:
     await execution.done.wait()
     assert execution.state is State.SUCCESS
     assert execution.attempts == 3
-    assert [i.attempt for i in stub.invocations] == [1, 2, 3]
+    assert [a.number for a in stub.attempts] == [1, 2, 3]
 
 
 async def test_retries_stop_at_max_retries() -> None:
@@ -163,7 +163,7 @@ async def test_same_idempotency_key_runs_once() -> None:
     assert (created_first, created_second) == (True, False)
     assert first is second is third
     assert other_fn is not first
-    assert len(stub.invocations) == 2
+    assert len(stub.attempts) == 2
 
 
 async def test_sync_deadline_expires_in_queue_without_dispatch() -> None:
@@ -180,7 +180,7 @@ async def test_sync_deadline_expires_in_queue_without_dispatch() -> None:
     assert scheduler.queue_depth("fn") == 0
     gate.release.set()
     await blocker.done.wait()
-    assert len(stub.invocations) == 1
+    assert len(stub.attempts) == 1
 
 
 async def test_delete_ends_queued_work_and_lets_inflight_finish() -> None:
@@ -268,4 +268,4 @@ async def test_cancelled_sync_caller_removes_queued_item() -> None:
     assert not scheduler.cancel_queued(running)
     gate.release.set()
     await running.done.wait()
-    assert len(stub.invocations) == 1
+    assert len(stub.attempts) == 1

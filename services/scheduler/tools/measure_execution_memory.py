@@ -12,16 +12,16 @@ import gc
 import tracemalloc
 
 from nanofaas.v1 import types_pb2
-from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.core.execution import Execution, Request
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.core.scheduler import Scheduler, Submission
-from nanofaas_scheduler.dispatch.base import Dispatcher, Invocation
+from nanofaas_scheduler.dispatch.base import Attempt, Dispatcher
 
 
 class NoOp(Dispatcher):
     """Succeeds at once and remembers nothing, so only the scheduler's own retention is measured."""
 
-    async def dispatch(self, invocation: Invocation) -> Outcome:
+    async def dispatch(self, attempt: Attempt) -> Outcome:
         return Outcome(kind=OutcomeKind.SUCCESS, output=b"null")
 
 

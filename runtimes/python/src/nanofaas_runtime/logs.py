@@ -83,14 +83,14 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure_logging(level: str = "", stream: TextIO | None = None) -> int:
+def configure_logging(level: str = "", stream: TextIO | None = None, service: str = SERVICE) -> int:
     """Route every logger through one JSON handler on stderr (or `stream`); returns the level set.
 
     `level` is LOG_LEVEL in any case, empty meaning INFO. An unknown value also means INFO and
     is reported in one warning line: a typo must neither pass unnoticed nor stop the service.
     """
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     name = level.strip().upper() or "INFO"
@@ -107,6 +107,6 @@ def configure_logging(level: str = "", stream: TextIO | None = None) -> int:
     return resolved
 
 
-def configure() -> int:
+def configure(service: str = SERVICE) -> int:
     """configure_logging from LOG_LEVEL (the runtime has no settings object); returns the level."""
-    return configure_logging(os.environ.get("LOG_LEVEL", ""))
+    return configure_logging(os.environ.get("LOG_LEVEL", ""), service=service)

@@ -57,12 +57,9 @@ class Settings:
     max_executions: int = 100_000
     shutdown_grace_s: float = 10.0
     max_per_second: float = 0.0
-<<<<<<< HEAD
     # As given (any case): logging_setup resolves it, falling back to INFO with a warning.
     log_level: str = "INFO"
-=======
     max_pending_callbacks: int = 10_000
->>>>>>> gateway-registry
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -70,7 +67,6 @@ class Settings:
         env = os.environ if env is None else env
         default_host = "0.0.0.0" if env.get("KUBERNETES_SERVICE_HOST") else "127.0.0.1"
         return cls(
-<<<<<<< HEAD
             host=_str_var(env, "NANOFAAS_SCHEDULER_HOST", default_host),
             port=_int_var(env, "NANOFAAS_SCHEDULER_PORT", 9090, 0, 65535),
             metrics_port=_int_var(env, "NANOFAAS_SCHEDULER_METRICS_PORT", 9190, 0, 65535),
@@ -83,18 +79,5 @@ class Settings:
             shutdown_grace_s=_number_var(env, "NANOFAAS_SHUTDOWN_GRACE_S", 10.0),
             max_per_second=_number_var(env, "NANOFAAS_MAX_PER_SECOND", 0.0),
             log_level=_str_var(env, "LOG_LEVEL", "INFO"),
-=======
-            host=env.get("NANOFAAS_SCHEDULER_HOST", _default_host()),
-            port=int(env.get("NANOFAAS_SCHEDULER_PORT", "9090")),
-            metrics_port=int(env.get("NANOFAAS_SCHEDULER_METRICS_PORT", "9190")),
-            registry_address=env.get("NANOFAAS_REGISTRY_ADDRESS", "127.0.0.1:9091"),
-            backend=env.get("NANOFAAS_BACKEND", "local"),
-            callback_url=env.get("NANOFAAS_CALLBACK_URL", "http://127.0.0.1:8080"),
-            idempotency_ttl_s=float(env.get("NANOFAAS_IDEMPOTENCY_TTL_S", "900")),
-            execution_ttl_s=float(env.get("NANOFAAS_EXECUTION_TTL_S", "900")),
-            max_executions=int(env.get("NANOFAAS_MAX_EXECUTIONS", "100000")),
-            shutdown_grace_s=float(env.get("NANOFAAS_SHUTDOWN_GRACE_S", "10")),
-            max_per_second=float(env.get("NANOFAAS_MAX_PER_SECOND", "0")),
-            max_pending_callbacks=int(env.get("NANOFAAS_MAX_PENDING_CALLBACKS", "10000")),
->>>>>>> gateway-registry
+            max_pending_callbacks=_int_var(env, "NANOFAAS_MAX_PENDING_CALLBACKS", 10_000, 1, 2**31 - 1),
         )
