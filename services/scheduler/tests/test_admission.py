@@ -60,7 +60,7 @@ def submission(sync: bool, timeout_ms: int | None = None) -> Submission:
 async def test_sync_call_that_cannot_finish_in_time_is_rejected_early() -> None:
     release = asyncio.Event()
 
-    async def slow(invocation: Attempt) -> Outcome:
+    async def slow(attempt: Attempt) -> Outcome:
         await release.wait()
         return Outcome(kind=OutcomeKind.SUCCESS, output=b"1")
 

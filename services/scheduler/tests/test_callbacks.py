@@ -206,7 +206,7 @@ async def test_the_callbacks_rpc_serves_the_outbox() -> None:
     registry_port = registry.add_insecure_port("127.0.0.1:0")
     await registry.start()
 
-    async def succeed(invocation: Any) -> Outcome:
+    async def succeed(attempt: Any) -> Outcome:
         return Outcome(kind=OutcomeKind.SUCCESS, output=b'"done"')
 
     metrics = CollectorRegistry()

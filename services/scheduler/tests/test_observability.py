@@ -33,11 +33,11 @@ OUTCOMES = {
 }
 
 
-async def scripted(invocation: Attempt) -> Outcome:
+async def scripted(attempt: Attempt) -> Outcome:
     """The input names the outcome; "flaky" crashes on its first attempt only."""
-    word = invocation.request.data.decode().strip('"')
+    word = attempt.request.data.decode().strip('"')
     if word == "flaky":
-        return OUTCOMES["crash"] if invocation.number == 1 else OUTCOMES["ok"]
+        return OUTCOMES["crash"] if attempt.number == 1 else OUTCOMES["ok"]
     return OUTCOMES[word]
 
 
@@ -95,10 +95,10 @@ async def test_spans_form_one_trace_under_the_callers_span() -> None:
     provider = make_provider(exporter)
     seen: list[Attempt] = []
 
-    async def record(invocation: Attempt) -> Outcome:
-        seen.append(invocation)
-        ColdStartMarker().cold_start(invocation.spec.name, 0.05)
-        return OUTCOMES["ok"] if invocation.number > 1 else OUTCOMES["crash"]
+    async def record(attempt: Attempt) -> Outcome:
+        seen.append(attempt)
+        ColdStartMarker().cold_start(attempt.spec.name, 0.05)
+        return OUTCOMES["ok"] if attempt.number > 1 else OUTCOMES["crash"]
 
     tracer = provider.get_tracer("test")
     with tracer.start_as_current_span("caller") as caller:
@@ -131,9 +131,9 @@ async def test_spans_form_one_trace_under_the_callers_span() -> None:
     assert [d.attributes["nanofaas.attempt"] for d in dispatches if d.attributes] == [1, 2]
     assert all(d.attributes and d.attributes["faas.coldstart"] is True for d in dispatches)
     # The function process continues the dispatch span.
-    for invocation, dispatch in zip(seen, dispatches, strict=True):
+    for attempt, dispatch in zip(seen, dispatches, strict=True):
         assert dispatch.context is not None
-        assert invocation.traceparent.split("-")[2] == f"{dispatch.context.span_id:016x}"
+        assert attempt.traceparent.split("-")[2] == f"{dispatch.context.span_id:016x}"
 
 
 async def test_without_a_traceparent_tracing_still_gives_an_otel_trace_id() -> None:

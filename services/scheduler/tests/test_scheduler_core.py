@@ -36,8 +36,8 @@ class Gate:
         self.order: list[str] = []
         self.started = asyncio.Condition()
 
-    async def __call__(self, invocation: Attempt) -> Outcome:
-        self.order.append(invocation.execution_id)
+    async def __call__(self, attempt: Attempt) -> Outcome:
+        self.order.append(attempt.execution_id)
         self.running += 1
         self.peak = max(self.peak, self.running)
         async with self.started:
@@ -56,7 +56,7 @@ class Gate:
 def scripted(*outcomes: Outcome) -> Callable[[Attempt], asyncio.Future[Outcome]]:
     queue = list(outcomes)
 
-    async def behaviour(invocation: Attempt) -> Outcome:
+    async def behaviour(attempt: Attempt) -> Outcome:
         return queue.pop(0) if len(queue) > 1 else queue[0]
 
     return behaviour  # type: ignore[return-value]
@@ -129,8 +129,8 @@ async def test_function_error_is_never_retried() -> None:
 
 
 async def test_timeout_is_reported_and_not_retried() -> None:
-    async def hang(invocation: Attempt) -> Outcome:
-        await asyncio.sleep(invocation.timeout)
+    async def hang(attempt: Attempt) -> Outcome:
+        await asyncio.sleep(attempt.timeout)
         return Outcome(kind=OutcomeKind.TIMEOUT, error_code="TIMEOUT", message="late")
 
     stub = StubDispatcher(hang)

@@ -47,16 +47,16 @@ class Model:
     first_dispatch: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     dispatched_ids: set[str] = field(default_factory=set)
 
-    async def behaviour(self, invocation: Attempt) -> Outcome:
-        name = invocation.spec.name
+    async def behaviour(self, attempt: Attempt) -> Outcome:
+        name = attempt.spec.name
         self.running[name] += 1
         if self.running[name] > FUNCTIONS[name].concurrency:
             self.peak_violations.append(name)
-        if invocation.execution_id not in self.dispatched_ids:
-            self.dispatched_ids.add(invocation.execution_id)
-            self.first_dispatch[name].append(invocation.execution_id)
+        if attempt.execution_id not in self.dispatched_ids:
+            self.dispatched_ids.add(attempt.execution_id)
+            self.first_dispatch[name].append(attempt.execution_id)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self.pending.append((invocation, future))
+        self.pending.append((attempt, future))
         try:
             return await future
         finally:

@@ -77,9 +77,9 @@ async def test_the_rpc_deadline_bounds_the_execution() -> None:
     await registry.start()
     started = asyncio.Event()
 
-    async def hang(invocation: Attempt) -> Outcome:
+    async def hang(attempt: Attempt) -> Outcome:
         started.set()
-        await asyncio.sleep(invocation.timeout)
+        await asyncio.sleep(attempt.timeout)
         return Outcome(kind=OutcomeKind.TIMEOUT, error_code="TIMEOUT")
 
     settings = Settings(port=0, metrics_port=0, registry_address=f"127.0.0.1:{registry_port}")
@@ -112,10 +112,10 @@ async def test_stream_multiplexes_calls_errors_and_cancellation() -> None:
     await registry.start()
     release = asyncio.Event()
 
-    async def gated(invocation: Attempt) -> Outcome:
-        if invocation.request.data == b'"block"':
+    async def gated(attempt: Attempt) -> Outcome:
+        if attempt.request.data == b'"block"':
             await release.wait()
-        return Outcome(kind=OutcomeKind.SUCCESS, output=invocation.request.data)
+        return Outcome(kind=OutcomeKind.SUCCESS, output=attempt.request.data)
 
     settings = Settings(port=0, metrics_port=0, registry_address=f"127.0.0.1:{registry_port}")
     server = SchedulerServer(settings, StubDispatcher(gated), metrics_registry=CollectorRegistry())

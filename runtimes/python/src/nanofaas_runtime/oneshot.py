@@ -54,11 +54,17 @@ def attempt_from_env() -> int | None:
 
 
 def context_from_env(started: float) -> Context:
-    """Context from EXECUTION_ID, TRACE_ID (else TRACEPARENT), FUNCTION_NAME, INVOCATION_TIMEOUT_MS
-    and NANOFAAS_ATTEMPT."""
+    """Context from EXECUTION_ID, TRACE_ID (else TRACEPARENT), FUNCTION_NAME, NANOFAAS_ATTEMPT and
+    the deadline: NANOFAAS_DEADLINE_MS (absolute, set by the watchdog), else INVOCATION_TIMEOUT_MS."""
     timeout_ms = os.environ.get("INVOCATION_TIMEOUT_MS", "").strip()
+    deadline_ms = os.environ.get("NANOFAAS_DEADLINE_MS", "").strip()
     deadline = None
-    if timeout_ms:
+    if deadline_ms:
+        try:
+            deadline = int(deadline_ms) / 1000.0
+        except ValueError as exc:
+            raise BadInput(f"NANOFAAS_DEADLINE_MS must be an integer, got {deadline_ms!r}") from exc
+    elif timeout_ms:
         try:
             deadline = started + int(timeout_ms) / 1000.0
         except ValueError as exc:

@@ -205,7 +205,8 @@ class WatchdogApp:
             if self._draining:
                 return None
             remaining = round(max(deadline - loop.time(), 0.001), 3)
-            env["INVOCATION_TIMEOUT_MS"] = str(max(int(remaining * 1000), 1))
+            # The absolute deadline; INVOCATION_TIMEOUT_MS stays the function's own timeout.
+            env["NANOFAAS_DEADLINE_MS"] = str(int((time.time() + remaining) * 1000))
             task = asyncio.create_task(self._run(body, env, remaining, _stderr_sink(env)))
             self._running.add(task)
             try:
