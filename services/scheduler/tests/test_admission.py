@@ -53,27 +53,30 @@ def test_wait_estimate_from_recent_durations() -> None:
     assert estimator.retry_after_s(concurrency=2) == 3
 
 
-def submission(sync: bool, timeout_ms: int | None = None) -> Submission:
-    return Submission(request=Request(b"1", "application/json", {}), sync=sync, timeout_ms=timeout_ms)
+def submission(sync: bool, timeout_ms: int | None = None, data: bytes = b"1") -> Submission:
+    return Submission(request=Request(data, "application/json", {}), sync=sync, timeout_ms=timeout_ms)
 
 
 async def test_sync_call_that_cannot_finish_in_time_is_rejected_early() -> None:
     release = asyncio.Event()
 
     async def slow(attempt: Attempt) -> Outcome:
-        await release.wait()
+        if attempt.request.data == b'"measured"':
+            await asyncio.sleep(0.5)  # the function's duration the estimate learns from
+        else:
+            await release.wait()
         return Outcome(kind=OutcomeKind.SUCCESS, output=b"1")
 
     scheduler = Scheduler(StubDispatcher(slow))
     spec = make_spec(concurrency=1)
-    lane = scheduler._lane_for(spec)
-    lane.estimator.record(5.0)  # recent executions took 5 s each
+    measured, _ = scheduler.submit(spec, submission(sync=False, data=b'"measured"'))
+    await measured.done.wait()
     running, _ = scheduler.submit(spec, submission(sync=False))
     with pytest.raises(Rejected) as rejected:
-        scheduler.submit(spec, submission(sync=True, timeout_ms=2000))
+        scheduler.submit(spec, submission(sync=True, timeout_ms=200))
     assert rejected.value.reason == "estimated_wait"
-    assert rejected.value.retry_after_s == 5
-    queued, _ = scheduler.submit(spec, submission(sync=True, timeout_ms=10_000))  # 5 s fits in 10 s
+    assert rejected.value.retry_after_s >= 1
+    queued, _ = scheduler.submit(spec, submission(sync=True, timeout_ms=20_000))  # ~0.5 s fits in 20 s
     scheduler.submit(spec, submission(sync=False))  # async work is never rejected on the estimate
     release.set()
     await asyncio.gather(running.done.wait(), queued.done.wait())

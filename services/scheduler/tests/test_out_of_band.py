@@ -8,11 +8,12 @@ report must change nothing.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from nanofaas_scheduler.core.execution import Request, State
+from nanofaas_scheduler.core.execution import Execution, Request, State
 from nanofaas_scheduler.core.outcome import Outcome, crash, success
 from nanofaas_scheduler.core.reports import ReportBoard
 from nanofaas_scheduler.core.scheduler import Scheduler, Submission
@@ -65,7 +66,7 @@ def build(behaviour: AwaitsReport, wrap: type[Dispatcher] | None = None) -> tupl
     return scheduler, stub
 
 
-def submit(scheduler: Scheduler, **spec: object) -> object:
+def submit(scheduler: Scheduler, **spec: Any) -> Execution:
     execution, _ = scheduler.submit(
         make_spec(**spec), Submission(request=Request(b"1", "application/json", {}), sync=False)
     )
@@ -78,8 +79,8 @@ async def test_a_report_ends_the_running_attempt_and_stops_what_it_started() -> 
     execution = submit(scheduler)
     attempt = await backend.next_attempt()
     assert scheduler.complete(attempt.execution_id, attempt.number, success(b'{"done":true}')) is True
-    await asyncio.wait_for(execution.done.wait(), WAIT_S)  # type: ignore[attr-defined]
-    assert execution.state is State.SUCCESS and execution.output == b'{"done":true}'  # type: ignore[attr-defined]
+    await asyncio.wait_for(execution.done.wait(), WAIT_S)
+    assert execution.state is State.SUCCESS and execution.output == b'{"done":true}'
     assert backend.stopped == [1]
     assert scheduler.complete(attempt.execution_id, attempt.number, success(b"2")) is False  # duplicate
 
@@ -95,9 +96,9 @@ async def test_a_reported_crash_is_retried_like_an_in_band_one() -> None:
     # A late report of the first attempt is stale: ignored, the second goes on.
     assert scheduler.complete(first.execution_id, 1, success(b'"stale"')) is False
     backend.release()
-    await asyncio.wait_for(execution.done.wait(), WAIT_S)  # type: ignore[attr-defined]
-    assert execution.output == b'"second"'  # type: ignore[attr-defined]
-    assert execution.attempts == 2  # type: ignore[attr-defined]
+    await asyncio.wait_for(execution.done.wait(), WAIT_S)
+    assert execution.output == b'"second"'
+    assert execution.attempts == 2
     assert [a.number for a in stub.attempts] == [1, 2]
 
 
@@ -107,10 +108,10 @@ async def test_a_report_naming_a_future_attempt_is_ignored() -> None:
     execution = submit(scheduler)
     attempt = await backend.next_attempt()
     assert scheduler.complete(attempt.execution_id, 7, success(b"1")) is False
-    assert execution.state is State.RUNNING  # type: ignore[attr-defined]
+    assert execution.state is State.RUNNING
     assert scheduler.complete(attempt.execution_id, 0, success(b"3")) is True  # unfenced: the current one
-    await asyncio.wait_for(execution.done.wait(), WAIT_S)  # type: ignore[attr-defined]
-    assert execution.output == b"3"  # type: ignore[attr-defined]
+    await asyncio.wait_for(execution.done.wait(), WAIT_S)
+    assert execution.output == b"3"
 
 
 async def test_metrics_and_tracing_see_the_reported_outcome() -> None:
@@ -127,7 +128,7 @@ async def test_metrics_and_tracing_see_the_reported_outcome() -> None:
     execution = submit(scheduler, max_retries=0)
     attempt = await backend.next_attempt()
     scheduler.complete(attempt.execution_id, attempt.number, crash("node lost"))
-    await asyncio.wait_for(execution.done.wait(), WAIT_S)  # type: ignore[attr-defined]
+    await asyncio.wait_for(execution.done.wait(), WAIT_S)
     assert metrics.registry.get_sample_value("function_dispatch_total", {"function": "fn"}) == 1
     assert metrics.registry.get_sample_value("function_execution_seconds_count", {"function": "fn"}) == 1
     provider.force_flush()

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from nanofaas.v1 import registry_pb2, registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
 from nanofaas_scheduler.config import Settings
+from nanofaas_scheduler.core.execution import Execution
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.dispatch.base import Attempt
 from nanofaas_scheduler.dispatch.stub import StubDispatcher
@@ -85,6 +86,9 @@ async def test_the_rpc_deadline_bounds_the_execution() -> None:
     settings = Settings(port=0, metrics_port=0, registry_address=f"127.0.0.1:{registry_port}")
     server = SchedulerServer(settings, StubDispatcher(hang), metrics_registry=CollectorRegistry())
     await server.start()
+    assert server.scheduler is not None
+    admitted: list[Execution] = []
+    server.scheduler.on_admit.append(admitted.append)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = scheduler_pb2_grpc.SchedulerStub(channel)
@@ -94,8 +98,7 @@ async def test_the_rpc_deadline_bounds_the_execution() -> None:
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await stub.Invoke(request, timeout=1.0)
         await started.wait()
-        assert server.scheduler is not None
-        (execution,) = [e for e in server.scheduler.store._all.values() if e.function_name == "slow"]
+        (execution,) = [e for e in admitted if e.function_name == "slow"]
         await execution.done.wait()
         assert execution.timeout_ms <= 1500  # the 60 s function timeout was lowered to the RPC's deadline
         assert execution.state.value in ("timeout", "error")
@@ -120,6 +123,16 @@ async def test_stream_multiplexes_calls_errors_and_cancellation() -> None:
     settings = Settings(port=0, metrics_port=0, registry_address=f"127.0.0.1:{registry_port}")
     server = SchedulerServer(settings, StubDispatcher(gated), metrics_registry=CollectorRegistry())
     await server.start()
+    assert server.scheduler is not None
+    cancelled: list[Execution] = []
+    one_cancelled = asyncio.Event()
+
+    def on_end(execution: Execution) -> None:
+        if execution.error_code == "CANCELLED":
+            cancelled.append(execution)
+            one_cancelled.set()
+
+    server.scheduler.on_end.append(on_end)
     outbox: asyncio.Queue[scheduler_pb2.StreamRequest | None] = asyncio.Queue()
 
     async def requests() -> AsyncIterator[scheduler_pb2.StreamRequest]:
@@ -151,12 +164,8 @@ async def test_stream_multiplexes_calls_errors_and_cancellation() -> None:
             assert responses[3].error.code == grpc.StatusCode.NOT_FOUND.value[0]
             assert responses[4].enqueue.status == types_pb2.EXECUTION_STATE_QUEUED
             outbox.put_nowait(scheduler_pb2.StreamRequest(call_id=2, cancel=scheduler_pb2.CancelCall()))
-            assert server.scheduler is not None
-            for _ in range(200):  # ...until its caller cancels it: it is dropped, not run
-                cancelled = [e for e in server.scheduler.store._all.values() if e.error_code == "CANCELLED"]
-                if cancelled:
-                    break
-                await asyncio.sleep(0.01)
+            # ...until its caller cancels it: it is dropped, not run.
+            await asyncio.wait_for(one_cancelled.wait(), 10)
             assert len(cancelled) == 1
             release.set()
             async for response in call:
