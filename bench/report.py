@@ -131,7 +131,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += [""]
     if "sequential" in s.get("d", {}):
         out += [
-            "## d: JOB mode (fresh process per invocation)",
+            "## d: JOB mode (fresh process per invocation), and a STDIO command",
             "",
             "| load | p50 ms | p99 ms | spawn-to-result p50 ms | spawn-to-result p99 ms | inv/s | failures |",
             "|---|---:|---:|---:|---:|---:|---:|",

@@ -1,15 +1,21 @@
-"""(d) JOB mode: a fresh runtime process per invocation, end to end through the platform."""
+"""(d) JOB mode: a fresh runtime process per invocation, end to end through the platform.
+
+Also a STDIO command (a fresh process per invocation in any mode), sequentially:
+the path through the watchdog.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from datetime import datetime
 from typing import Any
 
 import aiohttp
 
-from bench.platform import noop_spec, register, start_platform
+from bench.config import HANDLERS_DIR
+from bench.platform import RUNTIME_IMAGE, noop_spec, register, start_platform
 from bench.scenarios import Context, log
 from bench.stats import percentile, spread
 
@@ -70,15 +76,28 @@ def run_job(ctx: Context) -> dict[str, Any]:
             platform.base_url,
             noop_spec("noop-job", mode="JOB", concurrency=cfg.job_concurrency, queueSize=10_000),
         )
-        asyncio.run(_invoke_all(platform.base_url, "noop-job", 2, 1))  # page caches, first imports
+        register(
+            platform.base_url,
+            {
+                "name": "noop-stdio",
+                "image": RUNTIME_IMAGE,
+                "executionMode": "JOB",
+                "runtimeMode": "STDIO",
+                "command": [sys.executable, str(HANDLERS_DIR / "stdio_noop.py")],
+                "concurrency": cfg.job_concurrency,
+            },
+        )
+        for name in ("noop-job", "noop-stdio"):  # page caches, first imports
+            asyncio.run(_invoke_all(platform.base_url, name, 2, 1))
         result: dict[str, Any] = {}
-        for label, parallel in (
-            ("sequential", 1),
-            (f"concurrency_{cfg.job_concurrency}", cfg.job_concurrency),
+        for label, name, parallel in (
+            ("sequential", "noop-job", 1),
+            (f"concurrency_{cfg.job_concurrency}", "noop-job", cfg.job_concurrency),
+            ("stdio_sequential", "noop-stdio", 1),
         ):
             runs = []
             for repeat in range(cfg.repeats):
-                run = asyncio.run(_invoke_all(platform.base_url, "noop-job", cfg.job_invocations, parallel))
+                run = asyncio.run(_invoke_all(platform.base_url, name, cfg.job_invocations, parallel))
                 log(
                     f"d/job {label} #{repeat + 1}: p50 {run['p50_ms']:.1f} ms p99 {run['p99_ms']:.1f} ms "
                     f"spawn-to-result p50 {run['spawn_to_result_p50_ms']:.1f} ms"
