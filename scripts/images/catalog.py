@@ -54,8 +54,3 @@ IMAGES: tuple[ImageSpec, ...] = (
         ("nanofaas-runtime",),
     ),
 )
-
-
-def wheel_prefix(distribution: str) -> str:
-    """The file-name prefix of a distribution's wheel (`nanofaas-proto` -> `nanofaas_proto-`)."""
-    return distribution.replace("-", "_") + "-"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from scripts.images.catalog import IMAGES, ImageSpec
+from scripts.images.catalog import DEFAULT_BASE_IMAGE, IMAGES, ImageSpec
 from scripts.images.engine import inspect
 
 from .harness import IMAGE_TAG, USER, exit_code, hardened, logs_of, wait_until
@@ -51,6 +52,16 @@ print(json.dumps({
 def spec(request: pytest.FixtureRequest) -> ImageSpec:
     assert isinstance(request.param, ImageSpec)
     return request.param
+
+
+def test_dockerfile_matches_the_catalog(spec: ImageSpec) -> None:
+    """The wheels a Dockerfile copies are the catalog's packages; its stages share one base."""
+    text = spec.dockerfile.read_text()
+    assert f"ARG BASE_IMAGE={DEFAULT_BASE_IMAGE}" in text.splitlines()
+    froms = re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE)
+    assert len(froms) == 2 and set(froms) == {"${BASE_IMAGE}"}, froms
+    copied = re.findall(r"build/wheels/own/(\w+)-\*\.whl", text)
+    assert sorted(copied) == sorted(name.replace("-", "_") for name in spec.packages)
 
 
 def test_image_runs_as_a_numeric_non_root_user_without_a_shell(spec: ImageSpec) -> None:
