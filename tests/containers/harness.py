@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import time
 import urllib.error
@@ -45,6 +46,18 @@ def image_ref(short_name: str) -> str:
     return image(short_name).ref(IMAGE_TAG)
 
 
+PROBE_FUNCTION = Path(__file__).resolve().parent / "functions" / "probe"
+
+
+def probe_function_dir(parent: Path) -> Path:
+    """A copy of the probe handler that UID 10001 can read once mounted (pytest's tmp is 0700)."""
+    directory = parent / "function"
+    shutil.copytree(PROBE_FUNCTION, directory, ignore=shutil.ignore_patterns("__pycache__"))
+    directory.chmod(0o755)
+    (directory / "handler.py").chmod(0o644)
+    return directory
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -57,7 +70,6 @@ def hardened(
     *,
     env: Mapping[str, str] | None = None,
     volumes: Mapping[Path, str] | None = None,
-    command: list[str] | None = None,
     entrypoint: list[str] | None = None,
     user: str = USER,
 ) -> DockerContainer:
@@ -67,8 +79,6 @@ def hardened(
         container.with_env(key, value)
     for host_path, container_path in (volumes or {}).items():
         container.with_volume_mapping(host_path, container_path, "ro")
-    if command is not None:
-        container.with_command(command)
     extra: dict[str, Any] = {}
     if entrypoint is not None:
         extra["entrypoint"] = entrypoint

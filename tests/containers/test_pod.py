@@ -10,11 +10,9 @@ All of them run read-only, with a tmpfs /tmp, as UID 10001.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from testcontainers.core.container import DockerContainer  # type: ignore[import-not-found, unused-ignore]
@@ -28,10 +26,10 @@ from .harness import (
     image_ref,
     logs_of,
     metric,
+    probe_function_dir,
     wait_until,
 )
 
-PROBE_FUNCTION = Path(__file__).resolve().parent / "functions" / "probe"
 FUNCTION = "probe"
 
 # Read from inside a container: the main process's user and what it may write.
@@ -91,10 +89,7 @@ def _service_env(ports: dict[str, int]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
-    function_dir = tmp_path_factory.mktemp("pod") / "function"
-    shutil.copytree(PROBE_FUNCTION, function_dir, ignore=shutil.ignore_patterns("__pycache__"))
-    function_dir.chmod(0o755)
-    (function_dir / "handler.py").chmod(0o644)
+    function_dir = probe_function_dir(tmp_path_factory.mktemp("pod"))
     names = ("gateway", "scheduler", "registry", "function")
     ports = {name: free_port() for name in (*names, *(f"{n}-metrics" for n in names[:3]))}
     env = _service_env(ports)

@@ -6,7 +6,6 @@ the handler baked in, still read-only and non-root.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,21 +23,16 @@ from .harness import (
     http,
     image_ref,
     logs_of,
+    probe_function_dir,
     wait_until,
 )
 
-PROBE_FUNCTION = Path(__file__).resolve().parent / "functions" / "probe"
 EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "runtimes" / "python" / "examples" / "function-image"
 
 
 @pytest.fixture
 def function_dir(tmp_path: Path) -> Path:
-    """The probe handler in a directory the container user can read (tmp_path is 0700)."""
-    directory = tmp_path / "function"
-    shutil.copytree(PROBE_FUNCTION, directory, ignore=shutil.ignore_patterns("__pycache__"))
-    directory.chmod(0o755)
-    (directory / "handler.py").chmod(0o644)
-    return directory
+    return probe_function_dir(tmp_path)
 
 
 @contextmanager
