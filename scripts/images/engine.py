@@ -31,12 +31,10 @@ def docker(
                     command, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False
                 )
     except subprocess.TimeoutExpired as exc:
-        raise EngineError(f"`docker {' '.join(args[:2])}` did not finish within {timeout:.0f} s") from exc
+        raise EngineError(f"`docker {args[0]}` did not finish within {timeout:.0f} s") from exc
     if check and result.returncode != 0:
         detail = log.read_text(errors="replace")[-4000:] if log else (result.stderr or result.stdout)
-        raise EngineError(
-            f"`docker {' '.join(args[:2])}` failed (exit {result.returncode}):\n{detail.strip()}"
-        )
+        raise EngineError(f"`docker {args[0]}` failed (exit {result.returncode}):\n{detail.strip()}")
     return result
 
 
@@ -98,7 +96,10 @@ def build(
         arguments += ["--network", network]
     for build_arg in build_args:
         arguments += ["--build-arg", build_arg]
-    docker(*arguments, str(context), timeout=timeout, log=log)
+    try:
+        docker(*arguments, str(context), timeout=timeout, log=log)
+    except EngineError as exc:
+        raise EngineError(f"{ref}: {exc}\n(full log: {log})") from exc
 
 
 def inspect(kind: str, ref: str) -> dict[str, Any]:
