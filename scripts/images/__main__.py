@@ -15,7 +15,13 @@ import time
 from scripts.images.base import BaseImageError, choose_base
 from scripts.images.catalog import DEFAULT_BASE_IMAGE, IMAGES, ROOT, ImageSpec
 from scripts.images.engine import EngineError, build, engine_problem, image_size, running_in_ci
-from scripts.images.wheelhouse import WHEELS_DIR, WheelhouseError, own_wheels, third_party_wheels
+from scripts.images.wheelhouse import (
+    WHEELS_DIR,
+    WheelhouseError,
+    image_requirements,
+    own_wheels,
+    third_party_wheels,
+)
 
 LOG_DIR = ROOT / "build" / "images"
 BUILD_TIMEOUT_S = 900.0
@@ -49,7 +55,7 @@ def selected(only: str) -> list[ImageSpec]:
     if not only:
         return list(IMAGES)
     wanted = {name.strip() for name in only.split(",") if name.strip()}
-    known = {spec.repository.split("/", 1)[1]: spec for spec in IMAGES}
+    known = {spec.short_name: spec for spec in IMAGES}
     unknown = wanted - known.keys()
     if unknown:
         raise SystemExit(f"images: unknown image(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
@@ -60,7 +66,7 @@ def build_all(specs: list[ImageSpec], tag: str, base: str) -> list[tuple[str, in
     built = []
     for number, spec in enumerate(specs, start=1):
         ref = spec.ref(tag)
-        log = LOG_DIR / f"{spec.repository.split('/', 1)[1]}.log"
+        log = LOG_DIR / f"{spec.short_name}.log"
         say(f"[{number}/{len(specs)}] {ref}: building {spec.dockerfile.relative_to(ROOT)} on {base}")
         started = time.monotonic()
         build(
@@ -94,7 +100,8 @@ def main(argv: list[str]) -> int:
         fresh = third_party_wheels(LOG_DIR)
         say(f"third-party wheels: {'built' if fresh else 'cached'} in {WHEELS_DIR.relative_to(ROOT)}")
         own_wheels(LOG_DIR)
-        say("own wheels: built")
+        image_requirements()
+        say("own wheels and per-image requirements: written")
         base = choose_base(args.base_image, args.offline, DEFAULT_BASE_IMAGE, say)
         built = build_all(specs, args.tag, base)
     except (EngineError, BaseImageError, WheelhouseError) as exc:

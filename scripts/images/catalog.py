@@ -28,6 +28,11 @@ class ImageSpec:
     dockerfile: Path
     packages: tuple[str, ...]
 
+    @property
+    def short_name(self) -> str:
+        """`nanofaas/gateway` -> `gateway`."""
+        return self.repository.split("/", 1)[1]
+
     def ref(self, tag: str) -> str:
         return f"{self.repository}:{tag}"
 

@@ -3,7 +3,11 @@
 `build/wheels/deps` holds every third-party wheel any image needs (pinned by constraints.txt and
 reused while the inputs are unchanged), `build/wheels/own` our packages' wheels, rebuilt on
 every run with a fixed timestamp so unchanged sources give byte-identical wheels (and so
-docker's layer cache keeps hitting).
+docker's layer cache keeps hitting), and `build/wheels/requirements/<image>.txt` the
+third-party requirements of the packages one image holds. An image installs those, then its
+own wheels without dependencies: so it holds exactly the catalog's packages, whatever other
+package of ours one of them declares (the scheduler declares the runtime, which its local
+backend starts as a subprocess; the scheduler image leaves it out).
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-from scripts.images.catalog import PACKAGE_DIRS, ROOT
+from scripts.images.catalog import IMAGES, PACKAGE_DIRS, ROOT
 
 WHEELS_DIR = ROOT / "build" / "wheels"
 DEPS_DIR = WHEELS_DIR / "deps"
 OWN_DIR = WHEELS_DIR / "own"
+REQUIREMENTS_DIR = WHEELS_DIR / "requirements"
 CONSTRAINTS = ROOT / "constraints.txt"
 STAMP = DEPS_DIR / ".inputs"
 # 1980-01-01, the earliest time a zip file can hold: wheels built with it are reproducible.
@@ -43,15 +48,24 @@ def _project_name(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", match.group(1)).lower()
 
 
-def third_party_requirements() -> list[str]:
-    """Every dependency of our packages that is not one of our packages, sorted."""
+def third_party_requirements(packages: tuple[str, ...] = tuple(PACKAGE_DIRS)) -> list[str]:
+    """The dependencies of `packages` (ours) that are not packages of ours, sorted."""
     requirements: set[str] = set()
-    for directory in PACKAGE_DIRS.values():
-        project = tomllib.loads((directory / "pyproject.toml").read_text())["project"]
+    for name in packages:
+        project = tomllib.loads((PACKAGE_DIRS[name] / "pyproject.toml").read_text())["project"]
         for requirement in project.get("dependencies", []):
             if _project_name(requirement) not in PACKAGE_DIRS:
                 requirements.add(requirement.strip())
     return sorted(requirements)
+
+
+def image_requirements() -> None:
+    """Write each image's third-party requirements to REQUIREMENTS_DIR/<short name>.txt."""
+    shutil.rmtree(REQUIREMENTS_DIR, ignore_errors=True)
+    REQUIREMENTS_DIR.mkdir(parents=True)
+    for spec in IMAGES:
+        lines = third_party_requirements(spec.packages)
+        (REQUIREMENTS_DIR / f"{spec.short_name}.txt").write_text("\n".join(lines) + "\n")
 
 
 def _check_interpreter() -> None:

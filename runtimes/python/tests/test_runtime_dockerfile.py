@@ -186,8 +186,12 @@ def test_runtime_installs_host_built_wheels_in_the_build_stage_only(runtime_stag
     assert [args for args in copied if "build/wheels/own/" in args] == [
         "build/wheels/own/nanofaas_runtime-*.whl /wheels/own/"
     ]
+    assert "build/wheels/requirements/python-runtime.txt /wheels/requirements.txt" in copied
     installs = [run.args for run in build.all("RUN") if "pip install" in run.args]
-    assert installs and all("--no-index" in args and "nanofaas-runtime" in args for args in installs)
+    assert len(installs) == 2 and all("--no-index" in args for args in installs), installs
+    # Third-party requirements first (their own layer), then the runtime's wheel alone.
+    assert "--requirement /wheels/requirements.txt" in installs[0]
+    assert "--no-deps /wheels/own/*.whl" in installs[1]
     # The final stage runs nothing: it only copies the virtualenv (no wheels, no caches).
     assert final.all("RUN") == []
     assert f"--from={build.name} /opt/nanofaas /opt/nanofaas" in [copy.args for copy in final.all("COPY")]
