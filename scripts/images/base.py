@@ -22,10 +22,10 @@ INPUTS_LABEL = "org.nanofaas.base.inputs"
 PULL_TIMEOUT_S = 300.0
 BOOTSTRAP_TIMEOUT_S = 900.0
 
-# The `essential` variant is minbase without apt: an air-gapped image has no use for apt, and it
-# would bring ~30 MB (apt, GnuTLS, and Perl through usrmerge). The merged-usr hook makes the
-# /bin -> /usr/bin layout without installing usrmerge. Docs, man pages, locales and iconv
-# modules (Python does not use them) are not unpacked; copyright files are kept.
+# The `essential` variant is minbase without apt: an air-gapped image has no use for apt and its
+# libraries (~24 MB). The merged-usr hook makes the /bin -> /usr/bin layout itself; the usrmerge
+# package would bring all of Perl (~50 MB). Docs, man pages, locales and iconv modules (Python
+# does not use them) are not unpacked; copyright files are kept.
 MMDEBSTRAP_ARGS: tuple[str, ...] = (
     "--variant=essential",
     # grpcio's extension needs the C++ runtime, which minbase had only through apt.
