@@ -8,7 +8,7 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: up test lint proto proto-check venv clean
+.PHONY: up test lint proto proto-check venv clean images
 
 # The runtime environment: every package installed editable.
 $(BIN)/.installed: $(PYPROJECTS) constraints.txt
@@ -40,6 +40,14 @@ proto-check: $(BIN)/.dev
 
 clean:
 	rm -rf $(VENV) .tox .mypy_cache .ruff_cache .pytest_cache
+
+# `make images`: nanofaas/{gateway,scheduler,registry,python-runtime}:$(TAG), on BASE_IMAGE if
+# given, else on python:3.11-slim-bookworm if present or pullable, else (and with OFFLINE=1) on
+# the locally bootstrapped nanofaas/base-python:bookworm. Needs a docker engine; see
+# docs/containers.md.
+TAG ?= dev
+images:
+	$(PYTHON) -m scripts.images --tag $(TAG) $(if $(BASE_IMAGE),--base-image $(BASE_IMAGE)) $(if $(OFFLINE),--offline)
 
 # `make bench` (BENCH_QUICK=1 for a ~3 min run; BENCH_ARGS="--scenarios a,b" etc.): a separate
 # virtualenv with the platform editable plus bench-only packages, wrk from Debian's packages.

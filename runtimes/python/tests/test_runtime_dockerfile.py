@@ -1,4 +1,8 @@
-"""Conventions of the runtime and example function Dockerfiles, checked by parsing them (no docker on CI)."""
+"""Conventions of the runtime and example function Dockerfiles, checked by parsing them.
+
+This suite needs no docker engine; the container suite (tests/containers) builds and runs
+both images for real.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ RUNTIME_DIR = Path(__file__).resolve().parents[1]
 RUNTIME_DOCKERFILE = RUNTIME_DIR / "Dockerfile"
 EXAMPLE_DIR = RUNTIME_DIR / "examples" / "function-image"
 
+DEFAULT_BASE = "python:3.11-slim-bookworm"
+VENV_PYTHON = "/opt/nanofaas/bin/python"
 BUILD_TOOLS = ("gcc", "g++", "build-essential", "clang", "make", "cmake", "python3-dev")
 EXACT_VERSION = re.compile(r"(^|[^0-9.])\d+\.\d+\.\d+([^0-9.]|$)")
 
@@ -162,32 +168,50 @@ def runtime_stages() -> list[Stage]:
     return parse_stages(RUNTIME_DOCKERFILE.read_text())
 
 
-def test_runtime_is_multi_stage_with_pinned_bases(runtime_stages: list[Stage]) -> None:
-    assert len(runtime_stages) >= 2
-    for stage in runtime_stages:
-        assert is_pinned(stage.base), stage.base
-        assert "latest" not in stage.base
+def test_runtime_builds_every_stage_on_the_base_image_argument() -> None:
+    text = RUNTIME_DOCKERFILE.read_text()
+    assert "ARG BASE_IMAGE=" + DEFAULT_BASE in text.splitlines()
+    stages = parse_stages(text)
+    assert len(stages) >= 2
+    # One base for all stages: the virtualenv made in the build stage points at its interpreter.
+    assert [stage.base for stage in stages] == [DEFAULT_BASE] * len(stages)
+    froms = [i.args for i in parse_instructions(text) if i.keyword == "FROM"]
+    assert all(args.startswith("${BASE_IMAGE}") for args in froms), froms
 
 
-def test_runtime_builds_wheels_and_installs_them_in_the_final_stage(runtime_stages: list[Stage]) -> None:
+def test_runtime_installs_host_built_wheels_in_the_build_stage_only(runtime_stages: list[Stage]) -> None:
     build, final = runtime_stages[0], runtime_stages[-1]
-    assert any("pip wheel" in run.args for run in build.all("RUN"))
-    installs = [run.args for run in final.all("RUN") if "pip install" in run.args]
-    assert installs and all("--no-index" in args and "nanofaas-runtime" in args for args in installs)
-    assert any(f"from={build.name}" in args for args in installs) or any(
-        f"--from={build.name}" in copy.args for copy in final.all("COPY")
-    )
+    copied = [copy.args for copy in build.all("COPY")]
+    assert any(args.startswith("build/wheels/deps/") for args in copied), copied
+    assert [args for args in copied if "build/wheels/own/" in args] == [
+        "build/wheels/own/nanofaas_runtime-*.whl /wheels/own/"
+    ]
+    assert "build/wheels/requirements/python-runtime.txt /wheels/requirements.txt" in copied
+    installs = [run.args for run in build.all("RUN") if "pip install" in run.args]
+    assert len(installs) == 2 and all("--no-index" in args for args in installs), installs
+    # Third-party requirements first (their own layer), then the runtime's wheel alone.
+    assert "--requirement /wheels/requirements.txt" in installs[0]
+    assert "--no-deps /wheels/own/*.whl" in installs[1]
+    # The final stage runs nothing: it only copies the virtualenv (no wheels, no caches).
+    assert final.all("RUN") == []
+    assert f"--from={build.name} /opt/nanofaas /opt/nanofaas" in [copy.args for copy in final.all("COPY")]
 
 
-def test_runtime_final_stage_runs_as_non_root(runtime_stages: list[Stage]) -> None:
-    users = runtime_stages[-1].all("USER")
+def test_runtime_final_stage_runs_as_a_numeric_non_root_user_with_a_tmp_volume(
+    runtime_stages: list[Stage],
+) -> None:
+    final = runtime_stages[-1]
+    users = final.all("USER")
     assert users, "the final stage must set USER"
     assert is_non_root(users[-1].args)
+    assert all(part.isdigit() for part in users[-1].args.split(":")), "numeric, for runAsNonRoot"
+    assert [volume.exec_form() for volume in final.all("VOLUME")] == [["/tmp"]]
+    assert final.env()["HOME"] == "/tmp"
 
 
-def test_runtime_entrypoint_is_the_runtime(runtime_stages: list[Stage]) -> None:
+def test_runtime_entrypoint_is_the_runtime_in_exec_form(runtime_stages: list[Stage]) -> None:
     [entrypoint] = runtime_stages[-1].all("ENTRYPOINT")
-    assert entrypoint.exec_form() == ["python", "-m", "nanofaas_runtime"]
+    assert entrypoint.exec_form() == [VENV_PYTHON, "-m", "nanofaas_runtime"]
 
 
 def test_runtime_has_no_healthcheck() -> None:
