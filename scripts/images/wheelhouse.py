@@ -5,9 +5,7 @@ reused while the inputs are unchanged), `build/wheels/own` our packages' wheels,
 every run with a fixed timestamp so unchanged sources give byte-identical wheels (and so
 docker's layer cache keeps hitting), and `build/wheels/requirements/<image>.txt` the
 third-party requirements of the packages one image holds. An image installs those, then its
-own wheels without dependencies: so it holds exactly the catalog's packages, whatever other
-package of ours one of them declares (the scheduler declares the runtime, which its local
-backend starts as a subprocess; the scheduler image leaves it out).
+own wheels without dependencies: so it holds exactly the catalog's packages.
 """
 
 from __future__ import annotations
