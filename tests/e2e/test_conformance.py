@@ -331,10 +331,5 @@ TRACING_CASES = [
 
 @pytest.mark.parametrize("program", ["gateway", "registry", "scheduler", "runtime"])
 @pytest.mark.parametrize(("env", "on"), TRACING_CASES)
-def test_tracing_is_on_by_the_same_rule_everywhere(
-    program: str, env: dict[str, str], on: bool, request: pytest.FixtureRequest
-) -> None:
-    if program == "scheduler" and env == {"OTEL_EXPORTER_OTLP_ENDPOINT": "  "}:
-        # observability/tracing.py does not strip the endpoint; not this module's file to fix.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="scheduler takes a blank endpoint as set"))
+def test_tracing_is_on_by_the_same_rule_everywhere(program: str, env: dict[str, str], on: bool) -> None:
     assert _tracing_rules()[program](env) is on

@@ -463,10 +463,6 @@ WATCHDOG = [sys.executable, "-m", "nanofaas_runtime.watchdog"]
             {"PORT": "http"},
             "PORT: must be an integer between 0 and 65535 (got 'http')",
         ),
-            ["--mode=file", "true"],
-            {"PORT": "http"},
-            "PORT: must be an integer between 0 and 65535 (got 'http')",
-        ),
     ],
 )
 async def test_bad_usage_exits_2_with_one_line(args: list[str], env: dict[str, str], message: str) -> None:

@@ -102,3 +102,8 @@ def test_line_shape_extras_and_span_ids(log_stream: io.StringIO) -> None:
     context = span.get_span_context()
     assert (inside["traceId"], inside["spanId"]) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
     assert foreign["traceId"] == "0af7651916cd43dd8448eb211c80319c" and "spanId" not in foreign
+
+
+def test_an_unknown_backend_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match=r"NANOFAAS_BACKEND: must be one of local \(got 'k8s'\)"):
+        Settings.from_env({"NANOFAAS_BACKEND": "k8s"})

@@ -44,6 +44,16 @@ def _str_var(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(name, "").strip() or default
 
 
+BACKENDS = ("local",)
+
+
+def _choice_var(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _str_var(env, name, default)
+    if value not in choices:
+        raise ConfigError(f"{name}: must be one of {', '.join(choices)} (got {value!r})")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -71,7 +81,7 @@ class Settings:
             port=_int_var(env, "NANOFAAS_SCHEDULER_PORT", 9090, 0, 65535),
             metrics_port=_int_var(env, "NANOFAAS_SCHEDULER_METRICS_PORT", 9190, 0, 65535),
             registry_address=_str_var(env, "NANOFAAS_REGISTRY_ADDRESS", "127.0.0.1:9091"),
-            backend=_str_var(env, "NANOFAAS_BACKEND", "local"),
+            backend=_choice_var(env, "NANOFAAS_BACKEND", "local", BACKENDS),
             callback_url=_str_var(env, "NANOFAAS_CALLBACK_URL", "http://127.0.0.1:8080"),
             idempotency_ttl_s=_number_var(env, "NANOFAAS_IDEMPOTENCY_TTL_S", 900.0),
             execution_ttl_s=_number_var(env, "NANOFAAS_EXECUTION_TTL_S", 900.0),

@@ -57,7 +57,7 @@ def build_backend(settings: Settings) -> Dispatcher:
         from nanofaas_scheduler.dispatch.local import LocalBackend
 
         return LocalBackend(callback_url=settings.callback_url)
-    raise SystemExit(f"NANOFAAS_BACKEND: unknown backend {settings.backend!r} (known: local)")
+    raise ValueError(f"NANOFAAS_BACKEND: unknown backend {settings.backend!r}")  # config.py checks it
 
 
 class SchedulerServer:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +25,17 @@ if TYPE_CHECKING:
 DEFAULT_SERVICE_NAME = "nanofaas-scheduler"
 
 
-def tracing_configured(env: dict[str, str] | os._Environ[str] = os.environ) -> bool:
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+def tracing_configured(env: Mapping[str, str] | None = None) -> bool:
+    """On when an OTLP endpoint is configured, unless the SDK or the traces exporter is disabled."""
+    source = os.environ if env is None else env
+    if source.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+    if source.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
         return False
-    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    return bool(
+        source.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        or source.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    )
 
 
 def make_provider(exporter: SpanExporter | None = None) -> TracerProvider:

@@ -13,10 +13,7 @@ from collections.abc import Callable
 
 import orjson
 
-
-def _timestamp() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+from nanofaas_scheduler.logging_setup import format_timestamp
 
 
 def function_log_sink(function: str) -> Callable[[bytes], None]:
@@ -27,7 +24,7 @@ def function_log_sink(function: str) -> Callable[[bytes], None]:
         if not (text.startswith(b"{") and text.endswith(b"}")):
             text = orjson.dumps(
                 {
-                    "ts": _timestamp(),
+                    "ts": format_timestamp(time.time()),
                     "level": "INFO",
                     "service": "function",
                     "functionName": function,
