@@ -17,14 +17,14 @@ from nanofaas_scheduler.core.execution import Execution, Request, State
 from nanofaas_scheduler.core.outcome import Outcome, crash, success
 from nanofaas_scheduler.core.reports import ReportBoard
 from nanofaas_scheduler.core.scheduler import Scheduler, Submission
-from nanofaas_scheduler.dispatch.base import Attempt, Dispatcher
+from nanofaas_scheduler.dispatch.base import Attempt
 from nanofaas_scheduler.dispatch.out_of_band import OutOfBandCompletion
 from nanofaas_scheduler.dispatch.stub import StubDispatcher
 from nanofaas_scheduler.observability.metrics import MeteredDispatcher, SchedulerMetrics
 from nanofaas_scheduler.observability.tracing import TracingDispatcher, make_provider
 from nanofaas_scheduler.policies.retry import RetryPolicy
 
-from .conftest import make_spec
+from .conftest import make_attempt, make_spec
 
 WAIT_S = 10.0
 
@@ -57,7 +57,7 @@ class AwaitsReport:
         return await asyncio.wait_for(self.started.get(), WAIT_S)
 
 
-def build(behaviour: AwaitsReport, wrap: type[Dispatcher] | None = None) -> tuple[Scheduler, StubDispatcher]:
+def build(behaviour: AwaitsReport) -> tuple[Scheduler, StubDispatcher]:
     reports = ReportBoard()
     stub = StubDispatcher(behaviour)
     scheduler = Scheduler(
@@ -137,27 +137,16 @@ async def test_metrics_and_tracing_see_the_reported_outcome() -> None:
 
 
 async def test_a_cancelled_caller_is_not_mistaken_for_a_report() -> None:
+    """Cancelling the attempt from outside (a deadline) stops the backend and propagates."""
     backend = AwaitsReport()
     reports = ReportBoard()
     wrapper = OutOfBandCompletion(StubDispatcher(backend), reports)
-    task = asyncio.ensure_future(wrapper.dispatch(await _attempt_of(backend, wrapper)))
+    task = asyncio.ensure_future(wrapper.dispatch(make_attempt(make_spec(), execution_id="e-1")))
     await backend.next_attempt()
+    assert reports.current("e-1") == 1
     task.cancel()
     await asyncio.wait({task}, timeout=WAIT_S)
     assert task.cancelled()
-    assert backend.stopped == [1, 1]
-    assert reports.current("e-1") == 0  # the slot is closed
-
-
-async def _attempt_of(backend: AwaitsReport, wrapper: OutOfBandCompletion) -> Attempt:
-    """A first attempt of execution e-1, run once and reported, to get a real Attempt to reuse."""
-    reports = ReportBoard()
-    probe = OutOfBandCompletion(StubDispatcher(backend), reports)
-    from .conftest import make_attempt
-
-    attempt = make_attempt(make_spec(), execution_id="e-1")
-    running = asyncio.ensure_future(probe.dispatch(attempt))
-    await backend.next_attempt()
-    reports.report("e-1", 1, success(b"1"))
-    assert (await running).output == b"1"
-    return attempt
+    assert backend.stopped == [1]
+    assert reports.current("e-1") == 0  # the slot is closed: a late report is stale
+    assert reports.report("e-1", 1, success(b"1")) is False
