@@ -10,9 +10,10 @@ import aiohttp
 import pytest
 import uvloop
 
-from nanofaas_runtime.testing import child_env, watchdog_command
 from nanofaas_runtime.watchdog.process import free_port
-from nanofaas_runtime.watchdog.server_process import ServerProcess
+
+from .server_process import ServerProcess
+from .support import child_env, watchdog_command
 
 HANDLERS = Path(__file__).resolve().parent / "handlers"
 

@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from nanofaas_runtime.capture import MAX_LINE_CHARS, CapturedStream, Invocation, current_invocation
-from nanofaas_runtime.testing import handler_env, runtime_command
+
+from .support import handler_env, runtime_command
 
 Entry = dict[str, Any]
 

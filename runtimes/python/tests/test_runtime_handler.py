@@ -19,7 +19,8 @@ from nanofaas_runtime.handler import (
     encode_output,
     load_handler,
 )
-from nanofaas_runtime.testing import child_env, runtime_command
+
+from .support import child_env, runtime_command
 
 ModuleWriter = Callable[[str], str]
 

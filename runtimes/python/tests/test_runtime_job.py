@@ -19,8 +19,9 @@ from nanofaas_runtime.job import (
     callback_url,
     post_completion,
 )
-from nanofaas_runtime.testing import handler_env, runtime_command
 from nanofaas_runtime.watchdog.process import free_port
+
+from .support import handler_env, runtime_command
 
 REQUEST = '{"input": {"x": 1}, "metadata": {"m": "v"}}'
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

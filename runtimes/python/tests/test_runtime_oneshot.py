@@ -9,8 +9,9 @@ import orjson
 import pytest
 
 from nanofaas_runtime.outcome import OutcomeKind
-from nanofaas_runtime.testing import handler_env, runtime_command
 from nanofaas_runtime.watchdog.oneshot import invoke_file, invoke_stdio
+
+from .support import handler_env, runtime_command
 
 REQUEST = b'{"input": {"x": 1}, "metadata": {"m": "v"}}'
 

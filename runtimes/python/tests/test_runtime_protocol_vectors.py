@@ -20,9 +20,10 @@ import aiohttp
 import orjson
 import pytest
 
-from nanofaas_runtime.testing import handler_env, python_command, runtime_command
 from nanofaas_runtime.watchdog.process import free_port
-from nanofaas_runtime.watchdog.server_process import ServerProcess
+
+from .server_process import ServerProcess
+from .support import handler_env, python_command, runtime_command
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 VECTORS: dict[str, Any] = orjson.loads((REPO_ROOT / "proto/function-protocol/vectors.json").read_bytes())

@@ -13,9 +13,10 @@ import aiohttp
 import orjson
 import pytest
 
-from nanofaas_runtime.testing import handler_env, runtime_command
 from nanofaas_runtime.watchdog.process import free_port
-from nanofaas_runtime.watchdog.server_process import ServerProcess
+
+from .server_process import ServerProcess
+from .support import handler_env, runtime_command
 
 StartRuntime = Callable[..., Awaitable[str]]
 

@@ -19,9 +19,10 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from nanofaas_runtime.testing import handler_env, runtime_command
 from nanofaas_runtime.watchdog.process import free_port
-from nanofaas_runtime.watchdog.server_process import ServerProcess
+
+from .server_process import ServerProcess
+from .support import handler_env, runtime_command
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN_ID = "00f067aa0ba902b7"

@@ -11,8 +11,9 @@ import orjson
 import pytest
 
 from nanofaas_runtime.outcome import Outcome, OutcomeKind
-from nanofaas_runtime.testing import child_env, pid_alive, python_command, wait_pid_gone
 from nanofaas_runtime.watchdog.oneshot import invoke_file, invoke_stdio
+
+from .support import child_env, pid_alive, python_command, wait_pid_gone
 
 ENV = child_env()
 

@@ -21,9 +21,10 @@ import aiohttp
 import orjson
 import pytest
 
-from nanofaas_runtime.testing import child_env, pid_alive, python_command, wait_pid_gone, watchdog_command
 from nanofaas_runtime.watchdog.process import free_port
-from nanofaas_runtime.watchdog.server_process import ServerProcess
+
+from .server_process import ServerProcess
+from .support import child_env, pid_alive, python_command, wait_pid_gone, watchdog_command
 
 StartWatchdog = Callable[..., Awaitable[ServerProcess]]
 

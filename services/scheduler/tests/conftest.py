@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+import textwrap
 import time
+from pathlib import Path
 from typing import Any
 
 from nanofaas.v1 import types_pb2
@@ -61,3 +66,43 @@ class RecordingObserver(BackendObserver):
 
     def replicas_changed(self, function: str, replicas: int) -> None:
         self.replicas[function] = replicas
+
+
+def python_command(code: str) -> list[str]:
+    """argv running a small (dedented) Python program, never through a shell."""
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """A minimal child environment, like the backend builds one, plus `extra`."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **extra}
+
+
+def pid_alive(pid: int) -> bool:
+    """True if `pid` exists and is not a zombie (Linux /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+async def wait_pid_gone(pid: int, timeout: float = 10.0) -> None:
+    """Wait until `pid` has exited (a zombie counts), with a pidfd as the event; TimeoutError if not."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, on_exit)
+    try:
+        await asyncio.wait_for(exited, timeout)
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)

@@ -1,7 +1,4 @@
-"""Helpers for tests of code that runs function processes (this package's and the scheduler's).
-
-Not imported by any runtime mode.
-"""
+"""Helpers for the runtime's tests that start function processes (test support, not shipped)."""
 
 from __future__ import annotations
 

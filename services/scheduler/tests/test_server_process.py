@@ -1,26 +1,45 @@
-"""ServerProcess (start a function's own HTTP server, wait until ready, stop it) with real processes."""
+"""ServerProcess (start a function server, wait until ready, stop it) with real processes."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import socket
+import sys
 import textwrap
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from nanofaas_runtime.testing import (
-    child_env,
-    handler_env,
-    pid_alive,
-    python_command,
-    runtime_command,
-    wait_pid_gone,
-)
-from nanofaas_runtime.watchdog.process import StartError, free_port, kill_process_group
-from nanofaas_runtime.watchdog.server_process import ServerProcess
+from nanofaas_scheduler.dispatch.local.process import ServerProcess, StartError, free_port
+
+from .conftest import child_env, pid_alive, python_command, wait_pid_gone
+
+HANDLER = "def handle(request, context=None):\n    return request['input']\n"
+
+
+@pytest.fixture
+def handler_dir(tmp_path: Path) -> Path:
+    (tmp_path / "handler.py").write_text(HANDLER)
+    return tmp_path
+
+
+def runtime_command() -> list[str]:
+    """The project's runtime, started as the local backend starts it (a process, not an import)."""
+    return [sys.executable, "-m", "nanofaas_runtime"]
+
+
+def handler_env(handler_dir: Path) -> dict[str, str]:
+    return child_env(PYTHONPATH=str(handler_dir))
+
+
+async def kill_process_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
 
 # A tiny stdlib server reporting the HOST/PORT it was given, so the test sees the watchdog's env.
 ENV_SERVER = """
@@ -42,9 +61,7 @@ ENV_SERVER = """
 
 
 async def test_start_ready_and_stop_the_runtime(handler_dir: Path) -> None:
-    server = await ServerProcess.start(
-        runtime_command(), env=handler_env(handler_dir, "funcs", "echo"), port=free_port()
-    )
+    server = await ServerProcess.start(runtime_command(), env=handler_env(handler_dir), port=free_port())
     try:
         await server.wait_ready(30)
         assert server.alive()
@@ -163,9 +180,7 @@ async def test_concurrent_start_ready(handler_dir: Path) -> None:
     """Several replicas (as a WARM pool starts them) come up independently."""
     servers = await asyncio.gather(
         *(
-            ServerProcess.start(
-                runtime_command(), env=handler_env(handler_dir, "funcs", "echo"), port=free_port()
-            )
+            ServerProcess.start(runtime_command(), env=handler_env(handler_dir), port=free_port())
             for _ in range(3)
         )
     )
