@@ -61,6 +61,16 @@ def parse_attempt(value: str) -> int:
     return int(value)
 
 
+def parse_deadline(value: bytes | None) -> float | None:
+    """X-Deadline-Ms (Unix epoch milliseconds) as epoch seconds, None when absent; ValueError otherwise."""
+    if not value:
+        return None
+    try:
+        return int(value) / 1000.0
+    except (ValueError, OverflowError):
+        raise ValueError(f"{HEADER_DEADLINE_MS}: must be unix epoch milliseconds") from None
+
+
 def encode_error(code: str, message: str, error_type: str | None = None) -> bytes:
     """The JSON error body the runtime answers with (`type` only for handler exceptions)."""
     error: dict[str, str] = {"code": code, "message": message}

@@ -137,7 +137,7 @@ class RuntimeApp:
             execution_id=headers.get(_H_EXECUTION_ID, b"").decode("latin-1"),
             trace_id=trace_id,
             function_name=headers.get(_H_FUNCTION_NAME, b"").decode("latin-1") or self._function_name,
-            deadline=_parse_deadline(headers.get(_H_DEADLINE_MS)),
+            deadline=_deadline(headers.get(_H_DEADLINE_MS)),
             metadata=metadata,
             attempt=_parse_attempt(headers.get(_H_ATTEMPT)),
         )
@@ -197,15 +197,6 @@ def _parse_json_request(body: bytes) -> dict[str, Any]:
         raise BadRequest(str(exc)) from exc
 
 
-def _parse_deadline(value: bytes | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return int(value) / 1000.0
-    except (ValueError, OverflowError) as exc:
-        raise BadRequest(f"{protocol.HEADER_DEADLINE_MS}: must be unix epoch milliseconds") from exc
-
-
 def _parse_attempt(value: bytes | None) -> int:
     if not value:
         return 0
@@ -243,3 +234,10 @@ def serve(handler: Handler, log_level: int) -> None:
         asgi.serve(app, listen, log_level)
     finally:
         tracing.shutdown_tracing()
+
+
+def _deadline(value: bytes | None) -> float | None:
+    try:
+        return protocol.parse_deadline(value)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None

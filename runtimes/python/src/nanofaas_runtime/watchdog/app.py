@@ -161,7 +161,7 @@ class WatchdogApp:
         try:
             if kind != CONTENT_TYPE_BYTES:
                 parse_request(body, "request body")  # checked here; the command gets the bytes as they came
-            deadline = _parse_deadline(headers.get(_H_DEADLINE_MS))
+            deadline = _deadline(headers.get(_H_DEADLINE_MS))
             env = self._invocation_env(headers)
         except (BadRequest, InvalidRequest) as exc:
             return 400, protocol.encode_error(protocol.ERROR_INVALID_REQUEST, str(exc))
@@ -229,16 +229,6 @@ def _header(headers: dict[bytes, bytes], name: bytes) -> str:
     return value
 
 
-def _parse_deadline(value: bytes | None) -> float | None:
-    """X-Deadline-Ms as unix epoch seconds."""
-    if not value:
-        return None
-    try:
-        return int(value) / 1000.0
-    except (ValueError, OverflowError) as exc:
-        raise BadRequest(f"{protocol.HEADER_DEADLINE_MS}: must be unix epoch milliseconds") from exc
-
-
 def _response(outcome: Outcome) -> tuple[int, bytes]:
     if outcome.kind is OutcomeKind.SUCCESS:
         return 200, outcome.output
@@ -275,3 +265,10 @@ def _stderr_sink(env: Mapping[str, str]) -> StderrSink:
         sys.stderr.buffer.flush()
 
     return forward
+
+
+def _deadline(value: bytes | None) -> float | None:
+    try:
+        return protocol.parse_deadline(value)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
