@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -16,17 +17,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-# The REST helpers moved to helpers.py; re-exported here for tests that import them from conftest.
-from .helpers import (  # noqa: F401
-    FUNCTIONS_DIR,
-    RUNTIME_IMAGE,
-    command_spec,
-    free_port,
-    invoke,
-    python_spec,
-    register,
-)
+from .helpers import free_port
 
 
 @dataclass
@@ -120,3 +113,22 @@ async def http(platform: Platform) -> AsyncIterator[aiohttp.ClientSession]:
 def fn_name(request: pytest.FixtureRequest) -> str:
     """A function name unique to the test, so tests share one platform safely."""
     return f"{request.node.name[:40].replace('[', '-').replace(']', '')}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+async def callback_receiver() -> AsyncIterator[tuple[str, asyncio.Queue[dict[str, object]]]]:
+    """A URL for X-Callback-Url and the queue of the bodies POSTed to it."""
+    received: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+
+    async def handle(request: web.Request) -> web.Response:
+        await received.put(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/done", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}/done", received
+    await runner.cleanup()

@@ -13,38 +13,17 @@ import contextlib
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import grpc
-import pytest
-from aiohttp import web
 
 from nanofaas.v1 import scheduler_pb2, scheduler_pb2_grpc, types_pb2
 
 from .conftest import Platform, start_platform, stop_platform
-from .helpers import free_port, python_spec, register
+from .helpers import python_spec, register
 
 WAIT_S = 30.0
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[str, asyncio.Queue[dict[str, object]]]]:
-    received: asyncio.Queue[dict[str, object]] = asyncio.Queue()
-
-    async def handle(request: web.Request) -> web.Response:
-        await received.put(await request.json())
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/done", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}/done", received
-    await runner.cleanup()
 
 
 async def metric(http: aiohttp.ClientSession, port: str, sample: str) -> float | None:
@@ -85,9 +64,9 @@ async def start_gateway(platform: Platform) -> None:
 
 
 async def test_callback_due_without_a_gateway_is_delivered_when_one_connects(
-    tmp_path: Path, receiver: tuple[str, asyncio.Queue[dict[str, object]]]
+    tmp_path: Path, callback_receiver: tuple[str, asyncio.Queue[dict[str, object]]]
 ) -> None:
-    url, received = receiver
+    url, received = callback_receiver
     platform = await asyncio.to_thread(start_platform, tmp_path / "logs", NANOFAAS_SHUTDOWN_GRACE_S="1")
     env = platform.env
     try:

@@ -4,32 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
-from aiohttp import web
 
-from .helpers import enqueue, free_port, get_execution, invoke, python_spec, register, wait_terminal
-
-
-@pytest.fixture
-async def callback_receiver() -> AsyncIterator[tuple[str, asyncio.Queue[dict[str, object]]]]:
-    received: asyncio.Queue[dict[str, object]] = asyncio.Queue()
-
-    async def handle(request: web.Request) -> web.Response:
-        await received.put(await request.json())
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/done", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}/done", received
-    await runner.cleanup()
+from .helpers import enqueue, get_execution, invoke, python_spec, register, wait_terminal
 
 
 async def test_callback_url_receives_the_final_status(
