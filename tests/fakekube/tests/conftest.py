@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +19,17 @@ import pytest
 from kubernetes import client, config
 
 from fakekube import FakeCluster
+
+WEB = Path(__file__).parent / "programs" / "web.py"
+
+
+@pytest.fixture
+def cluster(fake_cluster: FakeCluster) -> FakeCluster:
+    """The per-test cluster with the images these tests use mapped to local commands."""
+    fake_cluster.add_image("python:3", [sys.executable])
+    fake_cluster.add_image("web:1", [sys.executable, str(WEB)], env={"PORT": "8080"})
+    fake_cluster.add_image("busybox:1")  # no entrypoint: the container's command runs as given
+    return fake_cluster
 
 
 @pytest.fixture
@@ -93,3 +105,26 @@ def http(
         return status, json.loads(data)
     except ValueError:
         return status, data.decode()
+
+
+def condition(obj: dict[str, Any] | None, kind: str, status: str = "True") -> bool:
+    """Whether ``obj`` (a JSON object, or None) has ``kind`` condition at ``status``."""
+    return obj is not None and any(
+        c.get("type") == kind and c.get("status") == status
+        for c in (obj.get("status") or {}).get("conditions") or ()
+    )
+
+
+def finished(job: dict[str, Any] | None) -> bool:
+    return condition(job, "Complete") or condition(job, "Failed")
+
+
+def container_state(pod: dict[str, Any] | None, index: int = 0) -> dict[str, Any]:
+    statuses = ((pod or {}).get("status") or {}).get("containerStatuses") or []
+    return statuses[index] if len(statuses) > index else {}
+
+
+def get_json(url: str, method: str = "GET", timeout: float = 5) -> Any:
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())

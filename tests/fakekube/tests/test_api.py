@@ -252,31 +252,23 @@ def test_server_side_apply_creates_then_prunes_fields(api: client.ApiClient, cor
     assert apply(doc, manager=None) == 422
 
 
-def test_status_subresource_is_separate_from_spec(apps: client.AppsV1Api) -> None:
+def test_status_subresource_is_separate_from_spec(core: client.CoreV1Api, apps: client.AppsV1Api) -> None:
+    core.create_namespaced_service("default", {"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}})
+    ingress = {"loadBalancer": {"ingress": [{"ip": "10.0.0.9"}]}}
+    core.patch_namespaced_service("s", "default", {"status": ingress})  # ignored: status is a subresource
+    assert core.read_namespaced_service("s", "default").status.load_balancer.ingress is None
+    core.patch_namespaced_service_status("s", "default", {"spec": {"type": "NodePort"}, "status": ingress})
+    found = core.read_namespaced_service("s", "default")
+    assert found.spec.type == "ClusterIP" and found.status.load_balancer.ingress[0].ip == "10.0.0.9"
+    template = {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
     apps.create_namespaced_deployment(
         "default",
         {
             "metadata": {"name": "s"},
-            "spec": {
-                "replicas": 0,
-                "selector": {"matchLabels": {"a": "b"}},
-                "template": {
-                    "metadata": {"labels": {"a": "b"}},
-                    "spec": {"containers": [{"name": "c", "image": "i"}]},
-                },
-            },
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"a": "b"}}, "template": template},
         },
     )
     generation = apps.read_namespaced_deployment("s", "default").metadata.generation
-    apps.patch_namespaced_deployment(
-        "s", "default", {"status": {"replicas": 7}}
-    )  # ignored on the main resource
-    apps.patch_namespaced_deployment_status(
-        "s", "default", {"spec": {"replicas": 9}, "status": {"replicas": 3}}
-    )
-    found = apps.read_namespaced_deployment("s", "default")
-    assert found.spec.replicas == 0 and found.status.replicas == 3
-    assert found.metadata.generation == generation
     apps.patch_namespaced_deployment_scale("s", "default", {"spec": {"replicas": 2}})
     scale = apps.read_namespaced_deployment_scale("s", "default")
     assert scale.spec.replicas == 2 and scale.status.selector == "a=b"

@@ -5,7 +5,8 @@ Start one with :class:`FakeCluster` (or the ``fake_cluster`` pytest fixture, or
 See docs/fakekube.md for what is faithful and what is simplified.
 """
 
-from .cluster import FakeCluster, Image, Timing
+from .cluster import FakeCluster
+from .config import Image, Timing
 from .resources import ResourceType
 
 __all__ = ["FakeCluster", "Image", "ResourceType", "Timing"]

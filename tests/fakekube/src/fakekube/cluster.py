@@ -20,53 +20,27 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .audit import Audit
+from .config import Image, Timing
 from .faults import FaultInjector, FaultRule
 from .resources import NAMESPACE_KEY, NODE_KEY, ResourceRegistry, ResourceType
 from .server import ApiServer
 from .store import Store
 from .tls import Certificates, make_certificates
 
+if TYPE_CHECKING:
+    from .kubelet.kubelet import Kubelet
+
 log = logging.getLogger("fakekube")
 yaml: Any = importlib.import_module("yaml")
 T = TypeVar("T")
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-
-
-@dataclass(frozen=True)
-class Image:
-    """What an image would run: its ENTRYPOINT and CMD (as local argv), env and working directory.
-
-    Kubernetes semantics apply: a container's ``command`` replaces the entrypoint (and drops the
-    CMD), its ``args`` replace the CMD.
-    """
-
-    entrypoint: tuple[str, ...] = ()
-    cmd: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
-    working_dir: str | None = None
-
-
-@dataclass
-class Timing:
-    """Delays the real components use, shortened so tests stay fast (seconds)."""
-
-    # Kubelet container restart back-off: base doubling per restart, capped (real: 10 s .. 300 s).
-    restart_backoff: float = 0.5
-    restart_backoff_max: float = 5.0
-    # Job pod re-creation back-off after a failure (real: 10 s doubling, capped at 6 min).
-    job_backoff: float = 0.2
-    job_backoff_max: float = 2.0
-    # Image pull: the delay before ErrImagePull turns into ImagePullBackOff.
-    image_pull_backoff: float = 0.5
-    # How often a Deployment's progress deadline and minReadySeconds are re-checked.
-    deployment_resync: float = 1.0
 
 
 class FakeCluster:
@@ -104,7 +78,7 @@ class FakeCluster:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._components: list[Any] = []
-        self.kubelets: dict[str, Any] = {}
+        self.kubelets: dict[str, Kubelet] = {}
         self.store: Store | None = None
         self.server: ApiServer | None = None
         self.port = 0
@@ -152,24 +126,50 @@ class FakeCluster:
             loop.close()
 
     async def _start_async(self) -> None:
+        from .controllers.deployments import DeploymentController, ReplicaSetController
+        from .controllers.endpointslices import EndpointSliceController
         from .controllers.gc import GarbageCollector
+        from .controllers.jobs import JobController
         from .controllers.namespaces import NamespaceController
+        from .controllers.scheduler import Scheduler
+        from .kubelet.kubelet import Kubelet
+        from .kubelet.logs import ClusterLogs
 
         store = Store(self.registry, history_size=self._history_size)
         self.store = store
-        controllers: list[Any] = [NamespaceController(store), GarbageCollector(store)]
+        controllers: list[Any] = [
+            NamespaceController(store),
+            GarbageCollector(store),
+            Scheduler(store),
+            JobController(store, self.timing),
+            DeploymentController(store, self.timing),
+            ReplicaSetController(store),
+            EndpointSliceController(store),
+        ]
         for namespace in DEFAULT_NAMESPACES:
             store.create(self.registry.by_key(NAMESPACE_KEY), None, {"metadata": {"name": namespace}})
         self.server = ApiServer(
-            store, self.audit, self.faults, tokens=self._tokens, bookmark_interval=self._bookmark_interval
+            store,
+            self.audit,
+            self.faults,
+            tokens=self._tokens,
+            logs=ClusterLogs(self),
+            bookmark_interval=self._bookmark_interval,
         )
         if self._tls:
             self.certificates = make_certificates(self.work_dir / "pki", self._host)
         context = self.certificates.server_context() if self.certificates else None
         self.port = await self.server.start(self._host, self._port, context)
+        for index, node in enumerate(self.node_names):
+            kubelet = Kubelet(store, node, self, f"{self.pod_network}.{index + 1}.1")
+            self.kubelets[node] = kubelet
+            kubelet.register_node()
         for controller in controllers:
             controller.start()
         self._components = controllers
+        if self._run_kubelet:
+            for kubelet in self.kubelets.values():
+                kubelet.start()
 
     def stop(self) -> None:
         """Stop everything: every container process is killed (its whole process group)."""
@@ -379,7 +379,7 @@ class FakeCluster:
 
         self.run(lose_node(self, node, delete_pods=delete_pods))
 
-    def _kubelet_of(self, namespace: str, name: str) -> Any:
+    def _kubelet_of(self, namespace: str, name: str) -> Kubelet:
         store = self.store
         assert store is not None
         pod = self.call(lambda: store.get(self.registry.by_key(("", "pods")), namespace, name))
@@ -449,6 +449,32 @@ class FakeCluster:
         finally:
             self.call(lambda: store.unsubscribe(on_event))
         return result[0]
+
+    def wait_until(
+        self, predicate: Callable[[], bool], *, timeout: float = 30.0, message: str = "the condition"
+    ) -> None:
+        """Block until ``predicate()`` (run on the caller's thread) holds, re-checking after each write."""
+        store = self.store
+        assert store is not None
+        changed = threading.Event()
+
+        def on_event(_: Any) -> None:
+            changed.set()
+
+        self.call(lambda: store.subscribe(on_event))
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                changed.clear()
+                if predicate():
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0 or not changed.wait(left):
+                    if predicate():
+                        return
+                    raise TimeoutError(f"{message} did not hold within {timeout}s")
+        finally:
+            self.call(lambda: store.unsubscribe(on_event))
 
     def processes(self) -> list[int]:
         """Pids of the container processes alive now, on every node."""

@@ -557,10 +557,11 @@ class ApiServer:
                     initial_left -= 1
                     if initial_left == 0 and bookmarks:
                         await self._bookmark(response, resource, initial_end=True)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away: nothing left to send
         finally:
             self.store.unwatch(watcher)
-        with contextlib.suppress(ConnectionResetError):
-            await response.write_eof()
         return response
 
     async def _bookmark(
