@@ -59,7 +59,7 @@ class PodWorker:
         self.done = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.started_at = m.timestamp()
-        self._probes: dict[str, ProbeSet] = {}
+        self._kills: set[asyncio.Task[None]] = set()
         self._publish_lock = asyncio.Lock()
 
     # -- status ----------------------------------------------------------------------------------
@@ -273,7 +273,6 @@ class PodWorker:
             return 128
         await self.publish()
         probes = ProbeSet()
-        self._probes[container.name] = probes
         if not container.init:
 
             async def on_ready(ok: bool) -> None:
@@ -282,8 +281,11 @@ class PodWorker:
                     await self.publish()
 
             async def on_dead(message: str) -> None:
+                # The kill runs apart from the prober, which is cancelled once the container exits.
                 log.info("pod %s/%s container %s: %s", self.namespace, self.name, container.name, message)
-                await container.stop(self._grace())
+                kill = asyncio.get_running_loop().create_task(container.stop(self._grace()))
+                self._kills.add(kill)
+                kill.add_done_callback(self._kills.discard)
 
             probes.start(container, self.ip, env, on_ready=on_ready, on_dead=on_dead)
             if container.spec.get("readinessProbe") is None and container.spec.get("startupProbe") is None:
