@@ -132,11 +132,13 @@ class FakeCluster:
         from .controllers.jobs import JobController
         from .controllers.namespaces import NamespaceController
         from .controllers.scheduler import Scheduler
+        from .crds import CrdController
         from .kubelet.kubelet import Kubelet
         from .kubelet.logs import ClusterLogs
 
         store = Store(self.registry, history_size=self._history_size)
         self.store = store
+        store.on_crd = CrdController(store).on_change
         controllers: list[Any] = [
             NamespaceController(store),
             GarbageCollector(store),
@@ -389,6 +391,10 @@ class FakeCluster:
         return self.kubelets[node]
 
     # -- inspection ------------------------------------------------------------------------------
+    def register_resource(self, resource: ResourceType) -> None:
+        """Serve another resource type (a custom resource without a CRD object, say)."""
+        self.call(lambda: self.registry.add(resource))
+
     def resource(self, plural: str, group: str = "") -> ResourceType:
         return self.registry.by_key((group, plural))
 
