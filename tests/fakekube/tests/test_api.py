@@ -414,3 +414,12 @@ def test_malformed_requests_get_status_answers(fake_cluster: FakeCluster) -> Non
     assert code == 413
     code, body = http(fake_cluster, "GET", f"{pods}?resourceVersion=999999999")
     assert (code, body["reason"]) == (504, "Timeout")
+
+
+def test_field_validation_ignore_drops_unknown_fields(api: client.ApiClient, core: client.CoreV1Api) -> None:
+    body = {"metadata": {"name": "loose"}, "data": {"a": "1"}, "extra": True}
+    path = "/api/v1/namespaces/default/configmaps"
+    assert raw(api, "POST", path, body)[0] == 400
+    code, created = raw(api, "POST", path, body, query=[("fieldValidation", "Ignore")])
+    assert code == 201 and "extra" not in created
+    assert core.read_namespaced_config_map("loose", "default").data == {"a": "1"}
