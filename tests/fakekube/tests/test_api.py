@@ -398,6 +398,11 @@ def test_audit_records_verbs_and_resources(
     }
     assert fake_cluster.audit.permissions(user="test")[("apps", "deployments/scale")] == {"get"}
     assert fake_cluster.audit.calls(user="someone-else") == set()
+    rules = fake_cluster.audit.rules(user="test")
+    assert {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get"]} in rules
+    assert fake_cluster.audit.uncovered(rules, user="test") == set()
+    role = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]
+    assert fake_cluster.audit.uncovered(role, user="test") == {("apps", "deployments/scale", "get")}
 
 
 def test_malformed_requests_get_status_answers(fake_cluster: FakeCluster) -> None:
