@@ -277,3 +277,36 @@ def test_scaling_and_cascading_deletion_of_a_deployment(cluster: FakeCluster, ap
     cluster.wait_until(lambda: not cluster.objects("pods", "default"))
     assert cluster.objects("replicasets", "default", group="apps") == []
     assert cluster.processes() == []
+
+
+def test_a_job_pod_deleted_before_finishing_counts_as_failed(
+    cluster: FakeCluster, batch: client.BatchV1Api, core: client.CoreV1Api
+) -> None:
+    batch.create_namespaced_job("default", _job("cancelled", "import time; time.sleep(60)"))
+    cluster.wait_until(lambda: bool(cluster.processes()))
+    [pod] = _job_pods(cluster, "cancelled")
+    core.delete_namespaced_pod(pod["metadata"]["name"], "default", grace_period_seconds=0)
+    job = cluster.wait_for("jobs", "default", "cancelled", finished, group="batch")
+    assert condition(job, "Failed") and job["status"]["failed"] == 1
+    assert cluster.processes() == []
+
+
+def test_indexed_job_gives_each_pod_its_index(
+    cluster: FakeCluster, batch: client.BatchV1Api, core: client.CoreV1Api
+) -> None:
+    batch.create_namespaced_job(
+        "default",
+        _job(
+            "indexed",
+            "import os; print(os.environ['JOB_COMPLETION_INDEX'])",
+            completions=2,
+            parallelism=2,
+            completionMode="Indexed",
+        ),
+    )
+    job = cluster.wait_for("jobs", "default", "indexed", finished, group="batch")
+    assert condition(job, "Complete") and job["status"]["succeeded"] == 2
+    logs = sorted(
+        core.read_namespaced_pod_log(p["metadata"]["name"], "default") for p in _job_pods(cluster, "indexed")
+    )
+    assert logs == ["0\n", "1\n"]
