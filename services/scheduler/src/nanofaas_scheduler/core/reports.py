@@ -3,39 +3,45 @@
 A backend whose runtime reports its own result (a Kubernetes Job calling back)
 and one that answers in-band (an HTTP reply) must end an attempt the same way,
 so retries, metrics and tracing apply to both. The board holds one open slot
-per running attempt; a report fills it, and the dispatch of that attempt
-returns the reported outcome (see dispatch/out_of_band.py). A report for any
-other attempt number is stale and ignored.
+per running attempt: the attempt's number and the task dispatching it. A
+report fills the slot and cancels that task; the dispatch of that attempt
+then returns the reported outcome (see dispatch/out_of_band.py). A report for
+any other attempt number is stale and ignored.
+
+An open slot costs a dict entry, no future and no task: reports are rare,
+attempts are the hot path.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from nanofaas_scheduler.core.outcome import Outcome
 
 
-@dataclass(slots=True)
-class _Slot:
+@dataclass(slots=True, eq=False)
+class Slot:
     number: int
-    outcome: asyncio.Future[Outcome]
+    task: asyncio.Task[Any]
+    reported: Outcome | None = None
 
 
 class ReportBoard:
     def __init__(self) -> None:
-        self._open: dict[str, _Slot] = {}
+        self._open: dict[str, Slot] = {}
 
-    def open(self, execution_id: str, number: int) -> asyncio.Future[Outcome]:
-        """The future a report of this attempt resolves; replaces an older attempt's slot."""
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._open[execution_id] = _Slot(number, future)
-        return future
+    def open(self, execution_id: str, number: int) -> Slot:
+        """The slot of an attempt the current task is about to dispatch."""
+        task = asyncio.current_task()
+        assert task is not None, "attempts are dispatched from a task"
+        slot = self._open[execution_id] = Slot(number, task)
+        return slot
 
-    def close(self, execution_id: str, future: asyncio.Future[Outcome]) -> None:
+    def close(self, execution_id: str, slot: Slot) -> None:
         """The attempt ended (whichever way): later reports of it are stale."""
-        slot = self._open.get(execution_id)
-        if slot is not None and slot.outcome is future:
+        if self._open.get(execution_id) is slot:
             del self._open[execution_id]
 
     def current(self, execution_id: str) -> int:
@@ -44,9 +50,10 @@ class ReportBoard:
         return slot.number if slot is not None else 0
 
     def report(self, execution_id: str, number: int, outcome: Outcome) -> bool:
-        """Fill the open slot if `number` is its attempt (0 = whichever is open); False if ignored."""
+        """End the open attempt if `number` is its (0 = whichever is open); False if ignored."""
         slot = self._open.get(execution_id)
-        if slot is None or slot.outcome.done() or number not in (0, slot.number):
+        if slot is None or slot.reported is not None or number not in (0, slot.number):
             return False
-        slot.outcome.set_result(outcome)
+        slot.reported = outcome
+        slot.task.cancel()  # the backend stops what it started, as on a deadline
         return True

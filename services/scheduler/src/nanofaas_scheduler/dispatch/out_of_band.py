@@ -1,9 +1,11 @@
 """The innermost wrapper: an attempt ends with whichever comes first, its dispatch or a report.
 
-When a report arrives (core/reports.py), the backend's dispatch is cancelled —
-it stops what it started, as on a deadline — and the reported outcome is
-returned from here, so every wrapper outside (metrics, tracing) and the
-scheduler's retry logic see it exactly like an in-band result.
+When a report arrives (core/reports.py), the dispatching task is cancelled, so
+the backend stops what it started as on a deadline, and the reported outcome is
+returned from here: every wrapper outside (metrics, tracing) and the
+scheduler's retry logic see it exactly like an in-band result. Only the
+cancellation the report caused is absorbed (the technique of
+asyncio.timeout()); a cancellation from anyone else propagates.
 """
 
 from __future__ import annotations
@@ -21,21 +23,16 @@ class OutOfBandCompletion(DispatcherWrapper):
         self._board = board
 
     async def dispatch(self, attempt: Attempt) -> Outcome:
-        report = self._board.open(attempt.execution_id, attempt.number)
-        # Its own task, so a report can stop it without cancelling the caller.
-        running = asyncio.get_running_loop().create_task(self.inner.dispatch(attempt))
-
-        def stop(_: asyncio.Future[Outcome]) -> None:
-            running.cancel()
-
-        report.add_done_callback(stop)
+        slot = self._board.open(attempt.execution_id, attempt.number)
         try:
-            return await running
+            outcome = await self.inner.dispatch(attempt)
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if report.done() and current is not None and not current.cancelling():
-                return report.result()
+            if slot.reported is not None and slot.task.uncancel() == 0:
+                return slot.reported
             raise
         finally:
-            report.remove_done_callback(stop)
-            self._board.close(attempt.execution_id, report)
+            self._board.close(attempt.execution_id, slot)
+        if slot.reported is not None:  # reported first, but the backend ignored the cancellation
+            slot.task.uncancel()
+            return slot.reported
+        return outcome

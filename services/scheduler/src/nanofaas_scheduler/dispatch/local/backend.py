@@ -69,12 +69,11 @@ class LocalBackend(Dispatcher):
     async def dispatch(self, attempt: Attempt) -> Outcome:
         spec = attempt.spec
         try:
-            argv = argv_for(spec)
+            if is_one_shot(spec) or spec.execution_mode == types_pb2.EXECUTION_MODE_WARM:
+                return await self._pooled(attempt)
+            return await self._job(attempt, argv_for(spec))
         except UnrunnableFunction as exc:
             return function_error(str(exc), codes.UNRUNNABLE_FUNCTION)
-        if is_one_shot(spec) or spec.execution_mode == types_pb2.EXECUTION_MODE_WARM:
-            return await self._pooled(attempt, argv)
-        return await self._job(attempt, argv)
 
     async def _job(self, attempt: Attempt, argv: list[str]) -> Outcome:
         """JOB over HTTP: a fresh server process for this one attempt (a ready standby if any)."""
@@ -119,8 +118,8 @@ class LocalBackend(Dispatcher):
         sockets = self._sockets if hands_over_socket(spec) else None
         return start_replica(argv, env, sockets=sockets, log_sink=function_log_sink(spec.name))
 
-    async def _pooled(self, attempt: Attempt, argv: list[str]) -> Outcome:
-        pool = self._pool_for(attempt.spec, argv)
+    async def _pooled(self, attempt: Attempt) -> Outcome:
+        pool = self._pool_for(attempt.spec)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + attempt.timeout
         try:
@@ -158,10 +157,12 @@ class LocalBackend(Dispatcher):
             request.cancel()
         await pool.release(replica, healthy=answered)
 
-    def _pool_for(self, spec: types_pb2.FunctionSpec, argv: list[str]) -> WarmPool:
+    def _pool_for(self, spec: types_pb2.FunctionSpec) -> WarmPool:
+        """The function's pool at this revision; the command is worked out once, when it is made."""
         pool = self._pools.get(spec.name)
         if pool is not None and pool.spec.revision == spec.revision:
             return pool
+        argv = argv_for(spec)
         if pool is not None:
             self._retire(pool)
         env = replica_environment(spec, self._callback_url)
