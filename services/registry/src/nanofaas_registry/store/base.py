@@ -7,6 +7,10 @@ import abc
 from nanofaas.v1 import types_pb2
 
 
+class StoreError(Exception):
+    """The store cannot be opened or cannot save a change; str() says which file and why."""
+
+
 class FunctionStore(abc.ABC):
     """Holds the current spec of every function and the registry's revision.
 
@@ -29,7 +33,11 @@ class FunctionStore(abc.ABC):
 
     @abc.abstractmethod
     async def put(self, spec: types_pb2.FunctionSpec) -> None:
-        """Creates or replaces spec.name; spec.revision is the registry revision of this change."""
+        """Creates or replaces spec.name; spec.revision is the registry revision of this change.
+
+        Returns only once the change is durable; raises StoreError (and changes nothing) if it
+        cannot be saved.
+        """
 
     @abc.abstractmethod
     async def delete(self, name: str, revision: int) -> bool:
