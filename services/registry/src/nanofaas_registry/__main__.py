@@ -51,7 +51,6 @@ def main() -> int:
     except StoreError as exc:
         # An unusable store file is an operator's problem to fix, not a crash: one clear line.
         logger.error("function store unusable", extra={"reason": str(exc)})
-        sys.stderr.write(f"nanofaas-registry: {exc}\n")
         return 1
     except Exception:
         logger.exception("registry failed")

@@ -232,11 +232,18 @@ def _connect(path: Path) -> sqlite3.Connection:
         raise StoreError(f"{path}: cannot open the function store: {exc}") from exc
     try:
         connection.execute("PRAGMA busy_timeout = 5000")
+        # Checked before anything is written: switching to WAL already rewrites the header.
+        version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{path}: the function store has schema version {version}, newer than this registry's "
+                f"{SCHEMA_VERSION}; run a newer registry"
+            )
         mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"{path}: cannot switch the function store to WAL mode (got {mode!r})")
         connection.execute("PRAGMA synchronous = FULL")
-        _migrate(connection, path)
+        _migrate(connection, path, version)
     except sqlite3.Error as exc:
         connection.close()
         raise _unreadable(path, exc) from exc
@@ -246,13 +253,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     return connection
 
 
-def _migrate(connection: sqlite3.Connection, path: Path) -> None:
-    version = int(connection.execute("PRAGMA user_version").fetchone()[0])
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"{path}: the function store has schema version {version}, newer than this registry's "
-            f"{SCHEMA_VERSION}; run a newer registry"
-        )
+def _migrate(connection: sqlite3.Connection, path: Path, version: int) -> None:
+    """Applies the migrations after `version`, each in its own transaction."""
     while version < SCHEMA_VERSION:
         connection.execute("BEGIN IMMEDIATE")
         try:
