@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 from .helpers import command_spec, free_port, invoke, register
 
@@ -89,3 +91,16 @@ async def test_functions_survive_stopping_and_starting_make_up(tmp_path: Path) -
         assert await function(http, "kept") == registered
         status, _, body = await invoke(http, "hello", {"name": "again"})
         assert (status, body["output"]) == (200, {"message": "Hello, again!"})
+
+
+def test_make_up_deploys_the_example_manifest() -> None:
+    """up.py's example is examples/hello/function.yaml plus where the local backend finds the handler."""
+    loader = importlib.util.spec_from_file_location("up", ROOT / "scripts" / "up.py")
+    assert loader is not None and loader.loader is not None
+    up = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(up)
+    deployed = dict(up.example_spec())
+    manifest = yaml.safe_load((ROOT / "examples" / "hello" / "function.yaml").read_text())
+    assert deployed.pop("name") == manifest["metadata"]["name"]
+    assert deployed.pop("env") == {"PYTHONPATH": str(ROOT / "examples" / "hello")}
+    assert deployed == manifest["spec"]
