@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from nanofaas.v1 import types_pb2
-from nanofaas_registry.manifest import MANIFEST_FIELDS, spec_from_manifest
+from nanofaas_registry.manifest import MANIFEST_FIELDS, manifest_from_spec, spec_from_manifest
 from nanofaas_registry.validation import (
     MAX_RATE_LIMIT_PER_SECOND,
     QUANTITY_PATTERN,
@@ -206,3 +206,19 @@ def test_manifest_maps_every_field() -> None:
     assert list(normalized.command) == ["/bin/fn", "--fast"]
     assert (normalized.resources.cpu, normalized.resources.memory) == ("500m", "128Mi")
     assert normalized.rate_limit_per_second == 2.0
+
+
+def test_manifest_round_trips_a_normalized_spec() -> None:
+    fields = {
+        "image": "img:1",
+        "runtimeCommand": "python -m fn",
+        "env": {"B": "2", "A": "1"},
+        "resources": {"memory": "64Mi"},
+        "maxRetries": 0,
+        "executionMode": "WARM",
+        "rateLimitPerSecond": 1.5,
+    }
+    normalized = normalize_spec(spec_from_manifest("fn", fields))
+    written = manifest_from_spec(normalized)
+    assert written["timeoutMs"] == 30_000 and written["runtimeMode"] == "HTTP"  # defaults are written
+    assert normalize_spec(spec_from_manifest("fn", written)) == normalized

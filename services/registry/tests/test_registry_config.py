@@ -46,7 +46,8 @@ def test_store_defaults_to_memory_and_accepts_any_case() -> None:
 
 def test_unknown_store_is_a_config_error() -> None:
     with pytest.raises(
-        ConfigError, match=r"^NANOFAAS_REGISTRY_STORE: must be one of memory, sqlite \(got 'etcd'\)$"
+        ConfigError,
+        match=r"^NANOFAAS_REGISTRY_STORE: must be one of memory, sqlite, kubernetes \(got 'etcd'\)$",
     ):
         RegistrySettings.from_env({"NANOFAAS_REGISTRY_STORE": "etcd"})
 

@@ -137,7 +137,7 @@ async def test_process_exits_2_on_an_unknown_store() -> None:
     returncode, stderr = await run_to_exit({**os.environ, "NANOFAAS_REGISTRY_STORE": "etcd"})
     assert returncode == 2
     assert stderr.splitlines() == [
-        "nanofaas-registry: NANOFAAS_REGISTRY_STORE: must be one of memory, sqlite (got 'etcd')"
+        "nanofaas-registry: NANOFAAS_REGISTRY_STORE: must be one of memory, sqlite, kubernetes (got 'etcd')"
     ]
 
 

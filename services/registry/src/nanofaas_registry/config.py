@@ -12,8 +12,9 @@ DEFAULT_METRICS_PORT = 9191
 LOCAL_HOST = "127.0.0.1"
 POD_HOST = "0.0.0.0"
 # Where function specs live: `memory` forgets them on exit (tests), `sqlite` keeps them in a
-# file under the data directory (`make up`).
-STORE_KINDS = ("memory", "sqlite")
+# file under the data directory (`make up`), `kubernetes` in Function objects (the cluster).
+STORE_KINDS = ("memory", "sqlite", "kubernetes")
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 DEFAULT_STORE = "memory"
 
 
@@ -37,6 +38,10 @@ class RegistrySettings:
     store: str = DEFAULT_STORE
     # The sqlite store's directory (see default_data_dir); unused by the memory store.
     data_dir: Path = field(default_factory=lambda: default_data_dir({}))
+    # The kubernetes store's namespace, and whether to use the pod's service account (else the
+    # kubeconfig: $KUBECONFIG or ~/.kube/config).
+    namespace: str = "default"
+    in_cluster: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RegistrySettings:
@@ -50,7 +55,17 @@ class RegistrySettings:
             log_level=source.get("LOG_LEVEL", "").strip() or "INFO",
             store=_store_var(source),
             data_dir=default_data_dir(source),
+            namespace=source.get("NANOFAAS_NAMESPACE", "").strip() or _pod_namespace(),
+            in_cluster=bool(source.get("KUBERNETES_SERVICE_HOST")),
         )
+
+
+def _pod_namespace() -> str:
+    """The pod's own namespace (from its service account), else `default`."""
+    try:
+        return Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip() or "default"
+    except OSError:
+        return "default"
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:

@@ -124,3 +124,35 @@ _SETTERS: dict[str, Callable[[types_pb2.FunctionSpec, str, Any], None]] = {
 }
 
 MANIFEST_FIELDS = frozenset(_SETTERS)
+
+
+def manifest_from_spec(spec: types_pb2.FunctionSpec) -> dict[str, Any]:
+    """The manifest fields of spec (a `Function` object's spec): what is set, registry-owned fields left out.
+
+    The inverse of spec_from_manifest for a normalized spec, so writing it back and reading it
+    again gives the same FunctionSpec.
+    """
+    fields: dict[str, Any] = {"image": spec.image}
+    if spec.command:
+        fields["command"] = list(spec.command)
+    for key, attribute in _STRING_FIELDS.items():
+        if key != "image" and getattr(spec, attribute):
+            fields[key] = getattr(spec, attribute)
+    if spec.env:
+        fields["env"] = dict(sorted(spec.env.items()))
+    if spec.HasField("resources"):
+        fields["resources"] = {
+            part: getattr(spec.resources, part) for part in ("cpu", "memory") if getattr(spec.resources, part)
+        }
+    for key, attribute in _INTEGER_FIELDS.items():
+        if spec.HasField(attribute):  # type: ignore[arg-type]  # the names are the proto's optional fields
+            fields[key] = getattr(spec, attribute)
+    modes = {value: key for key, value in _EXECUTION_MODES.items()}
+    if spec.execution_mode in modes:
+        fields["executionMode"] = modes[spec.execution_mode]
+    runtime_modes = {value: key for key, value in _RUNTIME_MODES.items()}
+    if spec.runtime_mode in runtime_modes:
+        fields["runtimeMode"] = runtime_modes[spec.runtime_mode]
+    if spec.HasField("rate_limit_per_second"):
+        fields["rateLimitPerSecond"] = spec.rate_limit_per_second
+    return fields

@@ -69,6 +69,7 @@ class RegistryServer:
         self._metrics_server: WSGIServer | None = None
         self._port = 0
         self._stopped = asyncio.Event()
+        self._follower: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -101,6 +102,8 @@ class RegistryServer:
             hub=WatchHub(self._settings.watch_queue_capacity),
             metrics=self.metrics,
         )
+        # Changes others make to the store (kubectl on Function objects) become registry changes.
+        self._follower = asyncio.create_task(self._registry.follow_store(), name="registry-store-follower")
         server = grpc.aio.server(
             interceptors=tracing.server_interceptors(self._tracer_provider), options=_SERVER_OPTIONS
         )
@@ -147,6 +150,9 @@ class RegistryServer:
             metrics_server = self._metrics_server
             await asyncio.to_thread(metrics_server.shutdown)
             metrics_server.server_close()
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
         if self._store is not None:
             await self._store.close()
         self._stopped.set()

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from nanofaas.v1 import types_pb2
 
 
 class StoreError(Exception):
     """The store cannot be opened or cannot save a change; str() says which file and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalChange:
+    """A change made to the store by someone other than the registry (e.g. kubectl).
+
+    spec is the new, already validated spec (registry-owned fields unset), or None when the
+    function was deleted.
+    """
+
+    name: str
+    spec: types_pb2.FunctionSpec | None
 
 
 class FunctionStore(abc.ABC):
@@ -46,6 +60,11 @@ class FunctionStore(abc.ABC):
     @abc.abstractmethod
     async def revision(self) -> int:
         """The registry revision of the last change stored (0 for an empty, fresh store)."""
+
+    def external_changes(self) -> AsyncIterator[ExternalChange] | None:
+        """Changes others make to the store, in order, for the registry to adopt; None (the default)
+        for stores only the registry writes."""
+        return None
 
     async def close(self) -> None:
         """Releases resources; the default store has none."""
