@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -248,3 +249,33 @@ def restart_registry(platform: Platform) -> None:
             stderr=subprocess.STDOUT,
         )
     _wait_ready(platform)
+
+
+async def test_without_the_crd_the_registry_says_so_and_exits(
+    fake_cluster: FakeCluster, tmp_path: Path
+) -> None:
+    kubeconfig = fake_cluster.write_kubeconfig(tmp_path / "kubeconfig")
+    env = {
+        **os.environ,
+        "NANOFAAS_REGISTRY_STORE": "kubernetes",
+        "KUBECONFIG": str(kubeconfig),
+        "NANOFAAS_REGISTRY_PORT": "0",
+        "NANOFAAS_REGISTRY_METRICS_PORT": "0",
+    }
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nanofaas_registry", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), WAIT_S)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 1
+    last = json.loads(stderr.decode().splitlines()[-1])
+    assert last["msg"] == "function store unusable"
+    assert last["reason"] == (
+        "cannot read Function objects in namespace 'default': 404 Not Found "
+        "(is the CRD functions.nanofaas.io installed?)"
+    )

@@ -102,8 +102,9 @@ class KubernetesFunctionStore(FunctionStore):
         try:
             await store._load()
         except ApiException as exc:
+            hint = f" (is the CRD {PLURAL}.{GROUP} installed?)" if exc.status == 404 else ""
             raise StoreError(
-                f"cannot read Function objects in namespace {namespace!r}: {_reason(exc)}"
+                f"cannot read Function objects in namespace {namespace!r}: {_reason(exc)}{hint}"
             ) from exc
         return store
 
@@ -171,8 +172,10 @@ class KubernetesFunctionStore(FunctionStore):
         return self._changes()
 
     async def close(self) -> None:
+        # The watch thread notices within WATCH_TIMEOUT_S (errors from the closed client included);
+        # it is a daemon, so nothing waits for it.
         self._stopping.set()
-        # The watch thread notices within WATCH_TIMEOUT_S; it is a daemon, so nothing waits for it.
+        await asyncio.to_thread(self._api_client.close)
 
     # -- loading and following ------------------------------------------------------------
 
