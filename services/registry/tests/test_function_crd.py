@@ -68,6 +68,8 @@ def test_crd_names_scope_and_subresources(crd: dict[str, Any], version: dict[str
     assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
     assert version["subresources"] == {"status": {}}
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    # Everything the kubernetes store writes into status (a real API server prunes unknown fields).
+    assert set(status) == {"observedRevision", "observedGeneration", "conditions"}
     assert status["observedRevision"]["type"] == "integer"
     assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
     columns = {column["name"]: column["jsonPath"] for column in version["additionalPrinterColumns"]}
