@@ -310,11 +310,20 @@ class KubernetesFunctionStore(FunctionStore):
                 self._stopping.wait(1.0)
 
     def _relist(self) -> str:
-        listing: dict[str, Any] = self._objects.list_namespaced_custom_object(  # type: ignore[assignment]
-            GROUP, VERSION, self._namespace, PLURAL
-        )
-        self._post("RELIST", listing)
-        return str(listing["metadata"]["resourceVersion"])
+        """A fresh list for the loop to diff against; retried (every second) until it succeeds."""
+        while True:
+            try:
+                listing: dict[str, Any] = self._objects.list_namespaced_custom_object(  # type: ignore[assignment]
+                    GROUP, VERSION, self._namespace, PLURAL
+                )
+            except Exception as exc:
+                if self._stopping.is_set():
+                    return ""
+                logger.warning("Function relist failed", extra={"reason": str(exc)})
+                self._stopping.wait(1.0)
+                continue
+            self._post("RELIST", listing)
+            return str(listing["metadata"]["resourceVersion"])
 
     def _post(self, kind: str, body: dict[str, Any]) -> None:
         assert self._loop is not None
