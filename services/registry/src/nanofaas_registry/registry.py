@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from nanofaas.v1 import registry_pb2, types_pb2
 from nanofaas_registry.metrics import RegistryMetrics
-from nanofaas_registry.store.base import ExternalChange, FunctionStore
+from nanofaas_registry.store.base import ExternalChange, FunctionStore, same_content
 from nanofaas_registry.validation import normalize_spec
 from nanofaas_registry.watch import Subscription, WatchHub
 
@@ -176,7 +176,7 @@ class FunctionRegistry:
                 revision = await self._commit_delete(change.name)
             else:
                 normalized = normalize_spec(change.spec)
-                if current is not None and _same_content(current, normalized):
+                if current is not None and same_content(current, normalized):
                     return None  # e.g. the store reporting back a change the registry made itself
                 now = self._clock()
                 normalized.created_at_ms = now if current is None else current.created_at_ms
@@ -240,14 +240,3 @@ class FunctionRegistry:
         )
         self._metrics.set_function_count(await self._store.count())
         return revision
-
-
-def _same_content(left: types_pb2.FunctionSpec, right: types_pb2.FunctionSpec) -> bool:
-    """Equal apart from the registry-owned fields (timestamps, revision)."""
-    copies = []
-    for spec in (left, right):
-        copy = types_pb2.FunctionSpec()
-        copy.CopyFrom(spec)
-        copy.created_at_ms = copy.updated_at_ms = copy.revision = 0
-        copies.append(copy)
-    return copies[0] == copies[1]

@@ -68,3 +68,21 @@ class FunctionStore(abc.ABC):
 
     async def close(self) -> None:
         """Releases resources; the default store has none."""
+
+
+def copy_spec(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
+    """A deep copy: stores never share messages with their callers."""
+    clone = types_pb2.FunctionSpec()
+    clone.CopyFrom(spec)
+    return clone
+
+
+def same_content(left: types_pb2.FunctionSpec, right: types_pb2.FunctionSpec) -> bool:
+    """Equal apart from the registry-owned fields (timestamps, revision)."""
+    return _owned_cleared(left) == _owned_cleared(right)
+
+
+def _owned_cleared(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
+    clone = copy_spec(spec)
+    clone.created_at_ms = clone.updated_at_ms = clone.revision = 0
+    return clone

@@ -36,7 +36,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from nanofaas.v1 import types_pb2
 from nanofaas_registry.manifest import manifest_from_spec, spec_from_manifest
-from nanofaas_registry.store.base import ExternalChange, FunctionStore, StoreError
+from nanofaas_registry.store.base import ExternalChange, FunctionStore, StoreError, copy_spec, same_content
 from nanofaas_registry.validation import SpecValidationError, normalize_spec
 
 logger = logging.getLogger(__name__)
@@ -110,10 +110,10 @@ class KubernetesFunctionStore(FunctionStore):
 
     async def get(self, name: str) -> types_pb2.FunctionSpec | None:
         spec = self._specs.get(name)
-        return None if spec is None else _copy(spec)
+        return None if spec is None else copy_spec(spec)
 
     async def list(self) -> list[types_pb2.FunctionSpec]:
-        return [_copy(self._specs[name]) for name in sorted(self._specs)]
+        return [copy_spec(self._specs[name]) for name in sorted(self._specs)]
 
     async def count(self) -> int:
         return len(self._specs)
@@ -126,11 +126,11 @@ class KubernetesFunctionStore(FunctionStore):
             raise SpecValidationError(
                 "name", "must be a lower-case DNS name (a-z, 0-9, '-', '.') to be stored as a Function object"
             )
-        stored = _copy(spec)
+        stored = copy_spec(spec)
         await self._save_revision(max(self._revision, stored.revision))
         seen = self._seen.get(stored.name)
         try:
-            if seen is None or seen.spec is None or not _same_spec(seen.spec, stored):
+            if seen is None or seen.spec is None or not same_content(seen.spec, stored):
                 body = await self._write_object(stored, exists=seen is not None)
             else:  # the object already says this (a kubectl change being adopted): keep its spec as written
                 body = await self._call(
@@ -143,9 +143,7 @@ class KubernetesFunctionStore(FunctionStore):
                     {"metadata": {"annotations": _timestamps(stored)}},
                 )
             metadata = body["metadata"]
-            self._seen[stored.name] = _Seen(
-                metadata["uid"], int(metadata.get("generation", 1)), _owned_cleared(stored)
-            )
+            self._seen[stored.name] = _Seen(metadata["uid"], int(metadata.get("generation", 1)), stored)
             await self._write_status(body, ready=True, reason="Served", message="", revision=stored.revision)
         except ApiException as exc:
             raise StoreError(f"cannot write Function {stored.name!r}: {_reason(exc)}") from exc
@@ -200,7 +198,7 @@ class KubernetesFunctionStore(FunctionStore):
                 continue
             generation = int(body["metadata"].get("generation", 1))
             if status.get("observedGeneration") == generation and status.get("observedRevision"):
-                served = _copy(seen.spec)
+                served = copy_spec(seen.spec)
                 served.revision = int(status["observedRevision"])
                 annotations = body["metadata"].get("annotations") or {}
                 served.created_at_ms = int(annotations.get(CREATED_ANNOTATION) or 0)
@@ -255,7 +253,7 @@ class KubernetesFunctionStore(FunctionStore):
                 await self._report_invalid(body, seen.problem)
             return None
         served = self._specs.get(name)
-        if served is not None and _same_spec(served, seen.spec):
+        if served is not None and same_content(served, seen.spec):
             return None
         return ExternalChange(name, seen.spec)
 
@@ -471,24 +469,5 @@ def _timestamps(spec: types_pb2.FunctionSpec) -> dict[str, str]:
     return {CREATED_ANNOTATION: str(spec.created_at_ms), UPDATED_ANNOTATION: str(spec.updated_at_ms)}
 
 
-def _same_spec(left: types_pb2.FunctionSpec, right: types_pb2.FunctionSpec) -> bool:
-    """Equal apart from the registry-owned fields (timestamps, revision)."""
-    return _owned_cleared(left) == _owned_cleared(right)
-
-
-def _owned_cleared(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
-    clone = _copy(spec)
-    clone.created_at_ms = 0
-    clone.updated_at_ms = 0
-    clone.revision = 0
-    return clone
-
-
 def _reason(exc: ApiException) -> str:
     return f"{exc.status} {exc.reason}".strip()
-
-
-def _copy(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
-    clone = types_pb2.FunctionSpec()
-    clone.CopyFrom(spec)
-    return clone

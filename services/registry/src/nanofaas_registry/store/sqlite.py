@@ -33,7 +33,7 @@ from typing import IO, TypeVar
 from google.protobuf import json_format
 
 from nanofaas.v1 import types_pb2
-from nanofaas_registry.store.base import FunctionStore, StoreError
+from nanofaas_registry.store.base import FunctionStore, StoreError, copy_spec
 from nanofaas_registry.validation import SpecValidationError, normalize_spec
 
 logger = logging.getLogger(__name__)
@@ -137,10 +137,10 @@ class SqliteFunctionStore(FunctionStore):
 
     async def get(self, name: str) -> types_pb2.FunctionSpec | None:
         spec = self._specs.get(name)
-        return None if spec is None else _copy(spec)
+        return None if spec is None else copy_spec(spec)
 
     async def list(self) -> list[types_pb2.FunctionSpec]:
-        return [_copy(self._specs[name]) for name in sorted(self._specs)]
+        return [copy_spec(self._specs[name]) for name in sorted(self._specs)]
 
     async def count(self) -> int:
         return len(self._specs)
@@ -149,7 +149,7 @@ class SqliteFunctionStore(FunctionStore):
         return self._revision
 
     async def put(self, spec: types_pb2.FunctionSpec) -> None:
-        stored = _copy(spec)
+        stored = copy_spec(spec)
         encoded = json_format.MessageToJson(stored, indent=None, sort_keys=True)
         revision = max(self._revision, stored.revision)
 
@@ -315,12 +315,6 @@ def _unreadable(path: Path, exc: Exception) -> StoreError:
 
 def _set_revision(connection: sqlite3.Connection, revision: int) -> None:
     connection.execute("UPDATE meta SET value = ? WHERE key = 'revision'", (revision,))
-
-
-def _copy(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
-    clone = types_pb2.FunctionSpec()
-    clone.CopyFrom(spec)
-    return clone
 
 
 def data_file(data_dir: Path) -> Path:
