@@ -4,6 +4,11 @@ Starts registry, scheduler and gateway as child processes with one log stream
 (each line prefixed with its service), deploys the example function and prints
 how to invoke it. Ctrl-C or SIGTERM stops everything, function processes
 included: each service stops its own children before it exits.
+
+Functions are kept in the registry's sqlite store under the data directory
+(NANOFAAS_DATA_DIR, default $XDG_DATA_HOME/nanofaas or ~/.local/share/nanofaas),
+so what was registered is there again after the next `make up`
+(NANOFAAS_REGISTRY_STORE=memory forgets everything on exit instead).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ def service_env(args: argparse.Namespace) -> dict[str, str]:
         NANOFAAS_CALLBACK_URL=f"http://127.0.0.1:{args.port}",
         PYTHONUNBUFFERED="1",
     )
+    env.setdefault("NANOFAAS_REGISTRY_STORE", "sqlite")
     if args.otlp_endpoint:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = args.otlp_endpoint
     return env
@@ -59,18 +65,34 @@ async def wait_ready(base: str, children: list[asyncio.subprocess.Process], time
     raise SystemExit("the platform did not become ready within 60 s")
 
 
-async def deploy_example(base: str) -> None:
-    spec = {
+def example_spec() -> dict[str, object]:
+    """examples/hello/function.yaml's spec, plus where the local backend finds the handler."""
+    return {
         "name": "hello",
         "image": "nanofaas/python-runtime:latest",
         "executionMode": "WARM",
         "env": {"PYTHONPATH": str(ROOT / "examples" / "hello")},
     }
+
+
+async def deploy_example(base: str) -> None:
+    """Registers the example, or updates it when a previous run left a different one behind.
+
+    An unchanged example is left alone, so its revision (and its warm replicas) stay as they were.
+    """
+    spec = example_spec()
+    url = f"{base}/v1/functions/hello"
     async with aiohttp.ClientSession() as session:
-        async with session.delete(f"{base}/v1/functions/hello"):
-            pass
-        async with session.post(f"{base}/v1/functions", json=spec) as response:
-            if response.status != 201:
+        async with session.get(url) as response:
+            current = await response.json() if response.status == 200 else None
+        if current is not None and all(current.get(key) == value for key, value in spec.items()):
+            return
+        if current is None:
+            request = session.post(f"{base}/v1/functions", json=spec)
+        else:
+            request = session.put(url, json=spec)
+        async with request as response:
+            if response.status not in (200, 201):
                 raise SystemExit(f"deploying the example failed: {response.status} {await response.text()}")
 
 

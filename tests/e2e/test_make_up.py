@@ -35,6 +35,7 @@ async def test_up_serves_the_example_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     env = dict(os.environ)
     env.update(
+        NANOFAAS_DATA_DIR=str(tmp_path / "data"),  # up.py keeps functions in sqlite there
         NANOFAAS_GATEWAY_METRICS_PORT=str(free_port()),
         NANOFAAS_SCHEDULER_PORT=str(scheduler := free_port()),
         NANOFAAS_SCHEDULER_METRICS_PORT=str(free_port()),

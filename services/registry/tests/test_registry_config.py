@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from nanofaas_registry.config import ConfigError, RegistrySettings
+from nanofaas_registry.config import ConfigError, RegistrySettings, default_data_dir
 
 
 def test_defaults_outside_kubernetes() -> None:
@@ -35,3 +37,27 @@ def test_overrides() -> None:
 def test_invalid_port(value: str) -> None:
     with pytest.raises(ConfigError, match=r"^NANOFAAS_REGISTRY_PORT: "):
         RegistrySettings.from_env({"NANOFAAS_REGISTRY_PORT": value})
+
+
+def test_store_defaults_to_memory_and_accepts_any_case() -> None:
+    assert RegistrySettings.from_env({}).store == "memory"
+    assert RegistrySettings.from_env({"NANOFAAS_REGISTRY_STORE": " SQLite "}).store == "sqlite"
+
+
+def test_unknown_store_is_a_config_error() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"^NANOFAAS_REGISTRY_STORE: must be one of memory, sqlite, kubernetes \(got 'etcd'\)$",
+    ):
+        RegistrySettings.from_env({"NANOFAAS_REGISTRY_STORE": "etcd"})
+
+
+def test_data_dir_from_env_then_xdg_then_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_data_dir({}) == tmp_path / "home" / ".local" / "share" / "nanofaas"
+    assert default_data_dir({"XDG_DATA_HOME": "relative/ignored"}) == default_data_dir({})
+    assert default_data_dir({"XDG_DATA_HOME": "/xdg"}) == Path("/xdg/nanofaas")
+    assert (
+        default_data_dir({"XDG_DATA_HOME": "/xdg", "NANOFAAS_DATA_DIR": "~/nf"}) == tmp_path / "home" / "nf"
+    )
+    assert RegistrySettings.from_env({"NANOFAAS_DATA_DIR": "/data"}).data_dir == Path("/data")

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -111,6 +112,50 @@ async def test_process_exits_nonzero_on_bad_config() -> None:
     assert stderr.decode().splitlines() == [
         "nanofaas-registry: NANOFAAS_REGISTRY_PORT: must be an integer between 0 and 65535 (got 'not-a-port')"
     ]
+
+
+async def run_to_exit(env: dict[str, str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "nanofaas_registry",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT_S)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stderr.decode(errors="replace")
+
+
+async def test_process_exits_2_on_an_unknown_store() -> None:
+    returncode, stderr = await run_to_exit({**os.environ, "NANOFAAS_REGISTRY_STORE": "etcd"})
+    assert returncode == 2
+    assert stderr.splitlines() == [
+        "nanofaas-registry: NANOFAAS_REGISTRY_STORE: must be one of memory, sqlite, kubernetes (got 'etcd')"
+    ]
+
+
+async def test_process_exits_1_with_one_line_on_a_corrupt_store_file(tmp_path: Path) -> None:
+    (tmp_path / "registry.db").write_bytes(b"not a database" * 200)
+    env = {
+        **os.environ,
+        "NANOFAAS_REGISTRY_STORE": "sqlite",
+        "NANOFAAS_DATA_DIR": str(tmp_path),
+        "NANOFAAS_REGISTRY_PORT": str(free_port()),
+        "NANOFAAS_REGISTRY_METRICS_PORT": "0",
+    }
+    returncode, stderr = await run_to_exit(env)
+    assert returncode == 1
+    assert "Traceback" not in stderr
+    last = json.loads(stderr.splitlines()[-1])
+    assert (last["level"], last["msg"]) == ("ERROR", "function store unusable")
+    assert last["reason"].startswith(f"{tmp_path / 'registry.db'}: cannot read the function store")
 
 
 class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):

@@ -13,6 +13,7 @@ import uvloop
 from nanofaas_registry.config import ConfigError, RegistrySettings
 from nanofaas_registry.logging_setup import configure_logging
 from nanofaas_registry.server import start_server
+from nanofaas_registry.store import StoreError
 from nanofaas_registry.tracing import setup_tracing, shutdown_tracing
 
 logger = logging.getLogger("nanofaas_registry")
@@ -47,6 +48,10 @@ def main() -> int:
     configure_logging(settings.log_level)
     try:
         uvloop.run(serve(settings))
+    except StoreError as exc:
+        # An unusable store file is an operator's problem to fix, not a crash: one clear line.
+        logger.error("function store unusable", extra={"reason": str(exc)})
+        return 1
     except Exception:
         logger.exception("registry failed")
         return 1

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 DEFAULT_PORT = 9091
 DEFAULT_METRICS_PORT = 9191
 LOCAL_HOST = "127.0.0.1"
 POD_HOST = "0.0.0.0"
+# Where function specs live: `memory` forgets them on exit (tests), `sqlite` keeps them in a
+# file under the data directory (`make up`), `kubernetes` in Function objects (the cluster).
+STORE_KINDS = ("memory", "sqlite", "kubernetes")
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+DEFAULT_STORE = "memory"
 
 
 class ConfigError(ValueError):
@@ -29,6 +35,13 @@ class RegistrySettings:
     shutdown_grace_s: float = 5.0
     # Events a watcher may fall behind before it is disconnected.
     watch_queue_capacity: int = 10_000
+    store: str = DEFAULT_STORE
+    # The sqlite store's directory (see default_data_dir); unused by the memory store.
+    data_dir: Path = field(default_factory=lambda: default_data_dir({}))
+    # The kubernetes store's namespace, and whether to use the pod's service account (else the
+    # kubeconfig: $KUBECONFIG or ~/.kube/config).
+    namespace: str = "default"
+    in_cluster: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RegistrySettings:
@@ -40,7 +53,42 @@ class RegistrySettings:
             port=_int_var(source, "NANOFAAS_REGISTRY_PORT", DEFAULT_PORT, 0, 65535),
             metrics_port=_int_var(source, "NANOFAAS_REGISTRY_METRICS_PORT", DEFAULT_METRICS_PORT, 0, 65535),
             log_level=source.get("LOG_LEVEL", "").strip() or "INFO",
+            store=_store_var(source),
+            data_dir=default_data_dir(source),
+            namespace=source.get("NANOFAAS_NAMESPACE", "").strip() or _pod_namespace(),
+            in_cluster=bool(source.get("KUBERNETES_SERVICE_HOST")),
         )
+
+
+def _pod_namespace() -> str:
+    """The pod's own namespace (from its service account), else `default`."""
+    try:
+        return Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """NANOFAAS_DATA_DIR, else $XDG_DATA_HOME/nanofaas, else ~/.local/share/nanofaas.
+
+    The XDG base-directory layout keeps durable state out of the working tree and the cache.
+    """
+    explicit = env.get("NANOFAAS_DATA_DIR", "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = env.get("XDG_DATA_HOME", "").strip()
+    if xdg and Path(xdg).is_absolute():  # the spec says a relative XDG_DATA_HOME is to be ignored
+        return Path(xdg) / "nanofaas"
+    return Path.home() / ".local" / "share" / "nanofaas"
+
+
+def _store_var(env: Mapping[str, str]) -> str:
+    raw = env.get("NANOFAAS_REGISTRY_STORE", "").strip()
+    if not raw:
+        return DEFAULT_STORE
+    if raw.lower() not in STORE_KINDS:
+        raise ConfigError(f"NANOFAAS_REGISTRY_STORE: must be one of {', '.join(STORE_KINDS)} (got {raw!r})")
+    return raw.lower()
 
 
 def _int_var(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from nanofaas.v1 import registry_pb2, types_pb2
 from nanofaas_registry.metrics import RegistryMetrics
-from nanofaas_registry.store.base import FunctionStore
+from nanofaas_registry.store.base import ExternalChange, FunctionStore, same_content
 from nanofaas_registry.validation import normalize_spec
 from nanofaas_registry.watch import Subscription, WatchHub
 
@@ -158,19 +158,50 @@ class FunctionRegistry:
         async with self._lock:
             if await self._store.get(name) is None:
                 raise FunctionNotFoundError(name)
-            revision = self._revision + 1
-            await self._store.delete(name, revision)
-            self._revision = revision
-            self._hub.publish(
-                registry_pb2.WatchEvent(
-                    type=registry_pb2.WatchEvent.DELETED,
-                    spec=types_pb2.FunctionSpec(name=name),
-                    revision=revision,
-                )
-            )
-            self._metrics.set_function_count(await self._store.count())
+            revision = await self._commit_delete(name)
         logger.info("function deleted", extra={"functionName": name, "revision": revision})
         return revision
+
+    async def adopt(self, change: ExternalChange) -> int | None:
+        """Serves a change someone else made to the store (kubectl on a Function object).
+
+        It gets the next revision and reaches watchers like a change through the API; returns
+        that revision, or None when there was nothing to do (deleting an unknown function).
+        """
+        async with self._lock:
+            current = await self._store.get(change.name)
+            if change.spec is None:
+                if current is None:
+                    return None
+                revision = await self._commit_delete(change.name)
+            else:
+                normalized = normalize_spec(change.spec)
+                if current is not None and same_content(current, normalized):
+                    return None  # e.g. the store reporting back a change the registry made itself
+                now = self._clock()
+                normalized.created_at_ms = now if current is None else current.created_at_ms
+                normalized.updated_at_ms = max(now, normalized.created_at_ms)
+                await self._commit_put(normalized)
+                revision = normalized.revision
+        logger.info(
+            "external change adopted",
+            extra={"functionName": change.name, "revision": revision, "deleted": change.spec is None},
+        )
+        return revision
+
+    async def follow_store(self) -> None:
+        """Adopts the store's external changes until cancelled (returns at once for other stores).
+
+        A change that cannot be adopted is logged and skipped, so one bad object blocks nothing.
+        """
+        changes = self._store.external_changes()
+        if changes is None:
+            return
+        async for change in changes:
+            try:
+                await self.adopt(change)
+            except Exception:
+                logger.exception("external change not adopted", extra={"functionName": change.name})
 
     async def watch(self) -> WatchStart:
         """Snapshot and subscription taken together, so no change is missed or seen twice."""
@@ -194,3 +225,18 @@ class FunctionRegistry:
             registry_pb2.WatchEvent(type=registry_pb2.WatchEvent.PUT, spec=event_spec, revision=revision)
         )
         self._metrics.set_function_count(await self._store.count())
+
+    async def _commit_delete(self, name: str) -> int:
+        """Removes name at the next revision, then announces it; returns that revision."""
+        revision = self._revision + 1
+        await self._store.delete(name, revision)
+        self._revision = revision
+        self._hub.publish(
+            registry_pb2.WatchEvent(
+                type=registry_pb2.WatchEvent.DELETED,
+                spec=types_pb2.FunctionSpec(name=name),
+                revision=revision,
+            )
+        )
+        self._metrics.set_function_count(await self._store.count())
+        return revision

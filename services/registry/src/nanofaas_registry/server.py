@@ -19,8 +19,7 @@ from nanofaas_registry.config import RegistrySettings
 from nanofaas_registry.metrics import RegistryMetrics
 from nanofaas_registry.registry import FunctionRegistry
 from nanofaas_registry.service import RegistryServicer
-from nanofaas_registry.store.base import FunctionStore
-from nanofaas_registry.store.memory import InMemoryFunctionStore
+from nanofaas_registry.store import FunctionStore, open_store
 from nanofaas_registry.watch import WatchHub
 
 if TYPE_CHECKING:
@@ -61,7 +60,8 @@ class RegistryServer:
     ) -> None:
         self._settings = settings
         self._tracer_provider = tracer_provider
-        self._store: FunctionStore = store or InMemoryFunctionStore()
+        # None until start() opens the store the settings name (unless one was handed in).
+        self._store: FunctionStore | None = store
         self.metrics = RegistryMetrics()
         self._server: grpc.aio.Server | None = None
         self._health = health_aio.HealthServicer()
@@ -69,6 +69,7 @@ class RegistryServer:
         self._metrics_server: WSGIServer | None = None
         self._port = 0
         self._stopped = asyncio.Event()
+        self._follower: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -93,12 +94,16 @@ class RegistryServer:
         return self._registry
 
     async def start(self) -> None:
-        """Binds and serves; health turns SERVING only once everything is up."""
+        """Opens the store, binds and serves; health turns SERVING only once everything is up."""
+        if self._store is None:
+            self._store = await open_store(self._settings)
         self._registry = await FunctionRegistry.open(
             self._store,
             hub=WatchHub(self._settings.watch_queue_capacity),
             metrics=self.metrics,
         )
+        # Changes others make to the store (kubectl on Function objects) become registry changes.
+        self._follower = asyncio.create_task(self._registry.follow_store(), name="registry-store-follower")
         server = grpc.aio.server(
             interceptors=tracing.server_interceptors(self._tracer_provider), options=_SERVER_OPTIONS
         )
@@ -145,7 +150,11 @@ class RegistryServer:
             metrics_server = self._metrics_server
             await asyncio.to_thread(metrics_server.shutdown)
             metrics_server.server_close()
-        await self._store.close()
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+        if self._store is not None:
+            await self._store.close()
         self._stopped.set()
         logger.info("registry stopped")
 

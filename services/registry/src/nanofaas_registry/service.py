@@ -19,6 +19,7 @@ from nanofaas_registry.registry import (
     NameMismatchError,
     RegistryError,
 )
+from nanofaas_registry.store import StoreError
 from nanofaas_registry.validation import SpecValidationError, limits
 from nanofaas_registry.watch import WatchClosedError, WatchOverflowError
 
@@ -32,6 +33,8 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (NameMismatchError, grpc.StatusCode.INVALID_ARGUMENT),
     (FunctionNotFoundError, grpc.StatusCode.NOT_FOUND),
     (FunctionExistsError, grpc.StatusCode.ALREADY_EXISTS),
+    # The change was not saved (disk full, file gone): nothing happened, the caller may retry.
+    (StoreError, grpc.StatusCode.UNAVAILABLE),
 )
 
 
@@ -113,7 +116,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         started = time.perf_counter()
         try:
             result = await call()
-        except (RegistryError, SpecValidationError) as exc:
+        except (RegistryError, SpecValidationError, StoreError) as exc:
             code = status_for(exc)
             self._record(method, code, started)
             await context.abort(code, str(exc))

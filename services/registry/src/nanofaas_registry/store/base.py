@@ -3,8 +3,26 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from nanofaas.v1 import types_pb2
+
+
+class StoreError(Exception):
+    """The store cannot be opened or cannot save a change; str() says which file and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalChange:
+    """A change made to the store by someone other than the registry (e.g. kubectl).
+
+    spec is the new, already validated spec (registry-owned fields unset), or None when the
+    function was deleted.
+    """
+
+    name: str
+    spec: types_pb2.FunctionSpec | None
 
 
 class FunctionStore(abc.ABC):
@@ -29,7 +47,11 @@ class FunctionStore(abc.ABC):
 
     @abc.abstractmethod
     async def put(self, spec: types_pb2.FunctionSpec) -> None:
-        """Creates or replaces spec.name; spec.revision is the registry revision of this change."""
+        """Creates or replaces spec.name; spec.revision is the registry revision of this change.
+
+        Returns only once the change is durable; raises StoreError (and changes nothing) if it
+        cannot be saved.
+        """
 
     @abc.abstractmethod
     async def delete(self, name: str, revision: int) -> bool:
@@ -39,5 +61,28 @@ class FunctionStore(abc.ABC):
     async def revision(self) -> int:
         """The registry revision of the last change stored (0 for an empty, fresh store)."""
 
+    def external_changes(self) -> AsyncIterator[ExternalChange] | None:
+        """Changes others make to the store, in order, for the registry to adopt; None (the default)
+        for stores only the registry writes."""
+        return None
+
     async def close(self) -> None:
         """Releases resources; the default store has none."""
+
+
+def copy_spec(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
+    """A deep copy: stores never share messages with their callers."""
+    clone = types_pb2.FunctionSpec()
+    clone.CopyFrom(spec)
+    return clone
+
+
+def same_content(left: types_pb2.FunctionSpec, right: types_pb2.FunctionSpec) -> bool:
+    """Equal apart from the registry-owned fields (timestamps, revision)."""
+    return _owned_cleared(left) == _owned_cleared(right)
+
+
+def _owned_cleared(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
+    clone = copy_spec(spec)
+    clone.created_at_ms = clone.updated_at_ms = clone.revision = 0
+    return clone

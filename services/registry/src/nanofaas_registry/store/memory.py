@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nanofaas.v1 import types_pb2
-from nanofaas_registry.store.base import FunctionStore
+from nanofaas_registry.store.base import FunctionStore, copy_spec
 
 
 class InMemoryFunctionStore(FunctionStore):
@@ -15,16 +15,16 @@ class InMemoryFunctionStore(FunctionStore):
 
     async def get(self, name: str) -> types_pb2.FunctionSpec | None:
         spec = self._specs.get(name)
-        return None if spec is None else _copy(spec)
+        return None if spec is None else copy_spec(spec)
 
     async def list(self) -> list[types_pb2.FunctionSpec]:
-        return [_copy(self._specs[name]) for name in sorted(self._specs)]
+        return [copy_spec(self._specs[name]) for name in sorted(self._specs)]
 
     async def count(self) -> int:
         return len(self._specs)
 
     async def put(self, spec: types_pb2.FunctionSpec) -> None:
-        self._specs[spec.name] = _copy(spec)
+        self._specs[spec.name] = copy_spec(spec)
         self._revision = max(self._revision, spec.revision)
 
     async def delete(self, name: str, revision: int) -> bool:
@@ -35,9 +35,3 @@ class InMemoryFunctionStore(FunctionStore):
 
     async def revision(self) -> int:
         return self._revision
-
-
-def _copy(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
-    clone = types_pb2.FunctionSpec()
-    clone.CopyFrom(spec)
-    return clone

@@ -1,0 +1,158 @@
+"""A Function manifest's spec (the REST FunctionSpec fields, as in a `Function` custom resource) as a proto.
+
+The declarative format is one set of fields everywhere: REST bodies, `kind: Function` objects
+and files under examples/. This turns such a mapping (already parsed from YAML or JSON) into a
+FunctionSpec for normalize_spec, with errors that name the field the way validation does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from nanofaas.v1 import types_pb2
+from nanofaas_registry.validation import SpecValidationError
+
+_EXECUTION_MODES = {
+    "JOB": types_pb2.EXECUTION_MODE_JOB,
+    "WARM": types_pb2.EXECUTION_MODE_WARM,
+    "ENDPOINT": types_pb2.EXECUTION_MODE_ENDPOINT,
+}
+_EXECUTION_MODE_ALIASES = ("REMOTE", "POOL")
+_RUNTIME_MODES = {
+    "HTTP": types_pb2.RUNTIME_MODE_HTTP,
+    "STDIO": types_pb2.RUNTIME_MODE_STDIO,
+    "FILE": types_pb2.RUNTIME_MODE_FILE,
+}
+_STRING_FIELDS = {"image": "image", "runtimeCommand": "runtime_command", "endpointUrl": "endpoint_url"}
+_INTEGER_FIELDS = {
+    "timeoutMs": "timeout_ms",
+    "concurrency": "concurrency",
+    "queueSize": "queue_size",
+    "maxRetries": "max_retries",
+}
+
+
+def spec_from_manifest(name: str, fields: Mapping[str, Any]) -> types_pb2.FunctionSpec:
+    """The FunctionSpec called name with the manifest's fields; SpecValidationError on a bad field.
+
+    Only types and names are checked here; limits and defaults are normalize_spec's job.
+    """
+    spec = types_pb2.FunctionSpec(name=name)
+    for key, value in fields.items():
+        setter = _SETTERS.get(key)
+        if setter is None:
+            raise SpecValidationError(str(key), "unknown field")
+        setter(spec, key, value)
+    return spec
+
+
+def _set_string(spec: types_pb2.FunctionSpec, key: str, value: Any) -> None:
+    setattr(spec, _STRING_FIELDS[key], _string(key, value))
+
+
+def _set_integer(spec: types_pb2.FunctionSpec, key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecValidationError(key, "must be an integer")
+    if not -(2**63) <= value < 2**63:
+        raise SpecValidationError(key, "is out of range")
+    setattr(spec, _INTEGER_FIELDS[key], value)
+
+
+def _set_rate_limit(spec: types_pb2.FunctionSpec, key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecValidationError(key, "must be a number")
+    spec.rate_limit_per_second = float(value)
+
+
+def _set_command(spec: types_pb2.FunctionSpec, key: str, value: Any) -> None:
+    if not isinstance(value, list):
+        raise SpecValidationError(key, "must be a list of strings")
+    spec.command.extend(_string(key, word) for word in value)
+
+
+def _set_env(spec: types_pb2.FunctionSpec, key: str, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise SpecValidationError(key, "must map names to strings")
+    for env_name, env_value in value.items():
+        spec.env[_string(key, env_name)] = _string(key, env_value)
+
+
+def _set_resources(spec: types_pb2.FunctionSpec, key: str, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise SpecValidationError(key, "must be an object with cpu and memory")
+    spec.resources.SetInParent()
+    for part, quantity in value.items():
+        if part not in ("cpu", "memory"):
+            raise SpecValidationError(f"{key}.{part}", "unknown field")
+        setattr(spec.resources, part, _string(f"{key}.{part}", quantity))
+
+
+def _set_execution_mode(spec: types_pb2.FunctionSpec, key: str, value: Any) -> None:
+    mode = _string(key, value)
+    if mode in _EXECUTION_MODE_ALIASES:
+        spec.execution_mode_alias = mode
+    elif mode in _EXECUTION_MODES:
+        spec.execution_mode = _EXECUTION_MODES[mode]
+    else:
+        choices = ", ".join([*_EXECUTION_MODES, *_EXECUTION_MODE_ALIASES])
+        raise SpecValidationError(key, f"must be one of {choices} (got {mode!r})")
+
+
+def _set_runtime_mode(spec: types_pb2.FunctionSpec, key: str, value: Any) -> None:
+    mode = _string(key, value)
+    if mode not in _RUNTIME_MODES:
+        raise SpecValidationError(key, f"must be one of {', '.join(_RUNTIME_MODES)} (got {mode!r})")
+    spec.runtime_mode = _RUNTIME_MODES[mode]
+
+
+def _string(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise SpecValidationError(key, "must be a string")
+    return value
+
+
+_SETTERS: dict[str, Callable[[types_pb2.FunctionSpec, str, Any], None]] = {
+    **dict.fromkeys(_STRING_FIELDS, _set_string),
+    **dict.fromkeys(_INTEGER_FIELDS, _set_integer),
+    "rateLimitPerSecond": _set_rate_limit,
+    "command": _set_command,
+    "env": _set_env,
+    "resources": _set_resources,
+    "executionMode": _set_execution_mode,
+    "runtimeMode": _set_runtime_mode,
+}
+
+MANIFEST_FIELDS = frozenset(_SETTERS)
+
+
+def manifest_from_spec(spec: types_pb2.FunctionSpec) -> dict[str, Any]:
+    """The manifest fields of spec (a `Function` object's spec): what is set, registry-owned fields left out.
+
+    The inverse of spec_from_manifest for a normalized spec, so writing it back and reading it
+    again gives the same FunctionSpec.
+    """
+    fields: dict[str, Any] = {"image": spec.image}
+    if spec.command:
+        fields["command"] = list(spec.command)
+    for key, attribute in _STRING_FIELDS.items():
+        if key != "image" and getattr(spec, attribute):
+            fields[key] = getattr(spec, attribute)
+    if spec.env:
+        fields["env"] = dict(sorted(spec.env.items()))
+    if spec.HasField("resources"):
+        fields["resources"] = {
+            part: getattr(spec.resources, part) for part in ("cpu", "memory") if getattr(spec.resources, part)
+        }
+    for key, attribute in _INTEGER_FIELDS.items():
+        if spec.HasField(attribute):  # type: ignore[arg-type]  # the names are the proto's optional fields
+            fields[key] = getattr(spec, attribute)
+    modes = {value: key for key, value in _EXECUTION_MODES.items()}
+    if spec.execution_mode in modes:
+        fields["executionMode"] = modes[spec.execution_mode]
+    runtime_modes = {value: key for key, value in _RUNTIME_MODES.items()}
+    if spec.runtime_mode in runtime_modes:
+        fields["runtimeMode"] = runtime_modes[spec.runtime_mode]
+    if spec.HasField("rate_limit_per_second"):
+        fields["rateLimitPerSecond"] = spec.rate_limit_per_second
+    return fields
