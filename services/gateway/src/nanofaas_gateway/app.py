@@ -17,7 +17,7 @@ from nanofaas_gateway.fast_path import InvocationFastPath
 from nanofaas_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from nanofaas_gateway.openapi_docs import refine_openapi
 from nanofaas_gateway.route_templates import RouteTemplates
-from nanofaas_gateway.routes import executions, functions, health, invocations
+from nanofaas_gateway.routes import executions, functions, health, introspection, invocations
 from nanofaas_gateway.tracing import instrument_app
 
 VERSION = "0.1.0"
@@ -82,7 +82,13 @@ def create_app(
     app.state.settings = settings
     app.state.clients = clients
     install_error_handlers(app)
-    routers = (functions.router, invocations.router, executions.router, health.router)
+    routers = (
+        functions.router,
+        introspection.router,
+        invocations.router,
+        executions.router,
+        health.router,
+    )
     for router in routers:
         app.include_router(router)
     # Invoke and enqueue skip FastAPI altogether (inside the body limit and metrics).
