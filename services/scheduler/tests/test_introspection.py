@@ -208,6 +208,7 @@ async def test_bad_requests_get_status_codes(
     stub, _ = served
     calls = [
         stub.ListExecutions(scheduler_pb2.ListExecutionsRequest(limit=1001)),
+        stub.ListExecutions(scheduler_pb2.ListExecutionsRequest(limit=0)),
         stub.ListExecutions(scheduler_pb2.ListExecutionsRequest(before="gone")),
     ]
     for call in calls:

@@ -290,8 +290,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def ListExecutions(
         self, request: scheduler_pb2.ListExecutionsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> scheduler_pb2.ListExecutionsResponse:
-        limit = request.limit or DEFAULT_LIST_LIMIT
-        if limit > MAX_LIST_LIMIT:
+        limit = request.limit if request.HasField("limit") else DEFAULT_LIST_LIMIT
+        if not 1 <= limit <= MAX_LIST_LIMIT:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"limit: must be between 1 and {MAX_LIST_LIMIT}"
             )

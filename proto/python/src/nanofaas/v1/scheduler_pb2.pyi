@@ -32,7 +32,7 @@ class ListExecutionsRequest(_message.Message):
     status: _types_pb2.ExecutionState.ValueType
     """Only executions in this state; UNSPECIFIED = any."""
     limit: _builtins.int
-    """0 = the default (50); at most 1000."""
+    """1..1000; unset = 50."""
     before: _builtins.str
     """Paging: only executions admitted before this one (an execution id)."""
     def __init__(
@@ -40,14 +40,16 @@ class ListExecutionsRequest(_message.Message):
         *,
         function_name: _builtins.str = ...,
         status: _types_pb2.ExecutionState.ValueType = ...,
-        limit: _builtins.int = ...,
+        limit: _builtins.int | None = ...,
         before: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "limit", b"limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["before", b"before", "function_name", b"function_name", "limit", b"limit", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "before", b"before", "function_name", b"function_name", "limit", b"limit", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
+    _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__limit) -> _WhichOneofReturnType__limit | None: ...
 
 Global___ListExecutionsRequest: _TypeAlias = ListExecutionsRequest  # noqa: Y015
 
