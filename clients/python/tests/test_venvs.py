@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from nanofaas_client.cli.venvs import READY_MARKER, ensure_venv, requirement_lines, venv_key
+from nanofaas_client.cli.venvs import (
+    READY_MARKER,
+    VenvError,
+    ensure_venv,
+    requirement_lines,
+    run_step,
+    venv_key,
+)
 
 
 def test_requirement_lines_and_key() -> None:
@@ -35,3 +43,12 @@ def test_a_venv_is_built_once_and_runs_the_runtime(tmp_path: Path, monkeypatch: 
     again = ensure_venv(requirements)
     assert (again.path, again.created) == (first.path, False)
     assert [p.name for p in first.path.parent.iterdir()] == [first.path.name]  # no build leftovers
+
+
+def test_a_step_that_hangs_is_stopped_at_its_bound(tmp_path: Path) -> None:
+    with pytest.raises(VenvError, match=r"did not finish within 0\.2 s"):
+        run_step(
+            [sys.executable, "-c", "import time; print('working', flush=True); time.sleep(60)"], 0.2, print
+        )
+    with pytest.raises(VenvError, match="exit 3"):
+        run_step([sys.executable, "-c", "raise SystemExit(3)"], 10, print)

@@ -66,6 +66,9 @@ async def test_list_executions_passes_filters_and_renders_statuses(gateway: Gate
     [
         ("status=done", "status: must be one of queued, running, success, error, timeout"),
         ("limit=ten", "limit: must be an integer"),
+        ("limit=--5", "limit: must be an integer"),
+        ("limit=1e3", "limit: must be an integer"),
+        ("limit=" + "9" * 30, "limit: must be an integer"),
         ("limit=0", "limit: must be between 1 and 1000"),
         ("limit=-5", "limit: must be between 1 and 1000"),
         ("limit=99999999999999", "limit: must be between 1 and 1000"),

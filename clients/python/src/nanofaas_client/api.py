@@ -156,7 +156,11 @@ def _invocation(response: httpx.Response) -> Invocation:
     if response.headers.get("content-type", JSON).split(";")[0].strip() == OCTET_STREAM:
         return Invocation(execution_id, "success", response.content)
     body = _body(response)
-    return Invocation(str(body.get("executionId", execution_id)), str(body.get("status")), body.get("output"))
+    if not isinstance(body, dict):
+        body = {"status": "success", "output": body}
+    return Invocation(
+        str(body.get("executionId", execution_id)), str(body.get("status", "success")), body.get("output")
+    )
 
 
 def _enqueued(response: httpx.Response) -> Enqueued:

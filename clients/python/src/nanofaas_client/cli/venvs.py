@@ -24,6 +24,7 @@ import site
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,25 +81,37 @@ def _site_packages(venv: Path) -> Path:
     return venv / "lib" / version / "site-packages"
 
 
-def _run(argv: list[str], timeout_s: float, on_line: Callable[[str], None]) -> None:
+def run_step(argv: list[str], timeout_s: float, on_line: Callable[[str], None]) -> None:
     """Run without a shell, handing every output line to `on_line`; VenvError with the tail on failure."""
     tail: list[str] = []
     try:
-        with subprocess.Popen(
+        process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True
-        ) as process:
+        )
+    except OSError as exc:
+        raise VenvError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+    # The output is read to its end, so the bound is a timer that kills the process.
+    killed = threading.Event()
+
+    def kill() -> None:
+        killed.set()
+        process.kill()
+
+    timer = threading.Timer(timeout_s, kill)
+    timer.start()
+    try:
+        with process:
             assert process.stdout is not None
             for raw in process.stdout:
                 line = raw.rstrip()
                 if line:
                     tail = [*tail[-(_OUTPUT_TAIL_LINES - 1) :], line]
                     on_line(line)
-            code = process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise VenvError(f"{argv[0]} did not finish within {timeout_s:g} s") from None
-    except OSError as exc:
-        raise VenvError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+            code = process.wait()
+    finally:
+        timer.cancel()
+    if killed.is_set():
+        raise VenvError(f"{argv[0]} did not finish within {timeout_s:g} s")
     if code != 0:
         details = "\n".join(tail)
         raise VenvError(f"{' '.join(argv[:4])} … failed (exit {code}):\n{details}")
@@ -116,7 +129,7 @@ def ensure_venv(requirements_file: Path, on_line: Callable[[str], None] = lambda
     building = Path(tempfile.mkdtemp(prefix=f".build-{final.name}-", dir=root))
     try:
         on_line(f"creating virtualenv for {requirements_file}")
-        _run([sys.executable, "-m", "venv", "--clear", str(building)], _VENV_TIMEOUT_S, on_line)
+        run_step([sys.executable, "-m", "venv", "--clear", str(building)], _VENV_TIMEOUT_S, on_line)
         (_site_packages(building) / PTH_NAME).write_text(
             "".join(f"import site; site.addsitedir({path!r})\n" for path in sites)
         )
@@ -124,9 +137,9 @@ def ensure_venv(requirements_file: Path, on_line: Callable[[str], None] = lambda
         if requirements:
             on_line(f"installing {', '.join(requirements)}")
             install = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
-            _run([*install, "-r", str(requirements_file.resolve())], _INSTALL_TIMEOUT_S, on_line)
+            run_step([*install, "-r", str(requirements_file.resolve())], _INSTALL_TIMEOUT_S, on_line)
         try:
-            _run([python, "-c", "import nanofaas_runtime"], _VENV_TIMEOUT_S, on_line)
+            run_step([python, "-c", "import nanofaas_runtime"], _VENV_TIMEOUT_S, on_line)
         except VenvError:
             raise VenvError(
                 "nanofaas-runtime is not importable from this interpreter's site, so the venv cannot "

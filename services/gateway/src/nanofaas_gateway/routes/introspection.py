@@ -8,6 +8,7 @@ type; their ranges are the scheduler's, so each bad value gets one answer.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -44,13 +45,15 @@ _STATES = {
     "error": types_pb2.EXECUTION_STATE_ERROR,
     "timeout": types_pb2.EXECUTION_STATE_TIMEOUT,
 }
+# Up to 20 digits: beyond uint32 anyway, and never a huge conversion.
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
 
 
 def _integer(name: str, value: str) -> int:
     """A query integer; out-of-range values go on to the scheduler's range check (clamped to uint32)."""
     text = value.strip()
-    if not text.lstrip("-").isdigit() or len(text) > 20:
+    if _INTEGER.fullmatch(text) is None:
         raise invalid_argument(f"{name}: must be an integer")
     return min(int(text), UINT32_MAX)
 

@@ -207,14 +207,14 @@ class LocalBackend(Dispatcher):
         self.log_book.forget(name)
 
     def replicas(self, spec: types_pb2.FunctionSpec) -> ReplicaCounts:
-        """A WARM pool's processes; JOB and one-shot functions keep no replicas.
+        """A WARM pool's processes (runtimes, or watchdogs of STDIO/FILE commands); JOB reports none.
 
         Pools are fixed today (grown on demand up to `concurrency`, never scaled
         down), so there is no target apart from what exists: desired, min and max
         all report the current count until a scaling policy sets them.
         """
         pool = self._pools.get(spec.name)
-        if pool is None or is_one_shot(spec) or spec.execution_mode != types_pb2.EXECUTION_MODE_WARM:
+        if pool is None or spec.execution_mode != types_pb2.EXECUTION_MODE_WARM:
             return NO_REPLICAS
         current = pool.size
         return ReplicaCounts(current=current, ready=pool.ready, desired=current, min=current, max=current)
