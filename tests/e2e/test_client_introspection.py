@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from .conftest import start_platform, stop_platform
 from .helpers import RUNTIME_IMAGE, enqueue, invoke, python_spec, register, wait_terminal
 
 # Blocks until the file named by its input exists (bounded), so a test decides when it ends.
@@ -142,3 +143,23 @@ async def test_followed_logs_stream_new_lines(http: aiohttp.ClientSession, fn_na
                     if event.get("executionId") == result["executionId"]:
                         break
     assert event["message"] == "chatty says live"
+
+
+async def test_an_open_follow_does_not_hold_up_shutdown(tmp_path: Path) -> None:
+    """SIGTERM with a client following logs: every service still exits 0 and the stream ends."""
+    own = start_platform(tmp_path / "platform")
+    try:
+        async with aiohttp.ClientSession(base_url=own.base_url) as http:
+            await register(http, python_spec("followed", "chatty", executionMode="WARM"))
+            async with http.get("/v1/functions/followed/logs?follow=true") as response:
+                assert response.status == 200
+                stopping = asyncio.ensure_future(asyncio.to_thread(stop_platform, own))
+                async with asyncio.timeout(60):
+                    # A clean end of the chunked stream (a cut connection raises ClientPayloadError):
+                    # the gateway ended the follow at once instead of waiting out its grace.
+                    await response.read()
+                codes = await stopping
+    finally:
+        if any(process.poll() is None for process in own.processes.values()):
+            stop_platform(own)
+    assert codes == {"gateway": 0, "scheduler": 0, "registry": 0}, codes

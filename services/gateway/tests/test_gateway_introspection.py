@@ -192,3 +192,19 @@ async def test_follow_ends_when_the_scheduler_ends_the_stream(gateway: Gateway) 
         body = await asyncio.wait_for(response.read(), 5)
     assert body.count(b"data: ") == 1
     assert b'"message":"last"' in body
+
+
+async def test_shutdown_ends_open_follows_and_refuses_new_ones(gateway: Gateway) -> None:
+    gateway.scheduler.log_lines["echo"] = [log_line(TS_MS, "kept")]
+    assert gateway.app is not None
+    follows = gateway.app.state.log_follows
+    async with gateway.session.get(gateway.url("/v1/functions/echo/logs?follow=true")) as response:
+        assert (await read_event(response))["message"] == "kept"
+        follows.close_all()
+        rest = await asyncio.wait_for(response.read(), 5)  # a clean end, not a cut connection
+    assert b"event: error" not in rest
+    try:
+        code, body = await get(gateway, "/v1/functions/echo/logs?follow=true")
+        assert (code, body["error"]["code"]) == (503, "UNAVAILABLE")
+    finally:
+        follows.closing = False

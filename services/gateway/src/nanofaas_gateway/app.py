@@ -14,6 +14,7 @@ from nanofaas_gateway.clients import GatewayClients
 from nanofaas_gateway.config import Settings
 from nanofaas_gateway.errors import install_error_handlers
 from nanofaas_gateway.fast_path import InvocationFastPath
+from nanofaas_gateway.log_follows import LogFollows
 from nanofaas_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from nanofaas_gateway.openapi_docs import refine_openapi
 from nanofaas_gateway.route_templates import RouteTemplates
@@ -81,6 +82,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.clients = clients
+    # Followed log streams, which shutdown ends first (__main__.py).
+    app.state.log_follows = LogFollows()
     install_error_handlers(app)
     routers = (
         functions.router,

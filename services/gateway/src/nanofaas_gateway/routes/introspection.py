@@ -7,11 +7,12 @@ type; their ranges are the scheduler's, so each bad value gets one answer.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import grpc
 import orjson
@@ -22,7 +23,14 @@ from starlette.responses import Response, StreamingResponse
 from nanofaas.v1 import scheduler_pb2, types_pb2
 from nanofaas_gateway import codes
 from nanofaas_gateway.convert import UINT32_MAX, execution_status_body, ms_to_iso
-from nanofaas_gateway.errors import INTERNAL_MESSAGE, error_body, grpc_error_response, invalid_argument
+from nanofaas_gateway.errors import (
+    INTERNAL_MESSAGE,
+    ApiError,
+    error_body,
+    grpc_error_response,
+    invalid_argument,
+)
+from nanofaas_gateway.log_follows import LogFollows
 from nanofaas_gateway.models import ExecutionStatus, FunctionLogs, FunctionStatus
 from nanofaas_gateway.openapi_docs import error_responses
 from nanofaas_gateway.responses import (
@@ -198,6 +206,9 @@ async def function_logs(
         call = scheduler.GetLogs(message, timeout=gateway_settings(request).rpc_timeout_s)
         lines = [log_line_json(line) async for line in call]
         return json_response({"name": name, "lines": lines})
+    follows = log_follows(request)
+    if follows.closing:
+        raise ApiError(503, codes.UNAVAILABLE, "the gateway is shutting down")
     call = scheduler.GetLogs(message, timeout=FOLLOW_MAX_S)
     metadata = await call.initial_metadata()
     if not any(key == "x-logs" for key, _ in metadata or ()):
@@ -205,23 +216,38 @@ async def function_logs(
             pass
         return json_response({"name": name, "lines": []})
     return StreamingResponse(
-        _events(call),
+        _events(call, follows),
         media_type=EVENT_STREAM,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _events(call: Any) -> AsyncIterator[bytes]:
-    """Server-sent events; the stream's end (its hour is up) ends them, a failure is an error event."""
+def log_follows(request: Request) -> LogFollows:
+    return cast(LogFollows, request.app.state.log_follows)
+
+
+async def _events(call: Any, follows: LogFollows) -> AsyncIterator[bytes]:
+    """Server-sent events until the stream ends: its hour is up, or the gateway shuts down.
+
+    A failure of the scheduler's stream becomes a last `event: error` with the error body.
+    """
+    follows.add(call)
     try:
         async for line in call:
             yield b"data: " + orjson.dumps(log_line_json(line)) + b"\n\n"
+    except asyncio.CancelledError:
+        if not follows.closing:
+            raise
     except grpc.aio.AioRpcError as exc:
-        if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
+        ended = exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED or (
+            follows.closing and exc.code() is grpc.StatusCode.CANCELLED
+        )
+        if not ended:
             failed = grpc_error_response(exc)
             yield b"event: error\ndata: " + bytes(failed.body) + b"\n\n"
     except Exception:
         yield b"event: error\ndata: " + error_body(codes.INTERNAL, INTERNAL_MESSAGE) + b"\n\n"
     finally:
+        follows.discard(call)
         with contextlib.suppress(Exception):
             call.cancel()
