@@ -118,6 +118,20 @@ def test_yaml_and_json_outputs(platform: Platform, fn_name: str) -> None:
     assert (invoked["status"], invoked["output"]["input"]) == ("success", [1])
 
 
+def test_input_from_a_file_and_extra_headers(platform: Platform, fn_name: str, tmp_path: Path) -> None:
+    with Client(platform.base_url) as client:
+        client.register(python_spec(fn_name, "echo"))
+    (tmp_path / "input.json").write_text('{"from": "file"}')
+    invoked = nf(
+        platform, "invoke", fn_name, "-d", f"@{tmp_path / 'input.json'}", "-H", "X-Trace-Id: cli-trace-1"
+    )
+    assert invoked.exit_code == 0, invoked.output
+    output = json.loads(invoked.stdout)
+    assert (output["input"], output["traceId"]) == ({"from": "file"}, "cli-trace-1")
+    bad = nf(platform, "invoke", fn_name, "-H", "no separator")
+    assert bad.exit_code == exit_codes.USAGE
+
+
 def test_error_cases(platform: Platform, fn_name: str, tmp_path: Path) -> None:
     unreachable = CliRunner().invoke(cli, ["--url", f"http://127.0.0.1:{free_port()}", "fn", "ls"])
     assert unreachable.exit_code == exit_codes.PLATFORM_UNREACHABLE

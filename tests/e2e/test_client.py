@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from nanofaas_client import (
     AlreadyExists,
@@ -20,6 +21,7 @@ from nanofaas_client import (
     propagate,
 )
 from nanofaas_client.grpc_client import GrpcClient
+from nanofaas_client.manifest import FUNCTION_SPEC_FIELDS
 
 from nanofaas.v1 import scheduler_pb2, types_pb2
 
@@ -97,6 +99,11 @@ def test_retry_after_is_honoured_when_asked(platform: Platform, fn_name: str, tm
     with Client(platform.base_url, retry_rate_limited=RetryPolicy(max_attempts=10)) as patient:
         admitted = patient.enqueue(fn_name, str(release))
         assert patient.wait(admitted.execution_id, timeout_s=30).status == "success"
+
+
+def test_the_manifest_has_exactly_the_functionspec_fields(platform: Platform) -> None:
+    document = httpx.get(f"{platform.base_url}/openapi.json", timeout=10).json()
+    assert set(FUNCTION_SPEC_FIELDS) == set(document["components"]["schemas"]["FunctionSpec"]["properties"])
 
 
 def test_unreachable_platform() -> None:

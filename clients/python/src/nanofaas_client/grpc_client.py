@@ -43,10 +43,6 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> NanofaasError:
     )
 
 
-def json_payload(value: bytes) -> types_pb2.Payload:
-    return types_pb2.Payload(data=value, content_type="application/json")
-
-
 class GrpcClient:
     """Registry and scheduler calls over two channels; `async with GrpcClient(...) as client`."""
 

@@ -30,6 +30,7 @@ class Prepared:
 
 
 def _is_runtime_image(image: str) -> bool:
+    """Any tag or digest of nanofaas/python-runtime, under any registry host (the local backend's rule)."""
     repository = image.split("@", 1)[0]
     head, _, last = repository.rpartition("/")
     repository = f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
