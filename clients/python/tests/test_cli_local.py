@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from nanofaas_client.cli import exit_codes
 from nanofaas_client.cli.main import cli, find_checkout
@@ -36,3 +37,16 @@ def test_completion_script() -> None:
     result = CliRunner().invoke(cli, ["completion", "bash"])
     assert result.exit_code == 0
     assert "_NANOFAAS_COMPLETE" in result.stdout
+
+
+def test_a_venv_that_cannot_be_built_is_exit_9_with_pips_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NANOFAAS_CACHE_DIR", str(tmp_path / "cache"))
+    runner = CliRunner()
+    assert runner.invoke(cli, ["fn", "init", "broken", "--dir", str(tmp_path)]).exit_code == 0
+    (tmp_path / "broken" / "requirements.txt").write_text("this is not a requirement!\n")
+    result = runner.invoke(cli, ["--url", "http://127.0.0.1:1", "fn", "deploy", str(tmp_path / "broken")])
+    assert result.exit_code == exit_codes.BUILD_FAILED
+    assert "failed (exit" in result.stderr
+    assert list((tmp_path / "cache" / "venvs").iterdir()) == []  # no half-built venv is left

@@ -29,6 +29,8 @@ RATE_LIMITED = 6
 UNAVAILABLE = 7
 # The execution timed out, or waiting for it gave up first.
 TIMED_OUT = 8
+# A local step of `fn deploy` failed: the function's virtualenv could not be built.
+BUILD_FAILED = 9
 
 _BY_FAMILY: tuple[tuple[type[NanofaasError], int], ...] = (
     (PlatformUnreachable, PLATFORM_UNREACHABLE),

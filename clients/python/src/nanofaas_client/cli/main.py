@@ -38,9 +38,6 @@ from nanofaas_client.manifest import ManifestError, dump_manifest
 from nanofaas_client.models import Execution, FunctionStatus, Invocation, LogLine
 from nanofaas_client.rest import DEFAULT_URL, Client
 
-# The exit code for a failed local step of a deploy (the virtualenv could not be built).
-BUILD_FAILED = 9
-
 
 @dataclass
 class State:
@@ -121,7 +118,7 @@ class NanofaasGroup(click.Group):
             ctx.exit(exit_codes.USAGE)
         except VenvError as error:
             _problem(ctx, str(error))
-            ctx.exit(BUILD_FAILED)
+            ctx.exit(exit_codes.BUILD_FAILED)
 
 
 def _problem(ctx: click.Context, message: str) -> None:
