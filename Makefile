@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PACKAGES := proto/python runtimes/python services/registry services/scheduler services/gateway
+PACKAGES := proto/python runtimes/python services/registry services/scheduler services/gateway clients/python
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = {"nanofaas", "nanofaas_gateway", "nanofaas_scheduler", "nanofaas_registry", "nanofaas_runtime"}
+OURS = {
+    "nanofaas",
+    "nanofaas_gateway",
+    "nanofaas_scheduler",
+    "nanofaas_registry",
+    "nanofaas_runtime",
+    "nanofaas_client",
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ PACKAGES = (
     Package("services/scheduler", "nanofaas_scheduler", frozenset({"nanofaas_scheduler", "nanofaas"})),
     Package("services/registry", "nanofaas_registry", frozenset({"nanofaas_registry", "nanofaas"})),
     Package("runtimes/python", "nanofaas_runtime", frozenset({"nanofaas_runtime"})),
+    Package("clients/python", "nanofaas_client", frozenset({"nanofaas_client", "nanofaas"})),
 )
 # Declared, used, but never named in an import statement.
 USED_WITHOUT_IMPORT = {

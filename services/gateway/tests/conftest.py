@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 import pytest_asyncio
+from fastapi import FastAPI
 
 from nanofaas_gateway import GatewayClients
 
@@ -21,9 +22,10 @@ async def module_gateway() -> AsyncIterator[Gateway]:
     scheduler_backend = await start_scheduler(scheduler)
     settings = make_settings(registry_backend.address, scheduler_backend.address)
     clients = GatewayClients.connect(settings)
+    apps: list[FastAPI] = []
     try:
         async with (
-            serve_gateway(settings, clients) as (base_url, metrics),
+            serve_gateway(settings, clients, on_app=apps.append) as (base_url, metrics),
             aiohttp.ClientSession() as session,
         ):
             yield Gateway(
@@ -36,6 +38,7 @@ async def module_gateway() -> AsyncIterator[Gateway]:
                 clients,
                 settings,
                 metrics,
+                apps[0],
             )
     finally:
         await clients.close()

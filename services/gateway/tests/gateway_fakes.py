@@ -194,8 +194,20 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         self.invoke_release = asyncio.Event()
         self.failures = FailureInjector()
         self.callbacks = FakeCallbacks()
+        self._reset_introspection()
+
+    def _reset_introspection(self) -> None:
+        self.listing: list[types_pb2.ExecutionStatus] = []
+        self.list_requests: list[scheduler_pb2.ListExecutionsRequest] = []
+        self.statuses: dict[str, scheduler_pb2.FunctionStatus] = {}
+        self.log_lines: dict[str, list[scheduler_pb2.LogLine]] = {}
+        self.log_requests: list[scheduler_pb2.GetLogsRequest] = []
+        # Followed log streams get these lines after the kept ones; None ends the stream.
+        self.live_lines: asyncio.Queue[scheduler_pb2.LogLine | None] = asyncio.Queue()
+        self.follow_closed = asyncio.Event()
 
     def reset(self) -> None:
+        self._reset_introspection()
         self.callbacks = FakeCallbacks()
         self.invokes.clear()
         self.enqueues.clear()
@@ -297,6 +309,43 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"execution '{request.execution_id}' not found")
         self.completions.append(request)
         return scheduler_pb2.CompleteExecutionResponse(accepted=True)
+
+    async def ListExecutions(
+        self, request: scheduler_pb2.ListExecutionsRequest, context: Context
+    ) -> scheduler_pb2.ListExecutionsResponse:
+        self.list_requests.append(request)
+        await self.failures.check("ListExecutions", context)
+        if request.HasField("limit") and not 1 <= request.limit <= 1000:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "limit: must be between 1 and 1000")
+        return scheduler_pb2.ListExecutionsResponse(executions=self.listing)
+
+    async def GetFunctionStatus(
+        self, request: scheduler_pb2.GetFunctionStatusRequest, context: Context
+    ) -> scheduler_pb2.FunctionStatus:
+        await self.failures.check("GetFunctionStatus", context)
+        if request.function_name not in self.statuses:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"function '{request.function_name}' not found")
+        return self.statuses[request.function_name]
+
+    async def GetLogs(
+        self, request: scheduler_pb2.GetLogsRequest, context: Context
+    ) -> AsyncIterator[scheduler_pb2.LogLine]:
+        self.log_requests.append(request)
+        await self.failures.check("GetLogs", context)
+        if request.function_name not in self.log_lines:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"function '{request.function_name}' not found")
+        if request.tail > 10_000:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tail: must be between 0 and 10000")
+        await context.send_initial_metadata((("x-logs", "ready"),))
+        for kept in self.log_lines[request.function_name]:
+            yield kept
+        if not request.follow:
+            return
+        try:
+            while (live := await self.live_lines.get()) is not None:
+                yield live
+        finally:
+            self.follow_closed.set()
 
     async def Callbacks(
         self, requests: AsyncIterator[scheduler_pb2.CallbackAck], context: Context

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
 import aiohttp
 import uvicorn
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from nanofaas_gateway import GatewayClients, Settings, create_app
@@ -42,11 +43,16 @@ def listening_socket() -> socket.socket:
 
 @asynccontextmanager
 async def serve_gateway(
-    settings: Settings, clients: GatewayClients
+    settings: Settings, clients: GatewayClients, *, on_app: Callable[[FastAPI], None] | None = None
 ) -> AsyncIterator[tuple[str, CollectorRegistry]]:
-    """Run the real app under uvicorn on a pre-bound socket; yields (base URL, metrics registry)."""
+    """Run the real app under uvicorn on a pre-bound socket; yields (base URL, metrics registry).
+
+    `on_app` receives the app before it serves (for tests that reach its state).
+    """
     metrics = CollectorRegistry()
     app = create_app(settings, clients, metrics_registry=metrics)
+    if on_app is not None:
+        on_app(app)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", http="httptools")
     server = _TestServer(config)
     sock = listening_socket()
@@ -77,6 +83,7 @@ class Gateway:
     clients: GatewayClients
     settings: Settings
     metrics: CollectorRegistry
+    app: FastAPI | None = None
 
     def url(self, path: str) -> str:
         return self.base_url + path

@@ -27,6 +27,9 @@ CONTRACT: dict[tuple[str, str], tuple[str, set[str]]] = {
         {"202", "400", "404", "413", "415", "429", "503"},
     ),
     ("/v1/executions/{executionId}", "get"): ("getExecution", {"200", "404"}),
+    ("/v1/executions", "get"): ("listExecutions", {"200", "400"}),
+    ("/v1/functions/{name}/status", "get"): ("getFunctionStatus", {"200", "404", "503"}),
+    ("/v1/functions/{name}/logs", "get"): ("getFunctionLogs", {"200", "400", "404", "429", "503"}),
     ("/v1/internal/executions/{executionId}:complete", "post"): (
         "completeExecution",
         {"204", "400", "404", "413", "415"},
@@ -75,6 +78,10 @@ async def test_success_and_error_schemas(document: dict[str, Any]) -> None:
     assert ref_name(schema("/v1/functions/{name}:invoke", "post", "408")) == "InvocationResponse"
     assert ref_name(schema("/v1/functions/{name}:enqueue", "post", "202")) == "EnqueueResponse"
     assert ref_name(schema("/v1/executions/{executionId}", "get", "200")) == "ExecutionStatus"
+    assert ref_name(schema("/v1/executions", "get", "200")["items"]) == "ExecutionStatus"
+    assert ref_name(schema("/v1/functions/{name}/status", "get", "200")) == "FunctionStatus"
+    assert ref_name(schema("/v1/functions/{name}/logs", "get", "200")) == "FunctionLogs"
+    assert "text/event-stream" in paths["/v1/functions/{name}/logs"]["get"]["responses"]["200"]["content"]
     for path, method, code in [
         ("/v1/functions", "post", "409"),
         ("/v1/functions", "post", "422"),

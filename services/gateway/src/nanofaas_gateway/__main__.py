@@ -19,6 +19,7 @@ from nanofaas_gateway.app import create_app
 from nanofaas_gateway.callbacks import CallbackDelivery, CallbackMetrics
 from nanofaas_gateway.clients import GatewayClients
 from nanofaas_gateway.config import ConfigError, Settings
+from nanofaas_gateway.log_follows import LogFollows
 from nanofaas_gateway.logging_setup import configure_logging
 from nanofaas_gateway.tracing import setup_tracing, shutdown_tracing
 
@@ -26,7 +27,18 @@ log = logging.getLogger("nanofaas_gateway")
 
 
 class _GatewayServer(uvicorn.Server):
-    """uvicorn.Server that logs once it listens, so supervisors and tests can wait for the line."""
+    """uvicorn.Server that logs once it listens, so supervisors and tests can wait for the line.
+
+    At shutdown it first ends the followed log streams, which would otherwise
+    hold the graceful shutdown for its whole grace.
+    """
+
+    log_follows: LogFollows | None = None
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.log_follows is not None:
+            self.log_follows.close_all()
+        await super().shutdown(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -83,6 +95,7 @@ async def serve(settings: Settings, stop: _StopRequest) -> None:
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
     )
     server = _GatewayServer(config)
+    server.log_follows = app.state.log_follows
     stop.server = server
     server.should_exit = stop.requested
     if tracing_on:

@@ -14,10 +14,11 @@ from nanofaas_gateway.clients import GatewayClients
 from nanofaas_gateway.config import Settings
 from nanofaas_gateway.errors import install_error_handlers
 from nanofaas_gateway.fast_path import InvocationFastPath
+from nanofaas_gateway.log_follows import LogFollows
 from nanofaas_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from nanofaas_gateway.openapi_docs import refine_openapi
 from nanofaas_gateway.route_templates import RouteTemplates
-from nanofaas_gateway.routes import executions, functions, health, invocations
+from nanofaas_gateway.routes import executions, functions, health, introspection, invocations
 from nanofaas_gateway.tracing import instrument_app
 
 VERSION = "0.1.0"
@@ -81,8 +82,16 @@ def create_app(
     )
     app.state.settings = settings
     app.state.clients = clients
+    # Followed log streams, which shutdown ends first (__main__.py).
+    app.state.log_follows = LogFollows()
     install_error_handlers(app)
-    routers = (functions.router, invocations.router, executions.router, health.router)
+    routers = (
+        functions.router,
+        introspection.router,
+        invocations.router,
+        executions.router,
+        health.router,
+    )
     for router in routers:
         app.include_router(router)
     # Invoke and enqueue skip FastAPI altogether (inside the body limit and metrics).

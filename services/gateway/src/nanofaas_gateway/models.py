@@ -190,3 +190,38 @@ class CompleteExecutionRequest(BaseModel):
 
 class HealthStatus(BaseModel):
     status: str
+
+
+class Replicas(BaseModel):
+    """A function's replicas (processes or pods); JOB and ENDPOINT functions report 0."""
+
+    current: int = Field(description="replicas that exist, starting ones included")
+    ready: int = Field(description="of those, the ones ready to serve")
+    desired: int = Field(description="what the backend aims for (no scaler yet: the current count)")
+    min: int = Field(description="no scaler yet: the current count")
+    max: int = Field(description="no scaler yet: the current count")
+
+
+class FunctionStatus(BaseModel):
+    """A function's queue and replicas as the scheduler sees them now."""
+
+    name: str
+    replicas: Replicas
+    inFlight: int
+    queued: int
+    oldestQueuedAgeMs: int = Field(description="age of the oldest queued execution; 0 when none is queued")
+
+
+class LogLine(BaseModel):
+    ts: str = Field(description="when the platform received the line, ISO-8601 UTC")
+    stream: str = Field(description="stdout or stderr")
+    executionId: str | None = Field(default=None, description="omitted when the line belongs to none")
+    level: str
+    message: str
+
+
+class FunctionLogs(BaseModel):
+    """The kept lines of a function, oldest first (with follow=true: server-sent events of LogLine)."""
+
+    name: str
+    lines: list[LogLine]

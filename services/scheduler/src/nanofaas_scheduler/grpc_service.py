@@ -17,6 +17,8 @@ from nanofaas_scheduler.core.execution import Execution, Request, State
 from nanofaas_scheduler.core.outcome import Outcome, crash, function_error, success
 from nanofaas_scheduler.core.outcome import timeout as timed_out
 from nanofaas_scheduler.core.scheduler import Scheduler, Submission
+from nanofaas_scheduler.core.store import UnknownCursor
+from nanofaas_scheduler.dispatch.logs import LogLine, LogQuery, TooManyFollowers
 from nanofaas_scheduler.observability.tracing import rpc_span
 from nanofaas_scheduler.registry_cache import FunctionCache
 
@@ -51,7 +53,15 @@ def _output(execution: Execution) -> types_pb2.Payload | None:
     return types_pb2.Payload(data=execution.output, content_type=execution.output_content_type)
 
 
-def status_message(execution: Execution) -> types_pb2.ExecutionStatus:
+# ListExecutions: the default and the largest page.
+DEFAULT_LIST_LIMIT = 50
+MAX_LIST_LIMIT = 1000
+# GetLogs: the largest tail one can ask for.
+MAX_LOG_TAIL = 10_000
+_STATE_FROM_PROTO = {value: state for state, value in STATE_TO_PROTO.items()}
+
+
+def status_message(execution: Execution, *, with_output: bool = True) -> types_pb2.ExecutionStatus:
     return types_pb2.ExecutionStatus(
         execution_id=execution.id,
         function_name=execution.function_name,
@@ -61,8 +71,18 @@ def status_message(execution: Execution) -> types_pb2.ExecutionStatus:
         enqueued_at_ms=execution.enqueued_at_ms,
         started_at_ms=execution.started_at_ms,
         finished_at_ms=execution.finished_at_ms,
-        output=_output(execution),
+        output=_output(execution) if with_output else None,
         error=_error_info(execution),
+    )
+
+
+def _log_message(line: LogLine) -> scheduler_pb2.LogLine:
+    return scheduler_pb2.LogLine(
+        ts_ms=line.ts_ms,
+        stream=line.stream,
+        execution_id=line.execution_id,
+        level=line.level,
+        message=line.message,
     )
 
 
@@ -266,6 +286,87 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         if execution is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"execution '{request.execution_id}' not found")
         return status_message(execution)
+
+    async def ListExecutions(
+        self, request: scheduler_pb2.ListExecutionsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> scheduler_pb2.ListExecutionsResponse:
+        limit = request.limit if request.HasField("limit") else DEFAULT_LIST_LIMIT
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"limit: must be between 1 and {MAX_LIST_LIMIT}"
+            )
+        state = _STATE_FROM_PROTO.get(request.status)
+        try:
+            found = self._scheduler.store.recent(
+                function=request.function_name, state=state, before=request.before, limit=limit
+            )
+        except UnknownCursor as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return scheduler_pb2.ListExecutionsResponse(
+            executions=[status_message(execution, with_output=False) for execution in found]
+        )
+
+    async def _known_spec(
+        self, name: str, context: grpc.aio.ServicerContext[object, object]
+    ) -> types_pb2.FunctionSpec:
+        try:
+            spec = await self._functions.get(name) if name else None
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"registry unavailable: {exc.details()}")
+        if spec is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"function '{name}' not found")
+        return spec
+
+    async def GetFunctionStatus(
+        self,
+        request: scheduler_pb2.GetFunctionStatusRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> scheduler_pb2.FunctionStatus:
+        spec = await self._known_spec(request.function_name, context)
+        queued, in_flight, oldest_age_ms = self._scheduler.lane_status(spec.name)
+        replicas = self._scheduler.replicas(spec)
+        return scheduler_pb2.FunctionStatus(
+            name=spec.name,
+            replicas=scheduler_pb2.Replicas(
+                current=replicas.current,
+                ready=replicas.ready,
+                desired=replicas.desired,
+                min=replicas.min,
+                max=replicas.max,
+            ),
+            in_flight=in_flight,
+            queued=queued,
+            oldest_queued_age_ms=oldest_age_ms,
+        )
+
+    async def GetLogs(
+        self, request: scheduler_pb2.GetLogsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[scheduler_pb2.LogLine]:
+        """Served by the backend's log source; initial metadata says the request was accepted."""
+        if request.tail > MAX_LOG_TAIL:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"tail: must be between 0 and {MAX_LOG_TAIL}"
+            )
+        spec = await self._known_spec(request.function_name, context)
+        query = LogQuery(
+            function=spec.name,
+            execution_id=request.execution_id,
+            since_ms=request.since_ms,
+            tail=request.tail,
+            follow=request.follow,
+        )
+        try:
+            lines = self._scheduler.logs(query)
+        except TooManyFollowers as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        await context.send_initial_metadata((("x-logs", "ready"),))
+        try:
+            async for line in lines:
+                yield _log_message(line)
+        finally:
+            close = getattr(lines, "aclose", None)
+            if close is not None:
+                await close()
 
     async def CompleteExecution(
         self,

@@ -20,6 +20,217 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ListExecutionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FUNCTION_NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    function_name: _builtins.str
+    """Only this function's executions; empty = all."""
+    status: _types_pb2.ExecutionState.ValueType
+    """Only executions in this state; UNSPECIFIED = any."""
+    limit: _builtins.int
+    """1..1000; unset = 50."""
+    before: _builtins.str
+    """Paging: only executions admitted before this one (an execution id)."""
+    def __init__(
+        self,
+        *,
+        function_name: _builtins.str = ...,
+        status: _types_pb2.ExecutionState.ValueType = ...,
+        limit: _builtins.int | None = ...,
+        before: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "limit", b"limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "before", b"before", "function_name", b"function_name", "limit", b"limit", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
+    _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__limit) -> _WhichOneofReturnType__limit | None: ...
+
+Global___ListExecutionsRequest: _TypeAlias = ListExecutionsRequest  # noqa: Y015
+
+@_typing.final
+class ListExecutionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def executions(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ExecutionStatus]:
+        """Newest first; `output` is never set (GetExecution has it)."""
+
+    def __init__(
+        self,
+        *,
+        executions: _abc.Iterable[_types_pb2.ExecutionStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executions", b"executions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListExecutionsResponse: _TypeAlias = ListExecutionsResponse  # noqa: Y015
+
+@_typing.final
+class GetFunctionStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FUNCTION_NAME_FIELD_NUMBER: _builtins.int
+    function_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        function_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["function_name", b"function_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFunctionStatusRequest: _TypeAlias = GetFunctionStatusRequest  # noqa: Y015
+
+@_typing.final
+class Replicas(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENT_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    DESIRED_FIELD_NUMBER: _builtins.int
+    MIN_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    current: _builtins.int
+    """Processes (or pods) that exist, starting ones included."""
+    ready: _builtins.int
+    """Of those, the ones ready to serve."""
+    desired: _builtins.int
+    """What the backend aims for (no scaler yet: the current count)."""
+    min: _builtins.int
+    max: _builtins.int
+    def __init__(
+        self,
+        *,
+        current: _builtins.int = ...,
+        ready: _builtins.int = ...,
+        desired: _builtins.int = ...,
+        min: _builtins.int = ...,
+        max: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "desired", b"desired", "max", b"max", "min", b"min", "ready", b"ready"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Replicas: _TypeAlias = Replicas  # noqa: Y015
+
+@_typing.final
+class FunctionStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    OLDEST_QUEUED_AGE_MS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    in_flight: _builtins.int
+    queued: _builtins.int
+    oldest_queued_age_ms: _builtins.int
+    """Age of the oldest queued execution; 0 when nothing is queued."""
+    @_builtins.property
+    def replicas(self) -> Global___Replicas: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        replicas: Global___Replicas | None = ...,
+        in_flight: _builtins.int = ...,
+        queued: _builtins.int = ...,
+        oldest_queued_age_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["replicas", b"replicas"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_flight", b"in_flight", "name", b"name", "oldest_queued_age_ms", b"oldest_queued_age_ms", "queued", b"queued", "replicas", b"replicas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FunctionStatus: _TypeAlias = FunctionStatus  # noqa: Y015
+
+@_typing.final
+class GetLogsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FUNCTION_NAME_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    SINCE_MS_FIELD_NUMBER: _builtins.int
+    TAIL_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    function_name: _builtins.str
+    execution_id: _builtins.str
+    """Only lines attributed to this execution; empty = all."""
+    since_ms: _builtins.int
+    """Only lines at or after this time (Unix epoch ms); 0 = no lower bound."""
+    tail: _builtins.int
+    """Only the last `tail` lines kept (after the filters); 0 = all kept."""
+    follow: _builtins.bool
+    """Keep the stream open and send new lines as they come."""
+    def __init__(
+        self,
+        *,
+        function_name: _builtins.str = ...,
+        execution_id: _builtins.str = ...,
+        since_ms: _builtins.int = ...,
+        tail: _builtins.int = ...,
+        follow: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "follow", b"follow", "function_name", b"function_name", "since_ms", b"since_ms", "tail", b"tail"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLogsRequest: _TypeAlias = GetLogsRequest  # noqa: Y015
+
+@_typing.final
+class LogLine(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TS_MS_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    ts_ms: _builtins.int
+    """When the scheduler received the line, Unix epoch ms."""
+    stream: _builtins.str
+    """"stdout" or "stderr" of the function (the runtime tells which a handler wrote to)."""
+    execution_id: _builtins.str
+    """The execution the line belongs to, when known."""
+    level: _builtins.str
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        ts_ms: _builtins.int = ...,
+        stream: _builtins.str = ...,
+        execution_id: _builtins.str = ...,
+        level: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "level", b"level", "message", b"message", "stream", b"stream", "ts_ms", b"ts_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogLine: _TypeAlias = LogLine  # noqa: Y015
+
+@_typing.final
 class CallbackDue(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -65,6 +65,21 @@ class SchedulerStub:
                 request_serializer=nanofaas_dot_v1_dot_scheduler__pb2.CallbackAck.SerializeToString,
                 response_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.CallbackDue.FromString,
                 _registered_method=True)
+        self.ListExecutions = channel.unary_unary(
+                '/nanofaas.v1.Scheduler/ListExecutions',
+                request_serializer=nanofaas_dot_v1_dot_scheduler__pb2.ListExecutionsRequest.SerializeToString,
+                response_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.ListExecutionsResponse.FromString,
+                _registered_method=True)
+        self.GetFunctionStatus = channel.unary_unary(
+                '/nanofaas.v1.Scheduler/GetFunctionStatus',
+                request_serializer=nanofaas_dot_v1_dot_scheduler__pb2.GetFunctionStatusRequest.SerializeToString,
+                response_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.FunctionStatus.FromString,
+                _registered_method=True)
+        self.GetLogs = channel.unary_stream(
+                '/nanofaas.v1.Scheduler/GetLogs',
+                request_serializer=nanofaas_dot_v1_dot_scheduler__pb2.GetLogsRequest.SerializeToString,
+                response_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.LogLine.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -127,6 +142,34 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListExecutions(self, request, context):
+        """Recent executions, newest first (by admission), without their outputs.
+        Bounded: at most `limit` (1..1000, default 50) of those the scheduler
+        still keeps. Errors: INVALID_ARGUMENT (limit; `before` names no kept execution).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFunctionStatus(self, request, context):
+        """A function's queue and replicas as the scheduler sees them now.
+        Errors: NOT_FOUND (no such function), UNAVAILABLE (registry unreachable).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLogs(self, request, context):
+        """A function's log lines, oldest first, from what the backend keeps (the
+        local backend: a bounded ring of recent lines per function). With follow,
+        the stream then stays open and carries new lines as they come (initial
+        metadata "x-logs: ready" is sent once the request is accepted).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (tail), RESOURCE_EXHAUSTED (too many followers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +202,21 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.Callbacks,
                     request_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.CallbackAck.FromString,
                     response_serializer=nanofaas_dot_v1_dot_scheduler__pb2.CallbackDue.SerializeToString,
+            ),
+            'ListExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExecutions,
+                    request_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.ListExecutionsRequest.FromString,
+                    response_serializer=nanofaas_dot_v1_dot_scheduler__pb2.ListExecutionsResponse.SerializeToString,
+            ),
+            'GetFunctionStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFunctionStatus,
+                    request_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.GetFunctionStatusRequest.FromString,
+                    response_serializer=nanofaas_dot_v1_dot_scheduler__pb2.FunctionStatus.SerializeToString,
+            ),
+            'GetLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetLogs,
+                    request_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.GetLogsRequest.FromString,
+                    response_serializer=nanofaas_dot_v1_dot_scheduler__pb2.LogLine.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -323,6 +381,87 @@ class Scheduler:
             '/nanofaas.v1.Scheduler/Callbacks',
             nanofaas_dot_v1_dot_scheduler__pb2.CallbackAck.SerializeToString,
             nanofaas_dot_v1_dot_scheduler__pb2.CallbackDue.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nanofaas.v1.Scheduler/ListExecutions',
+            nanofaas_dot_v1_dot_scheduler__pb2.ListExecutionsRequest.SerializeToString,
+            nanofaas_dot_v1_dot_scheduler__pb2.ListExecutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFunctionStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nanofaas.v1.Scheduler/GetFunctionStatus',
+            nanofaas_dot_v1_dot_scheduler__pb2.GetFunctionStatusRequest.SerializeToString,
+            nanofaas_dot_v1_dot_scheduler__pb2.FunctionStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nanofaas.v1.Scheduler/GetLogs',
+            nanofaas_dot_v1_dot_scheduler__pb2.GetLogsRequest.SerializeToString,
+            nanofaas_dot_v1_dot_scheduler__pb2.LogLine.FromString,
             options,
             channel_credentials,
             insecure,

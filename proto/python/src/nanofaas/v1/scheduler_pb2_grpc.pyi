@@ -63,6 +63,22 @@ class SchedulerStub:
     one and acknowledges it (delivered or given up). A delivery not
     acknowledged when its stream ends is offered again to the next subscriber.
     """
+    ListExecutions: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListExecutionsRequest, _scheduler_pb2.ListExecutionsResponse]
+    """Recent executions, newest first (by admission), without their outputs.
+    Bounded: at most `limit` (1..1000, default 50) of those the scheduler
+    still keeps. Errors: INVALID_ARGUMENT (limit; `before` names no kept execution).
+    """
+    GetFunctionStatus: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetFunctionStatusRequest, _scheduler_pb2.FunctionStatus]
+    """A function's queue and replicas as the scheduler sees them now.
+    Errors: NOT_FOUND (no such function), UNAVAILABLE (registry unreachable).
+    """
+    GetLogs: _grpc.UnaryStreamMultiCallable[_scheduler_pb2.GetLogsRequest, _scheduler_pb2.LogLine]
+    """A function's log lines, oldest first, from what the backend keeps (the
+    local backend: a bounded ring of recent lines per function). With follow,
+    the stream then stays open and carries new lines as they come (initial
+    metadata "x-logs: ready" is sent once the request is accepted).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (tail), RESOURCE_EXHAUSTED (too many followers).
+    """
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
@@ -97,6 +113,22 @@ class SchedulerAsyncStub(SchedulerStub):
     gateway, which owns the REST shape of an execution, subscribes, POSTs each
     one and acknowledges it (delivered or given up). A delivery not
     acknowledged when its stream ends is offered again to the next subscriber.
+    """
+    ListExecutions: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListExecutionsRequest, _scheduler_pb2.ListExecutionsResponse]  # type: ignore[assignment]
+    """Recent executions, newest first (by admission), without their outputs.
+    Bounded: at most `limit` (1..1000, default 50) of those the scheduler
+    still keeps. Errors: INVALID_ARGUMENT (limit; `before` names no kept execution).
+    """
+    GetFunctionStatus: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetFunctionStatusRequest, _scheduler_pb2.FunctionStatus]  # type: ignore[assignment]
+    """A function's queue and replicas as the scheduler sees them now.
+    Errors: NOT_FOUND (no such function), UNAVAILABLE (registry unreachable).
+    """
+    GetLogs: _aio.UnaryStreamMultiCallable[_scheduler_pb2.GetLogsRequest, _scheduler_pb2.LogLine]  # type: ignore[assignment]
+    """A function's log lines, oldest first, from what the backend keeps (the
+    local backend: a bounded ring of recent lines per function). With follow,
+    the stream then stays open and carries new lines as they come (initial
+    metadata "x-logs: ready" is sent once the request is accepted).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (tail), RESOURCE_EXHAUSTED (too many followers).
     """
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
@@ -165,6 +197,40 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         gateway, which owns the REST shape of an execution, subscribes, POSTs each
         one and acknowledges it (delivered or given up). A delivery not
         acknowledged when its stream ends is offered again to the next subscriber.
+        """
+
+    @_abc_1.abstractmethod
+    def ListExecutions(
+        self,
+        request: _scheduler_pb2.ListExecutionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ListExecutionsResponse, _abc.Awaitable[_scheduler_pb2.ListExecutionsResponse]]:
+        """Recent executions, newest first (by admission), without their outputs.
+        Bounded: at most `limit` (1..1000, default 50) of those the scheduler
+        still keeps. Errors: INVALID_ARGUMENT (limit; `before` names no kept execution).
+        """
+
+    @_abc_1.abstractmethod
+    def GetFunctionStatus(
+        self,
+        request: _scheduler_pb2.GetFunctionStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.FunctionStatus, _abc.Awaitable[_scheduler_pb2.FunctionStatus]]:
+        """A function's queue and replicas as the scheduler sees them now.
+        Errors: NOT_FOUND (no such function), UNAVAILABLE (registry unreachable).
+        """
+
+    @_abc_1.abstractmethod
+    def GetLogs(
+        self,
+        request: _scheduler_pb2.GetLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_scheduler_pb2.LogLine], _abc.AsyncIterator[_scheduler_pb2.LogLine]]:
+        """A function's log lines, oldest first, from what the backend keeps (the
+        local backend: a bounded ring of recent lines per function). With follow,
+        the stream then stays open and carries new lines as they come (initial
+        metadata "x-logs: ready" is sent once the request is accepted).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (tail), RESOURCE_EXHAUSTED (too many followers).
         """
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

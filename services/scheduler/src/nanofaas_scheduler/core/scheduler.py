@@ -8,7 +8,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from nanofaas.v1 import types_pb2
@@ -19,7 +19,8 @@ from nanofaas_scheduler.core.lane import Lane
 from nanofaas_scheduler.core.outcome import Outcome
 from nanofaas_scheduler.core.reports import ReportBoard
 from nanofaas_scheduler.core.store import ExecutionStore
-from nanofaas_scheduler.dispatch.base import Attempt, Dispatcher
+from nanofaas_scheduler.dispatch.base import Attempt, Dispatcher, ReplicaCounts
+from nanofaas_scheduler.dispatch.logs import LogLine, LogQuery
 from nanofaas_scheduler.policies.idempotency import IdempotencyIndex
 from nanofaas_scheduler.policies.rate_limit import TokenBucket
 from nanofaas_scheduler.policies.retry import RetryPolicy
@@ -360,6 +361,21 @@ class Scheduler:
     def lane_stats(self) -> list[tuple[str, int, int]]:
         """(function, queued, in flight) for every function with a lane."""
         return [(name, len(lane.queue), lane.inflight) for name, lane in self._lanes.items()]
+
+    def lane_status(self, name: str) -> tuple[int, int, int]:
+        """(queued, in flight, age of the oldest queued execution in ms) of one function."""
+        lane = self._lanes.get(name)
+        if lane is None:
+            return 0, 0, 0
+        oldest = next((e for e in lane.queue if e.state is State.QUEUED), None)
+        age_ms = max(now_ms() - oldest.enqueued_at_ms, 0) if oldest is not None else 0
+        return len(lane.queue), lane.inflight, age_ms
+
+    def replicas(self, spec: types_pb2.FunctionSpec) -> ReplicaCounts:
+        return self._dispatcher.replicas(spec)
+
+    def logs(self, query: LogQuery) -> AsyncIterator[LogLine]:
+        return self._dispatcher.logs(query)
 
     def queue_depth(self, name: str) -> int:
         lane = self._lanes.get(name)

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from nanofaas_scheduler.core.execution import Execution
+from nanofaas_scheduler.core.execution import Execution, State
+
+
+class UnknownCursor(Exception):
+    """`before` names an execution the store does not (or no longer) keep."""
 
 
 class ExecutionStore:
@@ -43,6 +47,32 @@ class ExecutionStore:
 
     def get(self, execution_id: str) -> Execution | None:
         return self._all.get(execution_id)
+
+    def recent(
+        self, *, function: str = "", state: State | None = None, before: str = "", limit: int = 50
+    ) -> list[Execution]:
+        """Up to `limit` kept executions, newest admitted first, optionally after the cursor `before`.
+
+        The dict keeps admission order, so this walks back from the newest and
+        stops as soon as `limit` are found.
+        """
+        newest_first = reversed(self._all.values())
+        if before:
+            if before not in self._all:
+                raise UnknownCursor(f"before: execution '{before}' is not known (or no longer kept)")
+            for execution in newest_first:
+                if execution.id == before:
+                    break
+        found: list[Execution] = []
+        for execution in newest_first:
+            if len(found) >= limit:
+                break
+            if function and execution.function_name != function:
+                continue
+            if state is not None and execution.state is not state:
+                continue
+            found.append(execution)
+        return found
 
     def ended(self, execution: Execution) -> None:
         now = self._clock()

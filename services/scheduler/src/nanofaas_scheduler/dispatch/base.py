@@ -9,11 +9,13 @@ they may change about an execution is exactly the Outcome they return.
 from __future__ import annotations
 
 import abc
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core.execution import Request
 from nanofaas_scheduler.core.outcome import Outcome
+from nanofaas_scheduler.dispatch.logs import LogLine, LogQuery
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,25 @@ class Attempt:
     idempotency_key: str = ""
     # When the execution was admitted, Unix epoch milliseconds (queue-wait metrics and spans).
     enqueued_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaCounts:
+    """A function's replicas as its backend sees them (GetFunctionStatus)."""
+
+    current: int = 0
+    ready: int = 0
+    desired: int = 0
+    min: int = 0
+    max: int = 0
+
+
+NO_REPLICAS = ReplicaCounts()
+
+
+async def _no_lines() -> AsyncIterator[LogLine]:
+    return
+    yield  # pragma: no cover - makes this an async generator
 
 
 class BackendObserver:
@@ -99,6 +120,17 @@ class Dispatcher(abc.ABC):
     async def close(self) -> None:
         """Stop everything the dispatcher started."""
 
+    def replicas(self, spec: types_pb2.FunctionSpec) -> ReplicaCounts:
+        """The function's replicas now; a backend without replicas (ENDPOINT) reports none."""
+        return NO_REPLICAS
+
+    def logs(self, query: LogQuery) -> AsyncIterator[LogLine]:
+        """The function's log lines, oldest first; with `query.follow`, then new ones until closed.
+
+        May raise dispatch.logs.TooManyFollowers. A backend that keeps no logs yields nothing.
+        """
+        return _no_lines()
+
 
 class DispatcherWrapper(Dispatcher):
     """A concern wrapped around another dispatcher; everything but dispatch passes through."""
@@ -120,3 +152,9 @@ class DispatcherWrapper(Dispatcher):
 
     async def close(self) -> None:
         await self.inner.close()
+
+    def replicas(self, spec: types_pb2.FunctionSpec) -> ReplicaCounts:
+        return self.inner.replicas(spec)
+
+    def logs(self, query: LogQuery) -> AsyncIterator[LogLine]:
+        return self.inner.logs(query)

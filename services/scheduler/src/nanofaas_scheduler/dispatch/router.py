@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core.outcome import Outcome
-from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver, Dispatcher
+from nanofaas_scheduler.dispatch.base import NO_REPLICAS, Attempt, BackendObserver, Dispatcher, ReplicaCounts
+from nanofaas_scheduler.dispatch.logs import LogLine, LogQuery
 
 
 class ModeRouter(Dispatcher):
@@ -28,6 +31,15 @@ class ModeRouter(Dispatcher):
 
     async def function_removed(self, name: str) -> None:
         await self._backend.function_removed(name)
+
+    def replicas(self, spec: types_pb2.FunctionSpec) -> ReplicaCounts:
+        if spec.execution_mode == types_pb2.EXECUTION_MODE_ENDPOINT:
+            return NO_REPLICAS
+        return self._backend.replicas(spec)
+
+    def logs(self, query: LogQuery) -> AsyncIterator[LogLine]:
+        """Only the backend runs processes that write logs; an ENDPOINT's are its own."""
+        return self._backend.logs(query)
 
     async def close(self) -> None:
         await self._backend.close()

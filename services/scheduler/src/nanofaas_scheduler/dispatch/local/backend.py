@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 
 import aiohttp
 
@@ -24,7 +24,7 @@ from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash, function_error
-from nanofaas_scheduler.dispatch.base import Attempt, Dispatcher
+from nanofaas_scheduler.dispatch.base import NO_REPLICAS, Attempt, Dispatcher, ReplicaCounts
 from nanofaas_scheduler.dispatch.http_invoke import new_session, post_invocation
 from nanofaas_scheduler.dispatch.local.command import (
     UnrunnableFunction,
@@ -40,6 +40,7 @@ from nanofaas_scheduler.dispatch.local.process import StartError
 from nanofaas_scheduler.dispatch.local.replica import Replica, SocketDirectory, start_replica
 from nanofaas_scheduler.dispatch.local.standby import Standbys
 from nanofaas_scheduler.dispatch.local.warm_pool import WarmPool
+from nanofaas_scheduler.dispatch.logs import LogBook, LogLine, LogQuery
 
 # How long a WARM replica that missed a deadline may take to answer before it is recycled.
 _RECYCLE_GRACE_S = 1.0
@@ -52,8 +53,9 @@ def _start_failed(exc: Exception) -> Outcome:
 class LocalBackend(Dispatcher):
     """Runs functions as child processes of the scheduler, each in its own process group."""
 
-    def __init__(self, callback_url: str = "") -> None:
+    def __init__(self, callback_url: str = "", log_book: LogBook | None = None) -> None:
         self._callback_url = callback_url
+        self.log_book = log_book or LogBook()
         self._session: aiohttp.ClientSession | None = None
         self._pools: dict[str, WarmPool] = {}
         self._retiring: set[asyncio.Task[None]] = set()
@@ -116,7 +118,7 @@ class LocalBackend(Dispatcher):
         self, spec: types_pb2.FunctionSpec, argv: list[str], env: dict[str, str]
     ) -> Awaitable[Replica]:
         sockets = self._sockets if hands_over_socket(spec) else None
-        return start_replica(argv, env, sockets=sockets, log_sink=function_log_sink(spec.name))
+        return start_replica(argv, env, sockets=sockets, log_sink=function_log_sink(spec.name, self.log_book))
 
     async def _pooled(self, attempt: Attempt) -> Outcome:
         pool = self._pool_for(attempt.spec)
@@ -203,6 +205,23 @@ class LocalBackend(Dispatcher):
     async def function_removed(self, name: str) -> None:
         self._standbys.drop(name)
         self._drop_pool(name)
+        self.log_book.forget(name)
+
+    def replicas(self, spec: types_pb2.FunctionSpec) -> ReplicaCounts:
+        """A WARM pool's processes (runtimes, or watchdogs of STDIO/FILE commands); JOB reports none.
+
+        Pools are fixed today (grown on demand up to `concurrency`, never scaled
+        down), so there is no target apart from what exists: desired, min and max
+        all report the current count until a scaling policy sets them.
+        """
+        pool = self._pools.get(spec.name)
+        if pool is None or spec.execution_mode != types_pb2.EXECUTION_MODE_WARM:
+            return NO_REPLICAS
+        current = pool.size
+        return ReplicaCounts(current=current, ready=pool.ready, desired=current, min=current, max=current)
+
+    def logs(self, query: LogQuery) -> AsyncIterator[LogLine]:
+        return self.log_book.stream(query)
 
     async def close(self) -> None:
         await self._standbys.close()

@@ -2,7 +2,8 @@
 
 The project's runtime already writes JSON log lines (with executionId and
 traceId); anything else a user's command prints is wrapped so the stream stays
-machine-readable.
+machine-readable. Each line is also kept in the backend's LogBook, which
+serves `GET /v1/functions/{name}/logs`.
 """
 
 from __future__ import annotations
@@ -10,17 +11,45 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
+from nanofaas_scheduler.dispatch.logs import LogBook, LogLine
 from nanofaas_scheduler.logging_setup import format_timestamp
 
 
-def function_log_sink(function: str) -> Callable[[bytes], None]:
+def _text(document: dict[str, Any], key: str, default: str = "") -> str:
+    value = document.get(key, default)
+    return value if isinstance(value, str) else default
+
+
+def log_line(text: bytes, ts_ms: int) -> LogLine:
+    """A line as kept: the runtime's JSON fields when it wrote JSON, else the raw text from stderr."""
+    document: Any = None
+    if text.startswith(b"{") and text.endswith(b"}"):
+        try:
+            document = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            document = None
+    if not isinstance(document, dict):
+        return LogLine(ts_ms, "stderr", "", "INFO", text.decode("utf-8", "replace"))
+    return LogLine(
+        ts_ms,
+        _text(document, "stream", "stderr"),
+        _text(document, "executionId"),
+        _text(document, "level", "INFO"),
+        _text(document, "msg"),
+    )
+
+
+def function_log_sink(function: str, book: LogBook | None = None) -> Callable[[bytes], None]:
     def forward(line: bytes) -> None:
         text = line.rstrip(b"\r")
         if not text.strip():
             return
+        if book is not None:
+            book.append(function, log_line(text, time.time_ns() // 1_000_000))
         if not (text.startswith(b"{") and text.endswith(b"}")):
             text = orjson.dumps(
                 {

@@ -33,11 +33,17 @@ class WarmPool:
         self._on_resized = on_resized
         self._idle: list[Replica] = []
         self._replicas: set[Replica] = set()
+        # Replicas that have become ready (the others are still starting).
+        self._ready: set[Replica] = set()
         self._retired = False
 
     @property
     def size(self) -> int:
         return len(self._replicas)
+
+    @property
+    def ready(self) -> int:
+        return sum(1 for replica in self._ready if replica.alive())
 
     def _add(self, replica: Replica) -> None:
         self._replicas.add(replica)
@@ -45,6 +51,7 @@ class WarmPool:
             self._on_resized()
 
     def _discard(self, replica: Replica) -> None:
+        self._ready.discard(replica)
         if replica in self._replicas:
             self._replicas.discard(replica)
             if self._on_resized is not None:
@@ -66,6 +73,7 @@ class WarmPool:
             self._discard(replica)
             await asyncio.shield(replica.stop(grace=0.0))
             raise
+        self._ready.add(replica)
         if self._on_started is not None:
             self._on_started(self.spec.name, time.perf_counter() - spawned)
         return replica
@@ -90,5 +98,6 @@ class WarmPool:
         self._retired = True
         replicas, self._idle = list(self._replicas), []
         self._replicas.clear()
+        self._ready.clear()
         with contextlib.suppress(Exception):
             await asyncio.gather(*(replica.stop() for replica in replicas), return_exceptions=True)

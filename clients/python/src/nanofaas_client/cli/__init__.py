@@ -1,0 +1,1 @@
+"""The `nanofaas` command line (click), built on the REST client."""
