@@ -136,6 +136,7 @@ def test_service(rendered: dict[str, list[Manifest]], overlay: str) -> None:
     objects = rendered[overlay]
     service = only(objects, "Service", "nanofaas")
     ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert len(service["spec"]["ports"]) == len(ports)  # no port twice (e.g. from a patch)
     assert {name: p["port"] for name, p in ports.items()} == SERVICE_PORTS
     declared = {p["name"]: p["containerPort"] for c in containers(objects).values() for p in c["ports"]}
     for name, port in ports.items():
