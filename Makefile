@@ -60,3 +60,26 @@ bench:
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q $(addprefix -e ,$(PACKAGES)) -r bench/requirements.txt
 	$(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
+
+# `make kind-up`: the platform on a local kind cluster (images built here, loaded into the node,
+# the kind overlay applied, traces in Jaeger); `make kind-down` deletes the cluster. Needs docker,
+# kind and kubectl, and Docker Hub for kind's node image and Jaeger. See docs/deploy.md.
+KIND ?= kind
+KUBECTL ?= kubectl
+KIND_CLUSTER ?= nanofaas
+KIND_CONTEXT := kind-$(KIND_CLUSTER)
+KIND_IMAGES := gateway scheduler registry python-runtime
+.PHONY: kind-up kind-down
+kind-up:
+	$(MAKE) images TAG=dev
+	$(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' \
+		|| $(KIND) create cluster --name $(KIND_CLUSTER) --config deploy/kustomize/overlays/kind/kind-cluster.yaml
+	for image in $(KIND_IMAGES); do $(KIND) load docker-image --name $(KIND_CLUSTER) nanofaas/$$image:dev || exit 1; done
+	$(KUBECTL) --context $(KIND_CONTEXT) apply --server-side -k deploy/kustomize/overlays/kind
+	$(KUBECTL) --context $(KIND_CONTEXT) -n nanofaas rollout status deployment/jaeger --timeout=300s
+	$(KUBECTL) --context $(KIND_CONTEXT) -n nanofaas rollout status deployment/nanofaas --timeout=300s
+	@echo "nanofaas REST:  http://127.0.0.1:8080   (e.g. curl -s http://127.0.0.1:8080/readyz)"
+	@echo "Jaeger UI:      http://127.0.0.1:16686"
+
+kind-down:
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
