@@ -57,6 +57,10 @@ def build_backend(settings: Settings) -> Dispatcher:
         from nanofaas_scheduler.dispatch.local import LocalBackend
 
         return LocalBackend(callback_url=settings.callback_url)
+    if settings.backend == "kubernetes":
+        from nanofaas_scheduler.dispatch.kubernetes.factory import kubernetes_backend
+
+        return kubernetes_backend(settings)
     raise ValueError(f"NANOFAAS_BACKEND: unknown backend {settings.backend!r}")  # config.py checks it
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import shlex
 from dataclasses import dataclass, field
-from typing import Any
 
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.dispatch.base import Attempt
@@ -31,6 +30,9 @@ _MODE_NAMES = {
     types_pb2.RUNTIME_MODE_FILE: "file",
 }
 _DEADLINE_GRACE_S = 5
+# A Job pod is deleted once its attempt has ended (answered, failed or timed out): nothing is
+# left to finish gracefully, so it stops quickly (the template may say otherwise).
+_JOB_STOP_GRACE_S = 2
 # Below the operator's template: what a function pod needs no API access or service links for.
 _POD_DEFAULTS: JsonObject = {
     "metadata": {},
@@ -138,7 +140,9 @@ def _liveness() -> JsonObject:
     }
 
 
-def function_container(spec: types_pb2.FunctionSpec, options: PodOptions, extra_env: dict[str, str]) -> JsonObject:
+def function_container(
+    spec: types_pb2.FunctionSpec, options: PodOptions, extra_env: dict[str, str]
+) -> JsonObject:
     container: JsonObject = {
         "name": FUNCTION_CONTAINER,
         "image": spec.image,
@@ -162,9 +166,10 @@ def _pod(
     labels: dict[str, str],
     annotations: dict[str, str],
     own_spec: JsonObject,
+    defaults: JsonObject | None = None,
 ) -> JsonObject:
     own = {"metadata": {"labels": labels, "annotations": annotations}, "spec": own_spec}
-    return merge_pod(_POD_DEFAULTS, options.template, own)
+    return merge_pod(defaults or _POD_DEFAULTS, options.template, own)
 
 
 def job_labels(attempt: Attempt) -> dict[str, str]:
@@ -198,6 +203,10 @@ def build_job(attempt: Attempt, options: PodOptions) -> JsonObject:
         labels,
         {naming.FUNCTION_ANNOTATION: attempt.function_name},
         {"restartPolicy": "Never", "containers": [function_container(spec, options, identity)]},
+        {
+            **_POD_DEFAULTS,
+            "spec": {**_POD_DEFAULTS["spec"], "terminationGracePeriodSeconds": _JOB_STOP_GRACE_S},
+        },
     )
     return {
         "apiVersion": "batch/v1",
@@ -245,7 +254,12 @@ def build_deployment(spec: types_pb2.FunctionSpec, options: PodOptions) -> JsonO
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": options.namespace, "labels": labels, "annotations": annotations},
+        "metadata": {
+            "name": name,
+            "namespace": options.namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 2,

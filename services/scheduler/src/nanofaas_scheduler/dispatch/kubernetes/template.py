@@ -37,7 +37,7 @@ def load_template(path: str) -> JsonObject:
     except OSError as exc:
         raise TemplateError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
-        import yaml  # PyYAML comes with the kubernetes client
+        import yaml
 
         data = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as exc:
@@ -64,12 +64,14 @@ def check_template(data: object, where: str = "pod template") -> JsonObject:
     if not isinstance(spec, dict):
         raise TemplateError(f"{where}: spec must be a PodSpec mapping")
     # A JSON round trip: the template is plain data, and no YAML object is shared with a build.
-    return {"metadata": json.loads(json.dumps(metadata)), "spec": json.loads(json.dumps(spec))}
+    plain: JsonObject = json.loads(json.dumps({"metadata": metadata, "spec": spec}))
+    return plain
 
 
 def merge_pod(defaults: JsonObject, template: JsonObject, own: JsonObject) -> JsonObject:
     """`own` (the function's pod: metadata + spec) over the template over the platform's defaults."""
-    return _merge(_merge(copy.deepcopy(defaults), copy.deepcopy(template)), own)
+    merged: JsonObject = _merge(_merge(copy.deepcopy(defaults), copy.deepcopy(template)), own)
+    return merged
 
 
 def _merge(base: Any, top: Any, key: str = "") -> Any:
@@ -91,6 +93,8 @@ def _merge_named(base: list[JsonObject], top: list[JsonObject], key: str) -> lis
     if key == "env":  # a variable is one value: the function's replaces the template's
         merged = list(top)
     else:
-        merged = [_merge(by_name[item["name"]], item, key) if item["name"] in by_name else item for item in top]
+        merged = [
+            _merge(by_name[item["name"]], item, key) if item["name"] in by_name else item for item in top
+        ]
     names = {item["name"] for item in top}
     return merged + [item for item in base if item["name"] not in names]
