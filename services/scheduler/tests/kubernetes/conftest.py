@@ -10,21 +10,25 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from fakekube import FakeCluster
+from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.config import Settings
+from nanofaas_scheduler.dispatch.kubernetes import naming
 from nanofaas_scheduler.dispatch.kubernetes.backend import KubernetesBackend
 from nanofaas_scheduler.dispatch.kubernetes.factory import kubernetes_backend
 
+from ..conftest import make_spec
+
 RUNTIME_IMAGE = "nanofaas/python-runtime:test"
+SCHEDULER_USER = "nanofaas-scheduler"
 BIN = str(Path(sys.executable).parent)
-# Every (verb, resource) any test saw the backend call, across the session.
-SEEN_CALLS: set[tuple[str, str]] = set()
 
 HANDLER = """
 import os, time
@@ -34,6 +38,8 @@ def handle(request, context=None):
         time.sleep(60)
     if value == "hog":
         os.kill(os.getpid(), 9)
+    if value == "slow":
+        time.sleep(1.5)
     if value == "fail":
         raise ValueError("asked to fail")
     return {"input": value, "execution": os.environ.get("EXECUTION_ID"),
@@ -55,21 +61,59 @@ def cluster(fake_cluster: FakeCluster) -> Iterator[FakeCluster]:
         env={"PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "PYTHONUNBUFFERED": "1"},
     )
     yield fake_cluster
-    SEEN_CALLS.update(fake_cluster.audit.calls(user="nanofaas-scheduler"))
+
+
+BackendMaker = Callable[..., Awaitable[KubernetesBackend]]
 
 
 @pytest.fixture
-async def backend(
+async def make_backend(
     cluster: FakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[KubernetesBackend]:
-    kubeconfig = cluster.write_kubeconfig(tmp_path / "scheduler-kubeconfig", user="nanofaas-scheduler")
+) -> AsyncIterator[BackendMaker]:
+    """Backends built as the scheduler builds them (settings, $KUBECONFIG), closed at the end."""
+    kubeconfig = cluster.write_kubeconfig(tmp_path / "scheduler-kubeconfig", user=SCHEDULER_USER)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    settings = Settings.from_env(
-        {"NANOFAAS_BACKEND": "kubernetes", "NANOFAAS_K8S_UNSCHEDULABLE_TIMEOUT_S": "1"}
-    )
-    backend = kubernetes_backend(settings, CollectorRegistry())
-    await backend.start()
+    made: list[KubernetesBackend] = []
+
+    async def make(**env: str) -> KubernetesBackend:
+        settings = Settings.from_env(
+            {"NANOFAAS_BACKEND": "kubernetes", "NANOFAAS_K8S_UNSCHEDULABLE_TIMEOUT_S": "1", **env}
+        )
+        backend = kubernetes_backend(settings, CollectorRegistry())
+        made.append(backend)
+        await backend.start()
+        return backend
+
     try:
-        yield backend
+        yield make
     finally:
-        await asyncio.wait_for(backend.close(), 20)
+        for backend in made:
+            await asyncio.wait_for(backend.close(), 20)
+
+
+@pytest.fixture
+async def backend(make_backend: BackendMaker) -> KubernetesBackend:
+    return await make_backend()
+
+
+def runtime_spec(handler_dir: Path, **fields: Any) -> types_pb2.FunctionSpec:
+    """A function on the runtime image, with the test handler."""
+    return make_spec(**{"image": RUNTIME_IMAGE, "env": {"PYTHONPATH": str(handler_dir)}, **fields})
+
+
+def ours(cluster: FakeCluster, plural: str, group: str = "") -> list[dict[str, Any]]:
+    return [
+        obj
+        for obj in cluster.objects(plural, "default", group=group)
+        if (obj["metadata"].get("labels") or {}).get(naming.MANAGED_BY) == naming.MANAGER
+    ]
+
+
+async def wait_off_loop(cluster: FakeCluster, predicate: Callable[[], bool], what: str) -> None:
+    """Wait for the cluster's state off the event loop (the backend works on the loop meanwhile)."""
+    await asyncio.to_thread(cluster.wait_until, predicate, timeout=20, message=what)
+
+
+async def no_jobs_left(cluster: FakeCluster) -> None:
+    await wait_off_loop(cluster, lambda: not ours(cluster, "jobs", "batch"), "every Job deleted")
+    await wait_off_loop(cluster, lambda: not cluster.objects("pods", "default"), "every pod deleted")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -15,37 +14,15 @@ from nanofaas_scheduler.core.outcome import OutcomeKind
 from nanofaas_scheduler.dispatch.kubernetes import naming
 from nanofaas_scheduler.dispatch.kubernetes.backend import KubernetesBackend
 
-from ..conftest import make_attempt, make_spec
-from .conftest import RUNTIME_IMAGE
-
-
-def runtime_spec(handler_dir: Path, **fields: Any) -> types_pb2.FunctionSpec:
-    return make_spec(**{"image": RUNTIME_IMAGE, "env": {"PYTHONPATH": str(handler_dir)}, **fields})
-
-
-def our_jobs(cluster: FakeCluster) -> list[dict[str, Any]]:
-    return [
-        job
-        for job in cluster.objects("jobs", "default", group="batch")
-        if (job["metadata"].get("labels") or {}).get(naming.MANAGED_BY) == naming.MANAGER
-    ]
-
-
-async def no_jobs_left(cluster: FakeCluster) -> None:
-    """Every Job and pod is gone (waited for off the loop: the backend deletes them on it)."""
-
-    def wait() -> None:
-        cluster.wait_until(lambda: not our_jobs(cluster), timeout=20, message="every Job deleted")
-        cluster.wait_until(
-            lambda: not cluster.objects("pods", "default"), timeout=20, message="every pod deleted"
-        )
-
-    await asyncio.to_thread(wait)
+from ..conftest import RecordingObserver, make_attempt
+from .conftest import BackendMaker, no_jobs_left, ours, runtime_spec, wait_off_loop
 
 
 async def test_a_job_attempt_returns_in_band(
     backend: KubernetesBackend, cluster: FakeCluster, handler_dir: Path
 ) -> None:
+    events = RecordingObserver()
+    backend.attach(events)
     attempt = make_attempt(runtime_spec(handler_dir), orjson.dumps("hello"))
     outcome = await backend.dispatch(attempt)
     assert outcome.kind is OutcomeKind.SUCCESS, outcome
@@ -53,6 +30,17 @@ async def test_a_job_attempt_returns_in_band(
     assert output["input"] == "hello"
     assert output["execution"] == attempt.execution_id
     assert output["attempt"] == "1"
+    assert [name for name, _ in events.cold_starts] == ["fn"]
+    await no_jobs_left(cluster)
+
+
+async def test_a_stdio_function_runs_under_the_watchdog_in_its_pod(
+    backend: KubernetesBackend, cluster: FakeCluster, handler_dir: Path
+) -> None:
+    spec = runtime_spec(handler_dir, runtime_mode=types_pb2.RUNTIME_MODE_STDIO, command=["cat"])
+    outcome = await backend.dispatch(make_attempt(spec, orjson.dumps({"a": [1, 2]})))
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome
+    assert orjson.loads(outcome.output)["input"] == {"a": [1, 2]}  # cat echoes the request
     await no_jobs_left(cluster)
 
 
@@ -77,20 +65,131 @@ async def test_an_image_that_cannot_be_pulled_ends_the_attempt_at_once(
     await no_jobs_left(cluster)
 
 
-async def test_a_killed_pod_is_a_crash(
+async def test_a_container_killed_by_a_signal_is_a_crash(
     backend: KubernetesBackend, cluster: FakeCluster, handler_dir: Path
 ) -> None:
-    outcome = await backend.dispatch(make_attempt(runtime_spec(handler_dir), orjson.dumps("hog"), timeout=60))
+    attempt = make_attempt(runtime_spec(handler_dir), orjson.dumps("hog"), timeout=60)
+    outcome = await backend.dispatch(attempt)
     assert outcome.kind is OutcomeKind.CRASH, outcome
     assert outcome.error_code == codes.CRASH
+    assert "SIGKILL" in outcome.message
+    await no_jobs_left(cluster)
+
+
+async def running_pod(cluster: FakeCluster, execution_id: str) -> str:
+    """The name of the attempt's pod once its container runs."""
+
+    def find() -> str:
+        for pod in cluster.objects("pods", "default"):
+            labels = pod["metadata"].get("labels") or {}
+            statuses = (pod.get("status") or {}).get("containerStatuses") or []
+            if (
+                labels.get(naming.EXECUTION_LABEL) == execution_id
+                and statuses
+                and "running" in statuses[0]["state"]
+            ):
+                return str(pod["metadata"]["name"])
+        return ""
+
+    await wait_off_loop(cluster, lambda: bool(find()), "the attempt's pod running")
+    return find()
+
+
+async def test_an_oom_kill_mid_request_is_a_crash_naming_it(
+    backend: KubernetesBackend, cluster: FakeCluster, handler_dir: Path
+) -> None:
+    attempt = make_attempt(runtime_spec(handler_dir), orjson.dumps("sleep"), timeout=60)
+    dispatch = asyncio.ensure_future(backend.dispatch(attempt))
+    pod = await running_pod(cluster, attempt.execution_id)
+    await asyncio.to_thread(cluster.oom_kill, "default", pod)
+    outcome = await asyncio.wait_for(dispatch, 20)
+    assert outcome.kind is OutcomeKind.CRASH, outcome
+    assert "OOMKilled" in outcome.message
+    await no_jobs_left(cluster)
+
+
+async def test_a_pod_deleted_under_the_attempt_is_a_crash(
+    backend: KubernetesBackend, cluster: FakeCluster, handler_dir: Path
+) -> None:
+    attempt = make_attempt(runtime_spec(handler_dir), orjson.dumps("sleep"), timeout=60)
+    dispatch = asyncio.ensure_future(backend.dispatch(attempt))
+    pod = await running_pod(cluster, attempt.execution_id)
+    await asyncio.to_thread(cluster.lose_node, cluster.node_of("default", pod) or "")
+    outcome = await asyncio.wait_for(dispatch, 20)
+    assert outcome.kind is OutcomeKind.CRASH, outcome
+
+
+async def test_an_unschedulable_pod_ends_the_attempt_after_the_bound(
+    make_backend: BackendMaker, cluster: FakeCluster, handler_dir: Path, tmp_path: Path
+) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text("spec:\n  nodeSelector:\n    pool: nowhere\n")
+    backend = await make_backend(NANOFAAS_K8S_POD_TEMPLATE=str(template))
+    outcome = await backend.dispatch(make_attempt(runtime_spec(handler_dir), timeout=30))
+    assert outcome.kind is OutcomeKind.FUNCTION_ERROR, outcome
+    assert outcome.error_code == codes.START_FAILED
+    assert "Unschedulable for 1s" in outcome.message
     await no_jobs_left(cluster)
 
 
 async def test_a_timeout_deletes_the_job(
     backend: KubernetesBackend, cluster: FakeCluster, handler_dir: Path
 ) -> None:
-    outcome = await backend.dispatch(
-        make_attempt(runtime_spec(handler_dir), orjson.dumps("sleep"), timeout=4)
-    )
+    attempt = make_attempt(runtime_spec(handler_dir), orjson.dumps("sleep"), timeout=4)
+    outcome = await backend.dispatch(attempt)
     assert outcome.kind is OutcomeKind.TIMEOUT, outcome
     await no_jobs_left(cluster)
+
+
+async def test_cancelling_an_attempt_deletes_its_job(
+    backend: KubernetesBackend, cluster: FakeCluster, handler_dir: Path
+) -> None:
+    attempt = make_attempt(runtime_spec(handler_dir), orjson.dumps("sleep"), timeout=60)
+    dispatch = asyncio.ensure_future(backend.dispatch(attempt))
+    await running_pod(cluster, attempt.execution_id)
+    dispatch.cancel()
+    await asyncio.gather(dispatch, return_exceptions=True)
+    await no_jobs_left(cluster)
+
+
+async def test_api_errors_and_throttling_are_retried(
+    backend: KubernetesBackend, cluster: FakeCluster, handler_dir: Path
+) -> None:
+    cluster.fail("create", "jobs", status=500, times=2, group="batch")
+    cluster.throttle("delete", "jobs", times=1, retry_after=1, group="batch")
+    outcome = await backend.dispatch(make_attempt(runtime_spec(handler_dir), orjson.dumps(1)))
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome
+    await no_jobs_left(cluster)
+    creates = [
+        r.code
+        for r in cluster.audit.records(user="nanofaas-scheduler")
+        if (r.verb, r.resource) == ("create", "jobs")
+    ]
+    assert creates == [500, 500, 201]
+
+
+async def test_attempts_survive_dropped_and_compacted_watches(
+    backend: KubernetesBackend, cluster: FakeCluster, handler_dir: Path
+) -> None:
+    attempt = make_attempt(runtime_spec(handler_dir), orjson.dumps("slow"), timeout=60)
+    dispatch = asyncio.ensure_future(backend.dispatch(attempt))
+    await asyncio.to_thread(cluster.drop_watches, reset=True)
+    await asyncio.to_thread(cluster.compact)
+    await asyncio.to_thread(cluster.drop_watches)
+    outcome = await asyncio.wait_for(dispatch, 30)
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome
+    await no_jobs_left(cluster)
+
+
+async def test_leftover_jobs_are_deleted_at_start(
+    make_backend: BackendMaker, cluster: FakeCluster, handler_dir: Path
+) -> None:
+    first = await make_backend()
+    attempt = make_attempt(runtime_spec(handler_dir), orjson.dumps("sleep"), timeout=60)
+    dispatch = asyncio.ensure_future(first.dispatch(attempt))
+    await running_pod(cluster, attempt.execution_id)
+    assert ours(cluster, "jobs", "batch")
+    await make_backend()  # a restarted scheduler knows no execution of the old one
+    await no_jobs_left(cluster)
+    dispatch.cancel()
+    await asyncio.gather(dispatch, return_exceptions=True)
