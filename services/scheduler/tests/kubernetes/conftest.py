@@ -31,10 +31,13 @@ SCHEDULER_USER = "nanofaas-scheduler"
 BIN = str(Path(sys.executable).parent)
 
 HANDLER = """
-import os, time
+import os, socket, time
 def handle(request, context=None):
     value = request["input"]
+    started = time.time()
     if value == "sleep":
+        if os.environ.get("NOTIFY_PORT"):  # tell the test the request is on the pod
+            socket.create_connection(("127.0.0.1", int(os.environ["NOTIFY_PORT"]))).close()
         time.sleep(60)
     if value == "hog":
         os.kill(os.getpid(), 9)
@@ -43,7 +46,8 @@ def handle(request, context=None):
     if value == "fail":
         raise ValueError("asked to fail")
     return {"input": value, "execution": os.environ.get("EXECUTION_ID"),
-            "attempt": os.environ.get("NANOFAAS_ATTEMPT"), "pod": os.environ.get("HOSTNAME")}
+            "attempt": os.environ.get("NANOFAAS_ATTEMPT"), "pod": os.environ.get("HOSTNAME"),
+            "started": started, "ended": time.time()}
 """
 
 
@@ -117,3 +121,28 @@ async def wait_off_loop(cluster: FakeCluster, predicate: Callable[[], bool], wha
 async def no_jobs_left(cluster: FakeCluster) -> None:
     await wait_off_loop(cluster, lambda: not ours(cluster, "jobs", "batch"), "every Job deleted")
     await wait_off_loop(cluster, lambda: not cluster.objects("pods", "default"), "every pod deleted")
+
+
+class Arrivals:
+    """A TCP port the handler connects to when a "sleep" request reached it (an event to await)."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._arrived = asyncio.Event()
+
+    def _connected(self, _: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+        self._arrived.set()
+
+    async def wait(self) -> None:
+        await asyncio.wait_for(self._arrived.wait(), 20)
+        self._arrived.clear()
+
+
+@pytest.fixture
+async def arrivals() -> AsyncIterator[Arrivals]:
+    found = Arrivals()
+    server = await asyncio.start_server(found._connected, "127.0.0.1", 0)
+    found.port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield found

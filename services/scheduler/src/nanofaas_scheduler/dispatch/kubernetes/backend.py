@@ -24,7 +24,7 @@ from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash, function_error
-from nanofaas_scheduler.dispatch.base import Attempt, Dispatcher
+from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver, Dispatcher
 from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH
 from nanofaas_scheduler.dispatch.http_invoke import new_session, post_invocation
 from nanofaas_scheduler.dispatch.kubernetes import naming
@@ -70,7 +70,6 @@ class KubernetesBackend(Dispatcher):
         if self._started:
             return
         self._started = True
-        self._warm.attach(self.observer)
         pods = Watcher(
             self._api,
             PODS,
@@ -88,6 +87,10 @@ class KubernetesBackend(Dispatcher):
             )
         except ApiError as exc:
             log.warning("could not delete leftover Jobs", extra={"error": str(exc)})
+
+    def attach(self, observer: BackendObserver) -> None:
+        super().attach(observer)
+        self._warm.attach(observer)
 
     async def dispatch(self, attempt: Attempt) -> Outcome:
         await self.start()

@@ -161,11 +161,11 @@ def function_container(
 
 
 def _pod(
-    spec: types_pb2.FunctionSpec,
     options: PodOptions,
     labels: dict[str, str],
     annotations: dict[str, str],
     own_spec: JsonObject,
+    *,
     defaults: JsonObject | None = None,
 ) -> JsonObject:
     own = {"metadata": {"labels": labels, "annotations": annotations}, "spec": own_spec}
@@ -198,12 +198,11 @@ def build_job(attempt: Attempt, options: PodOptions) -> JsonObject:
     if attempt.traceparent:
         identity["TRACEPARENT"] = attempt.traceparent
     pod = _pod(
-        spec,
         options,
         labels,
         {naming.FUNCTION_ANNOTATION: attempt.function_name},
         {"restartPolicy": "Never", "containers": [function_container(spec, options, identity)]},
-        {
+        defaults={
             **_POD_DEFAULTS,
             "spec": {**_POD_DEFAULTS["spec"], "terminationGracePeriodSeconds": _JOB_STOP_GRACE_S},
         },
@@ -250,7 +249,7 @@ def build_deployment(spec: types_pb2.FunctionSpec, options: PodOptions) -> JsonO
         spec, options, {"NANOFAAS_RUNTIME_CONCURRENCY": str(pod_concurrency(spec, replicas))}
     )
     container["livenessProbe"] = _liveness()
-    pod = _pod(spec, options, labels, annotations, {"restartPolicy": "Always", "containers": [container]})
+    pod = _pod(options, labels, annotations, {"restartPolicy": "Always", "containers": [container]})
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -63,6 +63,7 @@ class Pool:
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     created_at: float = field(default_factory=time.perf_counter)
     cold: bool = True
+    reported: int = -1  # the ready count last told to the observer
 
     def ready_ips(self) -> set[str]:
         return set().union(*self.slices.values()) if self.slices else set()
@@ -157,7 +158,10 @@ class WarmFunctions:
                 pool.changed.notify_all()
 
         self._track(wake())
-        self._observer.replicas_changed(pool.function, len(pool.ready_ips()))
+        ready = len(pool.ready_ips())
+        if ready != pool.reported:
+            pool.reported = ready
+            self._observer.replicas_changed(pool.function, ready)
 
     async def ensure(self, spec: types_pb2.FunctionSpec) -> None:
         """Apply the Deployment and Service (server-side apply: create, or update in place)."""
