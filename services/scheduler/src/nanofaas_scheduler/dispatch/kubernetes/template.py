@@ -41,7 +41,7 @@ def load_template(path: str) -> JsonObject:
 
         data = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as exc:
-        raise TemplateError(f"{path}: not valid YAML: {exc}") from exc
+        raise TemplateError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
     return check_template(data, path)
 
 
