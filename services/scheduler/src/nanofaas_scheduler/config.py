@@ -79,6 +79,7 @@ class Settings:
     k8s_warm_replicas: int = 1
     k8s_unschedulable_timeout_s: float = 30.0
     k8s_api_workers: int = 8
+    k8s_adopt_grace_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -108,6 +109,7 @@ class Settings:
             k8s_warm_replicas=_int_var(env, "NANOFAAS_K8S_WARM_REPLICAS", 1, 1, 1000),
             k8s_unschedulable_timeout_s=_number_var(env, "NANOFAAS_K8S_UNSCHEDULABLE_TIMEOUT_S", 30.0),
             k8s_api_workers=_int_var(env, "NANOFAAS_K8S_API_WORKERS", 8, 1, 256),
+            k8s_adopt_grace_s=_number_var(env, "NANOFAAS_K8S_ADOPT_GRACE_S", 30.0),
         )
         if settings.backend == "kubernetes" and settings.k8s_pod_template:
             _check_pod_template(settings.k8s_pod_template)

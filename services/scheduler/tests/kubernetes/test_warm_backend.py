@@ -111,3 +111,27 @@ async def test_an_update_rolls_without_failed_requests_and_delete_removes_everyt
         "the Deployment and Service deleted",
     )
     await wait_off_loop(cluster, lambda: not ours(cluster, "pods"), "every pod deleted")
+
+
+async def test_a_restarted_scheduler_adopts_known_and_deletes_unknown_functions(
+    make_backend: BackendMaker, cluster: FakeCluster, handler_dir: Path
+) -> None:
+    first = await make_backend()
+    known, unknown = warm_spec(handler_dir, name="known"), warm_spec(handler_dir, name="unknown")
+    await first.function_changed(known)
+    await first.function_changed(unknown)
+    await first.close()  # the WARM objects stay behind for the next scheduler
+    assert {d["metadata"]["name"] for d in ours(cluster, "deployments", "apps")} == {"fn-known", "fn-unknown"}
+
+    second = await make_backend(NANOFAAS_K8S_ADOPT_GRACE_S="1")
+    await second.function_changed(known)
+    await wait_off_loop(
+        cluster,
+        lambda: (
+            {d["metadata"]["name"] for d in ours(cluster, "deployments", "apps")} == {"fn-known"}
+            and {s["metadata"]["name"] for s in ours(cluster, "services")} == {"fn-known"}
+        ),
+        "only the known function's objects left",
+    )
+    outcome = await second.dispatch(make_attempt(known, orjson.dumps(5), timeout=60))
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome

@@ -45,6 +45,9 @@ class KubeOptions:
     pod: PodOptions
     unschedulable_after_s: float = 30.0
     watch_timeout_s: int = 60
+    # After start, how long registered functions have to be announced before the WARM
+    # objects of functions nobody announced are deleted (the registry's first sync).
+    adopt_grace_s: float = 30.0
 
 
 class KubernetesBackend(Dispatcher):
@@ -81,6 +84,7 @@ class KubernetesBackend(Dispatcher):
         pods.start()
         self._watchers.append(pods)
         await self._warm.start()
+        await self._warm.reconcile(self._options.adopt_grace_s)
         try:
             await self._api.delete_collection(
                 JOBS, self._namespace, naming.selector(None, naming.COMPONENT_JOB)

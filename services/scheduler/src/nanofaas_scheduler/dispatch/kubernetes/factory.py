@@ -21,7 +21,11 @@ def options_from(settings: Settings, namespace: str) -> KubeOptions:
         warm_replicas=settings.k8s_warm_replicas,
         template=load_template(settings.k8s_pod_template),
     )
-    return KubeOptions(pod=pod, unschedulable_after_s=settings.k8s_unschedulable_timeout_s)
+    return KubeOptions(
+        pod=pod,
+        unschedulable_after_s=settings.k8s_unschedulable_timeout_s,
+        adopt_grace_s=settings.k8s_adopt_grace_s,
+    )
 
 
 def kubernetes_backend(settings: Settings, registry: CollectorRegistry = REGISTRY) -> KubernetesBackend:

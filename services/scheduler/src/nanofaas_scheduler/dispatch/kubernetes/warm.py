@@ -99,6 +99,9 @@ class WarmFunctions:
         self._pools: dict[str, Pool] = {}  # by Service name
         self._revisions: dict[str, int] = {}  # function -> spec revision applied
         self._watcher: Watcher | None = None
+        # Functions whose Deployment a previous scheduler left and nobody announced yet.
+        self._unclaimed: set[str] = set()
+        self._sweep: asyncio.TimerHandle | None = None
         self._observer = BackendObserver()
 
     def attach(self, observer: BackendObserver) -> None:
@@ -114,6 +117,28 @@ class WarmFunctions:
             watch_timeout_s=self._watch_timeout_s,
         )
         self._watcher.start()
+
+    async def reconcile(self, grace_s: float) -> None:
+        """Adopt the WARM objects of functions announced within `grace_s`; delete the others then."""
+        try:
+            listed = await self._api.list(
+                DEPLOYMENTS, self._namespace, naming.selector(None, naming.COMPONENT_WARM)
+            )
+        except ApiError as exc:
+            log.warning("could not list WARM Deployments to reconcile", extra={"error": str(exc)})
+            return
+        for item in listed.get("items") or ():
+            name = (item["metadata"].get("annotations") or {}).get(naming.FUNCTION_ANNOTATION)
+            if name and name not in self._revisions:
+                self._unclaimed.add(name)
+        if self._unclaimed:
+            self._sweep = asyncio.get_running_loop().call_later(grace_s, self._delete_unclaimed)
+
+    def _delete_unclaimed(self) -> None:
+        for name in sorted(self._unclaimed):
+            log.info("deleting the WARM objects of an unknown function", extra={"function": name})
+            self._track(self.function_removed(name))
+        self._unclaimed.clear()
 
     def _pool(self, spec: types_pb2.FunctionSpec) -> Pool:
         service = naming.function_object_name(spec.name)
@@ -206,6 +231,8 @@ class WarmFunctions:
             return endpoint
 
     async def function_changed(self, spec: types_pb2.FunctionSpec) -> None:
+        adopted = spec.name in self._unclaimed
+        self._unclaimed.discard(spec.name)
         if spec.execution_mode == types_pb2.EXECUTION_MODE_WARM:
             try:
                 await self.ensure(spec)
@@ -213,10 +240,11 @@ class WarmFunctions:
                 log.warning(
                     "could not apply a WARM function", extra={"function": spec.name, "error": str(exc)}
                 )
-        elif spec.name in self._revisions:
+        elif adopted or spec.name in self._revisions:
             await self.function_removed(spec.name)
 
     async def function_removed(self, name: str) -> None:
+        self._unclaimed.discard(name)
         self._revisions.pop(name, None)
         service = naming.function_object_name(name)
         self._pools.pop(service, None)
@@ -229,5 +257,8 @@ class WarmFunctions:
                 )
 
     async def close(self) -> None:
+        """Stop watching; the Deployments stay (a restarted scheduler adopts them)."""
+        if self._sweep is not None:
+            self._sweep.cancel()
         if self._watcher is not None:
             self._watcher.stop()
