@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import orjson
+from prometheus_client import CollectorRegistry
 
 from fakekube import FakeCluster
 from nanofaas.v1 import types_pb2
@@ -152,9 +153,11 @@ async def test_cancelling_an_attempt_deletes_its_job(
     await no_jobs_left(cluster)
 
 
-async def test_api_errors_and_throttling_are_retried(
-    backend: KubernetesBackend, cluster: FakeCluster, handler_dir: Path
+async def test_api_errors_and_throttling_are_retried_and_counted(
+    make_backend: BackendMaker, cluster: FakeCluster, handler_dir: Path
 ) -> None:
+    registry = CollectorRegistry()
+    backend = await make_backend(registry)
     cluster.fail("create", "jobs", status=500, times=2, group="batch")
     cluster.throttle("delete", "jobs", times=1, retry_after=1, group="batch")
     outcome = await backend.dispatch(make_attempt(runtime_spec(handler_dir), orjson.dumps(1)))
@@ -166,6 +169,10 @@ async def test_api_errors_and_throttling_are_retried(
         if (r.verb, r.resource) == ("create", "jobs")
     ]
     assert creates == [500, 500, 201]
+    errors = {"verb": "create", "resource": "jobs", "code": "500"}
+    assert registry.get_sample_value("nanofaas_kubernetes_api_errors_total", errors) == 2
+    calls = {"verb": "create", "resource": "jobs"}
+    assert registry.get_sample_value("nanofaas_kubernetes_api_seconds_count", calls) == 3
 
 
 async def test_attempts_survive_dropped_and_compacted_watches(
