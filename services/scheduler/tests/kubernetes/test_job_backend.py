@@ -200,3 +200,16 @@ async def test_leftover_jobs_are_deleted_at_start(
     await no_jobs_left(cluster)
     dispatch.cancel()
     await asyncio.gather(dispatch, return_exceptions=True)
+
+
+async def test_a_hung_api_ends_the_attempt_at_its_deadline_and_leaves_no_job(
+    backend: KubernetesBackend, cluster: FakeCluster, handler_dir: Path
+) -> None:
+    cluster.hang("create", "jobs", seconds=30, group="batch")
+    outcome = await backend.dispatch(make_attempt(runtime_spec(handler_dir), timeout=2))
+    assert outcome.kind is OutcomeKind.TIMEOUT, outcome
+    await asyncio.to_thread(cluster.release_hangs)  # the create now succeeds, after the attempt
+    await no_jobs_left(cluster)
+    records = cluster.audit.records(user="nanofaas-scheduler")
+    assert [r.code for r in records if (r.verb, r.resource) == ("create", "jobs")] == [201]
+    assert [r.code for r in records if (r.verb, r.resource) == ("delete", "jobs")] == [200]

@@ -109,24 +109,23 @@ class KubernetesBackend(Dispatcher):
         job = build_job(attempt, self._options.pod)
         name = job["metadata"]["name"]
         pod = self._pods.expect(attempt.execution_id, attempt.number)
-        created = False
         started = time.perf_counter()
+        # Its own task: a create still in flight when the attempt ends (a hung API) is
+        # waited for in the background, so a Job it creates late is deleted all the same.
+        create = asyncio.ensure_future(self._api.create(JOBS, self._namespace, job))
         try:
             async with asyncio.timeout(attempt.timeout):
                 try:
-                    await self._api.create(JOBS, self._namespace, job)
-                    created = True
+                    await asyncio.shield(create)
                 except ApiError as exc:
                     if exc.status != 409:  # 409: a retried create that had succeeded
                         return crash(f"cannot create Job {name}: {exc}", codes.START_FAILED)
-                    created = True
                 return await self._run_on_pod(attempt, pod, started)
         except TimeoutError:
             return timeout_outcome(attempt.timeout_ms)
         finally:
             self._pods.forget(attempt.execution_id, attempt.number)
-            if created:
-                self._track(self._delete_job(name))
+            self._track(self._delete_job(name, create))
 
     async def _run_on_pod(self, attempt: Attempt, pod: AttemptPod, started: float) -> Outcome:
         ended = await pod.wait_ready()
@@ -148,7 +147,12 @@ class KubernetesBackend(Dispatcher):
             return outcome
         return pod.ended.result()
 
-    async def _delete_job(self, name: str) -> None:
+    async def _delete_job(self, name: str, create: Awaitable[object]) -> None:
+        try:
+            await create
+        except ApiError as exc:
+            if exc.status != 409:
+                return  # never created
         try:
             await self._api.delete(JOBS, self._namespace, name)
         except ApiError as exc:
