@@ -20,8 +20,10 @@ from .conftest import BackendMaker, no_jobs_left, ours, runtime_spec, wait_off_l
 
 
 async def test_a_job_attempt_returns_in_band(
-    backend: KubernetesBackend, cluster: FakeCluster, handler_dir: Path
+    make_backend: BackendMaker, cluster: FakeCluster, handler_dir: Path
 ) -> None:
+    registry = CollectorRegistry()
+    backend = await make_backend(registry)
     events = RecordingObserver()
     backend.attach(events)
     attempt = make_attempt(runtime_spec(handler_dir), orjson.dumps("hello"))
@@ -33,6 +35,9 @@ async def test_a_job_attempt_returns_in_band(
     assert output["attempt"] == "1"
     assert [name for name, _ in events.cold_starts] == ["fn"]
     await no_jobs_left(cluster)
+    for phase in ("scheduled", "running", "ready", "first_result"):
+        labels = {"phase": phase}
+        assert registry.get_sample_value("nanofaas_kubernetes_job_phase_seconds_count", labels) == 1, phase
 
 
 async def test_a_stdio_function_runs_under_the_watchdog_in_its_pod(

@@ -29,6 +29,7 @@ from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH
 from nanofaas_scheduler.dispatch.http_invoke import new_session, post_invocation
 from nanofaas_scheduler.dispatch.kubernetes import naming
 from nanofaas_scheduler.dispatch.kubernetes.api import JOBS, PODS, ApiError, KubeApi
+from nanofaas_scheduler.dispatch.kubernetes.metrics import KubeMetrics
 from nanofaas_scheduler.dispatch.kubernetes.objects import PORT, PodOptions, UnrunnableFunction, build_job
 from nanofaas_scheduler.dispatch.kubernetes.pods import AttemptPod, PodTracker
 from nanofaas_scheduler.dispatch.kubernetes.warm import WarmFunctions
@@ -51,8 +52,9 @@ class KubeOptions:
 
 
 class KubernetesBackend(Dispatcher):
-    def __init__(self, api: KubeApi, options: KubeOptions) -> None:
+    def __init__(self, api: KubeApi, options: KubeOptions, metrics: KubeMetrics | None = None) -> None:
         self._api = api
+        self._metrics = metrics
         self._options = options
         self._namespace = options.pod.namespace
         self._pods = PodTracker(options.unschedulable_after_s)
@@ -110,6 +112,7 @@ class KubernetesBackend(Dispatcher):
         name = job["metadata"]["name"]
         pod = self._pods.expect(attempt.execution_id, attempt.number)
         started = time.perf_counter()
+        pod.phases["created"] = asyncio.get_running_loop().time()
         # Its own task: a create still in flight when the attempt ends (a hung API) is
         # waited for in the background, so a Job it creates late is deleted all the same.
         create = asyncio.ensure_future(self._api.create(JOBS, self._namespace, job))
@@ -124,8 +127,15 @@ class KubernetesBackend(Dispatcher):
         except TimeoutError:
             return timeout_outcome(attempt.timeout_ms)
         finally:
+            self._record_phases(pod)
             self._pods.forget(attempt.execution_id, attempt.number)
             self._track(self._delete_job(name, create))
+
+    def _record_phases(self, pod: AttemptPod) -> None:
+        if self._metrics is None:
+            return
+        created = pod.phases.pop("created")
+        self._metrics.job_phases({phase: at - created for phase, at in pod.phases.items()})
 
     async def _run_on_pod(self, attempt: Attempt, pod: AttemptPod, started: float) -> Outcome:
         ended = await pod.wait_ready()
@@ -141,6 +151,7 @@ class KubernetesBackend(Dispatcher):
                 request.cancel()
         if request.done() and not request.cancelled():
             outcome = request.result()
+            pod.phases["first_result"] = asyncio.get_running_loop().time()
             if outcome.kind is OutcomeKind.CRASH:
                 with contextlib.suppress(TimeoutError):
                     return await asyncio.wait_for(asyncio.shield(pod.ended), _CAUSE_GRACE_S)

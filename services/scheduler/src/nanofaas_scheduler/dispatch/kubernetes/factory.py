@@ -7,7 +7,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from nanofaas_scheduler.config import Settings
 from nanofaas_scheduler.dispatch.kubernetes.api import KubeApi, load_client
 from nanofaas_scheduler.dispatch.kubernetes.backend import KubeOptions, KubernetesBackend
-from nanofaas_scheduler.dispatch.kubernetes.metrics import ApiMetrics
+from nanofaas_scheduler.dispatch.kubernetes.metrics import KubeMetrics
 from nanofaas_scheduler.dispatch.kubernetes.objects import PodOptions
 from nanofaas_scheduler.dispatch.kubernetes.template import load_template
 
@@ -30,5 +30,6 @@ def options_from(settings: Settings, namespace: str) -> KubeOptions:
 
 def kubernetes_backend(settings: Settings, registry: CollectorRegistry = REGISTRY) -> KubernetesBackend:
     client, namespace = load_client(settings.k8s_namespace)
-    api = KubeApi(client, workers=settings.k8s_api_workers, listeners=[ApiMetrics(registry)])
-    return KubernetesBackend(api, options_from(settings, namespace))
+    metrics = KubeMetrics(registry)
+    api = KubeApi(client, workers=settings.k8s_api_workers, listeners=[metrics])
+    return KubernetesBackend(api, options_from(settings, namespace), metrics)

@@ -1,11 +1,11 @@
-"""Metrics of the Kubernetes API calls the backend makes, by verb, resource and status code."""
+"""Metrics of the Kubernetes backend: API calls by verb, resource and status; JOB cold-start phases."""
 
 from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 
-class ApiMetrics:
+class KubeMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.seconds = Histogram(
             "nanofaas_kubernetes_api_seconds",
@@ -20,6 +20,18 @@ class ApiMetrics:
             ("verb", "resource", "code"),
             registry=registry,
         )
+        self.phases = Histogram(
+            "nanofaas_kubernetes_job_phase_seconds",
+            "Seconds from a JOB attempt's Job creation until its pod was scheduled, running, ready, "
+            "and until the first result",
+            ("phase",),
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0),
+            registry=registry,
+        )
+
+    def job_phases(self, phases: dict[str, float]) -> None:
+        for phase, seconds in phases.items():
+            self.phases.labels(phase).observe(seconds)
 
     def __call__(self, verb: str, resource: str, status: int, seconds: float) -> None:
         self.seconds.labels(verb, resource).observe(seconds)

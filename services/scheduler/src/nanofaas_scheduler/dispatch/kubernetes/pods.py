@@ -113,7 +113,11 @@ class AttemptPod:
                 self._end(crash("pod deleted before the attempt ended"))
             return
         self.seen = True
-        self.phases.setdefault("created", loop.time())
+        status = pod.get("status") or {}
+        if (pod.get("spec") or {}).get("nodeName"):
+            self.phases.setdefault("scheduled", loop.time())
+        if status.get("phase") == "Running":
+            self.phases.setdefault("running", loop.time())
         verdict = judge(pod)
         if verdict.ended is not None:
             self._end(verdict.ended)
