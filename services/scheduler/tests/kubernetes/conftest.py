@@ -43,6 +43,8 @@ def handle(request, context=None):
         os.kill(os.getpid(), 9)
     if value == "slow":
         time.sleep(1.5)
+    if value == "env":
+        return {"GREETING": os.environ.get("GREETING")}
     if value == "fail":
         raise ValueError("asked to fail")
     return {"input": value, "execution": os.environ.get("EXECUTION_ID"),

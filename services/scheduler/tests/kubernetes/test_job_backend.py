@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+import kubernetes
 import orjson
 from prometheus_client import CollectorRegistry
 
@@ -218,3 +220,32 @@ async def test_a_hung_api_ends_the_attempt_at_its_deadline_and_leaves_no_job(
     records = cluster.audit.records(user="nanofaas-scheduler")
     assert [r.code for r in records if (r.verb, r.resource) == ("create", "jobs")] == [201]
     assert [r.code for r in records if (r.verb, r.resource) == ("delete", "jobs")] == [200]
+
+
+async def test_secrets_from_the_template_reach_the_function_and_a_missing_one_fails_fast(
+    make_backend: BackendMaker, cluster: FakeCluster, handler_dir: Path, tmp_path: Path
+) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text(
+        "spec:\n  containers:\n    - name: function\n"
+        "      envFrom:\n        - secretRef: {name: fn-secrets}\n"
+    )
+    backend = await make_backend(NANOFAAS_K8S_POD_TEMPLATE=str(template))
+    spec = runtime_spec(handler_dir, image="nanofaas/python-runtime:test")
+    outcome = await backend.dispatch(make_attempt(spec, timeout=30))
+    assert outcome.kind is OutcomeKind.FUNCTION_ERROR, outcome
+    assert outcome.error_code == codes.START_FAILED
+    assert "CreateContainerConfigError" in outcome.message and "fn-secrets" in outcome.message
+    await no_jobs_left(cluster)
+
+    client = kubernetes.client
+    secret = client.V1Secret(
+        metadata=client.V1ObjectMeta(name="fn-secrets"), string_data={"GREETING": "hello"}
+    )
+    new_client: Any = kubernetes.config.new_client_from_config  # untyped
+    core = client.CoreV1Api(new_client(str(cluster.kubeconfig)))
+    await asyncio.to_thread(core.create_namespaced_secret, "default", secret)
+    outcome = await backend.dispatch(make_attempt(spec, orjson.dumps("env"), timeout=30))
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome
+    assert orjson.loads(outcome.output) == {"GREETING": "hello"}
+    await no_jobs_left(cluster)
