@@ -398,6 +398,11 @@ def test_audit_records_verbs_and_resources(
     }
     assert fake_cluster.audit.permissions(user="test")[("apps", "deployments/scale")] == {"get"}
     assert fake_cluster.audit.calls(user="someone-else") == set()
+    rules = fake_cluster.audit.rules(user="test")
+    assert {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get"]} in rules
+    assert fake_cluster.audit.uncovered(rules, user="test") == set()
+    role = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]
+    assert fake_cluster.audit.uncovered(role, user="test") == {("apps", "deployments/scale", "get")}
 
 
 def test_malformed_requests_get_status_answers(fake_cluster: FakeCluster) -> None:
@@ -414,3 +419,12 @@ def test_malformed_requests_get_status_answers(fake_cluster: FakeCluster) -> Non
     assert code == 413
     code, body = http(fake_cluster, "GET", f"{pods}?resourceVersion=999999999")
     assert (code, body["reason"]) == (504, "Timeout")
+
+
+def test_field_validation_ignore_drops_unknown_fields(api: client.ApiClient, core: client.CoreV1Api) -> None:
+    body = {"metadata": {"name": "loose"}, "data": {"a": "1"}, "extra": True}
+    path = "/api/v1/namespaces/default/configmaps"
+    assert raw(api, "POST", path, body)[0] == 400
+    code, created = raw(api, "POST", path, body, query=[("fieldValidation", "Ignore")])
+    assert code == 201 and "extra" not in created
+    assert core.read_namespaced_config_map("loose", "default").data == {"a": "1"}

@@ -311,3 +311,15 @@ def _group(pgid: int) -> list[int]:
         if fields[0] != "Z" and int(fields[2]) == pgid:
             members.append(int(entry.name))
     return members
+
+
+def test_pod_active_deadline_fails_the_pod(cluster: FakeCluster, core: client.CoreV1Api) -> None:
+    core.create_namespaced_pod(
+        "default",
+        _pod(
+            "late", args=["-c", "import time; time.sleep(60)"], activeDeadlineSeconds=1, restartPolicy="Never"
+        ),
+    )
+    pod = _state(cluster, "late", lambda p: p["status"].get("phase") == "Failed")
+    assert pod["status"]["reason"] == "DeadlineExceeded"
+    assert cluster.processes() == []

@@ -210,7 +210,7 @@ def test_deployment_rollout_and_endpoint_slice(
     assert rs["metadata"]["labels"]["pod-template-hash"] in rs["metadata"]["name"]
 
     # Roll to version 2 with maxUnavailable 0: the ready endpoints never drop below 2.
-    low = []
+    ready_counts = []
     stop = threading.Event()
     w = watch.Watch()
 
@@ -221,7 +221,7 @@ def test_deployment_rollout_and_endpoint_slice(
             timeout_seconds=30,
             label_selector="kubernetes.io/service-name=web",
         ):
-            low.append(len(_ready_endpoints(discovery)))
+            ready_counts.append(len(_ready_endpoints(discovery)))
             if stop.is_set():
                 return
 
@@ -241,10 +241,10 @@ def test_deployment_rollout_and_endpoint_slice(
     cluster.wait_for("deployments", "default", "web", _available(2), group="apps")
     cluster.wait_until(lambda: len(cluster.objects("pods", "default")) == 2)
     stop.set()
-    w.stop()
-    core.create_namespaced_config_map("default", {"metadata": {"name": "nudge"}})
-    observer.join(30)
-    assert low and min(low) >= 2
+    cluster.drop_watches()  # ends the observer's stream (with timeout_seconds the client does not re-watch)
+    observer.join(10)
+    assert not observer.is_alive()
+    assert ready_counts and min(ready_counts) >= 2
     versions = {get_json(f"http://{ip}:{port}/")["version"] for ip, port in _ready_endpoints(discovery)}
     assert versions == {"2"}
     sets = cluster.objects("replicasets", "default", group="apps")
@@ -277,3 +277,36 @@ def test_scaling_and_cascading_deletion_of_a_deployment(cluster: FakeCluster, ap
     cluster.wait_until(lambda: not cluster.objects("pods", "default"))
     assert cluster.objects("replicasets", "default", group="apps") == []
     assert cluster.processes() == []
+
+
+def test_a_job_pod_deleted_before_finishing_counts_as_failed(
+    cluster: FakeCluster, batch: client.BatchV1Api, core: client.CoreV1Api
+) -> None:
+    batch.create_namespaced_job("default", _job("cancelled", "import time; time.sleep(60)"))
+    cluster.wait_until(lambda: bool(cluster.processes()))
+    [pod] = _job_pods(cluster, "cancelled")
+    core.delete_namespaced_pod(pod["metadata"]["name"], "default", grace_period_seconds=0)
+    job = cluster.wait_for("jobs", "default", "cancelled", finished, group="batch")
+    assert condition(job, "Failed") and job["status"]["failed"] == 1
+    assert cluster.processes() == []
+
+
+def test_indexed_job_gives_each_pod_its_index(
+    cluster: FakeCluster, batch: client.BatchV1Api, core: client.CoreV1Api
+) -> None:
+    batch.create_namespaced_job(
+        "default",
+        _job(
+            "indexed",
+            "import os; print(os.environ['JOB_COMPLETION_INDEX'])",
+            completions=2,
+            parallelism=2,
+            completionMode="Indexed",
+        ),
+    )
+    job = cluster.wait_for("jobs", "default", "indexed", finished, group="batch")
+    assert condition(job, "Complete") and job["status"]["succeeded"] == 2
+    logs = sorted(
+        core.read_namespaced_pod_log(p["metadata"]["name"], "default") for p in _job_pods(cluster, "indexed")
+    )
+    assert logs == ["0\n", "1\n"]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -78,3 +80,34 @@ class Audit:
             if record.resource:
                 needed.setdefault((record.group, record.resource_path), set()).add(record.verb)
         return needed
+
+    def rules(self, *, user: str | None = None) -> list[dict[str, list[str]]]:
+        """The least Role rules covering what ``user`` did, one rule per (group, resource)."""
+        return [
+            {"apiGroups": [group], "resources": [resource], "verbs": sorted(verbs)}
+            for (group, resource), verbs in sorted(self.permissions(user=user).items())
+        ]
+
+    def uncovered(
+        self, rules: Iterable[Mapping[str, Any]], *, user: str | None = None
+    ) -> set[tuple[str, str, str]]:
+        """``(apiGroup, resource, verb)`` used by ``user`` that no rule grants (``*`` wildcards honoured)."""
+
+        def granted(group: str, resource: str, verb: str) -> bool:
+            return any(
+                _has(rule.get("apiGroups"), group)
+                and _has(rule.get("resources"), resource)
+                and _has(rule.get("verbs"), verb)
+                for rule in rules
+            )
+
+        return {
+            (group, resource, verb)
+            for (group, resource), verbs in self.permissions(user=user).items()
+            for verb in verbs
+            if not granted(group, resource, verb)
+        }
+
+
+def _has(values: Any, wanted: str) -> bool:
+    return bool(values) and ("*" in values or wanted in values)

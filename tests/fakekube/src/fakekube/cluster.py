@@ -23,18 +23,25 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from .audit import Audit
 from .config import Image, Timing
+from .controllers.deployments import DeploymentController, ReplicaSetController
+from .controllers.endpointslices import EndpointSliceController
+from .controllers.gc import GarbageCollector
+from .controllers.jobs import JobController
+from .controllers.namespaces import NamespaceController
+from .controllers.nodes import lose_node
+from .controllers.scheduler import Scheduler
+from .crds import CrdController
 from .faults import FaultInjector, FaultRule
+from .kubelet.kubelet import Kubelet
+from .kubelet.logs import ClusterLogs
 from .resources import NAMESPACE_KEY, NODE_KEY, ResourceRegistry, ResourceType
 from .server import ApiServer
 from .store import Store
 from .tls import Certificates, make_certificates
-
-if TYPE_CHECKING:
-    from .kubelet.kubelet import Kubelet
 
 log = logging.getLogger("fakekube")
 yaml: Any = importlib.import_module("yaml")
@@ -126,16 +133,6 @@ class FakeCluster:
             loop.close()
 
     async def _start_async(self) -> None:
-        from .controllers.deployments import DeploymentController, ReplicaSetController
-        from .controllers.endpointslices import EndpointSliceController
-        from .controllers.gc import GarbageCollector
-        from .controllers.jobs import JobController
-        from .controllers.namespaces import NamespaceController
-        from .controllers.scheduler import Scheduler
-        from .crds import CrdController
-        from .kubelet.kubelet import Kubelet
-        from .kubelet.logs import ClusterLogs
-
         store = Store(self.registry, history_size=self._history_size)
         self.store = store
         store.on_crd = CrdController(store).on_change
@@ -377,8 +374,6 @@ class FakeCluster:
 
     def lose_node(self, node: str, *, delete_pods: bool = True) -> None:
         """The node vanishes: its processes die unreported, it goes NotReady, its pods fail (NodeLost)."""
-        from .controllers.nodes import lose_node
-
         self.run(lose_node(self, node, delete_pods=delete_pods))
 
     def _kubelet_of(self, namespace: str, name: str) -> Kubelet:

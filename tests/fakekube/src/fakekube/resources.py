@@ -36,10 +36,6 @@ class ResourceType:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
-    def group_version(self) -> str:
-        return self.api_version
-
-    @property
     def singular(self) -> str:
         return self.kind.lower()
 
@@ -47,13 +43,6 @@ class ResourceType:
     def key(self) -> tuple[str, str]:
         """What identifies the type across versions: the store and the audit key on it."""
         return (self.group, self.plural)
-
-    def path(self, namespace: str | None = None, name: str | None = None) -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
-        base += f"/{self.plural}"
-        return f"{base}/{name}" if name else base
 
 
 def _builtin() -> list[ResourceType]:
@@ -131,12 +120,6 @@ class ResourceRegistry:
 
     def by_key(self, key: tuple[str, str]) -> ResourceType:
         return self._by_key[key]
-
-    def by_kind(self, api_version: str, kind: str) -> ResourceType | None:
-        for resource in self._by_key.values():
-            if resource.api_version == api_version and resource.kind == kind:
-                return resource
-        return None
 
     def group_versions(self) -> dict[str, list[str]]:
         """Group name -> its versions (one each here), core ("") included."""

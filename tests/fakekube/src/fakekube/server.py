@@ -58,9 +58,9 @@ class LogSource(Protocol):
 
 @dataclass
 class Target:
-    """What a request addresses: a resource (maybe namespaced, named, a subresource) or nothing."""
+    """What a resource request addresses: the type, maybe a namespace, a name, a subresource."""
 
-    resource: ResourceType | None
+    resource: ResourceType
     group: str
     plural: str
     namespace: str | None
@@ -341,7 +341,6 @@ class ApiServer:
 
     async def _dispatch(self, request: web.Request, target: Target, verb: str) -> web.StreamResponse:
         resource = target.resource
-        assert resource is not None
         query = request.query
         if target.subresource == "log":
             if verb != "get":
@@ -436,7 +435,7 @@ class ApiServer:
         }
 
     def _get(self, request: web.Request, target: Target) -> web.Response:
-        assert target.resource is not None and target.name is not None
+        assert target.name is not None
         obj = self.store.get(target.resource, target.namespace, target.name)
         if "as=Table" in request.headers.get("Accept", ""):
             return _json(
@@ -451,7 +450,6 @@ class ApiServer:
 
     def _list(self, request: web.Request, target: Target) -> web.Response:
         resource = target.resource
-        assert resource is not None
         query = request.query
         labels = parse_label_selector(query.get("labelSelector"))
         fields = parse_field_selector(query.get("fieldSelector"), resource.key)
@@ -505,7 +503,6 @@ class ApiServer:
 
     async def _watch(self, request: web.Request, target: Target) -> web.StreamResponse:
         resource = target.resource
-        assert resource is not None
         query = request.query
         labels = parse_label_selector(query.get("labelSelector"))
         fields = parse_field_selector(query.get("fieldSelector"), resource.key)
@@ -578,7 +575,7 @@ class ApiServer:
 
     async def _scale(self, request: web.Request, target: Target, verb: str) -> web.Response:
         resource = target.resource
-        assert resource is not None and target.name is not None
+        assert target.name is not None
         obj = self.store.get(resource, target.namespace, target.name)
         scale = _scale_of(obj)
         if verb == "get":
@@ -628,7 +625,7 @@ class ApiServer:
         return _json(_scale_of(updated))
 
     async def _pod_log(self, request: web.Request, target: Target) -> web.StreamResponse:
-        assert target.resource is not None and target.name is not None
+        assert target.name is not None
         pod = self.store.get(target.resource, target.namespace, target.name)
         if self.logs is None:
             raise bad_request("no kubelet serves logs on this cluster")

@@ -44,7 +44,6 @@ _RETURNS_OBJECT = {
 # batch/v1 Jobs still orphan their pods when no propagationPolicy is given (compatibility default).
 _ORPHAN_BY_DEFAULT = {("batch", "jobs"), ("batch", "cronjobs")}
 FOREGROUND = "foregroundDeletion"
-ORPHAN = "orphan"
 
 
 @dataclass(frozen=True)
@@ -67,13 +66,11 @@ class Watcher:
         namespace: str | None,
         labels: LabelSelector,
         fields: FieldSelector,
-        name: str | None = None,
     ) -> None:
         self.resource = resource
         self.namespace = namespace
         self.labels = labels
         self.fields = fields
-        self.name = name
         self.queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
         self.reset = False
 
@@ -82,8 +79,6 @@ class Watcher:
             return False
         metadata = obj.get("metadata") or {}
         if self.namespace and metadata.get("namespace") != self.namespace:
-            return False
-        if self.name and metadata.get("name") != self.name:
             return False
         return self.labels.matches(metadata.get("labels")) and self.fields.matches(obj)
 
@@ -194,11 +189,13 @@ class Store:
         labels: LabelSelector,
         fields: FieldSelector,
         *,
-        name: str | None = None,
         initial: bool | None = None,
     ) -> Watcher:
-        """Open a watch from ``since``: unset or "0" first replays the current state as ADDED."""
-        watcher = Watcher(resource, namespace, labels, fields, name)
+        """Open a watch from ``since``: unset or "0" first replays the current state as ADDED.
+
+        ``initial`` is ``sendInitialEvents``: when set, it alone decides whether to replay.
+        """
+        watcher = Watcher(resource, namespace, labels, fields)
         replay = initial if initial is not None else since in (None, "", "0")
         if since not in (None, "", "0") and not initial:
             start = self._parse_rv(since)

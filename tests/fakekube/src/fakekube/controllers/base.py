@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from ..errors import ApiError
 from ..resources import ResourceRegistry, ResourceType
@@ -101,7 +100,3 @@ def owner_keys(event: Event, kind: str) -> list[Key]:
             if ref.get("controller") and ref.get("kind") == kind:
                 keys.append((obj["metadata"].get("namespace", ""), str(ref["name"])))
     return keys
-
-
-def own_key(obj: dict[str, Any]) -> Key:
-    return (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])

@@ -154,7 +154,8 @@ class JobController(Controller):
             if delay > 0:
                 self.enqueue_after(key, delay)
             else:
-                active += [self._create_pod(job, pods + active) for _ in range(want)]
+                for _ in range(want):  # one at a time: each Indexed pod takes the next free index
+                    active.append(self._create_pod(job, pods + active))
         deadline = spec.get("activeDeadlineSeconds")
         if deadline is not None:
             started = m.parse_timestamp(status["startTime"])

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import meta as m
 from ..conditions import set_condition
+from ..config import Image
 from ..errors import ApiError
 from ..resources import NODE_KEY, POD_KEY
 from ..schema import GIT_VERSION
@@ -126,22 +127,11 @@ class PodWorker:
                 f"[{' '.join(c.name for c in self.init_containers if not c.terminated)}]",
             )
             not_ready = " ".join(c.name for c in self.containers if not c.ready)
+            terminal = status["phase"] in ("Succeeded", "Failed")
+            reason = None if ready else ("PodCompleted" if terminal else "ContainersNotReady")
+            message = None if ready or terminal else f"containers with unready status: [{not_ready}]"
             for kind in ("ContainersReady", "Ready"):
-                set_condition(
-                    status,
-                    kind,
-                    "True" if ready else "False",
-                    None
-                    if ready
-                    else (
-                        "PodCompleted" if status["phase"] in ("Succeeded", "Failed") else "ContainersNotReady"
-                    ),
-                    None
-                    if ready
-                    else f"containers with unready status: [{not_ready}]"
-                    if status["phase"] not in ("Succeeded", "Failed")
-                    else None,
-                )
+                set_condition(status, kind, "True" if ready else "False", reason, message)
             if self.init_containers:
                 status["initContainerStatuses"] = [c.status() for c in self.init_containers]
             status["containerStatuses"] = [c.status() for c in self.containers]
@@ -165,6 +155,8 @@ class PodWorker:
             for container in self.init_containers:
                 while not self.terminating:
                     code = await self._run_once(container)
+                    if code is None:
+                        return  # the pod is going away
                     if code == 0:
                         break
                     if self.restart_policy == "Never":
@@ -190,7 +182,9 @@ class PodWorker:
             "DeadlineExceeded",
             "Pod was active on the node longer than the specified deadline",
         )
-        asyncio.get_running_loop().create_task(self._kill_all(0))
+        kill = asyncio.get_running_loop().create_task(self._kill_all(0))
+        self._kills.add(kill)
+        kill.add_done_callback(self._kills.discard)
 
     async def _supervise(self, container: Container) -> None:
         while not self.terminating and self.failed_reason is None:
@@ -221,7 +215,7 @@ class PodWorker:
             await asyncio.wait_for(self._stop_event.wait(), seconds)
         return self._stop_event.is_set()
 
-    async def _pull(self, container: Container) -> Any:
+    async def _pull(self, container: Container) -> Image | None:
         """Resolve the image, backing off while it cannot be pulled; None if the pod goes away."""
         cluster = self.kubelet.cluster
         name = str(container.spec.get("image") or "")
@@ -271,6 +265,8 @@ class PodWorker:
         if failure is not None:
             await self.publish()
             return 128
+        if self._stop_event.is_set():  # killed while the process was being started
+            container.signal_group(signal.SIGKILL)
         await self.publish()
         probes = ProbeSet()
         if not container.init:
@@ -296,7 +292,7 @@ class PodWorker:
         await self.publish()
         return code
 
-    def _working_dir(self, container: Container, image: Any) -> Path:
+    def _working_dir(self, container: Container, image: Image) -> Path:
         for candidate in (container.spec.get("workingDir"), image.working_dir):
             if candidate and Path(candidate).is_dir():
                 return Path(candidate)
@@ -531,3 +527,4 @@ class Kubelet:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        self.kill_all_now()  # whatever started meanwhile
