@@ -81,13 +81,16 @@ async def make_backend(
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     made: list[KubernetesBackend] = []
 
-    async def make(registry: CollectorRegistry | None = None, **env: str) -> KubernetesBackend:
+    async def make(
+        registry: CollectorRegistry | None = None, *, start: bool = True, **env: str
+    ) -> KubernetesBackend:
         settings = Settings.from_env(
             {"NANOFAAS_BACKEND": "kubernetes", "NANOFAAS_K8S_UNSCHEDULABLE_TIMEOUT_S": "1", **env}
         )
         backend = kubernetes_backend(settings, registry or CollectorRegistry())
         made.append(backend)
-        await backend.start()
+        if start:
+            await backend.start()
         return backend
 
     try:

@@ -249,3 +249,16 @@ async def test_secrets_from_the_template_reach_the_function_and_a_missing_one_fa
     assert outcome.kind is OutcomeKind.SUCCESS, outcome
     assert orjson.loads(outcome.output) == {"GREETING": "hello"}
     await no_jobs_left(cluster)
+
+
+async def test_attempts_made_during_start_up_survive_its_clean_up(
+    make_backend: BackendMaker, cluster: FakeCluster, handler_dir: Path
+) -> None:
+    backend = await make_backend(start=False)
+    spec = runtime_spec(handler_dir)
+    # The registry's announcement starts the backend; an invocation arrives meanwhile.
+    _, outcome = await asyncio.gather(
+        backend.function_changed(spec), backend.dispatch(make_attempt(spec, orjson.dumps(7), timeout=30))
+    )
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome
+    await no_jobs_left(cluster)

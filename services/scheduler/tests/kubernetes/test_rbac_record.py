@@ -2,8 +2,8 @@
 
 The record (deploy/kustomize/rbac-record.json) is what the scheduler's Role must grant: the
 RBAC work compares its Role with it. This test runs each path of the backend once (start and
-reconcile, a JOB attempt, a WARM function, its update and removal) and fails when the calls
-differ from the record. After an intended change, regenerate it with
+reconcile, a JOB attempt, one that fails to start, a WARM function, its update and removal)
+and fails when the calls differ from the record. After an intended change, regenerate it with
 `NANOFAAS_UPDATE_RBAC_RECORD=1 pytest services/scheduler/tests/kubernetes/test_rbac_record.py`.
 """
 
@@ -18,6 +18,7 @@ import orjson
 
 from fakekube import FakeCluster
 from nanofaas.v1 import types_pb2
+from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.outcome import OutcomeKind
 
 from ..conftest import make_attempt
@@ -44,6 +45,9 @@ async def test_the_calls_match_the_rbac_record(
     warm_spec = runtime_spec(handler_dir, name="warm", execution_mode=types_pb2.EXECUTION_MODE_WARM)
     warm = await backend.dispatch(make_attempt(warm_spec, orjson.dumps(2)))
     assert (job.kind, warm.kind) == (OutcomeKind.SUCCESS, OutcomeKind.SUCCESS), (job, warm)
+    broken = runtime_spec(handler_dir, name="broken", env={"HANDLER_MODULE": "no_such_module"})
+    failed = await backend.dispatch(make_attempt(broken, orjson.dumps(3)))  # its logs are read
+    assert failed.error_code == codes.START_FAILED and "no_such_module" in failed.message, failed
     await backend.function_changed(runtime_spec(handler_dir, name="warm", revision=2))  # now JOB
     await backend.function_removed("fn")
     await no_jobs_left(cluster)

@@ -58,6 +58,7 @@ class Resource:
 
 
 PODS = Resource("v1", "pods")
+POD_LOGS = Resource("v1", "pods/log")
 SERVICES = Resource("v1", "services")
 JOBS = Resource("batch/v1", "jobs")
 DEPLOYMENTS = Resource("apps/v1", "deployments")
@@ -126,6 +127,7 @@ class KubeApi:
         content_type: str = "application/json",
         timeout: float | None = None,
         stream: bool = False,
+        raw: bool = False,
     ) -> Any:
         """One HTTP request; a JSON object back (or the raw response when `stream`). Raises ApiError."""
         method_, url, headers, body_, post = self.client.param_serialize(
@@ -155,6 +157,8 @@ class KubeApi:
                 listener(verb, resource.plural, status, time.perf_counter() - started)
         if status >= 400:
             raise _status_error(status, data, response.headers)
+        if raw:
+            return data
         return json.loads(data) if data else {}
 
     def request_retried(self, method: str, verb: str, resource: Resource, path: str, **kwargs: Any) -> Any:
@@ -235,6 +239,23 @@ class KubeApi:
             "GET", "list", resource, resource.path(namespace), query={"labelSelector": selector}
         )
         return result
+
+    async def log_tail(self, namespace: str, pod: str, container: str, *, previous: bool = False) -> str:
+        """The last lines a container wrote, or "" if unavailable.
+
+        `previous`: the run before a restart (a crash loop), falling back to the current one.
+        """
+        for earlier in (True, False) if previous else (False,):
+            query: dict[str, str | int | bool] = {"container": container, "tailLines": 20, "limitBytes": 4096}
+            if earlier:
+                query["previous"] = "true"
+            path = PODS.path(namespace, pod) + "/log"
+            try:
+                data = await self.call("GET", "get", POD_LOGS, path, query=query, raw=True)
+            except ApiError:
+                continue
+            return " ".join(bytes(data).decode("utf-8", "replace").split())[-1000:]
+        return ""
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -32,6 +32,7 @@ from nanofaas_scheduler.dispatch.kubernetes.api import JOBS, PODS, ApiError, Kub
 from nanofaas_scheduler.dispatch.kubernetes.metrics import KubeMetrics
 from nanofaas_scheduler.dispatch.kubernetes.objects import PORT, PodOptions, UnrunnableFunction, build_job
 from nanofaas_scheduler.dispatch.kubernetes.pods import AttemptPod, PodTracker
+from nanofaas_scheduler.dispatch.kubernetes.template import FUNCTION_CONTAINER
 from nanofaas_scheduler.dispatch.kubernetes.warm import WarmFunctions
 from nanofaas_scheduler.dispatch.kubernetes.watch import Watcher
 
@@ -62,7 +63,7 @@ class KubernetesBackend(Dispatcher):
         self._background: set[asyncio.Task[None]] = set()
         self._watchers: list[Watcher] = []
         self._warm = WarmFunctions(api, options.pod, self._track, watch_timeout_s=options.watch_timeout_s)
-        self._started = False
+        self._starting: asyncio.Future[None] | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -71,10 +72,17 @@ class KubernetesBackend(Dispatcher):
         return self._session
 
     async def start(self) -> None:
+        """Start once; every caller (dispatch, function_changed) waits until it is done.
+
+        Waiting matters: the start-up clean-up deletes every Job of ours, which must not
+        catch a Job that an attempt made meanwhile.
+        """
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
         """Start the watches and remove the Jobs a previous scheduler left (their executions are gone)."""
-        if self._started:
-            return
-        self._started = True
         pods = Watcher(
             self._api,
             PODS,
@@ -140,7 +148,7 @@ class KubernetesBackend(Dispatcher):
     async def _run_on_pod(self, attempt: Attempt, pod: AttemptPod, started: float) -> Outcome:
         ended = await pod.wait_ready()
         if ended is not None:
-            return ended
+            return await self._with_logs(ended, pod.name)
         self.observer.cold_start(attempt.function_name, time.perf_counter() - started)
         url = f"http://{pod.ready.result()}:{PORT}{INVOKE_PATH}"
         request = asyncio.ensure_future(post_invocation(self.session, url, attempt, keep_alive=False))
@@ -157,6 +165,13 @@ class KubernetesBackend(Dispatcher):
                     return await asyncio.wait_for(asyncio.shield(pod.ended), _CAUSE_GRACE_S)
             return outcome
         return pod.ended.result()
+
+    async def _with_logs(self, outcome: Outcome, pod: str, *, previous: bool = False) -> Outcome:
+        """A start failure's message gets the container's last words (e.g. the handler's import error)."""
+        if outcome.error_code != codes.START_FAILED or outcome.kind is not OutcomeKind.CRASH or not pod:
+            return outcome
+        tail = await self._api.log_tail(self._namespace, pod, FUNCTION_CONTAINER, previous=previous)
+        return crash(f"{outcome.message}: {tail}", codes.START_FAILED) if tail else outcome
 
     async def _delete_job(self, name: str, create: Awaitable[object]) -> None:
         try:
@@ -179,15 +194,8 @@ class KubernetesBackend(Dispatcher):
         await self._warm.function_changed(spec)
 
     async def function_removed(self, name: str) -> None:
+        """WARM objects go once in-flight requests end; running JOB attempts delete their own Job."""
         await self._warm.function_removed(name)
-        try:
-            await self._api.delete_collection(
-                JOBS, self._namespace, naming.selector(name, naming.COMPONENT_JOB)
-            )
-        except ApiError as exc:
-            log.warning(
-                "could not delete the Jobs of a removed function", extra={"function": name, "error": str(exc)}
-            )
 
     async def close(self) -> None:
         for watcher in self._watchers:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nanofaas_scheduler.core import codes
-from nanofaas_scheduler.core.outcome import Outcome, crash, function_error
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash, function_error
 from nanofaas_scheduler.dispatch.kubernetes import naming
 from nanofaas_scheduler.dispatch.kubernetes.watch import SYNC
 
@@ -65,7 +65,8 @@ def judge(pod: dict[str, Any]) -> Verdict:
             if terminated.get("reason") == "OOMKilled":
                 return Verdict(ended=crash("OOMKilled: the function exceeded its memory limit"))
             how = _describe_exit(int(terminated.get("exitCode", 0)))
-            return Verdict(ended=crash(f"function container {how} before answering"))
+            detail = f": {terminated['message']}" if terminated.get("message") else ""
+            return Verdict(ended=crash(f"function container {how}{detail}"))
     phase = status.get("phase")
     if phase in ("Failed", "Succeeded"):
         reason = status.get("reason") or phase
@@ -83,6 +84,22 @@ def judge(pod: dict[str, Any]) -> Verdict:
     return Verdict()
 
 
+def warm_problem(pod: dict[str, Any]) -> Outcome | None:
+    """Why a WARM pod cannot serve (image, configuration, a crash loop), or None."""
+    ended = judge(pod).ended
+    if ended is not None and ended.kind is OutcomeKind.FUNCTION_ERROR:
+        return ended
+    for container in (pod.get("status") or {}).get("containerStatuses") or ():
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        last = (container.get("lastState") or {}).get("terminated")
+        if waiting.get("reason") == "CrashLoopBackOff" and last is not None:
+            how = _describe_exit(int(last.get("exitCode", 0)))
+            return crash(
+                f"function container {how} before becoming ready (CrashLoopBackOff)", codes.START_FAILED
+            )
+    return None
+
+
 def attempt_key(labels: dict[str, str]) -> tuple[str, str] | None:
     execution, number = labels.get(naming.EXECUTION_LABEL), labels.get(naming.ATTEMPT_LABEL)
     return (execution, number) if execution and number else None
@@ -96,6 +113,7 @@ class AttemptPod:
         self.ready: asyncio.Future[str] = loop.create_future()
         self.ended: asyncio.Future[Outcome] = loop.create_future()
         self.seen = False
+        self.name = ""
         self.phases: dict[str, float] = {}
         self._unschedulable_after_s = unschedulable_after_s
         self._unschedulable: asyncio.TimerHandle | None = None
@@ -113,6 +131,7 @@ class AttemptPod:
                 self._end(crash("pod deleted before the attempt ended"))
             return
         self.seen = True
+        self.name = str((pod.get("metadata") or {}).get("name", ""))
         status = pod.get("status") or {}
         if (pod.get("spec") or {}).get("nodeName"):
             self.phases.setdefault("scheduled", loop.time())
@@ -120,7 +139,11 @@ class AttemptPod:
             self.phases.setdefault("running", loop.time())
         verdict = judge(pod)
         if verdict.ended is not None:
-            self._end(verdict.ended)
+            ended = verdict.ended
+            if ended.kind is OutcomeKind.CRASH and not self.ready.done():
+                # Died before it ever served: a start failure (retried), as on the local backend.
+                ended = crash(ended.message, codes.START_FAILED)
+            self._end(ended)
         elif verdict.ready_ip:
             self._cancel_timer()
             self.phases.setdefault("ready", loop.time())

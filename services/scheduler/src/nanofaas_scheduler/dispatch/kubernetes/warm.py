@@ -20,8 +20,9 @@ from typing import Any
 import aiohttp
 
 from nanofaas.v1 import types_pb2
+from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
-from nanofaas_scheduler.core.outcome import Outcome
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash
 from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver
 from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH
 from nanofaas_scheduler.dispatch.http_invoke import post_invocation
@@ -29,6 +30,7 @@ from nanofaas_scheduler.dispatch.kubernetes import naming
 from nanofaas_scheduler.dispatch.kubernetes.api import (
     DEPLOYMENTS,
     ENDPOINT_SLICES,
+    PODS,
     SERVICES,
     ApiError,
     KubeApi,
@@ -40,6 +42,8 @@ from nanofaas_scheduler.dispatch.kubernetes.objects import (
     build_service,
     pod_concurrency,
 )
+from nanofaas_scheduler.dispatch.kubernetes.pods import warm_problem
+from nanofaas_scheduler.dispatch.kubernetes.template import FUNCTION_CONTAINER
 from nanofaas_scheduler.dispatch.kubernetes.watch import SYNC, Watcher
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,12 @@ class Pool:
     created_at: float = field(default_factory=time.perf_counter)
     cold: bool = True
     reported: int = -1  # the ready count last told to the observer
+    # Pods that cannot serve, and why (pod watch): with no ready endpoint, requests fail fast.
+    problems: dict[str, Outcome] = field(default_factory=dict)
+    # Pods seen Ready once: a later crash loop is a restart to wait for, not a start failure.
+    served: set[str] = field(default_factory=set)
+    users: int = 0  # dispatches waiting for or using an endpoint
+    removed: bool = False  # the function was deleted: its objects go once `users` is 0
 
     def ready_ips(self) -> set[str]:
         return set().union(*self.slices.values()) if self.slices else set()
@@ -80,6 +90,18 @@ class Pool:
         ready = self.ready_ips()
         candidates = [e for ip, e in self.endpoints.items() if ip in ready and e.in_flight < self.per_pod]
         return min(candidates, key=lambda e: (e.in_flight, e.ip)) if candidates else None
+
+
+def _is_ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or ()
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+class StartFailed(Exception):
+    def __init__(self, outcome: Outcome, pod: str) -> None:
+        super().__init__(outcome.message)
+        self.outcome = outcome
+        self.pod = pod
 
 
 class WarmFunctions:
@@ -99,6 +121,7 @@ class WarmFunctions:
         self._pools: dict[str, Pool] = {}  # by Service name
         self._revisions: dict[str, int] = {}  # function -> spec revision applied
         self._watcher: Watcher | None = None
+        self._pod_watcher: Watcher | None = None
         # Functions whose Deployment a previous scheduler left and nobody announced yet.
         self._unclaimed: set[str] = set()
         self._sweep: asyncio.TimerHandle | None = None
@@ -117,6 +140,40 @@ class WarmFunctions:
             watch_timeout_s=self._watch_timeout_s,
         )
         self._watcher.start()
+        self._pod_watcher = Watcher(
+            self._api,
+            PODS,
+            self._namespace,
+            naming.selector(None, naming.COMPONENT_WARM),
+            self._on_pod,
+            watch_timeout_s=self._watch_timeout_s,
+        )
+        self._pod_watcher.start()
+
+    def _pool_of_pod(self, pod: dict[str, Any]) -> Pool | None:
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        name = annotations.get(naming.FUNCTION_ANNOTATION, "")
+        return self._pools.get(naming.function_object_name(name)) if name else None
+
+    def _on_pod(self, kind: str, obj: Any) -> None:
+        if kind == SYNC:
+            for known in self._pools.values():
+                known.problems.clear()
+        for pod in obj if kind == SYNC else [obj]:
+            pool = self._pool_of_pod(pod)
+            if pool is None:
+                continue
+            name = str(pod["metadata"].get("name", ""))
+            if kind == "DELETED":
+                pool.served.discard(name)
+            elif _is_ready(pod):
+                pool.served.add(name)
+            problem = None if kind == "DELETED" or name in pool.served else warm_problem(pod)
+            if problem is None:
+                pool.problems.pop(name, None)
+            else:
+                pool.problems[name] = problem
+                self._notify(pool)
 
     async def reconcile(self, grace_s: float) -> None:
         """Adopt the WARM objects of functions announced within `grace_s`; delete the others then."""
@@ -144,7 +201,7 @@ class WarmFunctions:
         service = naming.function_object_name(spec.name)
         per_pod = pod_concurrency(spec, self._options.warm_replicas)
         pool = self._pools.get(service)
-        if pool is None:
+        if pool is None or pool.removed:
             pool = self._pools[service] = Pool(spec.name, per_pod)
         pool.per_pod = per_pod
         return pool
@@ -199,16 +256,23 @@ class WarmFunctions:
 
     async def dispatch(self, attempt: Attempt, session: aiohttp.ClientSession) -> Outcome:
         pool = self._pool(attempt.spec)
+        pool.users += 1
+        try:
+            return await self._dispatch(pool, attempt, session)
+        finally:
+            pool.users -= 1
+            self._notify(pool)
+
+    async def _dispatch(self, pool: Pool, attempt: Attempt, session: aiohttp.ClientSession) -> Outcome:
         try:
             async with asyncio.timeout(attempt.timeout):
                 await self.ensure(attempt.spec)
                 endpoint = await self._acquire(pool)
         except TimeoutError:
             return timeout_outcome(attempt.timeout_ms)
+        except StartFailed as failed:
+            return await self._with_logs(failed.outcome, failed.pod)
         except ApiError as exc:
-            from nanofaas_scheduler.core import codes
-            from nanofaas_scheduler.core.outcome import crash
-
             return crash(f"cannot apply the function's Deployment: {exc}", codes.START_FAILED)
         if pool.cold:
             pool.cold = False
@@ -223,9 +287,18 @@ class WarmFunctions:
             pool.refresh()
             self._notify(pool)
 
+    async def _with_logs(self, outcome: Outcome, pod: str) -> Outcome:
+        if outcome.kind is not OutcomeKind.CRASH:
+            return outcome  # an image or configuration problem says all there is
+        tail = await self._api.log_tail(self._namespace, pod, FUNCTION_CONTAINER, previous=True)
+        return crash(f"{outcome.message}: {tail}", codes.START_FAILED) if tail else outcome
+
     async def _acquire(self, pool: Pool) -> Endpoint:
         async with pool.changed:
             while (endpoint := pool.pick()) is None:
+                if pool.problems and not pool.ready_ips():
+                    pod, problem = next(iter(pool.problems.items()))
+                    raise StartFailed(problem, pod)
                 await pool.changed.wait()
             endpoint.in_flight += 1
             return endpoint
@@ -244,10 +317,30 @@ class WarmFunctions:
             await self.function_removed(spec.name)
 
     async def function_removed(self, name: str) -> None:
+        """Delete the Deployment and Service once in-flight requests end (they finish, as promised)."""
         self._unclaimed.discard(name)
         self._revisions.pop(name, None)
         service = naming.function_object_name(name)
-        self._pools.pop(service, None)
+        pool = self._pools.get(service)
+        if pool is not None:
+            pool.removed = True
+            if pool.users:
+                self._track(self._remove_when_idle(pool, name))
+                return
+            del self._pools[service]
+        await self._delete_objects(name)
+
+    async def _remove_when_idle(self, pool: Pool, name: str) -> None:
+        async with pool.changed:
+            await pool.changed.wait_for(lambda: pool.users == 0)
+        service = naming.function_object_name(name)
+        if self._pools.get(service) is not pool:
+            return  # registered again meanwhile: its objects are the new function's
+        del self._pools[service]
+        await self._delete_objects(name)
+
+    async def _delete_objects(self, name: str) -> None:
+        service = naming.function_object_name(name)
         for resource in (DEPLOYMENTS, SERVICES):
             try:
                 await self._api.delete(resource, self._namespace, service)
@@ -260,5 +353,6 @@ class WarmFunctions:
         """Stop watching; the Deployments stay (a restarted scheduler adopts them)."""
         if self._sweep is not None:
             self._sweep.cancel()
-        if self._watcher is not None:
-            self._watcher.stop()
+        for watcher in (self._watcher, self._pod_watcher):
+            if watcher is not None:
+                watcher.stop()
