@@ -31,8 +31,7 @@ from nanofaas_scheduler.dispatch.kubernetes import naming
 from nanofaas_scheduler.dispatch.kubernetes.api import JOBS, PODS, ApiError, KubeApi
 from nanofaas_scheduler.dispatch.kubernetes.metrics import KubeMetrics
 from nanofaas_scheduler.dispatch.kubernetes.objects import PORT, PodOptions, UnrunnableFunction, build_job
-from nanofaas_scheduler.dispatch.kubernetes.pods import AttemptPod, PodTracker
-from nanofaas_scheduler.dispatch.kubernetes.template import FUNCTION_CONTAINER
+from nanofaas_scheduler.dispatch.kubernetes.pods import AttemptPod, PodTracker, with_last_words
 from nanofaas_scheduler.dispatch.kubernetes.warm import WarmFunctions
 from nanofaas_scheduler.dispatch.kubernetes.watch import Watcher
 
@@ -40,6 +39,7 @@ log = logging.getLogger(__name__)
 
 # When the POST to a pod fails, how long the watch gets to say why (OOMKilled beats "connection reset").
 _CAUSE_GRACE_S = 2.0
+_CLOSE_GRACE_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +148,7 @@ class KubernetesBackend(Dispatcher):
     async def _run_on_pod(self, attempt: Attempt, pod: AttemptPod, started: float) -> Outcome:
         ended = await pod.wait_ready()
         if ended is not None:
-            return await self._with_logs(ended, pod.name)
+            return await with_last_words(self._api, self._namespace, pod.name, ended)
         self.observer.cold_start(attempt.function_name, time.perf_counter() - started)
         url = f"http://{pod.ready.result()}:{PORT}{INVOKE_PATH}"
         request = asyncio.ensure_future(post_invocation(self.session, url, attempt, keep_alive=False))
@@ -165,13 +165,6 @@ class KubernetesBackend(Dispatcher):
                     return await asyncio.wait_for(asyncio.shield(pod.ended), _CAUSE_GRACE_S)
             return outcome
         return pod.ended.result()
-
-    async def _with_logs(self, outcome: Outcome, pod: str, *, previous: bool = False) -> Outcome:
-        """A start failure's message gets the container's last words (e.g. the handler's import error)."""
-        if outcome.error_code != codes.START_FAILED or outcome.kind is not OutcomeKind.CRASH or not pod:
-            return outcome
-        tail = await self._api.log_tail(self._namespace, pod, FUNCTION_CONTAINER, previous=previous)
-        return crash(f"{outcome.message}: {tail}", codes.START_FAILED) if tail else outcome
 
     async def _delete_job(self, name: str, create: Awaitable[object]) -> None:
         try:
@@ -201,8 +194,10 @@ class KubernetesBackend(Dispatcher):
         for watcher in self._watchers:
             watcher.stop()
         await self._warm.close()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._background:  # clean-up (Job deletions) gets a bounded time, then is dropped
+            _, pending = await asyncio.wait(self._background, timeout=_CLOSE_GRACE_S)
+            for task in pending:
+                task.cancel()
         if self._session is not None:
             await self._session.close()
         self._api.close()

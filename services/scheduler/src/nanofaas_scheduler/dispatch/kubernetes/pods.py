@@ -18,6 +18,8 @@ from typing import Any
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash, function_error
 from nanofaas_scheduler.dispatch.kubernetes import naming
+from nanofaas_scheduler.dispatch.kubernetes.api import KubeApi
+from nanofaas_scheduler.dispatch.kubernetes.template import FUNCTION_CONTAINER
 from nanofaas_scheduler.dispatch.kubernetes.watch import SYNC
 
 START_FAILURES = frozenset(
@@ -98,6 +100,17 @@ def warm_problem(pod: dict[str, Any]) -> Outcome | None:
                 f"function container {how} before becoming ready (CrashLoopBackOff)", codes.START_FAILED
             )
     return None
+
+
+async def with_last_words(api: KubeApi, namespace: str, pod: str, outcome: Outcome) -> Outcome:
+    """A start failure's message gets the container's last log lines (e.g. the handler's import error).
+
+    The previous run's when there is one (a WARM pod's crash loop), else the current one's.
+    """
+    if outcome.error_code != codes.START_FAILED or outcome.kind is not OutcomeKind.CRASH or not pod:
+        return outcome
+    tail = await api.log_tail(namespace, pod, FUNCTION_CONTAINER, previous=True)
+    return crash(f"{outcome.message}: {tail}", codes.START_FAILED) if tail else outcome
 
 
 def attempt_key(labels: dict[str, str]) -> tuple[str, str] | None:

@@ -22,7 +22,7 @@ import aiohttp
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
-from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash
+from nanofaas_scheduler.core.outcome import Outcome, crash
 from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver
 from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH
 from nanofaas_scheduler.dispatch.http_invoke import post_invocation
@@ -42,8 +42,7 @@ from nanofaas_scheduler.dispatch.kubernetes.objects import (
     build_service,
     pod_concurrency,
 )
-from nanofaas_scheduler.dispatch.kubernetes.pods import warm_problem
-from nanofaas_scheduler.dispatch.kubernetes.template import FUNCTION_CONTAINER
+from nanofaas_scheduler.dispatch.kubernetes.pods import warm_problem, with_last_words
 from nanofaas_scheduler.dispatch.kubernetes.watch import SYNC, Watcher
 
 log = logging.getLogger(__name__)
@@ -271,7 +270,7 @@ class WarmFunctions:
         except TimeoutError:
             return timeout_outcome(attempt.timeout_ms)
         except StartFailed as failed:
-            return await self._with_logs(failed.outcome, failed.pod)
+            return await with_last_words(self._api, self._namespace, failed.pod, failed.outcome)
         except ApiError as exc:
             return crash(f"cannot apply the function's Deployment: {exc}", codes.START_FAILED)
         if pool.cold:
@@ -286,12 +285,6 @@ class WarmFunctions:
             endpoint.in_flight -= 1
             pool.refresh()
             self._notify(pool)
-
-    async def _with_logs(self, outcome: Outcome, pod: str) -> Outcome:
-        if outcome.kind is not OutcomeKind.CRASH:
-            return outcome  # an image or configuration problem says all there is
-        tail = await self._api.log_tail(self._namespace, pod, FUNCTION_CONTAINER, previous=True)
-        return crash(f"{outcome.message}: {tail}", codes.START_FAILED) if tail else outcome
 
     async def _acquire(self, pool: Pool) -> Endpoint:
         async with pool.changed:
