@@ -11,6 +11,7 @@ import orjson
 
 from fakekube import FakeCluster
 from nanofaas.v1 import types_pb2
+from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.dispatch.kubernetes import naming
 
@@ -135,3 +136,18 @@ async def test_a_restarted_scheduler_adopts_known_and_deletes_unknown_functions(
     )
     outcome = await second.dispatch(make_attempt(known, orjson.dumps(5), timeout=60))
     assert outcome.kind is OutcomeKind.SUCCESS, outcome
+
+
+async def test_warm_pods_that_cannot_start_fail_requests_at_once(
+    make_backend: BackendMaker, handler_dir: Path
+) -> None:
+    backend = await make_backend()
+    missing = warm_spec(handler_dir, name="noimage", image="registry.example/missing:2")
+    outcome = await backend.dispatch(make_attempt(missing, timeout=60))
+    assert outcome.kind is OutcomeKind.FUNCTION_ERROR and outcome.error_code == codes.START_FAILED, outcome
+    assert "registry.example/missing:2" in outcome.message
+
+    broken = warm_spec(handler_dir, name="broken", env={"HANDLER_MODULE": "no_such_module"})
+    outcome = await backend.dispatch(make_attempt(broken, timeout=60))
+    assert outcome.kind is OutcomeKind.CRASH and outcome.error_code == codes.START_FAILED, outcome
+    assert "CrashLoopBackOff" in outcome.message and "no_such_module" in outcome.message
