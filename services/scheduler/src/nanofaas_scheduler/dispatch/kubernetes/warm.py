@@ -263,8 +263,9 @@ class WarmFunctions:
             self._notify(pool)
 
     async def _dispatch(self, pool: Pool, attempt: Attempt, session: aiohttp.ClientSession) -> Outcome:
+        deadline = asyncio.get_running_loop().time() + attempt.timeout  # waiting and the request share it
         try:
-            async with asyncio.timeout(attempt.timeout):
+            async with asyncio.timeout_at(deadline):
                 await self.ensure(attempt.spec)
                 endpoint = await self._acquire(pool)
         except TimeoutError:
@@ -277,7 +278,7 @@ class WarmFunctions:
             pool.cold = False
             self._observer.cold_start(attempt.function_name, time.perf_counter() - pool.created_at)
         try:
-            async with asyncio.timeout(attempt.timeout):
+            async with asyncio.timeout_at(deadline):
                 return await post_invocation(session, f"http://{endpoint.ip}:{PORT}{INVOKE_PATH}", attempt)
         except TimeoutError:
             return timeout_outcome(attempt.timeout_ms)
