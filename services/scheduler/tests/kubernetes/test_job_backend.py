@@ -193,6 +193,12 @@ async def test_attempts_survive_dropped_and_compacted_watches(
     outcome = await asyncio.wait_for(dispatch, 30)
     assert outcome.kind is OutcomeKind.SUCCESS, outcome
     await no_jobs_left(cluster)
+    pod_lists = [
+        r
+        for r in cluster.audit.records(user="nanofaas-scheduler")
+        if (r.verb, r.resource) == ("list", "pods")
+    ]
+    assert len(pod_lists) >= 2  # the 410 after the compaction made it list again
 
 
 async def test_leftover_jobs_are_deleted_at_start(

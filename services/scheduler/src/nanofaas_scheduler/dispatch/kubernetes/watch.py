@@ -48,8 +48,6 @@ class Watcher:
         self._response: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self.synced = asyncio.Event()
-        self.relists = 0
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -74,8 +72,6 @@ class Watcher:
             self._sink(kind, obj)
         except Exception:
             log.exception("kubernetes watch event handler failed", extra={"resource": self._resource.plural})
-        if kind == SYNC:
-            self.synced.set()
 
     def _run(self) -> None:
         backoff = 0.1
@@ -84,7 +80,6 @@ class Watcher:
             try:
                 if not version:
                     version = self._list()
-                    self.relists += 1
                 version = self._watch(version)
                 backoff = 0.1
             except ApiError as exc:
