@@ -97,6 +97,8 @@ def load_client(context_namespace: str = "") -> tuple[Any, str]:
         config.load_kube_config(config_file=files, client_configuration=configuration, persist_config=False)
         _, active = config.list_kube_config_contexts(config_file=files)
         namespace = (active or {}).get("context", {}).get("namespace", "")
+    # No retries inside urllib3: RetryPolicy is the one bound on how long a call may take.
+    configuration.retries = 0
     return client.ApiClient(configuration), context_namespace or namespace or "default"
 
 
