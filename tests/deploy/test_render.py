@@ -44,7 +44,10 @@ def test_the_function_pod_template_is_a_valid_pod_template(rendered: dict[str, l
     template = yaml.safe_load(configmap["data"]["function-pod-template.yaml"])
     wrapper = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template}
     kubernetes_validate.validate(wrapper, KUBERNETES_VERSION, strict=True)
-    assert template["metadata"]["labels"]["app.kubernetes.io/component"] == "function"
+    (function,) = [c for c in template["spec"]["containers"] if c["name"] == "function"]
+    assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert function["securityContext"]["readOnlyRootFilesystem"] is True
+    assert function["securityContext"]["capabilities"]["drop"] == ["ALL"]
 
 
 def test_the_crd_is_shipped_unchanged_but_for_the_part_of_label(rendered: dict[str, list[Manifest]]) -> None:

@@ -105,5 +105,7 @@ def test_line_shape_extras_and_span_ids(log_stream: io.StringIO) -> None:
 
 
 def test_an_unknown_backend_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigError, match=r"NANOFAAS_BACKEND: must be one of local \(got 'k8s'\)"):
+    with pytest.raises(
+        ConfigError, match=r"NANOFAAS_BACKEND: must be one of local, kubernetes \(got 'k8s'\)"
+    ):
         Settings.from_env({"NANOFAAS_BACKEND": "k8s"})

@@ -44,7 +44,8 @@ def _str_var(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(name, "").strip() or default
 
 
-BACKENDS = ("local",)
+BACKENDS = ("local", "kubernetes")
+IMAGE_PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 
 
 def _choice_var(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -70,13 +71,22 @@ class Settings:
     # As given (any case): logging_setup resolves it, falling back to INFO with a warning.
     log_level: str = "INFO"
     max_pending_callbacks: int = 10_000
+    # The kubernetes backend (docs/kubernetes.md); ignored by the others.
+    k8s_namespace: str = ""  # blank: the pod's namespace, else the kubeconfig context's, else default
+    k8s_pod_template: str = ""  # a file path; blank: no operator template
+    k8s_image_pull_policy: str = "IfNotPresent"
+    k8s_job_ttl_s: int = 300
+    k8s_warm_replicas: int = 1
+    k8s_unschedulable_timeout_s: float = 30.0
+    k8s_api_workers: int = 8
+    k8s_adopt_grace_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from environment variables; raises ConfigError naming a bad variable."""
         env = os.environ if env is None else env
         default_host = "0.0.0.0" if env.get("KUBERNETES_SERVICE_HOST") else "127.0.0.1"
-        return cls(
+        settings = cls(
             host=_str_var(env, "NANOFAAS_SCHEDULER_HOST", default_host),
             port=_int_var(env, "NANOFAAS_SCHEDULER_PORT", 9090, 0, 65535),
             metrics_port=_int_var(env, "NANOFAAS_SCHEDULER_METRICS_PORT", 9190, 0, 65535),
@@ -90,4 +100,27 @@ class Settings:
             max_per_second=_number_var(env, "NANOFAAS_MAX_PER_SECOND", 0.0),
             log_level=_str_var(env, "LOG_LEVEL", "INFO"),
             max_pending_callbacks=_int_var(env, "NANOFAAS_MAX_PENDING_CALLBACKS", 10_000, 1, 2**31 - 1),
+            k8s_namespace=_str_var(env, "NANOFAAS_K8S_NAMESPACE", ""),
+            k8s_pod_template=_str_var(env, "NANOFAAS_K8S_POD_TEMPLATE", ""),
+            k8s_image_pull_policy=_choice_var(
+                env, "NANOFAAS_K8S_IMAGE_PULL_POLICY", "IfNotPresent", IMAGE_PULL_POLICIES
+            ),
+            k8s_job_ttl_s=_int_var(env, "NANOFAAS_K8S_JOB_TTL_S", 300, 0, 86_400),
+            k8s_warm_replicas=_int_var(env, "NANOFAAS_K8S_WARM_REPLICAS", 1, 1, 1000),
+            k8s_unschedulable_timeout_s=_number_var(env, "NANOFAAS_K8S_UNSCHEDULABLE_TIMEOUT_S", 30.0),
+            k8s_api_workers=_int_var(env, "NANOFAAS_K8S_API_WORKERS", 8, 1, 256),
+            k8s_adopt_grace_s=_number_var(env, "NANOFAAS_K8S_ADOPT_GRACE_S", 30.0),
         )
+        if settings.backend == "kubernetes" and settings.k8s_pod_template:
+            _check_pod_template(settings.k8s_pod_template)
+        return settings
+
+
+def _check_pod_template(path: str) -> None:
+    """The operator's pod template must load and have the right shape before anything starts."""
+    from nanofaas_scheduler.dispatch.kubernetes.template import TemplateError, load_template
+
+    try:
+        load_template(path)
+    except TemplateError as exc:
+        raise ConfigError(f"NANOFAAS_K8S_POD_TEMPLATE: {exc}") from exc

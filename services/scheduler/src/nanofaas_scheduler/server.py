@@ -52,11 +52,15 @@ _SERVER_OPTIONS = [
 ]
 
 
-def build_backend(settings: Settings) -> Dispatcher:
+def build_backend(settings: Settings, metrics_registry: CollectorRegistry = REGISTRY) -> Dispatcher:
     if settings.backend == "local":
         from nanofaas_scheduler.dispatch.local import LocalBackend
 
         return LocalBackend(callback_url=settings.callback_url)
+    if settings.backend == "kubernetes":
+        from nanofaas_scheduler.dispatch.kubernetes.factory import kubernetes_backend
+
+        return kubernetes_backend(settings, metrics_registry)
     raise ValueError(f"NANOFAAS_BACKEND: unknown backend {settings.backend!r}")  # config.py checks it
 
 
@@ -108,7 +112,8 @@ class SchedulerServer:
         settings = self.settings
         metrics = SchedulerMetrics(self.metrics_registry)
         reports = ReportBoard()
-        dispatcher = self._dispatcher(self._backend or build_backend(settings), metrics, reports)
+        backend = self._backend or build_backend(settings, self.metrics_registry)
+        dispatcher = self._dispatcher(backend, metrics, reports)
         scheduler = self.scheduler = Scheduler(
             dispatcher,
             reports=reports,

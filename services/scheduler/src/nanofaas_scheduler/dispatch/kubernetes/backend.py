@@ -1,0 +1,203 @@
+"""The Kubernetes backend: one Job per JOB attempt, a Deployment + Service per WARM function.
+
+JOB results return in-band: the Job's pod runs the runtime (or the watchdog
+around a STDIO/FILE command) in single-use mode, serving the function HTTP
+protocol; once the pod watch says it is Ready, the attempt is POSTed to the
+pod IP exactly as WARM invocations are. The same watch is the failure
+detector (pods.py), so no attempt waits for its timeout because a pod died.
+The scheduler deletes every Job it created when the attempt ends (whichever
+way); ttlSecondsAfterFinished is the backstop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+
+import aiohttp
+
+from nanofaas.v1 import types_pb2
+from nanofaas_scheduler.core import codes
+from nanofaas_scheduler.core.execution import timeout as timeout_outcome
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash, function_error
+from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver, Dispatcher
+from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH
+from nanofaas_scheduler.dispatch.http_invoke import new_session, post_invocation
+from nanofaas_scheduler.dispatch.kubernetes import naming
+from nanofaas_scheduler.dispatch.kubernetes.api import JOBS, PODS, ApiError, KubeApi
+from nanofaas_scheduler.dispatch.kubernetes.metrics import KubeMetrics
+from nanofaas_scheduler.dispatch.kubernetes.objects import PORT, PodOptions, UnrunnableFunction, build_job
+from nanofaas_scheduler.dispatch.kubernetes.pods import AttemptPod, PodTracker, with_last_words
+from nanofaas_scheduler.dispatch.kubernetes.warm import WarmFunctions
+from nanofaas_scheduler.dispatch.kubernetes.watch import Watcher
+
+log = logging.getLogger(__name__)
+
+# When the POST to a pod fails, how long the watch gets to say why (OOMKilled beats "connection reset").
+_CAUSE_GRACE_S = 2.0
+_CLOSE_GRACE_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class KubeOptions:
+    pod: PodOptions
+    unschedulable_after_s: float = 30.0
+    watch_timeout_s: int = 60
+    # After start, how long registered functions have to be announced before the WARM
+    # objects of functions nobody announced are deleted (the registry's first sync).
+    adopt_grace_s: float = 30.0
+
+
+class KubernetesBackend(Dispatcher):
+    def __init__(self, api: KubeApi, options: KubeOptions, metrics: KubeMetrics | None = None) -> None:
+        self._api = api
+        self._metrics = metrics
+        self._options = options
+        self._namespace = options.pod.namespace
+        self._pods = PodTracker(options.unschedulable_after_s)
+        self._session: aiohttp.ClientSession | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._watchers: list[Watcher] = []
+        self._warm = WarmFunctions(api, options.pod, self._track, watch_timeout_s=options.watch_timeout_s)
+        self._starting: asyncio.Future[None] | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = new_session()
+        return self._session
+
+    async def start(self) -> None:
+        """Start once; every caller (dispatch, function_changed) waits until it is done.
+
+        Waiting matters: the start-up clean-up deletes every Job of ours, which must not
+        catch a Job that an attempt made meanwhile.
+        """
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
+        """Start the watches and remove the Jobs a previous scheduler left (their executions are gone)."""
+        pods = Watcher(
+            self._api,
+            PODS,
+            self._namespace,
+            naming.selector(None, naming.COMPONENT_JOB),
+            self._pods.on_event,
+            watch_timeout_s=self._options.watch_timeout_s,
+        )
+        pods.start()
+        self._watchers.append(pods)
+        await self._warm.start()
+        await self._warm.reconcile(self._options.adopt_grace_s)
+        try:
+            await self._api.delete_collection(
+                JOBS, self._namespace, naming.selector(None, naming.COMPONENT_JOB)
+            )
+        except ApiError as exc:
+            log.warning("could not delete leftover Jobs", extra={"error": str(exc)})
+
+    def attach(self, observer: BackendObserver) -> None:
+        super().attach(observer)
+        self._warm.attach(observer)
+
+    async def dispatch(self, attempt: Attempt) -> Outcome:
+        await self.start()
+        try:
+            if attempt.spec.execution_mode == types_pb2.EXECUTION_MODE_WARM:
+                return await self._warm.dispatch(attempt, self.session)
+            return await self._job(attempt)
+        except UnrunnableFunction as exc:
+            return function_error(str(exc), codes.UNRUNNABLE_FUNCTION)
+
+    async def _job(self, attempt: Attempt) -> Outcome:
+        job = build_job(attempt, self._options.pod)
+        name = job["metadata"]["name"]
+        pod = self._pods.expect(attempt.execution_id, attempt.number)
+        started = time.perf_counter()
+        pod.phases["created"] = asyncio.get_running_loop().time()
+        # Its own task: a create still in flight when the attempt ends (a hung API) is
+        # waited for in the background, so a Job it creates late is deleted all the same.
+        create = asyncio.ensure_future(self._api.create(JOBS, self._namespace, job))
+        try:
+            async with asyncio.timeout(attempt.timeout):
+                try:
+                    await asyncio.shield(create)
+                except ApiError as exc:
+                    if exc.status != 409:  # 409: a retried create that had succeeded
+                        return crash(f"cannot create Job {name}: {exc}", codes.START_FAILED)
+                return await self._run_on_pod(attempt, pod, started)
+        except TimeoutError:
+            return timeout_outcome(attempt.timeout_ms)
+        finally:
+            self._record_phases(pod)
+            self._pods.forget(attempt.execution_id, attempt.number)
+            self._track(self._delete_job(name, create))
+
+    def _record_phases(self, pod: AttemptPod) -> None:
+        if self._metrics is None:
+            return
+        created = pod.phases.pop("created")
+        self._metrics.job_phases({phase: at - created for phase, at in pod.phases.items()})
+
+    async def _run_on_pod(self, attempt: Attempt, pod: AttemptPod, started: float) -> Outcome:
+        ended = await pod.wait_ready()
+        if ended is not None:
+            return await with_last_words(self._api, self._namespace, pod.name, ended)
+        self.observer.cold_start(attempt.function_name, time.perf_counter() - started)
+        url = f"http://{pod.ready.result()}:{PORT}{INVOKE_PATH}"
+        request = asyncio.ensure_future(post_invocation(self.session, url, attempt, keep_alive=False))
+        try:
+            await asyncio.wait({request, pod.ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not request.done():
+                request.cancel()
+        if request.done() and not request.cancelled():
+            outcome = request.result()
+            pod.phases["first_result"] = asyncio.get_running_loop().time()
+            if outcome.kind is OutcomeKind.CRASH:
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(asyncio.shield(pod.ended), _CAUSE_GRACE_S)
+            return outcome
+        return pod.ended.result()
+
+    async def _delete_job(self, name: str, create: Awaitable[object]) -> None:
+        try:
+            await create
+        except ApiError as exc:
+            if exc.status != 409:
+                return  # never created
+        try:
+            await self._api.delete(JOBS, self._namespace, name)
+        except ApiError as exc:
+            log.warning("could not delete Job", extra={"job": name, "error": str(exc)})
+
+    def _track(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def function_changed(self, spec: types_pb2.FunctionSpec) -> None:
+        await self.start()
+        await self._warm.function_changed(spec)
+
+    async def function_removed(self, name: str) -> None:
+        """WARM objects go once in-flight requests end; running JOB attempts delete their own Job."""
+        await self._warm.function_removed(name)
+
+    async def close(self) -> None:
+        for watcher in self._watchers:
+            watcher.stop()
+        await self._warm.close()
+        if self._background:  # clean-up (Job deletions) gets a bounded time, then is dropped
+            _, pending = await asyncio.wait(self._background, timeout=_CLOSE_GRACE_S)
+            for task in pending:
+                task.cancel()
+        if self._session is not None:
+            await self._session.close()
+        self._api.close()

@@ -1,0 +1,288 @@
+"""Pure builders of the Job, Deployment and Service of a function (no client, no I/O).
+
+Golden tests pin their output and validate every object against the
+Kubernetes OpenAPI schema (kubernetes-validate, strict). The function's pod
+is the same in both modes: its image, command, env, resources and probes,
+serving the function HTTP protocol on port 8080 of the pod IP. What differs:
+a Job pod serves one attempt (NANOFAAS_SINGLE_USE=1, restartPolicy Never);
+a Deployment's pods serve many, behind a liveness probe.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass, field
+
+from nanofaas.v1 import types_pb2
+from nanofaas_scheduler.dispatch.base import Attempt
+from nanofaas_scheduler.dispatch.kubernetes import naming
+from nanofaas_scheduler.dispatch.kubernetes.template import FUNCTION_CONTAINER, JsonObject, merge_pod
+
+PORT = 8080
+PORT_NAME = "http"
+RUNTIME_IMAGE = "nanofaas/python-runtime"
+WATCHDOG = "nanofaas-watchdog"
+RUNTIME = "nanofaas-runtime"
+_MODE_NAMES = {
+    types_pb2.RUNTIME_MODE_HTTP: "http",
+    types_pb2.RUNTIME_MODE_STDIO: "stdio",
+    types_pb2.RUNTIME_MODE_FILE: "file",
+}
+_DEADLINE_GRACE_S = 5
+# A Job pod is deleted once its attempt has ended (answered, failed or timed out): nothing is
+# left to finish gracefully, so it stops quickly (the template may say otherwise).
+_JOB_STOP_GRACE_S = 2
+# Below the operator's template: what a function pod needs no API access or service links for.
+_POD_DEFAULTS: JsonObject = {
+    "metadata": {},
+    "spec": {"automountServiceAccountToken": False, "enableServiceLinks": False},
+}
+
+
+class UnrunnableFunction(Exception):
+    """The spec names nothing a pod can run; retrying cannot help."""
+
+
+@dataclass(frozen=True, slots=True)
+class PodOptions:
+    """What the operator configured for every function pod (NANOFAAS_K8S_* settings)."""
+
+    namespace: str = "default"
+    callback_url: str = ""
+    image_pull_policy: str = "IfNotPresent"
+    job_ttl_s: int = 300
+    warm_replicas: int = 1
+    template: JsonObject = field(default_factory=dict)
+
+
+def is_one_shot(spec: types_pb2.FunctionSpec) -> bool:
+    return spec.runtime_mode in (types_pb2.RUNTIME_MODE_STDIO, types_pb2.RUNTIME_MODE_FILE)
+
+
+def _is_runtime_image(image: str) -> bool:
+    repository = image.split("@", 1)[0]
+    last = repository.rsplit("/", 1)[-1]
+    if ":" in last:
+        repository = repository[: len(repository) - len(last)] + last.split(":", 1)[0]
+    return repository == RUNTIME_IMAGE or repository.endswith("/" + RUNTIME_IMAGE)
+
+
+def container_command(spec: types_pb2.FunctionSpec) -> list[str]:
+    """The container's `command`: [] keeps the image's entrypoint (the runtime's, for HTTP).
+
+    STDIO and FILE functions run their command under the watchdog, which any
+    image built FROM nanofaas/python-runtime has on its PATH.
+    """
+    argv = list(spec.command)
+    if not argv and spec.runtime_command:
+        try:
+            argv = shlex.split(spec.runtime_command)
+        except ValueError as exc:
+            raise UnrunnableFunction(f"runtimeCommand: {exc}") from exc
+    if not is_one_shot(spec):
+        return argv
+    if not argv:
+        if not _is_runtime_image(spec.image):
+            raise UnrunnableFunction(
+                f"a {_MODE_NAMES[spec.runtime_mode].upper()} function needs command or runtimeCommand "
+                f"(image {spec.image!r} is not {RUNTIME_IMAGE})"
+            )
+        argv = [RUNTIME]
+    return [WATCHDOG, "--mode", _MODE_NAMES[spec.runtime_mode], "--", *argv]
+
+
+def _env(values: dict[str, str]) -> list[JsonObject]:
+    return [{"name": name, "value": value} for name, value in values.items()]
+
+
+def function_env(spec: types_pb2.FunctionSpec, options: PodOptions) -> list[JsonObject]:
+    """The spec's env, then the platform's variables (set last, so a spec cannot fake them)."""
+    platform = {
+        "FUNCTION_NAME": spec.name,
+        "INVOCATION_TIMEOUT_MS": str(spec.timeout_ms),
+        "NANOFAAS_RUNTIME_MODE": _MODE_NAMES.get(spec.runtime_mode, "http"),
+        "PORT": str(PORT),
+    }
+    if options.callback_url:
+        platform["CALLBACK_URL"] = options.callback_url
+    own = {k: v for k, v in sorted(spec.env.items()) if k not in platform and k != "HOST"}
+    # Listen on the pod IP (what probes and the scheduler connect to).
+    host = {"name": "HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    return [*_env(own), *_env(platform), host]
+
+
+def _resources(spec: types_pb2.FunctionSpec) -> JsonObject:
+    """Requests = limits: a function gets exactly what it asked for (Guaranteed QoS when both set)."""
+    amounts = {
+        key: value for key, value in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory)) if value
+    }
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def _readiness() -> JsonObject:
+    # Probed every second with a 1 s timeout: a fresh pod is used within a second of serving.
+    return {
+        "httpGet": {"path": "/health", "port": PORT_NAME},
+        "periodSeconds": 1,
+        "timeoutSeconds": 1,
+        "successThreshold": 1,
+        "failureThreshold": 1,
+    }
+
+
+def _liveness() -> JsonObject:
+    return {
+        "httpGet": {"path": "/health", "port": PORT_NAME},
+        "periodSeconds": 10,
+        "timeoutSeconds": 2,
+        "failureThreshold": 3,
+    }
+
+
+def function_container(
+    spec: types_pb2.FunctionSpec, options: PodOptions, extra_env: dict[str, str]
+) -> JsonObject:
+    container: JsonObject = {
+        "name": FUNCTION_CONTAINER,
+        "image": spec.image,
+        "imagePullPolicy": options.image_pull_policy,
+        "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
+        "env": [*function_env(spec, options), *_env(extra_env)],
+        "readinessProbe": _readiness(),
+    }
+    command = container_command(spec)
+    if command:
+        container["command"] = command
+    resources = _resources(spec)
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def _pod(
+    options: PodOptions,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    own_spec: JsonObject,
+    *,
+    defaults: JsonObject | None = None,
+) -> JsonObject:
+    own = {"metadata": {"labels": labels, "annotations": annotations}, "spec": own_spec}
+    return merge_pod(defaults or _POD_DEFAULTS, options.template, own)
+
+
+def job_labels(attempt: Attempt) -> dict[str, str]:
+    return {
+        **naming.common_labels(attempt.function_name, naming.COMPONENT_JOB),
+        naming.EXECUTION_LABEL: naming.label_value(attempt.execution_id),
+        naming.ATTEMPT_LABEL: str(attempt.number),
+    }
+
+
+def build_job(attempt: Attempt, options: PodOptions) -> JsonObject:
+    """One attempt: a Job Kubernetes never retries (the scheduler does) and that ends by its deadline."""
+    spec = attempt.spec
+    labels = job_labels(attempt)
+    annotations = {naming.FUNCTION_ANNOTATION: attempt.function_name}
+    if attempt.trace_id:
+        annotations[naming.TRACE_ANNOTATION] = attempt.trace_id
+    if attempt.idempotency_key:
+        annotations[naming.IDEMPOTENCY_ANNOTATION] = attempt.idempotency_key
+    identity = {
+        "EXECUTION_ID": attempt.execution_id,
+        "NANOFAAS_ATTEMPT": str(attempt.number),
+        "TRACE_ID": attempt.trace_id,
+        "NANOFAAS_SINGLE_USE": "1",
+    }
+    if attempt.traceparent:
+        identity["TRACEPARENT"] = attempt.traceparent
+    pod = _pod(
+        options,
+        labels,
+        {naming.FUNCTION_ANNOTATION: attempt.function_name},
+        {"restartPolicy": "Never", "containers": [function_container(spec, options, identity)]},
+        defaults={
+            **_POD_DEFAULTS,
+            "spec": {**_POD_DEFAULTS["spec"], "terminationGracePeriodSeconds": _JOB_STOP_GRACE_S},
+        },
+    )
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": naming.job_name(attempt.function_name, attempt.execution_id, attempt.number),
+            "namespace": options.namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": {
+            "backoffLimit": 0,
+            # A backstop: the scheduler deletes the Job at the deadline itself.
+            "activeDeadlineSeconds": max(1, math.ceil(attempt.timeout)) + _DEADLINE_GRACE_S,
+            "ttlSecondsAfterFinished": options.job_ttl_s,
+            "template": pod,
+        },
+    }
+
+
+def warm_labels(function: str) -> dict[str, str]:
+    return naming.common_labels(function, naming.COMPONENT_WARM)
+
+
+def _warm_selector(function: str) -> dict[str, str]:
+    labels = warm_labels(function)
+    return {key: labels[key] for key in (naming.MANAGED_BY, naming.COMPONENT, naming.FUNCTION_LABEL)}
+
+
+def pod_concurrency(spec: types_pb2.FunctionSpec, replicas: int) -> int:
+    """How many invocations one WARM pod takes at once: the function's concurrency shared by its pods."""
+    return max(1, math.ceil(max(1, spec.concurrency) / max(1, replicas)))
+
+
+def build_deployment(spec: types_pb2.FunctionSpec, options: PodOptions) -> JsonObject:
+    name = naming.function_object_name(spec.name)
+    labels = warm_labels(spec.name)
+    annotations = {naming.FUNCTION_ANNOTATION: spec.name, naming.REVISION_ANNOTATION: str(spec.revision)}
+    replicas = max(1, options.warm_replicas)
+    container = function_container(
+        spec, options, {"NANOFAAS_RUNTIME_CONCURRENCY": str(pod_concurrency(spec, replicas))}
+    )
+    container["livenessProbe"] = _liveness()
+    pod = _pod(options, labels, annotations, {"restartPolicy": "Always", "containers": [container]})
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": options.namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 2,
+            "selector": {"matchLabels": _warm_selector(spec.name)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": pod,
+        },
+    }
+
+
+def build_service(spec: types_pb2.FunctionSpec, options: PodOptions) -> JsonObject:
+    """The Service exists for its EndpointSlices (and for humans); the scheduler dispatches to pod IPs."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": naming.function_object_name(spec.name),
+            "namespace": options.namespace,
+            "labels": warm_labels(spec.name),
+            "annotations": {naming.FUNCTION_ANNOTATION: spec.name},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": _warm_selector(spec.name),
+            "ports": [{"name": PORT_NAME, "port": PORT, "targetPort": PORT_NAME, "protocol": "TCP"}],
+        },
+    }

@@ -1,0 +1,352 @@
+"""WARM mode: a Deployment + Service per function, requests to ready pod endpoints.
+
+The Service exists for its EndpointSlices: the scheduler watches them and
+POSTs each request straight to a ready pod (least in-flight first, at most
+`per_pod` at once per pod, one keep-alive pool per pod). It never sends to a
+Service without ready endpoints — a request waits (within its deadline) for
+one — and a pod that stops being ready gets no new requests. A request in
+flight on a pod that dies fails to connect or is cut: CRASH, retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from nanofaas.v1 import types_pb2
+from nanofaas_scheduler.core import codes
+from nanofaas_scheduler.core.execution import timeout as timeout_outcome
+from nanofaas_scheduler.core.outcome import Outcome, crash
+from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver
+from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH
+from nanofaas_scheduler.dispatch.http_invoke import post_invocation
+from nanofaas_scheduler.dispatch.kubernetes import naming
+from nanofaas_scheduler.dispatch.kubernetes.api import (
+    DEPLOYMENTS,
+    ENDPOINT_SLICES,
+    PODS,
+    SERVICES,
+    ApiError,
+    KubeApi,
+)
+from nanofaas_scheduler.dispatch.kubernetes.objects import (
+    PORT,
+    PodOptions,
+    build_deployment,
+    build_service,
+    pod_concurrency,
+)
+from nanofaas_scheduler.dispatch.kubernetes.pods import warm_problem, with_last_words
+from nanofaas_scheduler.dispatch.kubernetes.watch import SYNC, Watcher
+
+log = logging.getLogger(__name__)
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+@dataclass(slots=True)
+class Endpoint:
+    ip: str
+    in_flight: int = 0
+
+
+@dataclass(slots=True)
+class Pool:
+    """The ready endpoints of one function (from its Service's slices) and their load."""
+
+    function: str
+    per_pod: int
+    slices: dict[str, set[str]] = field(default_factory=dict)
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    created_at: float = field(default_factory=time.perf_counter)
+    cold: bool = True
+    reported: int = -1  # the ready count last told to the observer
+    # Pods that cannot serve, and why (pod watch): with no ready endpoint, requests fail fast.
+    problems: dict[str, Outcome] = field(default_factory=dict)
+    # Pods seen Ready once: a later crash loop is a restart to wait for, not a start failure.
+    served: set[str] = field(default_factory=set)
+    users: int = 0  # dispatches waiting for or using an endpoint
+    removed: bool = False  # the function was deleted: its objects go once `users` is 0
+
+    def ready_ips(self) -> set[str]:
+        return set().union(*self.slices.values()) if self.slices else set()
+
+    def refresh(self) -> None:
+        ready = self.ready_ips()
+        for ip in list(self.endpoints):
+            if ip not in ready and self.endpoints[ip].in_flight == 0:
+                del self.endpoints[ip]
+        for ip in ready:
+            self.endpoints.setdefault(ip, Endpoint(ip))
+
+    def pick(self) -> Endpoint | None:
+        ready = self.ready_ips()
+        candidates = [e for ip, e in self.endpoints.items() if ip in ready and e.in_flight < self.per_pod]
+        return min(candidates, key=lambda e: (e.in_flight, e.ip)) if candidates else None
+
+
+def _is_ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or ()
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+class StartFailed(Exception):
+    def __init__(self, outcome: Outcome, pod: str) -> None:
+        super().__init__(outcome.message)
+        self.outcome = outcome
+        self.pod = pod
+
+
+class WarmFunctions:
+    def __init__(
+        self,
+        api: KubeApi,
+        options: PodOptions,
+        track: Callable[[Awaitable[None]], None],
+        *,
+        watch_timeout_s: int = 60,
+    ) -> None:
+        self._api = api
+        self._options = options
+        self._namespace = options.namespace
+        self._track = track
+        self._watch_timeout_s = watch_timeout_s
+        self._pools: dict[str, Pool] = {}  # by Service name
+        self._revisions: dict[str, int] = {}  # function -> spec revision applied
+        self._watcher: Watcher | None = None
+        self._pod_watcher: Watcher | None = None
+        # Functions whose Deployment a previous scheduler left and nobody announced yet.
+        self._unclaimed: set[str] = set()
+        self._sweep: asyncio.TimerHandle | None = None
+        self._observer = BackendObserver()
+
+    def attach(self, observer: BackendObserver) -> None:
+        self._observer = observer
+
+    async def start(self) -> None:
+        self._watcher = Watcher(
+            self._api,
+            ENDPOINT_SLICES,
+            self._namespace,
+            naming.selector(None, naming.COMPONENT_WARM),
+            self._on_slice,
+            watch_timeout_s=self._watch_timeout_s,
+        )
+        self._watcher.start()
+        self._pod_watcher = Watcher(
+            self._api,
+            PODS,
+            self._namespace,
+            naming.selector(None, naming.COMPONENT_WARM),
+            self._on_pod,
+            watch_timeout_s=self._watch_timeout_s,
+        )
+        self._pod_watcher.start()
+
+    def _pool_of_pod(self, pod: dict[str, Any]) -> Pool | None:
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        name = annotations.get(naming.FUNCTION_ANNOTATION, "")
+        return self._pools.get(naming.function_object_name(name)) if name else None
+
+    def _on_pod(self, kind: str, obj: Any) -> None:
+        if kind == SYNC:
+            for known in self._pools.values():
+                known.problems.clear()
+        for pod in obj if kind == SYNC else [obj]:
+            pool = self._pool_of_pod(pod)
+            if pool is None:
+                continue
+            name = str(pod["metadata"].get("name", ""))
+            if kind == "DELETED":
+                pool.served.discard(name)
+            elif _is_ready(pod):
+                pool.served.add(name)
+            problem = None if kind == "DELETED" or name in pool.served else warm_problem(pod)
+            if problem is None:
+                pool.problems.pop(name, None)
+            else:
+                pool.problems[name] = problem
+                self._notify(pool)
+
+    async def reconcile(self, grace_s: float) -> None:
+        """Adopt the WARM objects of functions announced within `grace_s`; delete the others then."""
+        try:
+            listed = await self._api.list(
+                DEPLOYMENTS, self._namespace, naming.selector(None, naming.COMPONENT_WARM)
+            )
+        except ApiError as exc:
+            log.warning("could not list WARM Deployments to reconcile", extra={"error": str(exc)})
+            return
+        for item in listed.get("items") or ():
+            name = (item["metadata"].get("annotations") or {}).get(naming.FUNCTION_ANNOTATION)
+            if name and name not in self._revisions:
+                self._unclaimed.add(name)
+        if self._unclaimed:
+            self._sweep = asyncio.get_running_loop().call_later(grace_s, self._delete_unclaimed)
+
+    def _delete_unclaimed(self) -> None:
+        for name in sorted(self._unclaimed):
+            log.info("deleting the WARM objects of an unknown function", extra={"function": name})
+            self._track(self.function_removed(name))
+        self._unclaimed.clear()
+
+    def _pool(self, spec: types_pb2.FunctionSpec) -> Pool:
+        service = naming.function_object_name(spec.name)
+        per_pod = pod_concurrency(spec, self._options.warm_replicas)
+        pool = self._pools.get(service)
+        if pool is None or pool.removed:
+            pool = self._pools[service] = Pool(spec.name, per_pod)
+        pool.per_pod = per_pod
+        return pool
+
+    def _on_slice(self, kind: str, obj: Any) -> None:
+        if kind == SYNC:
+            for pool in self._pools.values():
+                pool.slices.clear()
+            for item in obj:
+                self._apply_slice(item, deleted=False)
+        else:
+            self._apply_slice(obj, deleted=kind == "DELETED")
+        for pool in self._pools.values():
+            pool.refresh()
+            self._notify(pool)
+
+    def _apply_slice(self, item: dict[str, Any], *, deleted: bool) -> None:
+        metadata = item.get("metadata") or {}
+        pool = self._pools.get((metadata.get("labels") or {}).get(SERVICE_NAME_LABEL, ""))
+        if pool is None:
+            return
+        name = metadata.get("name", "")
+        if deleted:
+            pool.slices.pop(name, None)
+            return
+        ready: set[str] = set()
+        for endpoint in item.get("endpoints") or ():
+            conditions = endpoint.get("conditions") or {}
+            if conditions.get("ready") and not conditions.get("terminating"):
+                ready.update(endpoint.get("addresses") or ())
+        pool.slices[name] = ready
+
+    def _notify(self, pool: Pool) -> None:
+        async def wake() -> None:
+            async with pool.changed:
+                pool.changed.notify_all()
+
+        self._track(wake())
+        ready = len(pool.ready_ips())
+        if ready != pool.reported:
+            pool.reported = ready
+            self._observer.replicas_changed(pool.function, ready)
+
+    async def ensure(self, spec: types_pb2.FunctionSpec) -> None:
+        """Apply the Deployment and Service (server-side apply: create, or update in place)."""
+        if self._revisions.get(spec.name) == spec.revision:
+            return
+        self._pool(spec)
+        await self._api.apply(SERVICES, self._namespace, build_service(spec, self._options))
+        await self._api.apply(DEPLOYMENTS, self._namespace, build_deployment(spec, self._options))
+        self._revisions[spec.name] = spec.revision
+
+    async def dispatch(self, attempt: Attempt, session: aiohttp.ClientSession) -> Outcome:
+        pool = self._pool(attempt.spec)
+        pool.users += 1
+        try:
+            return await self._dispatch(pool, attempt, session)
+        finally:
+            pool.users -= 1
+            self._notify(pool)
+
+    async def _dispatch(self, pool: Pool, attempt: Attempt, session: aiohttp.ClientSession) -> Outcome:
+        deadline = asyncio.get_running_loop().time() + attempt.timeout  # waiting and the request share it
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.ensure(attempt.spec)
+                endpoint = await self._acquire(pool)
+        except TimeoutError:
+            return timeout_outcome(attempt.timeout_ms)
+        except StartFailed as failed:
+            return await with_last_words(self._api, self._namespace, failed.pod, failed.outcome)
+        except ApiError as exc:
+            return crash(f"cannot apply the function's Deployment: {exc}", codes.START_FAILED)
+        if pool.cold:
+            pool.cold = False
+            self._observer.cold_start(attempt.function_name, time.perf_counter() - pool.created_at)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await post_invocation(session, f"http://{endpoint.ip}:{PORT}{INVOKE_PATH}", attempt)
+        except TimeoutError:
+            return timeout_outcome(attempt.timeout_ms)
+        finally:
+            endpoint.in_flight -= 1
+            pool.refresh()
+            self._notify(pool)
+
+    async def _acquire(self, pool: Pool) -> Endpoint:
+        async with pool.changed:
+            while (endpoint := pool.pick()) is None:
+                if pool.problems and not pool.ready_ips():
+                    pod, problem = next(iter(pool.problems.items()))
+                    raise StartFailed(problem, pod)
+                await pool.changed.wait()
+            endpoint.in_flight += 1
+            return endpoint
+
+    async def function_changed(self, spec: types_pb2.FunctionSpec) -> None:
+        adopted = spec.name in self._unclaimed
+        self._unclaimed.discard(spec.name)
+        if spec.execution_mode == types_pb2.EXECUTION_MODE_WARM:
+            try:
+                await self.ensure(spec)
+            except ApiError as exc:
+                log.warning(
+                    "could not apply a WARM function", extra={"function": spec.name, "error": str(exc)}
+                )
+        elif adopted or spec.name in self._revisions:
+            await self.function_removed(spec.name)
+
+    async def function_removed(self, name: str) -> None:
+        """Delete the Deployment and Service once in-flight requests end (they finish, as promised)."""
+        self._unclaimed.discard(name)
+        self._revisions.pop(name, None)
+        service = naming.function_object_name(name)
+        pool = self._pools.get(service)
+        if pool is not None:
+            pool.removed = True
+            if pool.users:
+                self._track(self._remove_when_idle(pool, name))
+                return
+            del self._pools[service]
+        await self._delete_objects(name)
+
+    async def _remove_when_idle(self, pool: Pool, name: str) -> None:
+        async with pool.changed:
+            await pool.changed.wait_for(lambda: pool.users == 0)
+        service = naming.function_object_name(name)
+        if self._pools.get(service) is not pool:
+            return  # registered again meanwhile: its objects are the new function's
+        del self._pools[service]
+        await self._delete_objects(name)
+
+    async def _delete_objects(self, name: str) -> None:
+        service = naming.function_object_name(name)
+        for resource in (DEPLOYMENTS, SERVICES):
+            try:
+                await self._api.delete(resource, self._namespace, service)
+            except ApiError as exc:
+                log.warning(
+                    "could not delete", extra={"function": name, "object": service, "error": str(exc)}
+                )
+
+    async def close(self) -> None:
+        """Stop watching; the Deployments stay (a restarted scheduler adopts them)."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+        for watcher in (self._watcher, self._pod_watcher):
+            if watcher is not None:
+                watcher.stop()
