@@ -121,6 +121,16 @@ async def test_a_restarted_scheduler_adopts_known_and_deletes_unknown_functions(
     known, unknown = warm_spec(handler_dir, name="known"), warm_spec(handler_dir, name="unknown")
     await first.function_changed(known)
     await first.function_changed(unknown)
+
+    def known_ready_uids() -> set[str]:
+        return {
+            pod["metadata"]["uid"]
+            for pod in ready_pods(cluster)
+            if pod["metadata"]["name"].startswith("fn-known-")
+        }
+
+    await wait_off_loop(cluster, lambda: bool(known_ready_uids()), "the known function's pod ready")
+    warm_uids = known_ready_uids()
     await first.close()  # the WARM objects stay behind for the next scheduler
     assert {d["metadata"]["name"] for d in ours(cluster, "deployments", "apps")} == {"fn-known", "fn-unknown"}
 
@@ -136,6 +146,7 @@ async def test_a_restarted_scheduler_adopts_known_and_deletes_unknown_functions(
     )
     outcome = await second.dispatch(make_attempt(known, orjson.dumps(5), timeout=60))
     assert outcome.kind is OutcomeKind.SUCCESS, outcome
+    assert known_ready_uids() == warm_uids  # adopted: no pod restarted, no cold start
 
 
 async def test_warm_pods_that_cannot_start_fail_requests_at_once(

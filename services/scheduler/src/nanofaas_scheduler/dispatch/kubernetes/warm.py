@@ -118,6 +118,9 @@ class WarmFunctions:
         self._track = track
         self._watch_timeout_s = watch_timeout_s
         self._pools: dict[str, Pool] = {}  # by Service name
+        # Ready addresses per Service and slice, kept for every WARM Service the watch sees, so a
+        # pool made after the list (a function adopted from a previous scheduler) starts with them.
+        self._slices: dict[str, dict[str, set[str]]] = {}
         self._revisions: dict[str, int] = {}  # function -> spec revision applied
         self._watcher: Watcher | None = None
         self._pod_watcher: Watcher | None = None
@@ -201,14 +204,17 @@ class WarmFunctions:
         per_pod = pod_concurrency(spec, self._options.warm_replicas)
         pool = self._pools.get(service)
         if pool is None or pool.removed:
-            pool = self._pools[service] = Pool(spec.name, per_pod)
+            pool = self._pools[service] = Pool(
+                spec.name, per_pod, slices=self._slices.setdefault(service, {})
+            )
+            pool.refresh()
         pool.per_pod = per_pod
         return pool
 
     def _on_slice(self, kind: str, obj: Any) -> None:
         if kind == SYNC:
-            for pool in self._pools.values():
-                pool.slices.clear()
+            for slices in self._slices.values():
+                slices.clear()  # in place: pools share these dicts
             for item in obj:
                 self._apply_slice(item, deleted=False)
         else:
@@ -219,19 +225,20 @@ class WarmFunctions:
 
     def _apply_slice(self, item: dict[str, Any], *, deleted: bool) -> None:
         metadata = item.get("metadata") or {}
-        pool = self._pools.get((metadata.get("labels") or {}).get(SERVICE_NAME_LABEL, ""))
-        if pool is None:
+        service = (metadata.get("labels") or {}).get(SERVICE_NAME_LABEL, "")
+        if not service:
             return
+        slices = self._slices.setdefault(service, {})
         name = metadata.get("name", "")
         if deleted:
-            pool.slices.pop(name, None)
+            slices.pop(name, None)
             return
         ready: set[str] = set()
         for endpoint in item.get("endpoints") or ():
             conditions = endpoint.get("conditions") or {}
             if conditions.get("ready") and not conditions.get("terminating"):
                 ready.update(endpoint.get("addresses") or ())
-        pool.slices[name] = ready
+        slices[name] = ready
 
     def _notify(self, pool: Pool) -> None:
         async def wake() -> None:
