@@ -81,9 +81,7 @@ def registry_from_docs() -> set[Triple]:
 def recorded() -> set[Triple]:
     """The backend's calls as the record lists them: {"rules": [{apiGroup, resource, verbs}]}."""
     record = json.loads(RECORD.read_text())
-    return {
-        (rule["apiGroup"], rule["resource"], verb) for rule in record["rules"] for verb in rule["verbs"]
-    }
+    return {(rule["apiGroup"], rule["resource"], verb) for rule in record["rules"] for verb in rule["verbs"]}
 
 
 def backend() -> set[Triple]:
