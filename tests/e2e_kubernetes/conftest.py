@@ -25,6 +25,8 @@ from .suite import e2e_module
 
 _platform = e2e_module("conftest")
 helpers = e2e_module("helpers")
+# Fixtures of tests/e2e that do not depend on the backend, shared as they are.
+callback_receiver = _platform.callback_receiver
 SCHEDULER_USER = "nanofaas-scheduler"
 BIN = str(Path(sys.executable).parent)
 
