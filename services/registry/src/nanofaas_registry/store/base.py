@@ -70,6 +70,29 @@ class FunctionStore(abc.ABC):
         """Releases resources; the default store has none."""
 
 
+class ReadsFromMemory(FunctionStore):
+    """The read side every store shares: reads come from an in-memory copy kept by the writes.
+
+    Subclasses set `_specs` (name -> spec) and `_revision` and keep them current.
+    """
+
+    _specs: dict[str, types_pb2.FunctionSpec]
+    _revision: int
+
+    async def get(self, name: str) -> types_pb2.FunctionSpec | None:
+        spec = self._specs.get(name)
+        return None if spec is None else copy_spec(spec)
+
+    async def list(self) -> list[types_pb2.FunctionSpec]:
+        return [copy_spec(self._specs[name]) for name in sorted(self._specs)]
+
+    async def count(self) -> int:
+        return len(self._specs)
+
+    async def revision(self) -> int:
+        return self._revision
+
+
 def copy_spec(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
     """A deep copy: stores never share messages with their callers."""
     clone = types_pb2.FunctionSpec()

@@ -36,7 +36,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from nanofaas.v1 import types_pb2
 from nanofaas_registry.manifest import manifest_from_spec, spec_from_manifest
-from nanofaas_registry.store.base import ExternalChange, FunctionStore, StoreError, copy_spec, same_content
+from nanofaas_registry.store.base import ExternalChange, ReadsFromMemory, StoreError, copy_spec, same_content
 from nanofaas_registry.validation import SpecValidationError, normalize_spec
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class _Seen:
     problem: str = ""
 
 
-class KubernetesFunctionStore(FunctionStore):
+class KubernetesFunctionStore(ReadsFromMemory):
     """Create it with `await KubernetesFunctionStore.open(api_client, namespace)`."""
 
     def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
@@ -107,19 +107,6 @@ class KubernetesFunctionStore(FunctionStore):
                 f"cannot read Function objects in namespace {namespace!r}: {_reason(exc)}{hint}"
             ) from exc
         return store
-
-    async def get(self, name: str) -> types_pb2.FunctionSpec | None:
-        spec = self._specs.get(name)
-        return None if spec is None else copy_spec(spec)
-
-    async def list(self) -> list[types_pb2.FunctionSpec]:
-        return [copy_spec(self._specs[name]) for name in sorted(self._specs)]
-
-    async def count(self) -> int:
-        return len(self._specs)
-
-    async def revision(self) -> int:
-        return self._revision
 
     async def put(self, spec: types_pb2.FunctionSpec) -> None:
         if not OBJECT_NAME.fullmatch(spec.name):

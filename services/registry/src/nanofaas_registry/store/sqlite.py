@@ -33,7 +33,7 @@ from typing import IO, TypeVar
 from google.protobuf import json_format
 
 from nanofaas.v1 import types_pb2
-from nanofaas_registry.store.base import FunctionStore, StoreError, copy_spec
+from nanofaas_registry.store.base import ReadsFromMemory, StoreError, copy_spec
 from nanofaas_registry.validation import SpecValidationError, normalize_spec
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class _Loaded:
     skipped: list[SkippedRow]
 
 
-class SqliteFunctionStore(FunctionStore):
+class SqliteFunctionStore(ReadsFromMemory):
     """Create it with `await SqliteFunctionStore.open(data_dir)`; close it when done."""
 
     def __init__(
@@ -134,19 +134,6 @@ class SqliteFunctionStore(FunctionStore):
             },
         )
         return cls(path, executor, connection, lock_file, loaded)
-
-    async def get(self, name: str) -> types_pb2.FunctionSpec | None:
-        spec = self._specs.get(name)
-        return None if spec is None else copy_spec(spec)
-
-    async def list(self) -> list[types_pb2.FunctionSpec]:
-        return [copy_spec(self._specs[name]) for name in sorted(self._specs)]
-
-    async def count(self) -> int:
-        return len(self._specs)
-
-    async def revision(self) -> int:
-        return self._revision
 
     async def put(self, spec: types_pb2.FunctionSpec) -> None:
         stored = copy_spec(spec)
