@@ -7,9 +7,12 @@ so every test file uses the same calls and the same bounded waits.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import orjson
 from multidict import CIMultiDict
 
 FUNCTIONS_DIR = Path(__file__).resolve().parent / "functions"
+UP_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "up.py"
 RUNTIME_IMAGE = "nanofaas/python-runtime:latest"
 TERMINAL_STATES = ("success", "error", "timeout")
 
@@ -112,3 +116,50 @@ async def wait_for_log_entry(
         if loop.time() >= deadline:
             raise AssertionError(f"no matching log line within {timeout} s")
         await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def make_up(data_dir: Path) -> AsyncIterator[tuple[str, list[str]]]:
+    """scripts/up.py (`make up`'s launcher) on free ports with the given data directory.
+
+    Yields the gateway's base URL and the lines printed until it was up; on leaving, Ctrl-C
+    (SIGINT) stops it and its exit status must be 0.
+    """
+    port = free_port()
+    env = dict(os.environ)
+    env.pop("NANOFAAS_REGISTRY_STORE", None)  # up.py's own default: sqlite
+    env.update(
+        NANOFAAS_DATA_DIR=str(data_dir),
+        NANOFAAS_GATEWAY_METRICS_PORT=str(free_port()),
+        NANOFAAS_SCHEDULER_PORT=str(scheduler := free_port()),
+        NANOFAAS_SCHEDULER_METRICS_PORT=str(free_port()),
+        NANOFAAS_REGISTRY_PORT=str(registry := free_port()),
+        NANOFAAS_REGISTRY_METRICS_PORT=str(free_port()),
+        NANOFAAS_SCHEDULER_ADDRESS=f"127.0.0.1:{scheduler}",
+        NANOFAAS_REGISTRY_ADDRESS=f"127.0.0.1:{registry}",
+    )
+    up = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(UP_SCRIPT),
+        "--port",
+        str(port),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert up.stdout is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(120):
+            while raw := await up.stdout.readline():
+                lines.append(raw.decode(errors="replace"))
+                if "Press Ctrl-C to stop" in lines[-1]:
+                    break
+        assert lines and "Press Ctrl-C to stop" in lines[-1], "make up did not come up:\n" + "".join(lines)
+        yield f"http://127.0.0.1:{port}", lines
+    finally:
+        if up.returncode is None:
+            up.send_signal(signal.SIGINT)
+        async with asyncio.timeout(60):
+            remaining, _ = await up.communicate()
+    assert up.returncode == 0, "".join(lines) + remaining.decode(errors="replace")

@@ -2,65 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
-import os
-import signal
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
 
-from .helpers import command_spec, free_port, invoke, register
+from .helpers import command_spec, invoke, make_up, register
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@asynccontextmanager
-async def make_up(data_dir: Path) -> AsyncIterator[str]:
-    """scripts/up.py on free ports with the given data directory; yields the gateway's base URL."""
-    port = free_port()
-    env = dict(os.environ)
-    env.pop("NANOFAAS_REGISTRY_STORE", None)  # up.py's own default: sqlite
-    env.update(
-        NANOFAAS_DATA_DIR=str(data_dir),
-        NANOFAAS_GATEWAY_METRICS_PORT=str(free_port()),
-        NANOFAAS_SCHEDULER_PORT=str(scheduler := free_port()),
-        NANOFAAS_SCHEDULER_METRICS_PORT=str(free_port()),
-        NANOFAAS_REGISTRY_PORT=str(registry := free_port()),
-        NANOFAAS_REGISTRY_METRICS_PORT=str(free_port()),
-        NANOFAAS_SCHEDULER_ADDRESS=f"127.0.0.1:{scheduler}",
-        NANOFAAS_REGISTRY_ADDRESS=f"127.0.0.1:{registry}",
-    )
-    up = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "scripts" / "up.py"),
-        "--port",
-        str(port),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert up.stdout is not None
-    lines: list[str] = []
-    try:
-        async with asyncio.timeout(120):
-            while raw := await up.stdout.readline():
-                lines.append(raw.decode(errors="replace"))
-                if "Press Ctrl-C to stop" in lines[-1]:
-                    break
-        assert lines and "Press Ctrl-C to stop" in lines[-1], "make up did not come up:\n" + "".join(lines)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        if up.returncode is None:
-            up.send_signal(signal.SIGINT)
-        async with asyncio.timeout(60):
-            remaining, _ = await up.communicate()
-    assert up.returncode == 0, "".join(lines) + remaining.decode(errors="replace")
 
 
 async def functions(http: aiohttp.ClientSession) -> dict[str, Any]:
@@ -77,7 +28,7 @@ async def function(http: aiohttp.ClientSession, name: str) -> dict[str, Any]:
 
 async def test_functions_survive_stopping_and_starting_make_up(tmp_path: Path) -> None:
     kept = command_spec("kept", "stdio_echo.py", runtimeMode="STDIO", timeoutMs=4321)
-    async with make_up(tmp_path) as base, aiohttp.ClientSession(base_url=base) as http:
+    async with make_up(tmp_path) as (base, _), aiohttp.ClientSession(base_url=base) as http:
         await register(http, kept)
         before = await functions(http)
         registered = await function(http, "kept")
@@ -85,7 +36,7 @@ async def test_functions_survive_stopping_and_starting_make_up(tmp_path: Path) -
     assert set(before) == {"hello", "kept"}
     assert (tmp_path / "registry.db").is_file()
 
-    async with make_up(tmp_path) as base, aiohttp.ClientSession(base_url=base) as http:
+    async with make_up(tmp_path) as (base, _), aiohttp.ClientSession(base_url=base) as http:
         after = await functions(http)
         assert after == before, "same functions, neither re-created (createdAt unchanged)"
         assert await function(http, "kept") == registered
