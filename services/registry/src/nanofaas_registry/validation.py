@@ -213,9 +213,8 @@ def quantity_value(quantity: str) -> Decimal:
 
 
 # -- Kubernetes-only fields (the local backend ignores them) -----------------------------------------
-# A DNS-1123 label (names of objects such as Secrets' keys' volumes) and subdomain (Secret and
-# ServiceAccount names), and a label key / value, as kube-apiserver checks them.
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# A DNS-1123 subdomain (Secret and ServiceAccount names, label key prefixes) and a label
+# name / value, as kube-apiserver checks them.
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 IMAGE_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
