@@ -128,7 +128,22 @@ async def test_component_schemas_use_contract_field_names(document: dict[str, An
         "runtimeMode",
         "endpointUrl",
         "rateLimitPerSecond",
+        # Kubernetes backend only
+        "imagePullPolicy",
+        "nodeSelector",
+        "tolerations",
+        "serviceAccountName",
+        "secrets",
     }
+    assert set(schemas["Resources"]["properties"]) == {"cpu", "memory", "requests"}
+    assert set(schemas["Toleration"]["properties"]) == {
+        "key",
+        "operator",
+        "value",
+        "effect",
+        "tolerationSeconds",
+    }
+    assert schemas["SecretMount"]["required"] == ["name"]
     assert spec["properties"]["name"]["pattern"] == "^[a-zA-Z][a-zA-Z0-9._-]{0,62}$"
     assert set(schemas["FunctionSummary"]["properties"]) == {
         "name",

@@ -32,6 +32,12 @@ FUNCTION_SPEC_FIELDS = (
     "runtimeMode",
     "endpointUrl",
     "rateLimitPerSecond",
+    # Kubernetes backend only
+    "imagePullPolicy",
+    "nodeSelector",
+    "tolerations",
+    "serviceAccountName",
+    "secrets",
 )
 REQUIRED_FIELDS = ("name", "image")
 

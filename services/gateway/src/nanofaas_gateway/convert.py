@@ -104,6 +104,9 @@ def spec_to_proto(spec: FunctionSpec) -> types_pb2.FunctionSpec:
     if spec.resources is not None:
         message.resources.cpu = spec.resources.cpu or ""
         message.resources.memory = spec.resources.memory or ""
+        if spec.resources.requests is not None:
+            message.resources.request_cpu = spec.resources.requests.cpu or ""
+            message.resources.request_memory = spec.resources.requests.memory or ""
     # Unchecked here: the registry judges every value, whatever its size.
     if spec.timeoutMs is not None:
         message.timeout_ms = clamp_int64(spec.timeoutMs)
@@ -124,7 +127,56 @@ def spec_to_proto(spec: FunctionSpec) -> types_pb2.FunctionSpec:
         message.endpoint_url = spec.endpointUrl
     if spec.rateLimitPerSecond is not None:
         message.rate_limit_per_second = spec.rateLimitPerSecond
+    _kubernetes_fields_to_proto(spec, message)
     return message
+
+
+def _kubernetes_fields_to_proto(spec: FunctionSpec, message: types_pb2.FunctionSpec) -> None:
+    """The Kubernetes-only fields, passed through unchecked (the registry judges them)."""
+    message.image_pull_policy = spec.imagePullPolicy or ""
+    message.service_account_name = spec.serviceAccountName or ""
+    if spec.nodeSelector:
+        message.node_selector.update(spec.nodeSelector)
+    for toleration in spec.tolerations or ():
+        added = message.tolerations.add(
+            key=toleration.key or "",
+            operator=toleration.operator or "",
+            value=toleration.value or "",
+            effect=toleration.effect or "",
+        )
+        if toleration.tolerationSeconds is not None:
+            added.toleration_seconds = clamp_int64(toleration.tolerationSeconds)
+    for secret in spec.secrets or ():
+        message.secrets.add(name=secret.name, mount_path=secret.mountPath or "")
+
+
+def _kubernetes_fields_to_json(spec: types_pb2.FunctionSpec) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if spec.image_pull_policy:
+        body["imagePullPolicy"] = spec.image_pull_policy
+    if spec.node_selector:
+        body["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        body["tolerations"] = [_toleration_to_json(toleration) for toleration in spec.tolerations]
+    if spec.service_account_name:
+        body["serviceAccountName"] = spec.service_account_name
+    if spec.secrets:
+        body["secrets"] = [
+            {"name": secret.name, **({"mountPath": secret.mount_path} if secret.mount_path else {})}
+            for secret in spec.secrets
+        ]
+    return body
+
+
+def _toleration_to_json(toleration: types_pb2.Toleration) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        key: getattr(toleration, key)
+        for key in ("key", "operator", "value", "effect")
+        if getattr(toleration, key)
+    }
+    if toleration.HasField("toleration_seconds"):
+        body["tolerationSeconds"] = toleration.toleration_seconds
+    return body
 
 
 def _execution_mode_name(spec: types_pb2.FunctionSpec) -> str:
@@ -144,7 +196,9 @@ def spec_to_json(spec: types_pb2.FunctionSpec) -> dict[str, Any]:
         body["runtimeCommand"] = spec.runtime_command
     body["env"] = dict(spec.env)
     if spec.HasField("resources"):
-        resources = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
+        resources: dict[str, Any] = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
+        requests = {"cpu": spec.resources.request_cpu, "memory": spec.resources.request_memory}
+        resources["requests"] = {key: value for key, value in requests.items() if value}
         body["resources"] = {key: value for key, value in resources.items() if value}
     body["timeoutMs"] = spec.timeout_ms
     body["concurrency"] = spec.concurrency
@@ -155,6 +209,7 @@ def spec_to_json(spec: types_pb2.FunctionSpec) -> dict[str, Any]:
     if spec.endpoint_url:
         body["endpointUrl"] = spec.endpoint_url
     body["rateLimitPerSecond"] = spec.rate_limit_per_second
+    body.update(_kubernetes_fields_to_json(spec))
     return body
 
 

@@ -59,11 +59,45 @@ class _RestModel(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class Resources(_RestModel):
-    """Kubernetes requests/limits, e.g. cpu "500m", memory "256Mi"."""
+class ResourceRequests(_RestModel):
+    """Requests that differ from the limits; each unset one equals its limit."""
 
     cpu: StrictStr | None = None
     memory: StrictStr | None = None
+
+
+class Resources(_RestModel):
+    """Kubernetes limits, e.g. cpu "500m", memory "256Mi"; the requests too unless `requests` differ."""
+
+    cpu: StrictStr | None = None
+    memory: StrictStr | None = None
+    requests: ResourceRequests | None = Field(
+        default=None, description="each at most its limit; unset = requests equal limits"
+    )
+
+
+class Toleration(_RestModel):
+    """A Kubernetes toleration of the function's pods (core/v1 Toleration)."""
+
+    key: StrictStr | None = None
+    operator: StrictStr | None = Field(default=None, description="Equal (default) or Exists")
+    value: StrictStr | None = None
+    effect: StrictStr | None = Field(
+        default=None, description="NoSchedule, PreferNoSchedule, NoExecute, or unset for all"
+    )
+    tolerationSeconds: StrictInt | None = Field(default=None, description="only with effect NoExecute")
+
+
+class SecretMount(_RestModel):
+    """A Kubernetes Secret of the function's namespace, by name: the platform never reads its values."""
+
+    name: StrictStr
+    mountPath: StrictStr | None = Field(
+        default=None, description="files in a read-only volume here; unset = every key as an env var"
+    )
+
+
+_KUBERNETES_ONLY = "Kubernetes backend only (the local backend ignores it)"
 
 
 class FunctionSpec(_RestModel):
@@ -95,6 +129,15 @@ class FunctionSpec(_RestModel):
         description="admissions per second for this function; default 0 = no limit; "
         "the registry accepts 0 to 1000000",
     )
+    imagePullPolicy: StrictStr | None = Field(
+        default=None, description=f"Always, IfNotPresent (default) or Never; {_KUBERNETES_ONLY}"
+    )
+    nodeSelector: dict[str, StrictStr] | None = Field(default=None, description=_KUBERNETES_ONLY)
+    tolerations: list[Toleration] | None = Field(default=None, description=_KUBERNETES_ONLY)
+    serviceAccountName: StrictStr | None = Field(default=None, description=_KUBERNETES_ONLY)
+    secrets: list[SecretMount] | None = Field(
+        default=None, description=f"Secrets by name, as env vars or files; {_KUBERNETES_ONLY}"
+    )
 
 
 class FunctionSpecOut(BaseModel):
@@ -114,6 +157,11 @@ class FunctionSpecOut(BaseModel):
     runtimeMode: RuntimeMode
     endpointUrl: str | None = None
     rateLimitPerSecond: float = 0
+    imagePullPolicy: str | None = None
+    nodeSelector: dict[str, str] | None = None
+    tolerations: list[Toleration] | None = None
+    serviceAccountName: str | None = None
+    secrets: list[SecretMount] | None = None
 
 
 class FunctionSummary(BaseModel):

@@ -24,7 +24,13 @@ _RUNTIME_MODES = {
     "STDIO": types_pb2.RUNTIME_MODE_STDIO,
     "FILE": types_pb2.RUNTIME_MODE_FILE,
 }
-_STRING_FIELDS = {"image": "image", "runtimeCommand": "runtime_command", "endpointUrl": "endpoint_url"}
+_STRING_FIELDS = {
+    "image": "image",
+    "runtimeCommand": "runtime_command",
+    "endpointUrl": "endpoint_url",
+    "imagePullPolicy": "image_pull_policy",
+    "serviceAccountName": "service_account_name",
+}
 _INTEGER_FIELDS = {
     "timeoutMs": "timeout_ms",
     "concurrency": "concurrency",
@@ -80,12 +86,67 @@ def _set_env(spec: types_pb2.FunctionSpec, key: str, value: Any) -> None:
 
 def _set_resources(spec: types_pb2.FunctionSpec, key: str, value: Any) -> None:
     if not isinstance(value, Mapping):
-        raise SpecValidationError(key, "must be an object with cpu and memory")
+        raise SpecValidationError(key, "must be an object with cpu, memory and requests")
     spec.resources.SetInParent()
     for part, quantity in value.items():
+        if part == "requests":
+            if not isinstance(quantity, Mapping):
+                raise SpecValidationError(f"{key}.requests", "must be an object with cpu and memory")
+            for request, amount in quantity.items():
+                if request not in ("cpu", "memory"):
+                    raise SpecValidationError(f"{key}.requests.{request}", "unknown field")
+                setattr(spec.resources, f"request_{request}", _string(f"{key}.requests.{request}", amount))
+            continue
         if part not in ("cpu", "memory"):
             raise SpecValidationError(f"{key}.{part}", "unknown field")
         setattr(spec.resources, part, _string(f"{key}.{part}", quantity))
+
+
+def _set_node_selector(spec: types_pb2.FunctionSpec, key: str, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise SpecValidationError(key, "must map label keys to strings")
+    for label, label_value in value.items():
+        spec.node_selector[_string(key, label)] = _string(key, label_value)
+
+
+_TOLERATION_FIELDS = ("key", "operator", "value", "effect")
+
+
+def _set_tolerations(spec: types_pb2.FunctionSpec, key: str, value: Any) -> None:
+    if not isinstance(value, list):
+        raise SpecValidationError(key, "must be a list of tolerations")
+    for index, item in enumerate(value):
+        where = f"{key}[{index}]"
+        if not isinstance(item, Mapping):
+            raise SpecValidationError(where, "must be an object with key, operator, value, effect")
+        toleration = spec.tolerations.add()
+        for part, part_value in item.items():
+            if part == "tolerationSeconds":
+                if isinstance(part_value, bool) or not isinstance(part_value, int):
+                    raise SpecValidationError(f"{where}.{part}", "must be an integer")
+                if not -(2**63) <= part_value < 2**63:
+                    raise SpecValidationError(f"{where}.{part}", "is out of range")
+                toleration.toleration_seconds = part_value
+            elif part in _TOLERATION_FIELDS:
+                setattr(toleration, part, _string(f"{where}.{part}", part_value))
+            else:
+                raise SpecValidationError(f"{where}.{part}", "unknown field")
+
+
+def _set_secrets(spec: types_pb2.FunctionSpec, key: str, value: Any) -> None:
+    if not isinstance(value, list):
+        raise SpecValidationError(key, "must be a list of {name, mountPath}")
+    for index, item in enumerate(value):
+        where = f"{key}[{index}]"
+        if not isinstance(item, Mapping):
+            raise SpecValidationError(where, "must be an object with name and an optional mountPath")
+        secret = spec.secrets.add()
+        for part, part_value in item.items():
+            if part not in ("name", "mountPath"):
+                raise SpecValidationError(f"{where}.{part}", "unknown field")
+            setattr(
+                secret, "name" if part == "name" else "mount_path", _string(f"{where}.{part}", part_value)
+            )
 
 
 def _set_execution_mode(spec: types_pb2.FunctionSpec, key: str, value: Any) -> None:
@@ -119,6 +180,9 @@ _SETTERS: dict[str, Callable[[types_pb2.FunctionSpec, str, Any], None]] = {
     "command": _set_command,
     "env": _set_env,
     "resources": _set_resources,
+    "nodeSelector": _set_node_selector,
+    "tolerations": _set_tolerations,
+    "secrets": _set_secrets,
     "executionMode": _set_execution_mode,
     "runtimeMode": _set_runtime_mode,
 }
@@ -141,9 +205,7 @@ def manifest_from_spec(spec: types_pb2.FunctionSpec) -> dict[str, Any]:
     if spec.env:
         fields["env"] = dict(sorted(spec.env.items()))
     if spec.HasField("resources"):
-        fields["resources"] = {
-            part: getattr(spec.resources, part) for part in ("cpu", "memory") if getattr(spec.resources, part)
-        }
+        fields["resources"] = _resources_fields(spec.resources)
     for key, attribute in _INTEGER_FIELDS.items():
         if spec.HasField(attribute):  # type: ignore[arg-type]  # the names are the proto's optional fields
             fields[key] = getattr(spec, attribute)
@@ -155,4 +217,43 @@ def manifest_from_spec(spec: types_pb2.FunctionSpec) -> dict[str, Any]:
         fields["runtimeMode"] = runtime_modes[spec.runtime_mode]
     if spec.HasField("rate_limit_per_second"):
         fields["rateLimitPerSecond"] = spec.rate_limit_per_second
+    fields.update(_kubernetes_fields(spec))
+    return fields
+
+
+def _resources_fields(resources: types_pb2.Resources) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        part: getattr(resources, part) for part in ("cpu", "memory") if getattr(resources, part)
+    }
+    requests = {
+        part: getattr(resources, f"request_{part}")
+        for part in ("cpu", "memory")
+        if getattr(resources, f"request_{part}")
+    }
+    if requests:
+        fields["requests"] = requests
+    return fields
+
+
+def _kubernetes_fields(spec: types_pb2.FunctionSpec) -> dict[str, Any]:
+    """nodeSelector, tolerations and secrets as manifest fields (the string ones are in _STRING_FIELDS)."""
+    fields: dict[str, Any] = {}
+    if spec.node_selector:
+        fields["nodeSelector"] = dict(sorted(spec.node_selector.items()))
+    if spec.tolerations:
+        fields["tolerations"] = [toleration_fields(toleration) for toleration in spec.tolerations]
+    if spec.secrets:
+        fields["secrets"] = [
+            {"name": secret.name, **({"mountPath": secret.mount_path} if secret.mount_path else {})}
+            for secret in spec.secrets
+        ]
+    return fields
+
+
+def toleration_fields(toleration: types_pb2.Toleration) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        part: getattr(toleration, part) for part in _TOLERATION_FIELDS if getattr(toleration, part)
+    }
+    if toleration.HasField("toleration_seconds"):
+        fields["tolerationSeconds"] = toleration.toleration_seconds
     return fields

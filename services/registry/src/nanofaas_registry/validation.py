@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from decimal import Decimal
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -71,6 +72,7 @@ def normalize_spec(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
     _validate_runtime_command(result.runtime_command, has_command=len(result.command) > 0)
     _validate_env(dict(result.env))
     _validate_resources(result)
+    validate_kubernetes_fields(result)
     _apply_bounded_defaults(result)
     _validate_rate_limit(result)
     _validate_endpoint_url(result.endpoint_url)
@@ -171,14 +173,178 @@ def _validate_env(env: dict[str, str]) -> None:
 
 
 def _validate_resources(spec: types_pb2.FunctionSpec) -> None:
+    """Limits (cpu, memory) and requests (requests.cpu, ...): quantities, a request never above its limit."""
     if not spec.HasField("resources"):
         return
-    for field in ("cpu", "memory"):
-        quantity: str = getattr(spec.resources, field)
-        if quantity and not QUANTITY_PATTERN.fullmatch(quantity):
+    for field, request_field in (("cpu", "request_cpu"), ("memory", "request_memory")):
+        limit: str = getattr(spec.resources, field)
+        request: str = getattr(spec.resources, request_field)
+        for name, quantity in ((f"resources.{field}", limit), (f"resources.requests.{field}", request)):
+            if quantity and not QUANTITY_PATTERN.fullmatch(quantity):
+                raise SpecValidationError(
+                    name, f"{quantity!r} is not a Kubernetes quantity (e.g. 500m, 128Mi)"
+                )
+        if limit and request and quantity_value(request) > quantity_value(limit):
             raise SpecValidationError(
-                f"resources.{field}", f"{quantity!r} is not a Kubernetes quantity (e.g. 500m, 128Mi)"
+                f"resources.requests.{field}",
+                f"{request!r} must not exceed the limit resources.{field} {limit!r}",
             )
+
+
+_QUANTITY_SUFFIXES = {
+    **{
+        suffix: Decimal(1024) ** power
+        for power, suffix in enumerate(("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))
+    },
+    **{suffix: Decimal(10) ** (3 * power) for power, suffix in enumerate(("", "k", "M", "G", "T", "P", "E"))},
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+}
+
+
+def quantity_value(quantity: str) -> Decimal:
+    """A quantity matching QUANTITY_PATTERN as a number, to compare a request with its limit."""
+    number = quantity.rstrip("KMGTPEinumk")
+    suffix = quantity[len(number) :]
+    if "e" in number.lower():
+        return Decimal(number)
+    return Decimal(number) * _QUANTITY_SUFFIXES[suffix]
+
+
+# -- Kubernetes-only fields (the local backend ignores them) -----------------------------------------
+# A DNS-1123 subdomain (Secret and ServiceAccount names, label key prefixes) and a label
+# name / value, as kube-apiserver checks them.
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+IMAGE_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+_TOLERATION_OPERATORS = ("Equal", "Exists")
+_TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+MAX_NODE_SELECTOR = 64
+MAX_TOLERATIONS = 64
+MAX_SECRETS = 32
+MAX_TOLERATION_SECONDS = 31_536_000  # a year
+_MAX_MOUNT_PATH = 1024
+
+
+def validate_kubernetes_fields(spec: types_pb2.FunctionSpec) -> None:
+    """imagePullPolicy, nodeSelector, tolerations, serviceAccountName, secrets: what a pod would refuse."""
+    if spec.image_pull_policy and spec.image_pull_policy not in IMAGE_PULL_POLICIES:
+        raise SpecValidationError(
+            "imagePullPolicy",
+            f"must be one of {', '.join(IMAGE_PULL_POLICIES)} (got {spec.image_pull_policy!r})",
+        )
+    _validate_node_selector(dict(spec.node_selector))
+    _validate_tolerations(list(spec.tolerations))
+    if spec.service_account_name:
+        _check_subdomain("serviceAccountName", spec.service_account_name)
+    _validate_secrets(list(spec.secrets))
+
+
+def _label_key_problem(key: str) -> str | None:
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not DNS1123_SUBDOMAIN.fullmatch(prefix)):
+        return f"key {key!r}: the prefix must be a DNS-1123 subdomain (lower case, at most 253 characters)"
+    if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
+        return (
+            f"key {key!r}: the name must be at most 63 characters of letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return None
+
+
+def _label_value_problem(value: str) -> str | None:
+    if value and (len(value) > 63 or not _LABEL_NAME.fullmatch(value)):
+        return (
+            f"value {value!r} must be empty or at most 63 characters of letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return None
+
+
+def _validate_node_selector(selector: dict[str, str]) -> None:
+    if len(selector) > MAX_NODE_SELECTOR:
+        raise SpecValidationError("nodeSelector", f"at most {MAX_NODE_SELECTOR} entries")
+    for key, value in selector.items():
+        problem = _label_key_problem(key) or _label_value_problem(value)
+        if problem:
+            raise SpecValidationError("nodeSelector", problem)
+
+
+def _validate_tolerations(tolerations: list[types_pb2.Toleration]) -> None:
+    if len(tolerations) > MAX_TOLERATIONS:
+        raise SpecValidationError("tolerations", f"at most {MAX_TOLERATIONS} entries")
+    for index, toleration in enumerate(tolerations):
+        field = f"tolerations[{index}]"
+        operator = toleration.operator or "Equal"
+        if operator not in _TOLERATION_OPERATORS:
+            raise SpecValidationError(
+                f"{field}.operator", f"must be Equal or Exists (got {toleration.operator!r})"
+            )
+        if toleration.key:
+            problem = _label_key_problem(toleration.key)
+            if problem:
+                raise SpecValidationError(f"{field}.key", problem)
+        elif operator != "Exists":
+            raise SpecValidationError(
+                f"{field}.operator", "must be Exists when key is empty (it tolerates all taints)"
+            )
+        if operator == "Exists" and toleration.value:
+            raise SpecValidationError(f"{field}.value", "must be empty when operator is Exists")
+        problem = _label_value_problem(toleration.value)
+        if problem:
+            raise SpecValidationError(f"{field}.value", problem)
+        if toleration.effect and toleration.effect not in _TAINT_EFFECTS:
+            raise SpecValidationError(
+                f"{field}.effect",
+                f"must be one of {', '.join(_TAINT_EFFECTS)} or empty (got {toleration.effect!r})",
+            )
+        if toleration.HasField("toleration_seconds"):
+            if toleration.effect != "NoExecute":
+                raise SpecValidationError(f"{field}.tolerationSeconds", "only allowed with effect NoExecute")
+            if not 0 <= toleration.toleration_seconds <= MAX_TOLERATION_SECONDS:
+                raise SpecValidationError(
+                    f"{field}.tolerationSeconds", f"must be between 0 and {MAX_TOLERATION_SECONDS}"
+                )
+
+
+def _check_subdomain(field: str, name: str) -> None:
+    if len(name) > 253 or not DNS1123_SUBDOMAIN.fullmatch(name):
+        raise SpecValidationError(
+            field,
+            f"{name!r} is not a valid Kubernetes name (a DNS-1123 subdomain: lower case letters, digits, "
+            "'-' and '.', at most 253 characters, starting and ending with a letter or digit)",
+        )
+
+
+def _validate_secrets(secrets: list[types_pb2.SecretMount]) -> None:
+    """Names and mount paths only: the platform never reads a Secret's values."""
+    if len(secrets) > MAX_SECRETS:
+        raise SpecValidationError("secrets", f"at most {MAX_SECRETS} entries")
+    names: set[str] = set()
+    paths: set[str] = set()
+    for index, secret in enumerate(secrets):
+        field = f"secrets[{index}]"
+        if not secret.name:
+            raise SpecValidationError(f"{field}.name", "required")
+        _check_subdomain(f"{field}.name", secret.name)
+        if secret.name in names:
+            raise SpecValidationError(f"{field}.name", f"{secret.name!r} is listed twice")
+        names.add(secret.name)
+        path = secret.mount_path
+        if not path:
+            continue
+        if len(path) > _MAX_MOUNT_PATH or not path.startswith("/") or path == "/":
+            raise SpecValidationError(
+                f"{field}.mountPath",
+                f"must be an absolute path below / of at most {_MAX_MOUNT_PATH} characters",
+            )
+        if any(ch in path for ch in ":\0") or any(ch.isspace() for ch in path) or ".." in path.split("/"):
+            raise SpecValidationError(f"{field}.mountPath", "must not contain ':', '..', whitespace or NUL")
+        normalized = path.rstrip("/")
+        if normalized in paths:
+            raise SpecValidationError(f"{field}.mountPath", f"{path!r} is used twice")
+        paths.add(normalized)
 
 
 def _apply_bounded_defaults(spec: types_pb2.FunctionSpec) -> None:

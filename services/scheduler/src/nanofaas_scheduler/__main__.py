@@ -46,6 +46,9 @@ def main() -> None:
     configure_logging(settings.log_level)
     try:
         uvloop.run(serve(settings))
+    except ConfigError as exc:  # found at start (e.g. a pod template the cluster refuses)
+        sys.stderr.write(f"nanofaas-scheduler: {exc}\n")
+        sys.exit(2)
     except Exception:
         log.exception("scheduler failed")
         sys.exit(1)

@@ -113,6 +113,11 @@ class SchedulerServer:
         metrics = SchedulerMetrics(self.metrics_registry)
         reports = ReportBoard()
         backend = self._backend or build_backend(settings, self.metrics_registry)
+        try:
+            await backend.check()
+        except BaseException:
+            await backend.close()
+            raise
         dispatcher = self._dispatcher(backend, metrics, reports)
         scheduler = self.scheduler = Scheduler(
             dispatcher,

@@ -70,6 +70,32 @@ def stdio_spec() -> types_pb2.FunctionSpec:
     )
 
 
+def kube_spec(**fields: Any) -> types_pb2.FunctionSpec:
+    """A spec using every Kubernetes-only field."""
+    values: dict[str, Any] = {
+        "image": "nanofaas/python-runtime:1.0",
+        "resources": types_pb2.Resources(cpu="1", memory="256Mi", request_cpu="250m"),
+        "image_pull_policy": "Never",
+        "node_selector": {"pool": "fast", "kubernetes.io/arch": "amd64"},
+        "tolerations": [
+            types_pb2.Toleration(key="gpu", operator="Exists", effect="NoSchedule"),
+            types_pb2.Toleration(
+                key="node.kubernetes.io/unreachable",
+                operator="Exists",
+                effect="NoExecute",
+                toleration_seconds=30,
+            ),
+        ],
+        "service_account_name": "fn-reader",
+        "secrets": [
+            types_pb2.SecretMount(name="db-credentials"),
+            types_pb2.SecretMount(name="tls", mount_path="/etc/tls"),
+        ],
+        **fields,
+    }
+    return make_spec("resize", **values)
+
+
 def options(**fields: Any) -> objects.PodOptions:
     return objects.PodOptions(**{"namespace": "functions", "callback_url": "http://nanofaas:8080", **fields})
 
@@ -86,6 +112,13 @@ CASES: dict[str, Any] = {
     ),
     "deployment-http-template": lambda: objects.build_deployment(
         http_spec(), options(template=load_template(str(TEMPLATE)))
+    ),
+    "job-kubernetes-fields-template": lambda: objects.build_job(
+        attempt_of(kube_spec()), options(template=load_template(str(TEMPLATE)))
+    ),
+    "deployment-kubernetes-fields-template": lambda: objects.build_deployment(
+        kube_spec(execution_mode=types_pb2.EXECUTION_MODE_WARM),
+        options(template=load_template(str(TEMPLATE))),
     ),
 }
 
@@ -216,3 +249,86 @@ def test_names_are_valid_stable_and_collision_free(names: list[str], distinct: b
     assert len({naming.label_value(n) for n in names}) == len(names)
     assert naming.label_value("thumbnail") == "thumbnail"  # valid names are kept as they are
     assert naming.function_object_name("thumbnail") == "fn-thumbnail"
+
+
+def test_kubernetes_fields_reach_the_pod() -> None:
+    pod = objects.build_job(attempt_of(kube_spec()), options(image_pull_policy="Always"))["spec"]["template"]
+    spec = pod["spec"]
+    assert spec["nodeSelector"] == {"kubernetes.io/arch": "amd64", "pool": "fast"}
+    assert spec["tolerations"] == [
+        {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {
+            "key": "node.kubernetes.io/unreachable",
+            "operator": "Exists",
+            "effect": "NoExecute",
+            "tolerationSeconds": 30,
+        },
+    ]
+    assert spec["serviceAccountName"] == "fn-reader"
+    # A function given a service account gets its token (the platform default is none).
+    assert "automountServiceAccountToken" not in spec
+    container = spec["containers"][0]
+    assert container["imagePullPolicy"] == "Never"  # the function's, over the scheduler's default
+    assert container["resources"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "256Mi"},
+    }
+    # Secrets by name only: env ones through envFrom, file ones as read-only volumes.
+    assert container["envFrom"] == [{"secretRef": {"name": "db-credentials"}}]
+    assert container["volumeMounts"] == [
+        {"name": objects.secret_volume_name(1), "mountPath": "/etc/tls", "readOnly": True}
+    ]
+    assert spec["volumes"] == [{"name": objects.secret_volume_name(1), "secret": {"secretName": "tls"}}]
+
+
+def test_unset_kubernetes_fields_leave_the_pod_as_before() -> None:
+    spec = objects.build_job(attempt_of(http_spec()), options())["spec"]["template"]["spec"]
+    assert not {"nodeSelector", "tolerations", "serviceAccountName", "volumes"} & set(spec)
+    assert spec["automountServiceAccountToken"] is False
+    container = spec["containers"][0]
+    assert container["imagePullPolicy"] == "IfNotPresent" and "envFrom" not in container
+
+
+def test_function_fields_win_over_the_template_and_lists_and_maps_merge() -> None:
+    template = {
+        "spec": {
+            "nodeSelector": {"pool": "slow", "zone": "a"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "fn", "effect": "NoSchedule"}],
+            "serviceAccountName": "functions",
+            "automountServiceAccountToken": False,
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+            "containers": [
+                {
+                    "name": "function",
+                    "imagePullPolicy": "Always",
+                    "envFrom": [{"configMapRef": {"name": "common"}}],
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                }
+            ],
+        }
+    }
+    job = objects.build_job(attempt_of(kube_spec()), options(template=template))
+    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+    spec = job["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"pool": "fast", "zone": "a", "kubernetes.io/arch": "amd64"}  # map: merged
+    assert [t["key"] for t in spec["tolerations"]] == ["dedicated", "gpu", "node.kubernetes.io/unreachable"]
+    assert spec["serviceAccountName"] == "fn-reader"  # scalar: the function's
+    assert spec["automountServiceAccountToken"] is False  # the template said so explicitly
+    assert [v["name"] for v in spec["volumes"]] == [objects.secret_volume_name(1), "tmp"]
+    container = spec["containers"][0]
+    assert container["imagePullPolicy"] == "Never"
+    assert container["envFrom"] == [
+        {"configMapRef": {"name": "common"}},
+        {"secretRef": {"name": "db-credentials"}},
+    ]
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/etc/tls", "/tmp"]
+
+
+def test_the_deployment_gets_the_same_kubernetes_fields() -> None:
+    spec = kube_spec(execution_mode=types_pb2.EXECUTION_MODE_WARM)
+    job_pod = objects.build_job(attempt_of(spec), options())["spec"]["template"]["spec"]
+    warm_pod = objects.build_deployment(spec, options())["spec"]["template"]["spec"]
+    for key in ("nodeSelector", "tolerations", "serviceAccountName", "volumes"):
+        assert warm_pod[key] == job_pod[key], key
+    for key in ("imagePullPolicy", "resources", "envFrom", "volumeMounts"):
+        assert warm_pod["containers"][0][key] == job_pod["containers"][0][key], key

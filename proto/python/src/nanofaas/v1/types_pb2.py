@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17nanofaas/v1/types.proto\x12\x0bnanofaas.v1\"(\n\tResources\x12\x0b\n\x03\x63pu\x18\x01 \x01(\t\x12\x0e\n\x06memory\x18\x02 \x01(\t\"\x97\x05\n\x0c\x46unctionSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x03(\t\x12\x17\n\x0fruntime_command\x18\x04 \x01(\t\x12/\n\x03\x65nv\x18\x05 \x03(\x0b\x32\".nanofaas.v1.FunctionSpec.EnvEntry\x12)\n\tresources\x18\x06 \x01(\x0b\x32\x16.nanofaas.v1.Resources\x12\x17\n\ntimeout_ms\x18\x07 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x0b\x63oncurrency\x18\x08 \x01(\x03H\x01\x88\x01\x01\x12\x17\n\nqueue_size\x18\t \x01(\x03H\x02\x88\x01\x01\x12\x18\n\x0bmax_retries\x18\n \x01(\x03H\x03\x88\x01\x01\x12\x32\n\x0e\x65xecution_mode\x18\x0b \x01(\x0e\x32\x1a.nanofaas.v1.ExecutionMode\x12.\n\x0cruntime_mode\x18\x0c \x01(\x0e\x32\x18.nanofaas.v1.RuntimeMode\x12\x14\n\x0c\x65ndpoint_url\x18\r \x01(\t\x12\x15\n\rcreated_at_ms\x18\x0e \x01(\x03\x12\x15\n\rupdated_at_ms\x18\x0f \x01(\x03\x12\x10\n\x08revision\x18\x10 \x01(\x04\x12\x1c\n\x14\x65xecution_mode_alias\x18\x11 \x01(\t\x12\"\n\x15rate_limit_per_second\x18\x12 \x01(\x01H\x04\x88\x01\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_timeout_msB\x0e\n\x0c_concurrencyB\r\n\x0b_queue_sizeB\x0e\n\x0c_max_retriesB\x18\n\x16_rate_limit_per_second\"-\n\x07Payload\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\"*\n\tErrorInfo\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa3\x02\n\x0f\x45xecutionStatus\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x15\n\rfunction_name\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.nanofaas.v1.ExecutionState\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x16\n\x0e\x65nqueued_at_ms\x18\x06 \x01(\x03\x12\x15\n\rstarted_at_ms\x18\x07 \x01(\x03\x12\x16\n\x0e\x66inished_at_ms\x18\x08 \x01(\x03\x12$\n\x06output\x18\t \x01(\x0b\x32\x14.nanofaas.v1.Payload\x12%\n\x05\x65rror\x18\n \x01(\x0b\x32\x16.nanofaas.v1.ErrorInfo*}\n\rExecutionMode\x12\x1e\n\x1a\x45XECUTION_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XECUTION_MODE_JOB\x10\x01\x12\x17\n\x13\x45XECUTION_MODE_WARM\x10\x02\x12\x1b\n\x17\x45XECUTION_MODE_ENDPOINT\x10\x03*q\n\x0bRuntimeMode\x12\x1c\n\x18RUNTIME_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUNTIME_MODE_HTTP\x10\x01\x12\x16\n\x12RUNTIME_MODE_STDIO\x10\x02\x12\x15\n\x11RUNTIME_MODE_FILE\x10\x03*\x8e\x05\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45RROR_CODE_FUNCTION_ERROR\x10\x01\x12\x16\n\x12\x45RROR_CODE_TIMEOUT\x10\x02\x12\x14\n\x10\x45RROR_CODE_CRASH\x10\x03\x12\x1b\n\x17\x45RROR_CODE_START_FAILED\x10\x04\x12\x18\n\x14\x45RROR_CODE_CANCELLED\x10\x05\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\x06\x12\"\n\x1e\x45RROR_CODE_UNRUNNABLE_FUNCTION\x10\x07\x12\x1f\n\x1b\x45RROR_CODE_INVALID_ENDPOINT\x10\x08\x12\x1f\n\x1b\x45RROR_CODE_FUNCTION_DELETED\x10\t\x12\x1c\n\x18\x45RROR_CODE_SHUTTING_DOWN\x10\n\x12\x1f\n\x1b\x45RROR_CODE_INVALID_ARGUMENT\x10\x14\x12\x1f\n\x1b\x45RROR_CODE_VALIDATION_ERROR\x10\x15\x12\x18\n\x14\x45RROR_CODE_NOT_FOUND\x10\x16\x12\x1d\n\x19\x45RROR_CODE_ALREADY_EXISTS\x10\x17\x12!\n\x1d\x45RROR_CODE_METHOD_NOT_ALLOWED\x10\x18\x12 \n\x1c\x45RROR_CODE_PAYLOAD_TOO_LARGE\x10\x19\x12%\n!ERROR_CODE_UNSUPPORTED_MEDIA_TYPE\x10\x1a\x12!\n\x1d\x45RROR_CODE_RESOURCE_EXHAUSTED\x10\x1b\x12\x1a\n\x16\x45RROR_CODE_UNAVAILABLE\x10\x1c\x12\x1e\n\x1a\x45RROR_CODE_INVALID_REQUEST\x10\x1d*\xbf\x01\n\x0e\x45xecutionState\x12\x1f\n\x1b\x45XECUTION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XECUTION_STATE_QUEUED\x10\x01\x12\x1b\n\x17\x45XECUTION_STATE_RUNNING\x10\x02\x12\x1b\n\x17\x45XECUTION_STATE_SUCCESS\x10\x03\x12\x19\n\x15\x45XECUTION_STATE_ERROR\x10\x04\x12\x1b\n\x17\x45XECUTION_STATE_TIMEOUT\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17nanofaas/v1/types.proto\x12\x0bnanofaas.v1\"U\n\tResources\x12\x0b\n\x03\x63pu\x18\x01 \x01(\t\x12\x0e\n\x06memory\x18\x02 \x01(\t\x12\x13\n\x0brequest_cpu\x18\x03 \x01(\t\x12\x16\n\x0erequest_memory\x18\x04 \x01(\t\"\x82\x01\n\nToleration\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\t\x12\x0e\n\x06\x65\x66\x66\x65\x63t\x18\x04 \x01(\t\x12\x1f\n\x12toleration_seconds\x18\x05 \x01(\x03H\x00\x88\x01\x01\x42\x15\n\x13_toleration_seconds\"/\n\x0bSecretMount\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmount_path\x18\x02 \x01(\t\"\xa2\x07\n\x0c\x46unctionSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x03(\t\x12\x17\n\x0fruntime_command\x18\x04 \x01(\t\x12/\n\x03\x65nv\x18\x05 \x03(\x0b\x32\".nanofaas.v1.FunctionSpec.EnvEntry\x12)\n\tresources\x18\x06 \x01(\x0b\x32\x16.nanofaas.v1.Resources\x12\x17\n\ntimeout_ms\x18\x07 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x0b\x63oncurrency\x18\x08 \x01(\x03H\x01\x88\x01\x01\x12\x17\n\nqueue_size\x18\t \x01(\x03H\x02\x88\x01\x01\x12\x18\n\x0bmax_retries\x18\n \x01(\x03H\x03\x88\x01\x01\x12\x32\n\x0e\x65xecution_mode\x18\x0b \x01(\x0e\x32\x1a.nanofaas.v1.ExecutionMode\x12.\n\x0cruntime_mode\x18\x0c \x01(\x0e\x32\x18.nanofaas.v1.RuntimeMode\x12\x14\n\x0c\x65ndpoint_url\x18\r \x01(\t\x12\x15\n\rcreated_at_ms\x18\x0e \x01(\x03\x12\x15\n\rupdated_at_ms\x18\x0f \x01(\x03\x12\x10\n\x08revision\x18\x10 \x01(\x04\x12\x1c\n\x14\x65xecution_mode_alias\x18\x11 \x01(\t\x12\"\n\x15rate_limit_per_second\x18\x12 \x01(\x01H\x04\x88\x01\x01\x12\x19\n\x11image_pull_policy\x18\x13 \x01(\t\x12\x42\n\rnode_selector\x18\x14 \x03(\x0b\x32+.nanofaas.v1.FunctionSpec.NodeSelectorEntry\x12,\n\x0btolerations\x18\x15 \x03(\x0b\x32\x17.nanofaas.v1.Toleration\x12\x1c\n\x14service_account_name\x18\x16 \x01(\t\x12)\n\x07secrets\x18\x17 \x03(\x0b\x32\x18.nanofaas.v1.SecretMount\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11NodeSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_timeout_msB\x0e\n\x0c_concurrencyB\r\n\x0b_queue_sizeB\x0e\n\x0c_max_retriesB\x18\n\x16_rate_limit_per_second\"-\n\x07Payload\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\"*\n\tErrorInfo\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa3\x02\n\x0f\x45xecutionStatus\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x15\n\rfunction_name\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.nanofaas.v1.ExecutionState\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x16\n\x0e\x65nqueued_at_ms\x18\x06 \x01(\x03\x12\x15\n\rstarted_at_ms\x18\x07 \x01(\x03\x12\x16\n\x0e\x66inished_at_ms\x18\x08 \x01(\x03\x12$\n\x06output\x18\t \x01(\x0b\x32\x14.nanofaas.v1.Payload\x12%\n\x05\x65rror\x18\n \x01(\x0b\x32\x16.nanofaas.v1.ErrorInfo*}\n\rExecutionMode\x12\x1e\n\x1a\x45XECUTION_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XECUTION_MODE_JOB\x10\x01\x12\x17\n\x13\x45XECUTION_MODE_WARM\x10\x02\x12\x1b\n\x17\x45XECUTION_MODE_ENDPOINT\x10\x03*q\n\x0bRuntimeMode\x12\x1c\n\x18RUNTIME_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUNTIME_MODE_HTTP\x10\x01\x12\x16\n\x12RUNTIME_MODE_STDIO\x10\x02\x12\x15\n\x11RUNTIME_MODE_FILE\x10\x03*\x8e\x05\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45RROR_CODE_FUNCTION_ERROR\x10\x01\x12\x16\n\x12\x45RROR_CODE_TIMEOUT\x10\x02\x12\x14\n\x10\x45RROR_CODE_CRASH\x10\x03\x12\x1b\n\x17\x45RROR_CODE_START_FAILED\x10\x04\x12\x18\n\x14\x45RROR_CODE_CANCELLED\x10\x05\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\x06\x12\"\n\x1e\x45RROR_CODE_UNRUNNABLE_FUNCTION\x10\x07\x12\x1f\n\x1b\x45RROR_CODE_INVALID_ENDPOINT\x10\x08\x12\x1f\n\x1b\x45RROR_CODE_FUNCTION_DELETED\x10\t\x12\x1c\n\x18\x45RROR_CODE_SHUTTING_DOWN\x10\n\x12\x1f\n\x1b\x45RROR_CODE_INVALID_ARGUMENT\x10\x14\x12\x1f\n\x1b\x45RROR_CODE_VALIDATION_ERROR\x10\x15\x12\x18\n\x14\x45RROR_CODE_NOT_FOUND\x10\x16\x12\x1d\n\x19\x45RROR_CODE_ALREADY_EXISTS\x10\x17\x12!\n\x1d\x45RROR_CODE_METHOD_NOT_ALLOWED\x10\x18\x12 \n\x1c\x45RROR_CODE_PAYLOAD_TOO_LARGE\x10\x19\x12%\n!ERROR_CODE_UNSUPPORTED_MEDIA_TYPE\x10\x1a\x12!\n\x1d\x45RROR_CODE_RESOURCE_EXHAUSTED\x10\x1b\x12\x1a\n\x16\x45RROR_CODE_UNAVAILABLE\x10\x1c\x12\x1e\n\x1a\x45RROR_CODE_INVALID_REQUEST\x10\x1d*\xbf\x01\n\x0e\x45xecutionState\x12\x1f\n\x1b\x45XECUTION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XECUTION_STATE_QUEUED\x10\x01\x12\x1b\n\x17\x45XECUTION_STATE_RUNNING\x10\x02\x12\x1b\n\x17\x45XECUTION_STATE_SUCCESS\x10\x03\x12\x19\n\x15\x45XECUTION_STATE_ERROR\x10\x04\x12\x1b\n\x17\x45XECUTION_STATE_TIMEOUT\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,24 +33,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FUNCTIONSPEC_ENVENTRY']._loaded_options = None
   _globals['_FUNCTIONSPEC_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_EXECUTIONMODE']._serialized_start=1133
-  _globals['_EXECUTIONMODE']._serialized_end=1258
-  _globals['_RUNTIMEMODE']._serialized_start=1260
-  _globals['_RUNTIMEMODE']._serialized_end=1373
-  _globals['_ERRORCODE']._serialized_start=1376
-  _globals['_ERRORCODE']._serialized_end=2030
-  _globals['_EXECUTIONSTATE']._serialized_start=2033
-  _globals['_EXECUTIONSTATE']._serialized_end=2224
+  _globals['_FUNCTIONSPEC_NODESELECTORENTRY']._loaded_options = None
+  _globals['_FUNCTIONSPEC_NODESELECTORENTRY']._serialized_options = b'8\001'
+  _globals['_EXECUTIONMODE']._serialized_start=1627
+  _globals['_EXECUTIONMODE']._serialized_end=1752
+  _globals['_RUNTIMEMODE']._serialized_start=1754
+  _globals['_RUNTIMEMODE']._serialized_end=1867
+  _globals['_ERRORCODE']._serialized_start=1870
+  _globals['_ERRORCODE']._serialized_end=2524
+  _globals['_EXECUTIONSTATE']._serialized_start=2527
+  _globals['_EXECUTIONSTATE']._serialized_end=2718
   _globals['_RESOURCES']._serialized_start=40
-  _globals['_RESOURCES']._serialized_end=80
-  _globals['_FUNCTIONSPEC']._serialized_start=83
-  _globals['_FUNCTIONSPEC']._serialized_end=746
-  _globals['_FUNCTIONSPEC_ENVENTRY']._serialized_start=616
-  _globals['_FUNCTIONSPEC_ENVENTRY']._serialized_end=658
-  _globals['_PAYLOAD']._serialized_start=748
-  _globals['_PAYLOAD']._serialized_end=793
-  _globals['_ERRORINFO']._serialized_start=795
-  _globals['_ERRORINFO']._serialized_end=837
-  _globals['_EXECUTIONSTATUS']._serialized_start=840
-  _globals['_EXECUTIONSTATUS']._serialized_end=1131
+  _globals['_RESOURCES']._serialized_end=125
+  _globals['_TOLERATION']._serialized_start=128
+  _globals['_TOLERATION']._serialized_end=258
+  _globals['_SECRETMOUNT']._serialized_start=260
+  _globals['_SECRETMOUNT']._serialized_end=307
+  _globals['_FUNCTIONSPEC']._serialized_start=310
+  _globals['_FUNCTIONSPEC']._serialized_end=1240
+  _globals['_FUNCTIONSPEC_ENVENTRY']._serialized_start=1057
+  _globals['_FUNCTIONSPEC_ENVENTRY']._serialized_end=1099
+  _globals['_FUNCTIONSPEC_NODESELECTORENTRY']._serialized_start=1101
+  _globals['_FUNCTIONSPEC_NODESELECTORENTRY']._serialized_end=1152
+  _globals['_PAYLOAD']._serialized_start=1242
+  _globals['_PAYLOAD']._serialized_end=1287
+  _globals['_ERRORINFO']._serialized_start=1289
+  _globals['_ERRORINFO']._serialized_end=1331
+  _globals['_EXECUTIONSTATUS']._serialized_start=1334
+  _globals['_EXECUTIONSTATUS']._serialized_end=1625
 # @@protoc_insertion_point(module_scope)

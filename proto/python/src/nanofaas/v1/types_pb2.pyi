@@ -202,25 +202,101 @@ Global___ExecutionState: _TypeAlias = ExecutionState  # noqa: Y015
 
 @_typing.final
 class Resources(_message.Message):
+    """cpu and memory are the container's limits, and its requests unless
+    request_cpu / request_memory say otherwise (Kubernetes quantities).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CPU_FIELD_NUMBER: _builtins.int
     MEMORY_FIELD_NUMBER: _builtins.int
+    REQUEST_CPU_FIELD_NUMBER: _builtins.int
+    REQUEST_MEMORY_FIELD_NUMBER: _builtins.int
     cpu: _builtins.str
     memory: _builtins.str
+    request_cpu: _builtins.str
+    """Requests distinct from the limits (REST resources.requests); "" = the limit."""
+    request_memory: _builtins.str
     def __init__(
         self,
         *,
         cpu: _builtins.str = ...,
         memory: _builtins.str = ...,
+        request_cpu: _builtins.str = ...,
+        request_memory: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu", b"cpu", "memory", b"memory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu", b"cpu", "memory", b"memory", "request_cpu", b"request_cpu", "request_memory", b"request_memory"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Resources: _TypeAlias = Resources  # noqa: Y015
+
+@_typing.final
+class Toleration(_message.Message):
+    """A Kubernetes toleration of a function's pods (core/v1 Toleration)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    EFFECT_FIELD_NUMBER: _builtins.int
+    TOLERATION_SECONDS_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    operator: _builtins.str
+    """"Equal" (default) or "Exists"."""
+    value: _builtins.str
+    effect: _builtins.str
+    """"" (all), "NoSchedule", "PreferNoSchedule" or "NoExecute"."""
+    toleration_seconds: _builtins.int
+    """Only with effect NoExecute: how long the pod stays bound to a tainted node."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        operator: _builtins.str = ...,
+        value: _builtins.str = ...,
+        effect: _builtins.str = ...,
+        toleration_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_toleration_seconds", b"_toleration_seconds", "toleration_seconds", b"toleration_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_toleration_seconds", b"_toleration_seconds", "effect", b"effect", "key", b"key", "operator", b"operator", "toleration_seconds", b"toleration_seconds", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__toleration_seconds: _TypeAlias = _typing.Literal["toleration_seconds"]  # noqa: Y015
+    _WhichOneofArgType__toleration_seconds: _TypeAlias = _typing.Literal["_toleration_seconds", b"_toleration_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__toleration_seconds) -> _WhichOneofReturnType__toleration_seconds | None: ...
+
+Global___Toleration: _TypeAlias = Toleration  # noqa: Y015
+
+@_typing.final
+class SecretMount(_message.Message):
+    """A Kubernetes Secret given to a function's pods, by name only: the platform
+    never reads its values. mount_path "" = every key as an env var (envFrom),
+    else the keys as files in a read-only volume at mount_path.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MOUNT_PATH_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    mount_path: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        mount_path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mount_path", b"mount_path", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecretMount: _TypeAlias = SecretMount  # noqa: Y015
 
 @_typing.final
 class FunctionSpec(_message.Message):
@@ -232,6 +308,26 @@ class FunctionSpec(_message.Message):
 
     @_typing.final
     class EnvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class NodeSelectorEntry(_message.Message):
         DESCRIPTOR: _descriptor.Descriptor
 
         KEY_FIELD_NUMBER: _builtins.int
@@ -268,6 +364,11 @@ class FunctionSpec(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     EXECUTION_MODE_ALIAS_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_PER_SECOND_FIELD_NUMBER: _builtins.int
+    IMAGE_PULL_POLICY_FIELD_NUMBER: _builtins.int
+    NODE_SELECTOR_FIELD_NUMBER: _builtins.int
+    TOLERATIONS_FIELD_NUMBER: _builtins.int
+    SERVICE_ACCOUNT_NAME_FIELD_NUMBER: _builtins.int
+    SECRETS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     runtime_command: _builtins.str
@@ -293,12 +394,23 @@ class FunctionSpec(_message.Message):
     """
     rate_limit_per_second: _builtins.float
     """Admissions per second for this function; 0 or unset = no limit."""
+    image_pull_policy: _builtins.str
+    """-- Kubernetes backend only (the local backend ignores them) --
+    "Always", "IfNotPresent" or "Never"; "" = the scheduler's default (IfNotPresent).
+    """
+    service_account_name: _builtins.str
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def resources(self) -> Global___Resources: ...
+    @_builtins.property
+    def node_selector(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def tolerations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Toleration]: ...
+    @_builtins.property
+    def secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecretMount]: ...
     def __init__(
         self,
         *,
@@ -320,10 +432,15 @@ class FunctionSpec(_message.Message):
         revision: _builtins.int = ...,
         execution_mode_alias: _builtins.str = ...,
         rate_limit_per_second: _builtins.float | None = ...,
+        image_pull_policy: _builtins.str = ...,
+        node_selector: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        tolerations: _abc.Iterable[Global___Toleration] | None = ...,
+        service_account_name: _builtins.str = ...,
+        secrets: _abc.Iterable[Global___SecretMount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_retries", b"_max_retries", "_queue_size", b"_queue_size", "_rate_limit_per_second", b"_rate_limit_per_second", "_timeout_ms", b"_timeout_ms", "concurrency", b"concurrency", "max_retries", b"max_retries", "queue_size", b"queue_size", "rate_limit_per_second", b"rate_limit_per_second", "resources", b"resources", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_retries", b"_max_retries", "_queue_size", b"_queue_size", "_rate_limit_per_second", b"_rate_limit_per_second", "_timeout_ms", b"_timeout_ms", "command", b"command", "concurrency", b"concurrency", "created_at_ms", b"created_at_ms", "endpoint_url", b"endpoint_url", "env", b"env", "execution_mode", b"execution_mode", "execution_mode_alias", b"execution_mode_alias", "image", b"image", "max_retries", b"max_retries", "name", b"name", "queue_size", b"queue_size", "rate_limit_per_second", b"rate_limit_per_second", "resources", b"resources", "revision", b"revision", "runtime_command", b"runtime_command", "runtime_mode", b"runtime_mode", "timeout_ms", b"timeout_ms", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_retries", b"_max_retries", "_queue_size", b"_queue_size", "_rate_limit_per_second", b"_rate_limit_per_second", "_timeout_ms", b"_timeout_ms", "command", b"command", "concurrency", b"concurrency", "created_at_ms", b"created_at_ms", "endpoint_url", b"endpoint_url", "env", b"env", "execution_mode", b"execution_mode", "execution_mode_alias", b"execution_mode_alias", "image", b"image", "image_pull_policy", b"image_pull_policy", "max_retries", b"max_retries", "name", b"name", "node_selector", b"node_selector", "queue_size", b"queue_size", "rate_limit_per_second", b"rate_limit_per_second", "resources", b"resources", "revision", b"revision", "runtime_command", b"runtime_command", "runtime_mode", b"runtime_mode", "secrets", b"secrets", "service_account_name", b"service_account_name", "timeout_ms", b"timeout_ms", "tolerations", b"tolerations", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__concurrency: _TypeAlias = _typing.Literal["concurrency"]  # noqa: Y015
     _WhichOneofArgType__concurrency: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency"]  # noqa: Y015

@@ -111,6 +111,9 @@ class Dispatcher(abc.ABC):
         """Where this dispatcher reports its events from now on."""
         self.observer = observer
 
+    async def check(self) -> None:
+        """Before serving: refuse a configuration the backend cannot run (config.ConfigError)."""
+
     async def function_changed(self, spec: types_pb2.FunctionSpec) -> None:
         """A function was registered or updated; drop state built for its old spec."""
 

@@ -192,8 +192,14 @@ class KubeApi:
         work = functools.partial(self.request_retried, method, verb, resource, path, **kwargs)
         return await loop.run_in_executor(self._pool, work)
 
-    async def create(self, resource: Resource, namespace: str, body: JsonObject) -> JsonObject:
-        result: JsonObject = await self.call("POST", "create", resource, resource.path(namespace), body=body)
+    async def create(
+        self, resource: Resource, namespace: str, body: JsonObject, *, dry_run: bool = False
+    ) -> JsonObject:
+        """Create; `dry_run`: validated and admitted by the server (strictly), never stored."""
+        query = {"dryRun": "All", "fieldValidation": "Strict"} if dry_run else None
+        result: JsonObject = await self.call(
+            "POST", "create", resource, resource.path(namespace), body=body, query=query
+        )
         return result
 
     async def apply(self, resource: Resource, namespace: str, body: JsonObject) -> JsonObject:

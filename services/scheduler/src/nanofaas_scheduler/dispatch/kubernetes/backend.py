@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from nanofaas.v1 import types_pb2
+from nanofaas_scheduler.config import ConfigError
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash, function_error
@@ -32,6 +33,8 @@ from nanofaas_scheduler.dispatch.kubernetes.api import JOBS, PODS, ApiError, Kub
 from nanofaas_scheduler.dispatch.kubernetes.metrics import KubeMetrics
 from nanofaas_scheduler.dispatch.kubernetes.objects import PORT, PodOptions, UnrunnableFunction, build_job
 from nanofaas_scheduler.dispatch.kubernetes.pods import AttemptPod, PodTracker, with_last_words
+from nanofaas_scheduler.dispatch.kubernetes.preflight import check_template_on_cluster
+from nanofaas_scheduler.dispatch.kubernetes.template import TemplateError
 from nanofaas_scheduler.dispatch.kubernetes.warm import WarmFunctions
 from nanofaas_scheduler.dispatch.kubernetes.watch import Watcher
 
@@ -50,6 +53,8 @@ class KubeOptions:
     # After start, how long registered functions have to be announced before the WARM
     # objects of functions nobody announced are deleted (the registry's first sync).
     adopt_grace_s: float = 30.0
+    # Where the pod template came from (NANOFAAS_K8S_POD_TEMPLATE), for messages; "" = none.
+    template_path: str = ""
 
 
 class KubernetesBackend(Dispatcher):
@@ -62,7 +67,9 @@ class KubernetesBackend(Dispatcher):
         self._session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._watchers: list[Watcher] = []
-        self._warm = WarmFunctions(api, options.pod, self._track, watch_timeout_s=options.watch_timeout_s)
+        self._warm = WarmFunctions(
+            api, options.pod, self._track, watch_timeout_s=options.watch_timeout_s, metrics=metrics
+        )
         self._starting: asyncio.Future[None] | None = None
 
     @property
@@ -101,6 +108,15 @@ class KubernetesBackend(Dispatcher):
             )
         except ApiError as exc:
             log.warning("could not delete leftover Jobs", extra={"error": str(exc)})
+
+    async def check(self) -> None:
+        """The cluster judges the pod template (a dry-run create): a refused one stops the scheduler."""
+        if not self._options.template_path:
+            return
+        try:
+            await check_template_on_cluster(self._api, self._options.pod)
+        except TemplateError as exc:
+            raise ConfigError(f"NANOFAAS_K8S_POD_TEMPLATE: {self._options.template_path}: {exc}") from exc
 
     def attach(self, observer: BackendObserver) -> None:
         super().attach(observer)

@@ -1,4 +1,10 @@
-"""Metrics of the Kubernetes backend: API calls by verb, resource and status; JOB cold-start phases."""
+"""Metrics of the Kubernetes backend: API calls by verb, resource and status; cold-start phases.
+
+Cold-start phases are seconds since the pod's start on the scheduler's monotonic clock (API
+timestamps have whole seconds only): for a JOB attempt since its Job's create call, for a
+WARM pod (a scale-up, the first Deployment, a rolling update's new pod) since the pod watch
+saw it added.
+"""
 
 from __future__ import annotations
 
@@ -29,9 +35,21 @@ class KubeMetrics:
             registry=registry,
         )
 
+        self.warm_phases = Histogram(
+            "nanofaas_kubernetes_warm_phase_seconds",
+            "Seconds from a new WARM pod's creation until it was scheduled, running, ready, "
+            "and until its first result",
+            ("phase",),
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0),
+            registry=registry,
+        )
+
     def job_phases(self, phases: dict[str, float]) -> None:
         for phase, seconds in phases.items():
             self.phases.labels(phase).observe(seconds)
+
+    def warm_phase(self, phase: str, seconds: float) -> None:
+        self.warm_phases.labels(phase).observe(seconds)
 
     def __call__(self, verb: str, resource: str, status: int, seconds: float) -> None:
         self.seconds.labels(verb, resource).observe(seconds)

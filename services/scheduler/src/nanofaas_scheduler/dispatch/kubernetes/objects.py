@@ -10,6 +10,7 @@ a Deployment's pods serve many, behind a liveness probe.
 
 from __future__ import annotations
 
+import copy
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -113,11 +114,75 @@ def function_env(spec: types_pb2.FunctionSpec, options: PodOptions) -> list[Json
 
 
 def _resources(spec: types_pb2.FunctionSpec) -> JsonObject:
-    """Requests = limits: a function gets exactly what it asked for (Guaranteed QoS when both set)."""
-    amounts = {
-        key: value for key, value in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory)) if value
-    }
-    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+    """Requests = limits unless the spec's requests differ (Guaranteed QoS when both equal and set)."""
+    resources = spec.resources
+    limits = {key: value for key, value in (("cpu", resources.cpu), ("memory", resources.memory)) if value}
+    requests = dict(limits)
+    for key, value in (("cpu", resources.request_cpu), ("memory", resources.request_memory)):
+        if value:
+            requests[key] = value
+    built: JsonObject = {}
+    if requests:
+        built["requests"] = requests
+    if limits:
+        built["limits"] = limits
+    return built
+
+
+def secret_volume_name(index: int) -> str:
+    """The volume of the spec's index-th Secret mounted as files (a DNS-1123 label)."""
+    return f"nanofaas-secret-{index}"
+
+
+def _secret_env(spec: types_pb2.FunctionSpec) -> list[JsonObject]:
+    """Env Secrets as envFrom: the kubelet reads them; only their names pass through the platform."""
+    return [{"secretRef": {"name": secret.name}} for secret in spec.secrets if not secret.mount_path]
+
+
+def _secret_files(spec: types_pb2.FunctionSpec) -> tuple[list[JsonObject], list[JsonObject]]:
+    """(volumes, volumeMounts) of the Secrets mounted as files, read-only."""
+    volumes: list[JsonObject] = []
+    mounts: list[JsonObject] = []
+    for index, secret in enumerate(spec.secrets):
+        if secret.mount_path:
+            name = secret_volume_name(index)
+            volumes.append({"name": name, "secret": {"secretName": secret.name}})
+            mounts.append({"name": name, "mountPath": secret.mount_path, "readOnly": True})
+    return volumes, mounts
+
+
+def _tolerations(spec: types_pb2.FunctionSpec) -> list[JsonObject]:
+    built: list[JsonObject] = []
+    for toleration in spec.tolerations:
+        item: JsonObject = {
+            key: getattr(toleration, key)
+            for key in ("key", "operator", "value", "effect")
+            if getattr(toleration, key)
+        }
+        if toleration.HasField("toleration_seconds"):
+            item["tolerationSeconds"] = toleration.toleration_seconds
+        built.append(item)
+    return built
+
+
+def _scheduling(spec: types_pb2.FunctionSpec) -> JsonObject:
+    """The function's own pod-level fields: nodeSelector, tolerations, serviceAccountName, Secret volumes.
+
+    Merged over the operator's template: nodeSelector entries are added (the function's value
+    wins for the same key), tolerations and volumes are added to the template's.
+    """
+    own: JsonObject = {}
+    if spec.node_selector:
+        own["nodeSelector"] = dict(sorted(spec.node_selector.items()))
+    tolerations = _tolerations(spec)
+    if tolerations:
+        own["tolerations"] = tolerations
+    if spec.service_account_name:
+        own["serviceAccountName"] = spec.service_account_name
+    volumes, _ = _secret_files(spec)
+    if volumes:
+        own["volumes"] = volumes
+    return own
 
 
 def _readiness() -> JsonObject:
@@ -146,7 +211,7 @@ def function_container(
     container: JsonObject = {
         "name": FUNCTION_CONTAINER,
         "image": spec.image,
-        "imagePullPolicy": options.image_pull_policy,
+        "imagePullPolicy": spec.image_pull_policy or options.image_pull_policy,
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
         "env": [*function_env(spec, options), *_env(extra_env)],
         "readinessProbe": _readiness(),
@@ -157,10 +222,17 @@ def function_container(
     resources = _resources(spec)
     if resources:
         container["resources"] = resources
+    env_from = _secret_env(spec)
+    if env_from:
+        container["envFrom"] = env_from
+    _, mounts = _secret_files(spec)
+    if mounts:
+        container["volumeMounts"] = mounts
     return container
 
 
 def _pod(
+    spec: types_pb2.FunctionSpec,
     options: PodOptions,
     labels: dict[str, str],
     annotations: dict[str, str],
@@ -168,8 +240,15 @@ def _pod(
     *,
     defaults: JsonObject | None = None,
 ) -> JsonObject:
-    own = {"metadata": {"labels": labels, "annotations": annotations}, "spec": own_spec}
-    return merge_pod(defaults or _POD_DEFAULTS, options.template, own)
+    base = copy.deepcopy(defaults or _POD_DEFAULTS)
+    if spec.service_account_name:
+        # A function given its own service account is given its token too (unless the template says not).
+        base["spec"].pop("automountServiceAccountToken", None)
+    own = {
+        "metadata": {"labels": labels, "annotations": annotations},
+        "spec": {**_scheduling(spec), **own_spec},
+    }
+    return merge_pod(base, options.template, own)
 
 
 def job_labels(attempt: Attempt) -> dict[str, str]:
@@ -198,6 +277,7 @@ def build_job(attempt: Attempt, options: PodOptions) -> JsonObject:
     if attempt.traceparent:
         identity["TRACEPARENT"] = attempt.traceparent
     pod = _pod(
+        spec,
         options,
         labels,
         {naming.FUNCTION_ANNOTATION: attempt.function_name},
@@ -249,7 +329,7 @@ def build_deployment(spec: types_pb2.FunctionSpec, options: PodOptions) -> JsonO
         spec, options, {"NANOFAAS_RUNTIME_CONCURRENCY": str(pod_concurrency(spec, replicas))}
     )
     container["livenessProbe"] = _liveness()
-    pod = _pod(options, labels, annotations, {"restartPolicy": "Always", "containers": [container]})
+    pod = _pod(spec, options, labels, annotations, {"restartPolicy": "Always", "containers": [container]})
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

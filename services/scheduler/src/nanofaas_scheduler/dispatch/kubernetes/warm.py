@@ -22,7 +22,7 @@ import aiohttp
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
-from nanofaas_scheduler.core.outcome import Outcome, crash
+from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash
 from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver
 from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH
 from nanofaas_scheduler.dispatch.http_invoke import post_invocation
@@ -35,6 +35,7 @@ from nanofaas_scheduler.dispatch.kubernetes.api import (
     ApiError,
     KubeApi,
 )
+from nanofaas_scheduler.dispatch.kubernetes.metrics import KubeMetrics
 from nanofaas_scheduler.dispatch.kubernetes.objects import (
     PORT,
     PodOptions,
@@ -43,6 +44,7 @@ from nanofaas_scheduler.dispatch.kubernetes.objects import (
     pod_concurrency,
 )
 from nanofaas_scheduler.dispatch.kubernetes.pods import warm_problem, with_last_words
+from nanofaas_scheduler.dispatch.kubernetes.warm_phases import WarmPhases
 from nanofaas_scheduler.dispatch.kubernetes.watch import SYNC, Watcher
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,7 @@ class WarmFunctions:
         track: Callable[[Awaitable[None]], None],
         *,
         watch_timeout_s: int = 60,
+        metrics: KubeMetrics | None = None,
     ) -> None:
         self._api = api
         self._options = options
@@ -128,6 +131,9 @@ class WarmFunctions:
         self._unclaimed: set[str] = set()
         self._sweep: asyncio.TimerHandle | None = None
         self._observer = BackendObserver()
+        self._phases: WarmPhases | None = None
+        if metrics is not None:
+            self._phases = WarmPhases(metrics.warm_phase, time.monotonic)
 
     def attach(self, observer: BackendObserver) -> None:
         self._observer = observer
@@ -158,6 +164,11 @@ class WarmFunctions:
         return self._pools.get(naming.function_object_name(name)) if name else None
 
     def _on_pod(self, kind: str, obj: Any) -> None:
+        if self._phases is not None:
+            if kind == SYNC:
+                self._phases.forget()
+            else:
+                self._phases.on_pod(kind, obj)
         if kind == SYNC:
             for known in self._pools.values():
                 known.problems.clear()
@@ -286,7 +297,10 @@ class WarmFunctions:
             self._observer.cold_start(attempt.function_name, time.perf_counter() - pool.created_at)
         try:
             async with asyncio.timeout_at(deadline):
-                return await post_invocation(session, f"http://{endpoint.ip}:{PORT}{INVOKE_PATH}", attempt)
+                outcome = await post_invocation(session, f"http://{endpoint.ip}:{PORT}{INVOKE_PATH}", attempt)
+            if self._phases is not None and outcome.kind is not OutcomeKind.CRASH:
+                self._phases.answered(endpoint.ip)
+            return outcome
         except TimeoutError:
             return timeout_outcome(attempt.timeout_ms)
         finally:
