@@ -184,8 +184,10 @@ async def read_all(logs: pod_logs.PodLogs, query: LogQuery) -> list[LogLine]:
 
 def delete_pod(cluster: FakeCluster, tmp_path: Path, pod: str) -> None:
     """Deleted as a user would (the official client), not by the backend."""
-    from kubernetes import client, config
+    from kubernetes import client
+    from kubernetes import config as kube_config
 
+    config: Any = kube_config  # the client ships no type information
     api_client = config.new_client_from_config(str(cluster.write_kubeconfig(tmp_path / "admin")))
     try:
         client.CoreV1Api(api_client).delete_namespaced_pod(pod, "default", grace_period_seconds=0)
