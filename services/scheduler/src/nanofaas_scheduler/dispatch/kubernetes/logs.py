@@ -57,6 +57,7 @@ DEFAULT_MAX_FOLLOWERS = 16
 DEFAULT_STREAM_WORKERS = 16
 # A followed stream that stays silent this long is re-opened (dead connections end this way).
 _FOLLOW_READ_TIMEOUT_S = 60.0
+_REOPEN_PAUSE_S = 1.0
 _FOLLOWER_QUEUE = 1000
 _SEEN = 4096  # recent line keys a follower remembers, so no line is sent twice
 _STAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
@@ -349,7 +350,9 @@ class PodLogs:
                     response.release_conn()
             if ended:
                 return
-            # Cut or silent for too long: read again, skipping what was sent (by timestamp).
+            # Cut or silent for too long: read again (after a pause, so a broken connection
+            # cannot spin), skipping what was sent (by timestamp).
+            await asyncio.sleep(_REOPEN_PAUSE_S)
 
     async def _drain(self, follower: _Follower, pod: str, execution_id: str, response: Any) -> bool:
         """Offer a response's lines; True when it ended cleanly (the run is over)."""
