@@ -158,6 +158,22 @@ async def test_follow_sees_job_attempts_started_after_it(
         await asyncio.wait_for(follow.aclose(), 10)  # type: ignore[attr-defined]
 
 
+async def test_a_follow_stream_that_fails_to_open_is_opened_again(
+    backend: KubernetesBackend, chatty_dir: Path, cluster: FakeCluster
+) -> None:
+    """A 503 when a new pod's stream is opened (no other pods/log call happens in between)."""
+    spec = warm(chatty_dir)
+    fault = cluster.fail("get", "pods/log", status=503, times=1)
+    follow = backend.logs(LogQuery(function="fn", follow=True))  # no pod yet: no backlog read
+    waiting = asyncio.ensure_future(next_with(follow, "said again"))
+    try:
+        execution = await said(backend, spec, "again")
+        assert (await waiting).execution_id == execution
+        assert fault.hits == 1
+    finally:
+        await asyncio.wait_for(follow.aclose(), 10)  # type: ignore[attr-defined]
+
+
 async def test_follows_are_bounded(backend: KubernetesBackend, chatty_dir: Path) -> None:
     spec = warm(chatty_dir)
     await said(backend, spec, "x")

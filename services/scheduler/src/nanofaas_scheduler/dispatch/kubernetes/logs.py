@@ -58,6 +58,8 @@ DEFAULT_STREAM_WORKERS = 16
 # A followed stream that stays silent this long is re-opened (dead connections end this way).
 _FOLLOW_READ_TIMEOUT_S = 60.0
 _REOPEN_PAUSE_S = 1.0
+# Answers to opening a log stream that mean the container run cannot be read (any more).
+_RUN_OVER = frozenset({400, 403, 404})
 _FOLLOWER_QUEUE = 1000
 _SEEN = 4096  # recent line keys a follower remembers, so no line is sent twice
 _STAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
@@ -148,6 +150,7 @@ class _Follower:
     # The last line already sent of each pod (its kubelet timestamp): later reads skip up to it.
     sent_ns: dict[str, int] = field(default_factory=dict)
     streams: dict[str, _Stream] = field(default_factory=dict)
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)  # as the watch last saw them
     seen: set[tuple[int, str, str]] = field(default_factory=set)
     seen_order: deque[tuple[int, str, str]] = field(default_factory=deque)
     closed: bool = False
@@ -295,6 +298,15 @@ class PodLogs:
 
     # -- following -----------------------------------------------------------------------------
     def _on_pod(self, follower: _Follower, kind: str, obj: Any) -> None:
+        if kind == SYNC:
+            follower.pods = {str(pod["metadata"]["name"]): pod for pod in obj}
+            for gone in [name for name in follower.streams if name not in follower.pods]:
+                self._recheck(follower, gone)  # deleted while the watch was down
+        elif kind == "DELETED":
+            follower.pods.pop(str(obj["metadata"]["name"]), None)
+            self._recheck(follower, str(obj["metadata"]["name"]))
+        else:
+            follower.pods[str(obj["metadata"]["name"])] = obj
         pods = obj if kind == SYNC else ([] if kind == "DELETED" else [obj])
         for pod in pods:
             if follower.closed or not is_of(pod, follower.query.function):
@@ -308,6 +320,19 @@ class PodLogs:
                 continue  # the previous run's stream drains first; the next event starts the new one
             task = asyncio.ensure_future(self._stream_pod(follower, name, pod_execution_id(pod)))
             follower.streams[name] = _Stream(container, task)
+            # A run that started while this one drained gets its stream when this one ends.
+            task.add_done_callback(functools.partial(self._recheck, follower, name))
+
+    def _recheck(self, follower: _Follower, name: str, _: object = None) -> None:
+        """A pod's stream ended: follow its next run, or forget a deleted pod (memory stays bounded)."""
+        pod = follower.pods.get(name)
+        if pod is None:
+            stream = follower.streams.get(name)
+            if stream is not None and stream.task.done():
+                del follower.streams[name]
+                follower.sent_ns.pop(name, None)
+        elif not follower.closed:
+            self._on_pod(follower, "MODIFIED", pod)
 
     async def _stream_pod(self, follower: _Follower, pod: str, execution_id: str) -> None:
         """Follow one container run's log until it ends (its container stopped) or the follow closes."""
@@ -337,10 +362,12 @@ class PodLogs:
                     ),
                 )
             except ApiError as exc:
-                if exc.status:  # not started, gone: this run has nothing (more) to say
+                if exc.status in _RUN_OVER:  # not started, or gone: this run has nothing (more) to say
                     return
+                # Throttled, a server error, no answer: try again after the pause.
                 log.debug("pod log follow failed to open", extra={"pod": pod, "error": str(exc)})
-                return
+                await asyncio.sleep(_REOPEN_PAUSE_S)
+                continue
             stream.response = response
             try:
                 ended = await self._drain(follower, pod, execution_id, response)
