@@ -191,6 +191,16 @@ def test_no_docker_is_exit_10_with_what_to_do(
     assert "'podman-remote' is not on PATH" in run("fn", "deploy", str(hello), "--registry", "r").stderr
 
 
+@pytest.mark.parametrize("registry", ["has space", "UPPER.example/Team", "host:port", "-bad"])
+def test_a_registry_that_cannot_prefix_an_image_is_a_usage_error(
+    docker: Docker, gateway: Registered, hello: Path, registry: str
+) -> None:
+    result = run("fn", "deploy", str(hello), "--registry", registry)
+    assert result.exit_code == exit_codes.USAGE
+    assert "is not a registry" in result.stderr
+    assert docker.calls() == []
+
+
 def test_registry_from_the_environment(
     docker: Docker, gateway: Registered, hello: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -39,6 +39,10 @@ _BUILD_TIMEOUT_S = 1800
 _PUSH_TIMEOUT_S = 900
 _INSPECT_TIMEOUT_S = 60
 _HASH_CHARS = 16
+# host[:port][/path...], as docker accepts it before a repository name.
+_REGISTRY = re.compile(
+    r"^[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*/?$"
+)
 
 
 class ImageError(Exception):
@@ -67,6 +71,13 @@ def docker_binary() -> str:
             "  without --image-build / --registry for the local backend."
         )
     return found
+
+
+def registry_problem(registry: str) -> str | None:
+    """Why `registry` cannot prefix an image name, or None."""
+    if _REGISTRY.fullmatch(registry):
+        return None
+    return f"{registry!r} is not a registry: expected host[:port][/path], e.g. registry.example:5000/team"
 
 
 def repository_name(function: str) -> str:

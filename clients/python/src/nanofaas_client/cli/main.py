@@ -22,7 +22,7 @@ from click.shell_completion import get_completion_class
 
 from nanofaas_client.cli import exit_codes
 from nanofaas_client.cli.deploy import Prepared, prepare, prepare_image
-from nanofaas_client.cli.image import DEFAULT_BASE_IMAGE, EngineMissing, ImageError
+from nanofaas_client.cli.image import DEFAULT_BASE_IMAGE, EngineMissing, ImageError, registry_problem
 from nanofaas_client.cli.output import FORMATS, Output
 from nanofaas_client.cli.scaffold import ScaffoldError, scaffold
 from nanofaas_client.cli.venvs import VenvError
@@ -195,6 +195,13 @@ class ImageOptions:
         return self.build or bool(self.registry)
 
 
+def _check_registry(_: click.Context, __: click.Parameter, value: str) -> str:
+    problem = registry_problem(value) if value else None
+    if problem is not None:
+        raise click.BadParameter(problem)
+    return value
+
+
 def _image_options(function: Any) -> Any:
     """The image options of `fn deploy` and `fn update`."""
     for option in reversed(
@@ -210,6 +217,7 @@ def _image_options(function: Any) -> Any:
                 "--registry",
                 envvar="NANOFAAS_REGISTRY",
                 default="",
+                callback=_check_registry,
                 help="Tag the image <registry>/<name>:<hash> and push it there (implies --image-build).",
             ),
             click.option(
