@@ -189,7 +189,7 @@ class PodLogs:
     ) -> None:
         self._api = api
         self._namespace = namespace
-        self._book = LogBook(kept_lines, max_followers)  # JOB attempts' lines, read as they end
+        self._book = LogBook(kept_lines)  # JOB attempts' lines, read as they end
         self._max_followers = max_followers
         self._followers: set[_Follower] = set()
         self._watch_timeout_s = watch_timeout_s
@@ -341,7 +341,8 @@ class PodLogs:
             "container": FUNCTION_CONTAINER,
             "timestamps": "true",
             "follow": "true",
-            "tailLines": follower.query.tail or DEFAULT_TAIL,
+            # Not the query's tail (that bounds the backlog): a new run's first lines are all new.
+            "tailLines": DEFAULT_TAIL,
             "limitBytes": LIMIT_BYTES,
         }
         path = PODS.path(self._namespace, pod) + "/log"
