@@ -18,8 +18,14 @@ from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.core.store import ExecutionStore, UnknownCursor
 from nanofaas_scheduler.dispatch.base import Attempt, ReplicaCounts
 from nanofaas_scheduler.dispatch.local import LocalBackend
-from nanofaas_scheduler.dispatch.local.function_logs import log_line
-from nanofaas_scheduler.dispatch.logs import MAX_MESSAGE_CHARS, LogBook, LogLine, LogQuery, TooManyFollowers
+from nanofaas_scheduler.dispatch.logs import (
+    MAX_MESSAGE_CHARS,
+    LogBook,
+    LogLine,
+    LogQuery,
+    TooManyFollowers,
+    parse_line,
+)
 from nanofaas_scheduler.dispatch.stub import StubDispatcher
 from nanofaas_scheduler.server import SchedulerServer
 
@@ -72,8 +78,8 @@ def test_runtime_json_lines_keep_their_fields_and_raw_text_is_stderr() -> None:
     runtime = orjson.dumps(
         {"ts": "t", "level": "WARNING", "msg": "hi", "executionId": "e1", "stream": "stdout"}
     )
-    assert log_line(runtime, 7) == LogLine(7, "stdout", "e1", "WARNING", "hi")
-    assert log_line(b"Traceback {oops}", 8) == LogLine(8, "stderr", "", "INFO", "Traceback {oops}")
+    assert parse_line(runtime, 7) == LogLine(7, "stdout", "e1", "WARNING", "hi")
+    assert parse_line(b"Traceback {oops}", 8) == LogLine(8, "stderr", "", "INFO", "Traceback {oops}")
 
 
 # -- recent executions -------------------------------------------------------------

@@ -20,6 +20,7 @@ from fakekube import FakeCluster
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.outcome import OutcomeKind
+from nanofaas_scheduler.dispatch.logs import LogQuery
 
 from ..conftest import make_attempt
 from .conftest import SCHEDULER_USER, BackendMaker, no_jobs_left, runtime_spec
@@ -45,6 +46,9 @@ async def test_the_calls_match_the_rbac_record(
     warm_spec = runtime_spec(handler_dir, name="warm", execution_mode=types_pb2.EXECUTION_MODE_WARM)
     warm = await backend.dispatch(make_attempt(warm_spec, orjson.dumps(2)))
     assert (job.kind, warm.kind) == (OutcomeKind.SUCCESS, OutcomeKind.SUCCESS), (job, warm)
+    follow = backend.logs(LogQuery(function="warm", tail=1, follow=True))  # lists, reads, watches pods
+    await asyncio.wait_for(anext(follow), 20)
+    await follow.aclose()  # type: ignore[attr-defined]
     broken = runtime_spec(handler_dir, name="broken", env={"HANDLER_MODULE": "no_such_module"})
     failed = await backend.dispatch(make_attempt(broken, orjson.dumps(3)))  # its logs are read
     assert failed.error_code == codes.START_FAILED and "no_such_module" in failed.message, failed

@@ -1,9 +1,16 @@
-"""`nanofaas fn deploy DIR|FILE` on the local backend: the manifest, made runnable from its folder.
+"""`nanofaas fn deploy DIR|FILE`: the manifest, made runnable from its folder.
 
-The folder goes on PYTHONPATH (so `handler.py` is found); a requirements.txt
-that lists anything gets the function's own virtualenv (venvs.py) and the
-runtime is started from it (`runtimeCommand`). A manifest that names its own
-`command` or `runtimeCommand` is registered as written.
+Local backend (the default): the folder goes on PYTHONPATH (so `handler.py` is
+found); a requirements.txt that lists anything gets the function's own
+virtualenv (venvs.py) and the runtime is started from it (`runtimeCommand`). A
+manifest that names its own `command` or `runtimeCommand` is registered as
+written.
+
+Image (`--image-build` or `--registry`, for backends that run images such as
+Kubernetes): the folder is built into an image FROM the runtime image
+(image.py) and the function is registered with that image. The CLI does not ask
+the platform which backend it runs: the gateway knows no backends, so the user
+says so, once per shell with NANOFAAS_IMAGE_BUILD=1 or NANOFAAS_REGISTRY.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from nanofaas_client.cli.image import BuiltImage, build_image
 from nanofaas_client.cli.venvs import FunctionVenv, ensure_venv, requirement_lines
 from nanofaas_client.manifest import MANIFEST_NAME, ManifestError, load_manifest
 from nanofaas_client.models import FunctionSpec
@@ -27,6 +35,7 @@ class Prepared:
     spec: FunctionSpec
     folder: Path
     venv: FunctionVenv | None
+    image: BuiltImage | None = None
 
 
 def _is_runtime_image(image: str) -> bool:
@@ -65,3 +74,15 @@ def prepare(target: Path, on_line: Callable[[str], None]) -> Prepared:
         venv = ensure_venv(requirements, on_line)
         spec["runtimeCommand"] = shlex.join([str(venv.python), "-m", "nanofaas_runtime"])
     return Prepared(spec, folder, venv)
+
+
+def prepare_image(
+    target: Path, on_line: Callable[[str], None], *, base_image: str, registry: str
+) -> Prepared:
+    """The manifest with `image` set to the folder's image, built (and pushed with a registry)."""
+    path = manifest_path(target)
+    folder = path.parent.resolve()
+    spec = load_manifest(path)
+    image = build_image(folder, str(spec["name"]), base_image=base_image, registry=registry, on_line=on_line)
+    spec["image"] = image.tag
+    return Prepared(spec, folder, None, image)

@@ -29,8 +29,11 @@ RATE_LIMITED = 6
 UNAVAILABLE = 7
 # The execution timed out, or waiting for it gave up first.
 TIMED_OUT = 8
-# A local step of `fn deploy` failed: the function's virtualenv could not be built.
+# A local step of `fn deploy` failed: the function's virtualenv, or its image, could not be
+# built, or the image could not be pushed.
 BUILD_FAILED = 9
+# `fn deploy --image-build`: no docker CLI to build with.
+ENGINE_MISSING = 10
 
 _BY_FAMILY: tuple[tuple[type[NanofaasError], int], ...] = (
     (PlatformUnreachable, PLATFORM_UNREACHABLE),

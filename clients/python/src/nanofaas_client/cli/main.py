@@ -21,7 +21,8 @@ import click
 from click.shell_completion import get_completion_class
 
 from nanofaas_client.cli import exit_codes
-from nanofaas_client.cli.deploy import prepare
+from nanofaas_client.cli.deploy import Prepared, prepare, prepare_image
+from nanofaas_client.cli.image import DEFAULT_BASE_IMAGE, EngineMissing, ImageError, registry_problem
 from nanofaas_client.cli.output import FORMATS, Output
 from nanofaas_client.cli.scaffold import ScaffoldError, scaffold
 from nanofaas_client.cli.venvs import VenvError
@@ -116,7 +117,10 @@ class NanofaasGroup(click.Group):
         except (ManifestError, ScaffoldError) as error:
             _problem(ctx, str(error))
             ctx.exit(exit_codes.USAGE)
-        except VenvError as error:
+        except EngineMissing as error:
+            _problem(ctx, str(error))
+            ctx.exit(exit_codes.ENGINE_MISSING)
+        except (VenvError, ImageError) as error:
             _problem(ctx, str(error))
             ctx.exit(exit_codes.BUILD_FAILED)
 
@@ -178,17 +182,83 @@ def fn_init(state: State, name: str, parent: Path) -> None:
     state.out.note(f"next: nanofaas fn deploy {folder}")
 
 
-def _deploy(state: State, target: Path, *, create: bool) -> tuple[dict[str, Any], bool]:
+@dataclass(frozen=True, slots=True)
+class ImageOptions:
+    """How `fn deploy` makes the function runnable: the local backend's way, or as an image."""
+
+    build: bool = False
+    registry: str = ""
+    base_image: str = DEFAULT_BASE_IMAGE
+
+    @property
+    def wanted(self) -> bool:
+        return self.build or bool(self.registry)
+
+
+def _check_registry(_: click.Context, __: click.Parameter, value: str) -> str:
+    problem = registry_problem(value) if value else None
+    if problem is not None:
+        raise click.BadParameter(problem)
+    return value
+
+
+def _image_options(function: Any) -> Any:
+    """The image options of `fn deploy` and `fn update`."""
+    for option in reversed(
+        (
+            click.option(
+                "--image-build",
+                "image_build",
+                is_flag=True,
+                envvar="NANOFAAS_IMAGE_BUILD",
+                help="Build an image FROM the runtime image with docker and register it (Kubernetes).",
+            ),
+            click.option(
+                "--registry",
+                envvar="NANOFAAS_REGISTRY",
+                default="",
+                callback=_check_registry,
+                help="Tag the image <registry>/<name>:<hash> and push it there (implies --image-build).",
+            ),
+            click.option(
+                "--base-image",
+                envvar="NANOFAAS_BASE_IMAGE",
+                default=DEFAULT_BASE_IMAGE,
+                show_default=True,
+                help="The runtime image the function's image is built FROM.",
+            ),
+        )
+    ):
+        function = option(function)
+    return function
+
+
+def _prepare(state: State, target: Path, image: ImageOptions) -> Prepared:
     out = state.out
+
+    def make(on_line: Any) -> Prepared:
+        if image.wanted:
+            return prepare_image(target, on_line, base_image=image.base_image, registry=image.registry)
+        return prepare(target, on_line)
+
     if out.errors.is_terminal:
         with out.errors.status("preparing…") as status:
-            prepared = prepare(target, lambda line: status.update(line[:100]))
-    else:
-        prepared = prepare(target, lambda line: out.note(line) if not line.startswith(" ") else None)
+            return make(lambda line: status.update(line[:100]))
+    return make(lambda line: out.note(line) if not line.startswith(" ") else None)
+
+
+def _deploy(state: State, target: Path, *, create: bool, image: ImageOptions) -> tuple[dict[str, Any], bool]:
+    out = state.out
+    prepared = _prepare(state, target, image)
     spec = prepared.spec
     if prepared.venv is not None:
         verb = "built" if prepared.venv.created else "reusing"
         out.note(f"{verb} virtualenv {prepared.venv.path}")
+    if prepared.image is not None:
+        built = prepared.image
+        out.note(
+            f"{'built' if built.built else 'reusing'} image {built.tag}{' (pushed)' if built.pushed else ''}"
+        )
     state.about("function", str(spec["name"]))
     if create:
         try:
@@ -201,31 +271,44 @@ def _deploy(state: State, target: Path, *, create: bool) -> tuple[dict[str, Any]
 
 @fn.command("deploy")
 @click.argument("target", type=click.Path(exists=True, path_type=Path))
+@_image_options
 @pass_state
-def fn_deploy(state: State, target: Path) -> None:
-    """Register (or update) the function of a folder or a function.yaml (local backend).
+def fn_deploy(state: State, target: Path, image_build: bool, registry: str, base_image: str) -> None:
+    """Register (or update) the function of a folder or a function.yaml.
 
-    The folder goes on PYTHONPATH; a requirements.txt listing packages gets a
-    virtualenv of the function's own, cached under $NANOFAAS_CACHE_DIR
-    (default ~/.cache/nanofaas/venvs), which the runtime then runs in.
+    \b
+    Local backend (default): the folder goes on PYTHONPATH; a requirements.txt
+    listing packages gets a virtualenv of the function's own, cached under
+    $NANOFAAS_CACHE_DIR (default ~/.cache/nanofaas/venvs), which the runtime runs in.
+    \b
+    Kubernetes (--image-build, or --registry): an image FROM the runtime image
+    holds the folder and its requirements (wheels built here, installed offline);
+    tagged <registry>/<name>:<content hash>, pushed when --registry is given.
     """
-    spec, created = _deploy(state, target, create=True)
-    _deployed(state, spec, "created" if created else "updated")
+    options = ImageOptions(image_build, registry, base_image)
+    spec, created = _deploy(state, target, create=True, image=options)
+    _deployed(state, spec, "created" if created else "updated", options)
 
 
 @fn.command("update")
 @click.argument("target", type=click.Path(exists=True, path_type=Path))
+@_image_options
 @pass_state
-def fn_update(state: State, target: Path) -> None:
-    """Update an existing function from a folder or a function.yaml."""
-    spec, _ = _deploy(state, target, create=False)
-    _deployed(state, spec, "updated")
+def fn_update(state: State, target: Path, image_build: bool, registry: str, base_image: str) -> None:
+    """Update an existing function from a folder or a function.yaml (same options as deploy)."""
+    options = ImageOptions(image_build, registry, base_image)
+    spec, _ = _deploy(state, target, create=False, image=options)
+    _deployed(state, spec, "updated", options)
 
 
-def _deployed(state: State, spec: dict[str, Any], verb: str) -> None:
+def _deployed(state: State, spec: dict[str, Any], verb: str, image: ImageOptions) -> None:
     name = str(spec["name"])
     value = {"name": name, "result": verb}
-    state.out.record([("NAME", name), ("RESULT", verb)], value)
+    pairs = [("NAME", name), ("RESULT", verb)]
+    if image.wanted:  # the tag it was built as
+        value["image"] = str(spec["image"])
+        pairs.append(("IMAGE", value["image"]))
+    state.out.record(pairs, value)
     state.out.note(f'invoke it: nanofaas invoke {name} -d \'{{"name": "you"}}\'')
 
 

@@ -15,6 +15,9 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 # Lines kept per function, and the longest message kept (characters).
 DEFAULT_LINES_PER_FUNCTION = 1000
@@ -47,6 +50,35 @@ class LogQuery:
         if self.execution_id and line.execution_id != self.execution_id:
             return False
         return line.ts_ms >= self.since_ms
+
+
+def _text(document: dict[str, Any], key: str, default: str = "") -> str:
+    value = document.get(key, default)
+    return value if isinstance(value, str) else default
+
+
+def parse_line(text: bytes, ts_ms: int, stream: str = "stderr") -> LogLine:
+    """A line as kept: the runtime's JSON fields when it wrote JSON, else the raw text on `stream`.
+
+    The runtime (and the watchdog) write one JSON object per line with msg, level,
+    stream and executionId; anything else a function prints is kept as it is. Both
+    backends read their functions' output through this one rule.
+    """
+    document: Any = None
+    if text.startswith(b"{") and text.endswith(b"}"):
+        try:
+            document = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            document = None
+    if not isinstance(document, dict):
+        return LogLine(ts_ms, stream, "", "INFO", text.decode("utf-8", "replace"))
+    return LogLine(
+        ts_ms,
+        _text(document, "stream", stream),
+        _text(document, "executionId"),
+        _text(document, "level", "INFO"),
+        _text(document, "msg"),
+    )
 
 
 class TooManyFollowers(Exception):

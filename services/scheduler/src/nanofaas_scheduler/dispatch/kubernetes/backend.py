@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
 import aiohttp
@@ -30,6 +30,7 @@ from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH
 from nanofaas_scheduler.dispatch.http_invoke import new_session, post_invocation
 from nanofaas_scheduler.dispatch.kubernetes import naming
 from nanofaas_scheduler.dispatch.kubernetes.api import JOBS, PODS, ApiError, KubeApi
+from nanofaas_scheduler.dispatch.kubernetes.logs import PodLogs
 from nanofaas_scheduler.dispatch.kubernetes.metrics import KubeMetrics
 from nanofaas_scheduler.dispatch.kubernetes.objects import PORT, PodOptions, UnrunnableFunction, build_job
 from nanofaas_scheduler.dispatch.kubernetes.pods import AttemptPod, PodTracker, with_last_words
@@ -37,6 +38,7 @@ from nanofaas_scheduler.dispatch.kubernetes.preflight import check_template_on_c
 from nanofaas_scheduler.dispatch.kubernetes.template import TemplateError
 from nanofaas_scheduler.dispatch.kubernetes.warm import WarmFunctions
 from nanofaas_scheduler.dispatch.kubernetes.watch import Watcher
+from nanofaas_scheduler.dispatch.logs import LogLine, LogQuery
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class KubernetesBackend(Dispatcher):
             api, options.pod, self._track, watch_timeout_s=options.watch_timeout_s, metrics=metrics
         )
         self._starting: asyncio.Future[None] | None = None
+        self._logs = PodLogs(api, self._namespace, watch_timeout_s=options.watch_timeout_s)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -153,7 +156,7 @@ class KubernetesBackend(Dispatcher):
         finally:
             self._record_phases(pod)
             self._pods.forget(attempt.execution_id, attempt.number)
-            self._track(self._delete_job(name, create))
+            self._track(self._delete_job(name, create, attempt, pod.name))
 
     def _record_phases(self, pod: AttemptPod) -> None:
         if self._metrics is None:
@@ -182,12 +185,14 @@ class KubernetesBackend(Dispatcher):
             return outcome
         return pod.ended.result()
 
-    async def _delete_job(self, name: str, create: Awaitable[object]) -> None:
+    async def _delete_job(self, name: str, create: Awaitable[object], attempt: Attempt, pod: str) -> None:
         try:
             await create
         except ApiError as exc:
             if exc.status != 409:
                 return  # never created
+        # Its pod's lines outlive it (served by logs()); read them before the Job goes.
+        await self._logs.keep(attempt.function_name, attempt.execution_id, pod)
         try:
             await self._api.delete(JOBS, self._namespace, name)
         except ApiError as exc:
@@ -204,7 +209,12 @@ class KubernetesBackend(Dispatcher):
 
     async def function_removed(self, name: str) -> None:
         """WARM objects go once in-flight requests end; running JOB attempts delete their own Job."""
+        self._logs.forget(name)
         await self._warm.function_removed(name)
+
+    def logs(self, query: LogQuery) -> AsyncIterator[LogLine]:
+        """The function's pods' log lines (logs.py); may raise TooManyFollowers."""
+        return self._logs.stream(query)
 
     async def close(self) -> None:
         for watcher in self._watchers:
@@ -214,6 +224,7 @@ class KubernetesBackend(Dispatcher):
             _, pending = await asyncio.wait(self._background, timeout=_CLOSE_GRACE_S)
             for task in pending:
                 task.cancel()
+        self._logs.close()
         if self._session is not None:
             await self._session.close()
         self._api.close()

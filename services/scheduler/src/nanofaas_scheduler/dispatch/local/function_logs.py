@@ -11,36 +11,11 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 
-from nanofaas_scheduler.dispatch.logs import LogBook, LogLine
+from nanofaas_scheduler.dispatch.logs import LogBook, parse_line
 from nanofaas_scheduler.logging_setup import format_timestamp
-
-
-def _text(document: dict[str, Any], key: str, default: str = "") -> str:
-    value = document.get(key, default)
-    return value if isinstance(value, str) else default
-
-
-def log_line(text: bytes, ts_ms: int) -> LogLine:
-    """A line as kept: the runtime's JSON fields when it wrote JSON, else the raw text from stderr."""
-    document: Any = None
-    if text.startswith(b"{") and text.endswith(b"}"):
-        try:
-            document = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            document = None
-    if not isinstance(document, dict):
-        return LogLine(ts_ms, "stderr", "", "INFO", text.decode("utf-8", "replace"))
-    return LogLine(
-        ts_ms,
-        _text(document, "stream", "stderr"),
-        _text(document, "executionId"),
-        _text(document, "level", "INFO"),
-        _text(document, "msg"),
-    )
 
 
 def function_log_sink(function: str, book: LogBook | None = None) -> Callable[[bytes], None]:
@@ -49,7 +24,7 @@ def function_log_sink(function: str, book: LogBook | None = None) -> Callable[[b
         if not text.strip():
             return
         if book is not None:
-            book.append(function, log_line(text, time.time_ns() // 1_000_000))
+            book.append(function, parse_line(text, time.time_ns() // 1_000_000))
         if not (text.startswith(b"{") and text.endswith(b"}")):
             text = orjson.dumps(
                 {
