@@ -74,6 +74,9 @@ async def test_a_pod_dying_mid_request_is_a_crash(
     await asyncio.to_thread(cluster.kill_pod, "default", pod, None, signal.SIGKILL)
     outcome = await asyncio.wait_for(pending, 20)
     assert outcome.kind is OutcomeKind.CRASH, outcome
+    # The retry does not go back to the dead address before the kubelet has had its say.
+    again = await backend.dispatch(make_attempt(spec, orjson.dumps(1), timeout=60))
+    assert again.kind is OutcomeKind.SUCCESS, again
 
 
 async def test_an_update_rolls_without_failed_requests_and_delete_removes_everything(

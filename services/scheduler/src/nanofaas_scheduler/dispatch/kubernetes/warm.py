@@ -5,7 +5,10 @@ POSTs each request straight to a ready pod (least in-flight first, at most
 `per_pod` at once per pod, one keep-alive pool per pod). It never sends to a
 Service without ready endpoints — a request waits (within its deadline) for
 one — and a pod that stops being ready gets no new requests. A request in
-flight on a pod that dies fails to connect or is cut: CRASH, retried.
+flight on a pod that dies fails to connect or is cut: CRASH, retried. The
+retry must not go back to that pod before Kubernetes has had its say: the
+address is set aside until its Service's slices change (the kubelet saw the
+container die, or saw it ready again) or `SUSPECT_S` passes.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ from nanofaas_scheduler.dispatch.kubernetes.watch import SYNC, Watcher
 
 log = logging.getLogger(__name__)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+# How long an address that just failed a request is avoided when no slice change says more:
+# a kubelet marks a dead container's pod not ready within its probe period (1 s, objects.py).
+SUSPECT_S = 3.0
 
 
 @dataclass(slots=True)
@@ -74,6 +80,8 @@ class Pool:
     # Pods seen Ready once: a later crash loop is a restart to wait for, not a start failure.
     served: set[str] = field(default_factory=set)
     users: int = 0  # dispatches waiting for or using an endpoint
+    # Addresses a request just failed on (CRASH): not picked until the slices change or it expires.
+    suspects: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     removed: bool = False  # the function was deleted: its objects go once `users` is 0
 
     def ready_ips(self) -> set[str]:
@@ -89,7 +97,11 @@ class Pool:
 
     def pick(self) -> Endpoint | None:
         ready = self.ready_ips()
-        candidates = [e for ip, e in self.endpoints.items() if ip in ready and e.in_flight < self.per_pod]
+        candidates = [
+            e
+            for ip, e in self.endpoints.items()
+            if ip in ready and e.in_flight < self.per_pod and ip not in self.suspects
+        ]
         return min(candidates, key=lambda e: (e.in_flight, e.ip)) if candidates else None
 
 
@@ -228,8 +240,13 @@ class WarmFunctions:
                 slices.clear()  # in place: pools share these dicts
             for item in obj:
                 self._apply_slice(item, deleted=False)
+            for pool in self._pools.values():
+                self._clear_suspects(pool)
         else:
             self._apply_slice(obj, deleted=kind == "DELETED")
+            service = ((obj.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL, "")
+            if (changed := self._pools.get(service)) is not None:
+                self._clear_suspects(changed)
         for pool in self._pools.values():
             pool.refresh()
             self._notify(pool)
@@ -250,6 +267,23 @@ class WarmFunctions:
             if conditions.get("ready") and not conditions.get("terminating"):
                 ready.update(endpoint.get("addresses") or ())
         slices[name] = ready
+
+    def _suspect(self, pool: Pool, ip: str) -> None:
+        """Avoid `ip` until the slices change or `SUSPECT_S` passes (then waiters look again)."""
+
+        def expire() -> None:
+            if pool.suspects.pop(ip, None) is not None:
+                self._notify(pool)
+
+        if (previous := pool.suspects.pop(ip, None)) is not None:
+            previous.cancel()
+        pool.suspects[ip] = asyncio.get_running_loop().call_later(SUSPECT_S, expire)
+
+    @staticmethod
+    def _clear_suspects(pool: Pool) -> None:
+        for handle in pool.suspects.values():
+            handle.cancel()
+        pool.suspects.clear()
 
     def _notify(self, pool: Pool) -> None:
         async def wake() -> None:
@@ -298,7 +332,9 @@ class WarmFunctions:
         try:
             async with asyncio.timeout_at(deadline):
                 outcome = await post_invocation(session, f"http://{endpoint.ip}:{PORT}{INVOKE_PATH}", attempt)
-            if self._phases is not None and outcome.kind is not OutcomeKind.CRASH:
+            if outcome.kind is OutcomeKind.CRASH:
+                self._suspect(pool, endpoint.ip)
+            elif self._phases is not None:
                 self._phases.answered(endpoint.ip)
             return outcome
         except TimeoutError:
@@ -368,6 +404,8 @@ class WarmFunctions:
         """Stop watching; the Deployments stay (a restarted scheduler adopts them)."""
         if self._sweep is not None:
             self._sweep.cancel()
+        for pool in self._pools.values():
+            self._clear_suspects(pool)
         for watcher in (self._watcher, self._pod_watcher):
             if watcher is not None:
                 watcher.stop()
