@@ -36,8 +36,14 @@ from nanofaas_scheduler.dispatch.local.command import (
     uses_project_runtime,
 )
 from nanofaas_scheduler.dispatch.local.function_logs import function_log_sink
+from nanofaas_scheduler.dispatch.local.lifeline import Lifeline
 from nanofaas_scheduler.dispatch.local.process import StartError
-from nanofaas_scheduler.dispatch.local.replica import Replica, SocketDirectory, start_replica
+from nanofaas_scheduler.dispatch.local.replica import (
+    Replica,
+    SocketDirectory,
+    remove_stale_directories,
+    start_replica,
+)
 from nanofaas_scheduler.dispatch.local.standby import Standbys
 from nanofaas_scheduler.dispatch.local.warm_pool import WarmPool
 from nanofaas_scheduler.dispatch.logs import LogBook, LogLine, LogQuery
@@ -60,6 +66,8 @@ class LocalBackend(Dispatcher):
         self._pools: dict[str, WarmPool] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._sockets = SocketDirectory()
+        self._lifeline = Lifeline()
+        remove_stale_directories()
         self._standbys = Standbys(self._start_standby, self._track)
 
     @property
@@ -103,6 +111,8 @@ class LocalBackend(Dispatcher):
                     replica.session(self.session), replica.invoke_url, attempt, keep_alive=False
                 )
         except TimeoutError:
+            # Killed and gone before the slot is given back: the handler may still be running.
+            await asyncio.shield(replica.stop(grace=0.0))
             return timeout_outcome(attempt.timeout_ms)
         except StartError as exc:
             return _start_failed(exc)
@@ -118,7 +128,13 @@ class LocalBackend(Dispatcher):
         self, spec: types_pb2.FunctionSpec, argv: list[str], env: dict[str, str]
     ) -> Awaitable[Replica]:
         sockets = self._sockets if hands_over_socket(spec) else None
-        return start_replica(argv, env, sockets=sockets, log_sink=function_log_sink(spec.name, self.log_book))
+        return start_replica(
+            argv,
+            env,
+            sockets=sockets,
+            log_sink=function_log_sink(spec.name, self.log_book),
+            lifeline=self._lifeline,
+        )
 
     async def _pooled(self, attempt: Attempt) -> Outcome:
         pool = self._pool_for(attempt.spec)
@@ -230,6 +246,7 @@ class LocalBackend(Dispatcher):
         if self._session is not None:
             await self._session.close()
         self._sockets.remove()
+        self._lifeline.close()
 
 
 def _still_serving(replica: Replica, outcome: Outcome, spec: types_pb2.FunctionSpec) -> bool:
