@@ -66,7 +66,7 @@ from nanofaas_scheduler.dispatch.base import Attempt
 from nanofaas_scheduler.dispatch.local import LocalBackend
 
 async def main():
-    backend = LocalBackend()
+    backend = LocalBackend(reap_orphans=True)  # as the scheduler's own
     for number, raw in enumerate(sys.argv[1:]):
         spec = types_pb2.FunctionSpec.FromString(bytes.fromhex(raw))
         attempt = Attempt(
@@ -141,6 +141,32 @@ async def test_sigkill_of_the_scheduler_takes_every_function_process_with_it(han
             await asyncio.wait_for(scheduler.wait(), 30)
             for pid in (warm_runtime, warm_grandchild, own_server):
                 await wait_pid_gone(pid, timeout=20)
+        finally:
+            if scheduler.returncode is None:
+                scheduler.kill()
+                await scheduler.wait()
+
+
+async def test_sigkill_of_a_replica_takes_what_it_started_even_after_setsid(handler_dir: Path) -> None:
+    """The dead replica's setsid() grandchild is re-parented to the scheduler, which kills it."""
+    warm = handler_spec(handler_dir, "warm", "escape", execution_mode=types_pb2.EXECUTION_MODE_WARM)
+    scheduler = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        textwrap.dedent(MINI_SCHEDULER),
+        warm.SerializeToString().hex(),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    pids: list[int] = []
+    with killed_on_exit(pids):
+        try:
+            assert scheduler.stdout is not None
+            answer = orjson.loads(await asyncio.wait_for(scheduler.stdout.readline(), 60))
+            pids += [answer["pid"], answer["grandchild"]]
+            os.kill(answer["pid"], signal.SIGKILL)
+            for pid in pids:
+                await wait_pid_gone(pid, timeout=20)
+            assert scheduler.returncode is None  # the scheduler itself carries on
         finally:
             if scheduler.returncode is None:
                 scheduler.kill()

@@ -56,7 +56,8 @@ def build_backend(settings: Settings, metrics_registry: CollectorRegistry = REGI
     if settings.backend == "local":
         from nanofaas_scheduler.dispatch.local import LocalBackend
 
-        return LocalBackend(callback_url=settings.callback_url)
+        # The scheduler process has no children but function servers: orphans are safe to reap.
+        return LocalBackend(callback_url=settings.callback_url, reap_orphans=True)
     if settings.backend == "kubernetes":
         from nanofaas_scheduler.dispatch.kubernetes.factory import kubernetes_backend
 

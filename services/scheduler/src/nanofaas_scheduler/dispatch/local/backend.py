@@ -37,6 +37,7 @@ from nanofaas_scheduler.dispatch.local.command import (
 )
 from nanofaas_scheduler.dispatch.local.function_logs import function_log_sink
 from nanofaas_scheduler.dispatch.local.lifeline import Lifeline
+from nanofaas_scheduler.dispatch.local.orphans import REAPER
 from nanofaas_scheduler.dispatch.local.process import StartError
 from nanofaas_scheduler.dispatch.local.replica import (
     Replica,
@@ -59,7 +60,12 @@ def _start_failed(exc: Exception) -> Outcome:
 class LocalBackend(Dispatcher):
     """Runs functions as child processes of the scheduler, each in its own process group."""
 
-    def __init__(self, callback_url: str = "", log_book: LogBook | None = None) -> None:
+    def __init__(
+        self, callback_url: str = "", log_book: LogBook | None = None, *, reap_orphans: bool = False
+    ) -> None:
+        """`reap_orphans`: make this process a child subreaper that kills what dead servers left
+        behind (orphans.py). Only for a process whose every child is a function server (the
+        scheduler's), since any other child of it would be taken for an orphan."""
         self._callback_url = callback_url
         self.log_book = log_book or LogBook()
         self._session: aiohttp.ClientSession | None = None
@@ -68,6 +74,8 @@ class LocalBackend(Dispatcher):
         self._sockets = SocketDirectory()
         self._lifeline = Lifeline()
         remove_stale_directories()
+        if reap_orphans:
+            REAPER.enable()
         self._standbys = Standbys(self._start_standby, self._track)
 
     @property

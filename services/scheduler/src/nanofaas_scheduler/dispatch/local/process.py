@@ -16,6 +16,7 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
+from nanofaas_scheduler.dispatch.local.orphans import REAPER
 from nanofaas_scheduler.dispatch.local.process_tree import kill_tree
 
 _STDERR_TAIL_BYTES = 4096
@@ -78,7 +79,9 @@ class _ExitWatcher(asyncio.subprocess.SubprocessStreamProtocol):
         super().process_exited()
         if self._process is None or self.exited.done():
             return
-        _signal_group(self._process.get_pid(), signal.SIGKILL)
+        pid = self._process.get_pid()
+        _signal_group(pid, signal.SIGKILL)
+        REAPER.server_exited(pid)  # what left the group was re-parented to us: killed now
         code = self._process.get_returncode()
         self.exited.set_result(code if code is not None else -1)
 
@@ -152,17 +155,20 @@ class ServerProcess:
             raise StartError("empty command")
         loop = asyncio.get_running_loop()
         try:
-            transport, protocol = await loop.subprocess_exec(
-                lambda: _ExitWatcher(loop),
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                env={**env, "PORT": str(port), "HOST": "127.0.0.1"},
-                start_new_session=True,
-                pass_fds=tuple(pass_fds),
-                preexec_fn=preexec,
-            )
+            with REAPER.spawning():
+                transport, protocol = await loop.subprocess_exec(
+                    lambda: _ExitWatcher(loop),
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                    env={**env, "PORT": str(port), "HOST": "127.0.0.1"},
+                    start_new_session=True,
+                    pass_fds=tuple(pass_fds),
+                    preexec_fn=preexec,
+                )
+                if not protocol.exited.done():
+                    REAPER.server_started(transport.get_pid())
         except OSError as exc:
             raise StartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
         return cls(transport, protocol, port, log_sink)

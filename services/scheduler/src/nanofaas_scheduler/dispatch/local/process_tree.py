@@ -48,6 +48,11 @@ def _processes() -> dict[int, tuple[int, int]]:
     return table
 
 
+def children(parent: int) -> set[int]:
+    """The live direct children of `parent`."""
+    return {pid for pid, (ppid, _) in _processes().items() if ppid == parent}
+
+
 def descendants(root: int) -> set[int]:
     """The live processes below `root` by parentage, plus its group's members (root excluded)."""
     table = _processes()
