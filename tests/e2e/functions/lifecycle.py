@@ -40,3 +40,24 @@ def escape_and_block(request: dict[str, Any], context: Any = None) -> dict[str, 
         pid_file.with_suffix(".tmp").rename(pid_file)  # complete when it appears
         time.sleep(float(request["input"]))
     return {**pids, "runs": runs}
+
+
+def overlap(request: dict[str, Any], context: Any = None) -> None:
+    """Append how many of this function's runs so far are still alive (itself included), then hang.
+
+    RUNS_FILE lists every run's pid, ALIVE_FILE gets one count per run: more than the
+    function's concurrency in there means processes ran side by side.
+    """
+    runs = Path(os.environ["RUNS_FILE"])
+    with runs.open("a") as out:
+        out.write(f"{os.getpid()}\n")
+    alive = 0
+    for pid in runs.read_text().split():
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        alive += state not in ("Z", "X")
+    with Path(os.environ["ALIVE_FILE"]).open("a") as out:
+        out.write(f"{alive}\n")
+    time.sleep(600)
