@@ -24,10 +24,10 @@ async def test_concurrency_holds_while_timed_out_replicas_drain(
 ) -> None:
     runs, alive = tmp_path / "runs", tmp_path / "alive"
     env = {"HANDLER_MODULE": "lifecycle", "RUNS_FILE": str(runs), "ALIVE_FILE": str(alive)}
-    spec = python_spec(fn_name, "overlap", executionMode="WARM", concurrency=1, timeoutMs=500, env=env)
+    spec = python_spec(fn_name, "overlap", executionMode="WARM", concurrency=1, timeoutMs=1000, env=env)
     await register(http, spec)
     try:
-        for _ in range(8):
+        for _ in range(6):
             status, _, body = await invoke(http, fn_name, None)
             assert (status, body["error"]["code"]) == (408, "TIMEOUT"), body
         counts = [int(count) for count in _lines(alive)]

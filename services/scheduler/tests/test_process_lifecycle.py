@@ -218,7 +218,7 @@ async def test_concurrency_bounds_processes_while_timed_out_replicas_drain(
     )
     backend = LocalBackend()
     try:
-        outcomes = [await backend.dispatch(make_attempt(spec, b"null", timeout=0.5)) for _ in range(6)]
+        outcomes = [await backend.dispatch(make_attempt(spec, b"null", timeout=1.5)) for _ in range(5)]
     finally:
         await backend.close()
     assert {outcome.kind for outcome in outcomes} == {OutcomeKind.TIMEOUT}

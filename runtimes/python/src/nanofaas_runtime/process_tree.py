@@ -50,9 +50,9 @@ def _processes() -> dict[int, tuple[int, int]]:
 def descendants(root: int) -> set[int]:
     """The live processes below `root` by parentage, plus its group's members (root excluded)."""
     table = _processes()
-    children: dict[int, list[int]] = {}
+    below: dict[int, list[int]] = {}
     for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
+        below.setdefault(ppid, []).append(pid)
     found: set[int] = set()
     pending = [root, *(pid for pid, (_, pgid) in table.items() if pgid == root)]
     while pending:
@@ -61,7 +61,7 @@ def descendants(root: int) -> set[int]:
             if pid in found:
                 continue
             found.add(pid)
-        pending.extend(children.get(pid, ()))
+        pending.extend(below.get(pid, ()))
     found.discard(root)
     return found
 
