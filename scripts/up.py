@@ -88,9 +88,15 @@ def service_env(args: argparse.Namespace) -> dict[str, str]:
 async def pipe(name: str, stream: asyncio.StreamReader) -> None:
     color = sys.stdout.isatty()
     prefix = f"\x1b[{COLORS[name]}m{name:>9} |\x1b[0m " if color else f"{name:>9} | "
+    writable = True
     while line := await stream.readline():
-        sys.stdout.write(prefix + line.decode(errors="replace"))
-        sys.stdout.flush()
+        if not writable:
+            continue  # keep draining, or the service blocks on a full pipe while stopping
+        try:
+            sys.stdout.write(prefix + line.decode(errors="replace"))
+            sys.stdout.flush()
+        except OSError:  # the terminal is gone (EIO after SIGHUP) or the reader left (EPIPE)
+            writable = False
 
 
 async def wait_ready(base: str, children: list[asyncio.subprocess.Process], timeout: float = 60) -> None:

@@ -106,6 +106,7 @@ class WarmPool:
             self._add(replica)
         finally:
             self._starting -= 1
+            self._free_slot()  # a failed start gives its slot back; waiters re-check either way
         try:
             await replica.wait_ready(ready_timeout)
         except BaseException:
