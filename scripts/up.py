@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import os
 import signal
@@ -191,7 +192,9 @@ async def run(args: argparse.Namespace) -> int:
         await asyncio.wait({stopped, *exits}, return_when=asyncio.FIRST_COMPLETED)
         if stopped.done():
             return 0
-        print(f"make up: {first_dead(SERVICES, children)}; stopping the others", file=sys.stderr, flush=True)
+        notice = f"make up: {first_dead(SERVICES, children)}; stopping the others"
+        with contextlib.suppress(OSError):  # the terminal may be gone
+            print(notice, file=sys.stderr, flush=True)
         return 1
     finally:
         for child in reversed(children):
