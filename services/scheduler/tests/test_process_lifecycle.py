@@ -56,10 +56,10 @@ def overlap(request, context=None):
     time.sleep(300)
 """
 
-# A scheduler stand-in: a LocalBackend in its own process, serving the specs given as JSON on
-# argv, printing each outcome's output as a JSON line, then idling until killed.
+# A scheduler stand-in: a LocalBackend in its own process (on uvloop, as the scheduler), serving
+# the specs given as JSON on argv, printing each outcome's output as a JSON line, then idling until killed.
 MINI_SCHEDULER = """
-import asyncio, sys, orjson, time
+import asyncio, sys, orjson, time, uvloop
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core.execution import Request
 from nanofaas_scheduler.dispatch.base import Attempt
@@ -79,7 +79,7 @@ async def main():
               flush=True)
     await asyncio.Event().wait()
 
-asyncio.run(main())
+uvloop.run(main())  # the scheduler's loop
 """
 
 
