@@ -57,7 +57,8 @@ def overlap(request, context=None):
 """
 
 # A scheduler stand-in: a LocalBackend in its own process (on uvloop, as the scheduler), serving
-# the specs given as JSON on argv, printing each outcome's output as a JSON line, then idling until killed.
+# the specs given on argv (serialized, hex), printing each outcome's output as a JSON line,
+# then idling until killed.
 MINI_SCHEDULER = """
 import asyncio, sys, orjson, time, uvloop
 from nanofaas.v1 import types_pb2
