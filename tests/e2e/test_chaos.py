@@ -268,3 +268,15 @@ async def test_make_up_names_the_service_that_died_and_stops_the_others(tmp_path
         await wait_gone(pids)
     finally:
         kill_leftovers([up.pid, *pids])
+
+
+async def test_sigkill_of_the_launcher_still_stops_every_service_and_function(tmp_path: Path) -> None:
+    """The launcher cannot clean up after kill -9: the services' parent-death signal (SIGTERM) does."""
+    up, pids, _ = await up_with_a_replica(tmp_path)
+    try:
+        os.kill(up.pid, signal.SIGKILL)
+        async with asyncio.timeout(60):
+            await up.communicate()
+        await wait_gone(pids)
+    finally:
+        kill_leftovers([up.pid, *pids])
