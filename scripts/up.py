@@ -2,8 +2,12 @@
 
 Starts registry, scheduler and gateway as child processes with one log stream
 (each line prefixed with its service), deploys the example function and prints
-how to invoke it. Ctrl-C or SIGTERM stops everything, function processes
-included: each service stops its own children before it exits.
+how to invoke it. Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops
+everything, function processes included: each service stops its own children
+before it exits. When one service dies, the launcher says which and how (exit
+code or signal) and stops the others. Should the launcher itself be killed
+outright, the services get SIGTERM from the kernel (the parent-death signal)
+and stop the same way.
 
 Functions are kept in the registry's sqlite store under the data directory
 (NANOFAAS_DATA_DIR, default $XDG_DATA_HOME/nanofaas or ~/.local/share/nanofaas),
@@ -15,9 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -25,6 +32,45 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("registry", "scheduler", "gateway")
 COLORS = {"registry": "35", "scheduler": "36", "gateway": "33"}
+# What stops the platform: Ctrl-C, `kill`, and the terminal going away.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1
+
+
+def stop_with_parent() -> Callable[[], None] | None:
+    """A pre-exec step: the service gets SIGTERM when the launcher dies, however it dies.
+
+    The parent-death signal follows the thread that forked the child; every service is
+    spawned from the event loop's (main) thread, which lives as long as the launcher.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    launcher = os.getpid()
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != launcher:  # the launcher died before the signal was armed
+            os._exit(1)
+
+    return arm
+
+
+def describe_exit(code: int) -> str:
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"was killed by signal {-code}"
+
+
+def first_dead(names: tuple[str, ...], children: list[asyncio.subprocess.Process]) -> str | None:
+    """`<service> <how it ended>` for the first service that is no longer running, else None."""
+    for name, child in zip(names, children, strict=False):
+        if child.returncode is not None:
+            return f"{name} {describe_exit(child.returncode)}"
+    return None
 
 
 def service_env(args: argparse.Namespace) -> dict[str, str]:
@@ -43,9 +89,15 @@ def service_env(args: argparse.Namespace) -> dict[str, str]:
 async def pipe(name: str, stream: asyncio.StreamReader) -> None:
     color = sys.stdout.isatty()
     prefix = f"\x1b[{COLORS[name]}m{name:>9} |\x1b[0m " if color else f"{name:>9} | "
+    writable = True
     while line := await stream.readline():
-        sys.stdout.write(prefix + line.decode(errors="replace"))
-        sys.stdout.flush()
+        if not writable:
+            continue  # keep draining, or the service blocks on a full pipe while stopping
+        try:
+            sys.stdout.write(prefix + line.decode(errors="replace"))
+            sys.stdout.flush()
+        except OSError:  # the terminal is gone (EIO after SIGHUP) or the reader left (EPIPE)
+            writable = False
 
 
 async def wait_ready(base: str, children: list[asyncio.subprocess.Process], timeout: float = 60) -> None:
@@ -53,8 +105,8 @@ async def wait_ready(base: str, children: list[asyncio.subprocess.Process], time
     deadline = loop.time() + timeout
     async with aiohttp.ClientSession() as session:
         while loop.time() < deadline:
-            if any(child.returncode is not None for child in children):
-                raise SystemExit("a service exited during start-up; see its log above")
+            if (dead := first_dead(SERVICES, children)) is not None:
+                raise SystemExit(f"{dead} during start-up (see its log above); stopping the others")
             try:
                 async with session.get(f"{base}/readyz") as response:
                     if response.status == 200:
@@ -102,8 +154,9 @@ async def run(args: argparse.Namespace) -> int:
     pipes: list[asyncio.Task[None]] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    preexec = stop_with_parent()
     try:
         for name in SERVICES:
             child = await asyncio.create_subprocess_exec(
@@ -114,6 +167,7 @@ async def run(args: argparse.Namespace) -> int:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=preexec,
             )
             children.append(child)
             assert child.stdout is not None
@@ -136,7 +190,12 @@ async def run(args: argparse.Namespace) -> int:
         )
         exits = [loop.create_task(child.wait()) for child in children]
         await asyncio.wait({stopped, *exits}, return_when=asyncio.FIRST_COMPLETED)
-        return 0 if stopped.done() else 1
+        if stopped.done():
+            return 0
+        notice = f"make up: {first_dead(SERVICES, children)}; stopping the others"
+        with contextlib.suppress(OSError):  # the terminal may be gone
+            print(notice, file=sys.stderr, flush=True)
+        return 1
     finally:
         for child in reversed(children):
             if child.returncode is None:

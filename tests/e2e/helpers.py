@@ -126,6 +126,40 @@ async def make_up(data_dir: Path) -> AsyncIterator[tuple[str, list[str]]]:
     (SIGINT) stops it and its exit status must be 0.
     """
     port = free_port()
+    up = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(UP_SCRIPT),
+        "--port",
+        str(port),
+        env=up_env(data_dir),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert up.stdout is not None
+    lines: list[str] = []
+    try:
+        await read_until_up(up.stdout, lines)
+        yield f"http://127.0.0.1:{port}", lines
+    finally:
+        if up.returncode is None:
+            up.send_signal(signal.SIGINT)
+        async with asyncio.timeout(60):
+            remaining, _ = await up.communicate()
+    assert up.returncode == 0, "".join(lines) + remaining.decode(errors="replace")
+
+
+async def read_until_up(stdout: asyncio.StreamReader, lines: list[str]) -> None:
+    """Collect `make up`'s output lines until it says it is up (bounded)."""
+    async with asyncio.timeout(120):
+        while raw := await stdout.readline():
+            lines.append(raw.decode(errors="replace"))
+            if "Press Ctrl-C to stop" in lines[-1]:
+                break
+    assert lines and "Press Ctrl-C to stop" in lines[-1], "make up did not come up:\n" + "".join(lines)
+
+
+def up_env(data_dir: Path) -> dict[str, str]:
+    """The environment for scripts/up.py: free ports for every service, the given data directory."""
     env = dict(os.environ)
     env.pop("NANOFAAS_REGISTRY_STORE", None)  # up.py's own default: sqlite
     env.update(
@@ -138,28 +172,4 @@ async def make_up(data_dir: Path) -> AsyncIterator[tuple[str, list[str]]]:
         NANOFAAS_SCHEDULER_ADDRESS=f"127.0.0.1:{scheduler}",
         NANOFAAS_REGISTRY_ADDRESS=f"127.0.0.1:{registry}",
     )
-    up = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(UP_SCRIPT),
-        "--port",
-        str(port),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert up.stdout is not None
-    lines: list[str] = []
-    try:
-        async with asyncio.timeout(120):
-            while raw := await up.stdout.readline():
-                lines.append(raw.decode(errors="replace"))
-                if "Press Ctrl-C to stop" in lines[-1]:
-                    break
-        assert lines and "Press Ctrl-C to stop" in lines[-1], "make up did not come up:\n" + "".join(lines)
-        yield f"http://127.0.0.1:{port}", lines
-    finally:
-        if up.returncode is None:
-            up.send_signal(signal.SIGINT)
-        async with asyncio.timeout(60):
-            remaining, _ = await up.communicate()
-    assert up.returncode == 0, "".join(lines) + remaining.decode(errors="replace")
+    return env

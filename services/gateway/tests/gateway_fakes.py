@@ -87,6 +87,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServicer):
     def __init__(self) -> None:
         self.specs: dict[str, types_pb2.FunctionSpec] = {}
         self.revision = 0
+        self.epoch = 0  # when nonzero, mutations send it as nanofaas-registry-epoch (registry.proto)
         self.registered: list[types_pb2.FunctionSpec] = []
         self.updates: list[registry_pb2.UpdateRequest] = []
         self.failures = FailureInjector()
@@ -121,7 +122,12 @@ class FakeRegistry(registry_pb2_grpc.RegistryServicer):
             await context.abort(
                 grpc.StatusCode.ALREADY_EXISTS, f"function '{request.spec.name}' already exists"
             )
+        await self._send_epoch(context)
         return self._store(request.spec)
+
+    async def _send_epoch(self, context: Context) -> None:
+        if self.epoch:
+            await context.send_initial_metadata((("nanofaas-registry-epoch", str(self.epoch)),))
 
     async def Get(self, request: registry_pb2.GetFunctionRequest, context: Context) -> types_pb2.FunctionSpec:
         self.get_metadata.append(dict(context.invocation_metadata() or ()))
@@ -143,6 +149,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         if request.name not in self.specs:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"function '{request.name}' not found")
+        await self._send_epoch(context)
         return self._store(request.spec)
 
     async def Delete(
@@ -152,6 +159,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServicer):
         if self.specs.pop(request.name, None) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"function '{request.name}' not found")
         self.revision += 1
+        await self._send_epoch(context)
         return registry_pb2.DeleteFunctionResponse(revision=self.revision)
 
     async def Watch(

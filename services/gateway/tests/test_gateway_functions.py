@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from nanofaas.v1 import types_pb2
+from nanofaas_gateway.clients import GatewayClients
 
 from .gateway_harness import Gateway
 
@@ -374,3 +375,36 @@ async def test_mutations_raise_min_registry_revision_of_invocations(gateway: Gat
         assert response.status == 202
     assert gateway.scheduler.enqueues[-1].min_registry_revision == gateway.registry.revision
     assert gateway.registry.revision > registered_revision
+
+
+async def test_a_restarted_registrys_epoch_replaces_the_old_revision_mark(gateway: Gateway) -> None:
+    """Finding 7: after a registry restart (revisions from 0 again) the old high mark is not sent on."""
+    gateway.registry.epoch, gateway.registry.revision = 1_000, 40
+    assert (await post_spec(gateway, {"name": "before", "image": "img"}))[0] == 201
+    async with gateway.session.post(gateway.url("/v1/functions/before:invoke"), json={}) as response:
+        assert response.status == 200
+    sent = gateway.scheduler.invokes[-1]
+    assert (sent.min_registry_epoch, sent.min_registry_revision) == (1_000, 41)
+
+    gateway.registry.epoch, gateway.registry.revision = 2_000, 0  # restarted, memory store
+    async with gateway.session.delete(gateway.url("/v1/functions/before")) as response:
+        assert response.status == 204
+    async with gateway.session.post(gateway.url("/v1/functions/before:enqueue"), json={}) as response:
+        assert response.status == 202
+    sent = gateway.scheduler.enqueues[-1]
+    assert (sent.min_registry_epoch, sent.min_registry_revision) == (2_000, 1)
+
+
+async def test_marks_stay_monotonic_within_an_epoch_and_ignore_an_older_one() -> None:
+    # Lazy channels: nothing connects to these addresses.
+    clients = GatewayClients(
+        grpc.aio.insecure_channel("127.0.0.1:1"), grpc.aio.insecure_channel("127.0.0.1:1")
+    )
+    clients.observe_revision(5)  # a registry that sends no epoch: revisions as they are
+    clients.observe_revision(3)
+    assert (clients.min_registry_epoch, clients.min_registry_revision) == (0, 5)
+    clients.observe_revision(2, epoch=7)
+    assert (clients.min_registry_epoch, clients.min_registry_revision) == (7, 2)
+    clients.observe_revision(9, epoch=6)  # an answer that crossed the restart
+    clients.observe_revision(1, epoch=7)
+    assert (clients.min_registry_epoch, clients.min_registry_revision) == (7, 2)

@@ -220,3 +220,38 @@ async def test_shutdown_ends_watch_with_unavailable(make_spec: SpecFactory) -> N
             await stopping
     finally:
         await running.stop(0)
+
+
+async def epoch_of(call: Any) -> int:
+    """The epoch a mutation sent as its initial metadata."""
+    metadata = dict(await call.initial_metadata() or ())
+    return int(metadata["nanofaas-registry-epoch"])
+
+
+async def test_mutations_and_synced_carry_the_epoch_and_a_restart_has_a_later_one(
+    settings: RegistrySettings, make_spec: SpecFactory
+) -> None:
+    """Finding 7: a restarted memory registry counts revisions from 0 again, in a later epoch."""
+    epochs: list[int] = []
+    for _ in range(2):
+        server = await start_server(settings)
+        try:
+            async with grpc.aio.insecure_channel(server.address) as channel:
+                stub: Stub = registry_pb2_grpc.RegistryStub(channel)
+                call = stub.Register(registry_pb2.RegisterRequest(spec=make_spec("epoch")))
+                assert (await call).revision == 1
+                update = stub.Update(registry_pb2.UpdateRequest(name="epoch", spec=make_spec("")))
+                await update
+                delete = stub.Delete(registry_pb2.DeleteFunctionRequest(name="epoch"))
+                assert (await delete).revision == 3
+                watch = stub.Watch(registry_pb2.WatchRequest())
+                synced = await next_event(watch)
+                watch.cancel()
+                assert synced.type == Event.SYNCED
+                assert {await epoch_of(call), await epoch_of(update), await epoch_of(delete)} == {
+                    synced.epoch
+                }
+                epochs.append(synced.epoch)
+        finally:
+            await server.stop(0.5)
+    assert 0 < epochs[0] < epochs[1]

@@ -42,6 +42,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServicer):
     def __init__(self) -> None:
         self.specs: dict[str, types_pb2.FunctionSpec] = {}
         self.revision = 0
+        self.epoch = 1_000  # registry.proto: when this registry started; a restart has a later one
         self.gets: list[str] = []  # every name asked for with Get
         self.watch_gate = asyncio.Event()  # cleared: a new Watch waits here before its snapshot
         self.watch_gate.set()
@@ -101,7 +102,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServicer):
         try:
             for spec in snapshot:
                 yield registry_pb2.WatchEvent(type=SNAPSHOT, spec=spec, revision=revision)
-            yield registry_pb2.WatchEvent(type=SYNCED, revision=revision)
+            yield registry_pb2.WatchEvent(type=SYNCED, revision=revision, epoch=self.epoch)
             while (event := await queue.get()) is not None:
                 yield event
             await context.abort(grpc.StatusCode.UNAVAILABLE, "watcher dropped; watch again")
@@ -193,9 +194,9 @@ async def test_resync_after_a_dropped_watch_reports_what_changed_meanwhile(harne
     registry.drop_watchers()
     await asyncio.wait_for(registry.watch_arrived.wait(), WAIT_S)  # the cache is watching again
     assert not harness.cache.synced.is_set()
-    # Out of sync, lookups go to the registry rather than trust what may be stale.
+    # Out of sync, the last snapshot still answers (the registry may be down: finding 7).
     assert await harness.cache.get("c") == registry.specs["c"]
-    assert registry.gets == ["c"]
+    assert registry.gets == []
     registry.delete("a")
     changed = registry.put("b", image="example/changed:2")
     added = registry.put("d")
@@ -205,7 +206,7 @@ async def test_resync_after_a_dropped_watch_reports_what_changed_meanwhile(harne
     assert harness.cache.revision == registry.revision == 6
     assert await harness.cache.get("b") == changed
     assert await harness.cache.get("c") == registry.specs["c"]
-    assert registry.gets == ["c"]  # both served from the cache again
+    assert registry.gets == []  # both served from the cache
     assert harness.changes.empty(), "c did not change and must not be reported"
 
 
@@ -269,3 +270,37 @@ async def test_while_the_registry_is_down_and_after_it_returns(harness: Harness)
     await harness.synced()
     assert harness.cache.revision == registry.revision
     assert await harness.cache.get("d") == added
+
+
+async def test_cached_specs_keep_serving_while_the_registry_is_down(harness: Harness) -> None:
+    """Finding 7: invocations of known functions go on; read-your-writes still holds."""
+    cache, registry = harness.cache, harness.registry
+    await harness.server.stop(None)
+    assert await cache.get("a", min_revision=3, min_epoch=registry.epoch) == registry.specs["a"]
+    assert registry.gets == []
+    # A caller who has seen a change the cache has not (a later revision or epoch) is not
+    # answered from the cache: after the bounded catch-up the registry is asked, and is down.
+    for mark in ({"min_revision": 4}, {"min_revision": 1, "min_epoch": registry.epoch + 1}):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await cache.get("a", **mark)
+        assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_restarted_registry_never_makes_old_marks_wait(harness: Harness) -> None:
+    """A registry that forgot its revisions (memory store) restarts with a later epoch at revision 1."""
+    old_epoch = harness.registry.epoch
+    await harness.server.stop(None)
+    restarted = FakeRegistry()  # type: ignore[abstract]
+    restarted.epoch = old_epoch + 1
+    again = restarted.put("a")
+    harness.registry = restarted
+    harness.server, _ = await serve(restarted, harness.port)
+    assert await harness.next_changes(2) == {"b": None, "c": None}  # a: same spec, not reported
+    assert (harness.cache.epoch, harness.cache.revision) == (restarted.epoch, 1)
+    # The gateway's mark from before the restart (revision 3 of the old epoch) is covered.
+    assert not harness.cache.behind(3, old_epoch)
+    assert await harness.cache.get("a", min_revision=3, min_epoch=old_epoch) == again
+    assert restarted.gets == []  # no catch-up wait, no fall-back to asking the registry
+    # Within the new epoch, revisions are compared as before.
+    assert harness.cache.behind(2, restarted.epoch)
+    assert not harness.cache.behind(1, restarted.epoch)

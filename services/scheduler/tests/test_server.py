@@ -1,4 +1,4 @@
-"""The scheduler's gRPC server: health and reflection are served, readiness drops on stop."""
+"""The scheduler's gRPC server: ready once synced with the registry, reflection, readiness drops on stop."""
 
 from __future__ import annotations
 
@@ -30,15 +30,49 @@ def unused_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_health_reflection_and_graceful_stop() -> None:
+class FakeRegistry(registry_pb2_grpc.RegistryServicer):
+    """Just enough registry for the scheduler: a watch that syncs empty, and Get."""
+
+    def __init__(self, *specs: types_pb2.FunctionSpec) -> None:
+        self.specs = {spec.name: spec for spec in specs}
+        self.sync_gate = asyncio.Event()  # cleared: the watch holds its SYNCED back
+        self.sync_gate.set()
+
+    async def Get(self, request: registry_pb2.GetFunctionRequest, context: Any) -> types_pb2.FunctionSpec:
+        if request.name not in self.specs:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such function")
+        return self.specs[request.name]
+
+    async def Watch(
+        self, request: registry_pb2.WatchRequest, context: Any
+    ) -> AsyncIterator[registry_pb2.WatchEvent]:
+        await self.sync_gate.wait()
+        yield registry_pb2.WatchEvent(type=registry_pb2.WatchEvent.SYNCED, revision=0)
+        await asyncio.Event().wait()
+
+
+async def test_ready_only_after_the_first_registry_sync_then_reflection_and_graceful_stop() -> None:
+    registry = grpc.aio.server()
+    fake = FakeRegistry()  # type: ignore[abstract]
+    fake.sync_gate.clear()
+    registry_pb2_grpc.add_RegistryServicer_to_server(fake, registry)
+    registry_port = registry.add_insecure_port("127.0.0.1:0")
+    await registry.start()
     settings = Settings(
-        port=0, metrics_port=0, registry_address=f"127.0.0.1:{unused_port()}", shutdown_grace_s=1
+        port=0, metrics_port=0, registry_address=f"127.0.0.1:{registry_port}", shutdown_grace_s=1
     )
     server = SchedulerServer(settings, StubDispatcher(), metrics_registry=CollectorRegistry())
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
+            updates = health.Watch(health_pb2.HealthCheckRequest(service=""))
+            first = await asyncio.wait_for(updates.read(), 15)
+            assert first.status == health_pb2.HealthCheckResponse.NOT_SERVING  # listening, not synced
+            fake.sync_gate.set()
+            second = await asyncio.wait_for(updates.read(), 15)
+            assert second.status == health_pb2.HealthCheckResponse.SERVING
+            updates.cancel()
             for service in ("", "nanofaas.v1.Scheduler"):
                 reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -50,24 +84,7 @@ async def test_health_reflection_and_graceful_stop() -> None:
             assert {"nanofaas.v1.Scheduler", "grpc.health.v1.Health"} <= names
     finally:
         await server.stop()
-
-
-class FakeRegistry(registry_pb2_grpc.RegistryServicer):
-    """Just enough registry for the scheduler: a watch that syncs empty, and Get."""
-
-    def __init__(self, *specs: types_pb2.FunctionSpec) -> None:
-        self.specs = {spec.name: spec for spec in specs}
-
-    async def Get(self, request: registry_pb2.GetFunctionRequest, context: Any) -> types_pb2.FunctionSpec:
-        if request.name not in self.specs:
-            await context.abort(grpc.StatusCode.NOT_FOUND, "no such function")
-        return self.specs[request.name]
-
-    async def Watch(
-        self, request: registry_pb2.WatchRequest, context: Any
-    ) -> AsyncIterator[registry_pb2.WatchEvent]:
-        yield registry_pb2.WatchEvent(type=registry_pb2.WatchEvent.SYNCED, revision=0)
-        await asyncio.Event().wait()
+        await registry.stop(None)
 
 
 async def test_the_rpc_deadline_bounds_the_execution() -> None:

@@ -50,12 +50,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stderr.write(f"nanofaas-runtime: {exc}\n{USAGE}")
         raise SystemExit(EXIT_USAGE) from None
     if mode == "http":
-        from nanofaas_runtime import capture, logs
+        from nanofaas_runtime import capture, lifeline, logs
         from nanofaas_runtime.handler import load_handler_or_exit
         from nanofaas_runtime.server import serve
 
         log_level = logs.configure()
         handler = load_handler_or_exit()
+        lifeline.install()
         capture.install()
         serve(handler, log_level)
         return

@@ -26,6 +26,10 @@ def _channel_options(max_body_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
+# The initial metadata of a registry mutation: the epoch its revision belongs to (registry.proto).
+REGISTRY_EPOCH_METADATA = "nanofaas-registry-epoch"
+
+
 class GatewayClients:
     """The gateway's two gRPC connections plus the registry revision it has acknowledged.
 
@@ -43,6 +47,7 @@ class GatewayClients:
         self._registry_health = health_pb2_grpc.HealthStub(registry_channel)
         self._scheduler_health = health_pb2_grpc.HealthStub(scheduler_channel)
         self._min_registry_revision = 0
+        self._min_registry_epoch = 0
 
     @classmethod
     def connect(cls, settings: Settings) -> GatewayClients:
@@ -63,9 +68,29 @@ class GatewayClients:
     def min_registry_revision(self) -> int:
         return self._min_registry_revision
 
-    def observe_revision(self, revision: int) -> None:
-        """Remember a revision returned by a registry mutation (monotonic)."""
-        self._min_registry_revision = max(self._min_registry_revision, revision)
+    @property
+    def min_registry_epoch(self) -> int:
+        return self._min_registry_epoch
+
+    def observe_revision(self, revision: int, epoch: int = 0) -> None:
+        """Remember a revision returned by a registry mutation (monotonic within the registry's epoch).
+
+        A later epoch means the registry restarted and may count from 0 again: its revision
+        replaces the mark, so invocations never wait for a revision it has not reached yet.
+        An answer from an earlier epoch (it crossed the restart) changes nothing.
+        """
+        if epoch > self._min_registry_epoch:
+            self._min_registry_epoch, self._min_registry_revision = epoch, revision
+        elif epoch == self._min_registry_epoch:
+            self._min_registry_revision = max(self._min_registry_revision, revision)
+
+    async def observe_mutation(self, call: grpc.aio.Call, revision: int) -> None:
+        """observe_revision with the epoch the registry sent as the call's initial metadata."""
+        epoch = 0
+        for key, value in await call.initial_metadata() or ():
+            if key == REGISTRY_EPOCH_METADATA and isinstance(value, str) and value.isdigit():
+                epoch = int(value)
+        self.observe_revision(revision, epoch)
 
     async def unready_services(self, timeout_s: float) -> list[str]:
         """Names of the backend services whose gRPC health check is not SERVING."""

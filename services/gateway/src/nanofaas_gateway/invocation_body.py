@@ -67,6 +67,7 @@ def build_invoke_request(
     timeout_ms: int | None,
     min_registry_revision: int,
     callback_url: str = "",
+    min_registry_epoch: int = 0,
 ) -> scheduler_pb2.InvokeRequest:
     request = scheduler_pb2.InvokeRequest(
         function_name=function_name,
@@ -75,6 +76,7 @@ def build_invoke_request(
         traceparent=outgoing_traceparent(headers),
         callback_url=callback_url,
         min_registry_revision=min_registry_revision,
+        min_registry_epoch=min_registry_epoch,
     )
     if timeout_ms is not None:
         request.timeout_ms = timeout_ms

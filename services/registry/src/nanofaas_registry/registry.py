@@ -75,6 +75,8 @@ class FunctionRegistry:
         self._revision = revision
         self._clock = clock
         self._lock = asyncio.Lock()
+        # This process's epoch: revisions are ordered within it (see WatchEvent.epoch).
+        self.epoch = unix_ms()
 
     @classmethod
     async def open(

@@ -26,6 +26,8 @@ from nanofaas_registry.watch import WatchClosedError, WatchOverflowError
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# The initial metadata with which a mutation tells its caller the epoch of the revision it returns.
+EPOCH_METADATA = "nanofaas-registry-epoch"
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
@@ -55,7 +57,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     async def Register(
         self, request: registry_pb2.RegisterRequest, context: Context
     ) -> types_pb2.FunctionSpec:
-        return await self._unary("Register", context, lambda: self._registry.register(request.spec))
+        return await self._unary(
+            "Register", context, lambda: self._registry.register(request.spec), with_epoch=True
+        )
 
     async def Get(self, request: registry_pb2.GetFunctionRequest, context: Context) -> types_pb2.FunctionSpec:
         return await self._unary("Get", context, lambda: self._registry.get(request.name))
@@ -70,7 +74,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return await self._unary("List", context, list_functions)
 
     async def Update(self, request: registry_pb2.UpdateRequest, context: Context) -> types_pb2.FunctionSpec:
-        return await self._unary("Update", context, lambda: self._registry.update(request.name, request.spec))
+        return await self._unary(
+            "Update", context, lambda: self._registry.update(request.name, request.spec), with_epoch=True
+        )
 
     async def Delete(
         self, request: registry_pb2.DeleteFunctionRequest, context: Context
@@ -78,7 +84,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         async def delete_function() -> registry_pb2.DeleteFunctionResponse:
             return registry_pb2.DeleteFunctionResponse(revision=await self._registry.delete(request.name))
 
-        return await self._unary("Delete", context, delete_function)
+        return await self._unary("Delete", context, delete_function, with_epoch=True)
 
     async def Watch(
         self, request: registry_pb2.WatchRequest, context: Context
@@ -93,7 +99,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                     type=registry_pb2.WatchEvent.SNAPSHOT, spec=spec, revision=spec.revision
                 )
             yield registry_pb2.WatchEvent(
-                type=registry_pb2.WatchEvent.SYNCED, revision=start.revision, limits=limits()
+                type=registry_pb2.WatchEvent.SYNCED,
+                revision=start.revision,
+                limits=limits(),
+                epoch=self._registry.epoch,
             )
             async for event in start.subscription:
                 yield event
@@ -111,8 +120,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             start.subscription.close()
             self._metrics.count_rpc("Watch", code.name)
 
-    async def _unary(self, method: str, context: Context, call: Callable[[], Awaitable[T]]) -> T:
-        """Runs one unary call, turning registry errors into status codes and counting the outcome."""
+    async def _unary(
+        self, method: str, context: Context, call: Callable[[], Awaitable[T]], *, with_epoch: bool = False
+    ) -> T:
+        """Runs one unary call, turning registry errors into status codes and counting the outcome.
+
+        `with_epoch`: a mutation, whose revision the caller keeps for read-your-writes, so it
+        also gets the epoch that revision belongs to.
+        """
         started = time.perf_counter()
         try:
             result = await call()
@@ -128,6 +143,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             logger.exception("unexpected error", extra={"method": method})
             raise
         self._record(method, grpc.StatusCode.OK, started)
+        if with_epoch:
+            await context.send_initial_metadata(((EPOCH_METADATA, str(self._registry.epoch)),))
         return result
 
     def _record(self, method: str, code: grpc.StatusCode, started: float) -> None:

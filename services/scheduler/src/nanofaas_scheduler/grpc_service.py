@@ -174,7 +174,9 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 message = f"timeout_ms: must be between 1 and {max_timeout_ms}"
                 raise CallFailed(grpc.StatusCode.INVALID_ARGUMENT, message)
         try:
-            spec = await self._functions.get(request.function_name, request.min_registry_revision)
+            spec = await self._functions.get(
+                request.function_name, request.min_registry_revision, request.min_registry_epoch
+            )
         except grpc.aio.AioRpcError as exc:
             raise CallFailed(grpc.StatusCode.UNAVAILABLE, f"registry unavailable: {exc.details()}") from None
         if spec is None:

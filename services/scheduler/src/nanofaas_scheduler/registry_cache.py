@@ -21,11 +21,19 @@ _CATCH_UP_S = 1.0
 
 
 class FunctionCache:
-    """Specs by name, at a known registry revision.
+    """Specs by name, at a known registry revision and epoch.
 
     Lookups are dictionary reads on the hot path; the registry is asked
     directly only when the cache is behind what the caller has seen or has
     no such function (it may have been registered a moment ago).
+
+    Revisions count within a registry epoch (the registry process's start): a caller's
+    mark from an earlier epoch than the cache's is already covered, since the cache's
+    snapshot was taken after that registry restarted, so it never makes a call wait for a
+    revision the restarted registry may not reach for a long time. While the watch is
+    down (the registry restarting), the specs of the last snapshot keep serving callers
+    whose mark they satisfy; a caller that has seen a later change still waits for it
+    (read-your-writes), then asks the registry.
     """
 
     def __init__(self, stub: registry_pb2_grpc.RegistryAsyncStub, listener: Listener | None = None) -> None:
@@ -33,7 +41,11 @@ class FunctionCache:
         self._listener = listener
         self._specs: dict[str, types_pb2.FunctionSpec] = {}
         self.revision = 0
+        self.epoch = 0
+        # Set while the watch is connected and synced; cleared while it reconnects.
         self.synced = asyncio.Event()
+        # Set at the first sync and never cleared: the scheduler is ready from then on.
+        self.first_synced = asyncio.Event()
         self._advanced = asyncio.Event()
         # The registry's validation limits, from the latest SYNCED that carried them (kept
         # across reconnects); None until the first.
@@ -51,19 +63,27 @@ class FunctionCache:
                 await asyncio.wait_for(self._limits_known.wait(), _CATCH_UP_S)
         return None if self.limits is None else self.limits.max_timeout_ms
 
-    async def get(self, name: str, min_revision: int = 0) -> types_pb2.FunctionSpec | None:
-        if min_revision > self.revision:
-            await self._catch_up(min_revision)
-        if self.synced.is_set() and self.revision >= min_revision:
+    def behind(self, min_revision: int, min_epoch: int = 0) -> bool:
+        """Has the caller seen a registry state newer than the cache's?"""
+        if min_epoch and self.epoch and min_epoch != self.epoch:
+            return min_epoch > self.epoch
+        return min_revision > self.revision
+
+    async def get(
+        self, name: str, min_revision: int = 0, min_epoch: int = 0
+    ) -> types_pb2.FunctionSpec | None:
+        if self.behind(min_revision, min_epoch):
+            await self._catch_up(min_revision, min_epoch)
+        if self.first_synced.is_set() and not self.behind(min_revision, min_epoch):
             spec = self._specs.get(name)
             if spec is not None:
                 return spec
         return await self._fetch(name)
 
-    async def _catch_up(self, revision: int) -> None:
+    async def _catch_up(self, revision: int, epoch: int) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _CATCH_UP_S
-        while self.revision < revision:
+        while self.behind(revision, epoch):
             left = deadline - loop.time()
             if left <= 0:
                 return
@@ -120,9 +140,16 @@ class FunctionCache:
                     self.limits = event.limits
                     self._limits_known.set()
                 old, self._specs = self._specs, snapshot
+                if event.epoch != self.epoch and self.first_synced.is_set():
+                    log.info("registry restarted", extra={"epoch": event.epoch, "previousEpoch": self.epoch})
+                self.epoch = event.epoch
                 self._advance(event.revision)
                 self.synced.set()
-                log.info("registry synced", extra={"functions": len(snapshot), "revision": event.revision})
+                self.first_synced.set()
+                log.info(
+                    "registry synced",
+                    extra={"functions": len(snapshot), "revision": event.revision, "epoch": event.epoch},
+                )
                 for name in old.keys() - snapshot.keys():
                     await self._notify(name, None)
                 for name, spec in snapshot.items():

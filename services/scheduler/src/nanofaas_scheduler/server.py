@@ -56,7 +56,8 @@ def build_backend(settings: Settings, metrics_registry: CollectorRegistry = REGI
     if settings.backend == "local":
         from nanofaas_scheduler.dispatch.local import LocalBackend
 
-        return LocalBackend(callback_url=settings.callback_url)
+        # The scheduler process has no children but function servers: orphans are safe to reap.
+        return LocalBackend(callback_url=settings.callback_url, reap_orphans=True)
     if settings.backend == "kubernetes":
         from nanofaas_scheduler.dispatch.kubernetes.factory import kubernetes_backend
 
@@ -160,6 +161,8 @@ class SchedulerServer:
         self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
         if self.port == 0:
             raise SystemExit(f"cannot listen on {settings.host}:{settings.port}")
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         self._server = server
         if settings.metrics_port:
@@ -168,10 +171,23 @@ class SchedulerServer:
             )
             self.metrics_port = self._metrics_http.server_port
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(functions.run()), loop.create_task(self._sweep())]
+        self._tasks = [
+            loop.create_task(functions.run()),
+            loop.create_task(self._sweep()),
+            loop.create_task(self._serve_once_synced(functions)),
+        ]
+        log.info("scheduler listening", extra={"address": f"{settings.host}:{self.port}"})
+
+    async def _serve_once_synced(self, functions: FunctionCache) -> None:
+        """Ready (health SERVING) only once the first registry snapshot is in.
+
+        Before it, every invocation would wait for the sync or fall through to the registry;
+        a load balancer or `make up` should not send traffic yet.
+        """
+        await functions.first_synced.wait()
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("scheduler listening", extra={"address": f"{settings.host}:{self.port}"})
+        log.info("scheduler ready")
 
     async def _sweep(self) -> None:
         assert self.scheduler is not None

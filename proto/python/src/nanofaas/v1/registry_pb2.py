@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from nanofaas.v1 import types_pb2 as nanofaas_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ananofaas/v1/registry.proto\x12\x0bnanofaas.v1\x1a\x17nanofaas/v1/types.proto\":\n\x0fRegisterRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.nanofaas.v1.FunctionSpec\"\"\n\x12GetFunctionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14ListFunctionsRequest\"W\n\x15ListFunctionsResponse\x12,\n\tfunctions\x18\x01 \x03(\x0b\x32\x19.nanofaas.v1.FunctionSpec\x12\x10\n\x08revision\x18\x02 \x01(\x04\"F\n\rUpdateRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04spec\x18\x02 \x01(\x0b\x32\x19.nanofaas.v1.FunctionSpec\"%\n\x15\x44\x65leteFunctionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x16\x44\x65leteFunctionResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\"\x0e\n\x0cWatchRequest\"\xe6\x01\n\nWatchEvent\x12*\n\x04type\x18\x01 \x01(\x0e\x32\x1c.nanofaas.v1.WatchEvent.Type\x12\'\n\x04spec\x18\x02 \x01(\x0b\x32\x19.nanofaas.v1.FunctionSpec\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12#\n\x06limits\x18\x04 \x01(\x0b\x32\x13.nanofaas.v1.Limits\"L\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SNAPSHOT\x10\x01\x12\n\n\x06SYNCED\x10\x02\x12\x07\n\x03PUT\x10\x03\x12\x0b\n\x07\x44\x45LETED\x10\x04\" \n\x06Limits\x12\x16\n\x0emax_timeout_ms\x18\x01 \x01(\x03\x32\xb4\x03\n\x08Registry\x12\x43\n\x08Register\x12\x1c.nanofaas.v1.RegisterRequest\x1a\x19.nanofaas.v1.FunctionSpec\x12\x41\n\x03Get\x12\x1f.nanofaas.v1.GetFunctionRequest\x1a\x19.nanofaas.v1.FunctionSpec\x12M\n\x04List\x12!.nanofaas.v1.ListFunctionsRequest\x1a\".nanofaas.v1.ListFunctionsResponse\x12?\n\x06Update\x12\x1a.nanofaas.v1.UpdateRequest\x1a\x19.nanofaas.v1.FunctionSpec\x12Q\n\x06\x44\x65lete\x12\".nanofaas.v1.DeleteFunctionRequest\x1a#.nanofaas.v1.DeleteFunctionResponse\x12=\n\x05Watch\x12\x19.nanofaas.v1.WatchRequest\x1a\x17.nanofaas.v1.WatchEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ananofaas/v1/registry.proto\x12\x0bnanofaas.v1\x1a\x17nanofaas/v1/types.proto\":\n\x0fRegisterRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.nanofaas.v1.FunctionSpec\"\"\n\x12GetFunctionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14ListFunctionsRequest\"W\n\x15ListFunctionsResponse\x12,\n\tfunctions\x18\x01 \x03(\x0b\x32\x19.nanofaas.v1.FunctionSpec\x12\x10\n\x08revision\x18\x02 \x01(\x04\"F\n\rUpdateRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04spec\x18\x02 \x01(\x0b\x32\x19.nanofaas.v1.FunctionSpec\"%\n\x15\x44\x65leteFunctionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"*\n\x16\x44\x65leteFunctionResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\"\x0e\n\x0cWatchRequest\"\xf5\x01\n\nWatchEvent\x12*\n\x04type\x18\x01 \x01(\x0e\x32\x1c.nanofaas.v1.WatchEvent.Type\x12\'\n\x04spec\x18\x02 \x01(\x0b\x32\x19.nanofaas.v1.FunctionSpec\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12#\n\x06limits\x18\x04 \x01(\x0b\x32\x13.nanofaas.v1.Limits\x12\r\n\x05\x65poch\x18\x1e \x01(\x04\"L\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SNAPSHOT\x10\x01\x12\n\n\x06SYNCED\x10\x02\x12\x07\n\x03PUT\x10\x03\x12\x0b\n\x07\x44\x45LETED\x10\x04\" \n\x06Limits\x12\x16\n\x0emax_timeout_ms\x18\x01 \x01(\x03\x32\xb4\x03\n\x08Registry\x12\x43\n\x08Register\x12\x1c.nanofaas.v1.RegisterRequest\x1a\x19.nanofaas.v1.FunctionSpec\x12\x41\n\x03Get\x12\x1f.nanofaas.v1.GetFunctionRequest\x1a\x19.nanofaas.v1.FunctionSpec\x12M\n\x04List\x12!.nanofaas.v1.ListFunctionsRequest\x1a\".nanofaas.v1.ListFunctionsResponse\x12?\n\x06Update\x12\x1a.nanofaas.v1.UpdateRequest\x1a\x19.nanofaas.v1.FunctionSpec\x12Q\n\x06\x44\x65lete\x12\".nanofaas.v1.DeleteFunctionRequest\x1a#.nanofaas.v1.DeleteFunctionResponse\x12=\n\x05Watch\x12\x19.nanofaas.v1.WatchRequest\x1a\x17.nanofaas.v1.WatchEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,11 +49,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHREQUEST']._serialized_start=432
   _globals['_WATCHREQUEST']._serialized_end=446
   _globals['_WATCHEVENT']._serialized_start=449
-  _globals['_WATCHEVENT']._serialized_end=679
-  _globals['_WATCHEVENT_TYPE']._serialized_start=603
-  _globals['_WATCHEVENT_TYPE']._serialized_end=679
-  _globals['_LIMITS']._serialized_start=681
-  _globals['_LIMITS']._serialized_end=713
-  _globals['_REGISTRY']._serialized_start=716
-  _globals['_REGISTRY']._serialized_end=1152
+  _globals['_WATCHEVENT']._serialized_end=694
+  _globals['_WATCHEVENT_TYPE']._serialized_start=618
+  _globals['_WATCHEVENT_TYPE']._serialized_end=694
+  _globals['_LIMITS']._serialized_start=696
+  _globals['_LIMITS']._serialized_end=728
+  _globals['_REGISTRY']._serialized_start=731
+  _globals['_REGISTRY']._serialized_end=1167
 # @@protoc_insertion_point(module_scope)

@@ -205,8 +205,16 @@ class WatchEvent(_message.Message):
     SPEC_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
     type: Global___WatchEvent.Type.ValueType
     revision: _builtins.int
+    epoch: _builtins.int
+    """On SYNCED: the registry's epoch (when this registry process started, Unix epoch ms).
+    Revisions are ordered within one epoch only: a restarted registry whose store forgot
+    them (the memory store) counts from 0 again. A later epoch's snapshot holds every change
+    that survived from the earlier ones. Register, Update and Delete also send the epoch as
+    the initial metadata `nanofaas-registry-epoch` (decimal), next to the revision they return.
+    """
     @_builtins.property
     def spec(self) -> _types_pb2.FunctionSpec:
         """The spec for SNAPSHOT and PUT; for DELETED only spec.name is set."""
@@ -222,10 +230,11 @@ class WatchEvent(_message.Message):
         spec: _types_pb2.FunctionSpec | None = ...,
         revision: _builtins.int = ...,
         limits: Global___Limits | None = ...,
+        epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "revision", b"revision", "spec", b"spec", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "limits", b"limits", "revision", b"revision", "spec", b"spec", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -446,6 +446,7 @@ class InvokeRequest(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     CALLBACK_URL_FIELD_NUMBER: _builtins.int
     MIN_REGISTRY_REVISION_FIELD_NUMBER: _builtins.int
+    MIN_REGISTRY_EPOCH_FIELD_NUMBER: _builtins.int
     function_name: _builtins.str
     idempotency_key: _builtins.str
     trace_id: _builtins.str
@@ -461,6 +462,11 @@ class InvokeRequest(_message.Message):
     min_registry_revision: _builtins.int
     """Read-your-writes: the registry revision the caller has seen; the
     scheduler resolves the function at this revision or later.
+    """
+    min_registry_epoch: _builtins.int
+    """The registry epoch min_registry_revision belongs to (see WatchEvent.epoch); 0 = unknown,
+    the revision is then compared as it is. A revision of an earlier epoch than the one the
+    scheduler follows is already covered (the registry restarted since): no waiting for it.
     """
     @_builtins.property
     def input(self) -> _types_pb2.Payload:
@@ -480,10 +486,11 @@ class InvokeRequest(_message.Message):
         timeout_ms: _builtins.int | None = ...,
         callback_url: _builtins.str = ...,
         min_registry_revision: _builtins.int = ...,
+        min_registry_epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_timeout_ms", b"_timeout_ms", "input", b"input", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_ms", b"_timeout_ms", "callback_url", b"callback_url", "function_name", b"function_name", "idempotency_key", b"idempotency_key", "input", b"input", "metadata", b"metadata", "min_registry_revision", b"min_registry_revision", "timeout_ms", b"timeout_ms", "trace_id", b"trace_id", "traceparent", b"traceparent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_ms", b"_timeout_ms", "callback_url", b"callback_url", "function_name", b"function_name", "idempotency_key", b"idempotency_key", "input", b"input", "metadata", b"metadata", "min_registry_epoch", b"min_registry_epoch", "min_registry_revision", b"min_registry_revision", "timeout_ms", b"timeout_ms", "trace_id", b"trace_id", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__timeout_ms: _TypeAlias = _typing.Literal["timeout_ms"]  # noqa: Y015
     _WhichOneofArgType__timeout_ms: _TypeAlias = _typing.Literal["_timeout_ms", b"_timeout_ms"]  # noqa: Y015

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from nanofaas_runtime import asgi, logs
+from nanofaas_runtime import asgi, lifeline, logs
 from nanofaas_runtime.watchdog.app import MODES, SERVICE, Settings, WatchdogApp
 
 EXIT_USAGE = 2
@@ -100,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except asgi.InvalidSetting as exc:
         _fail(str(exc))
     log_level = logs.configure(SERVICE)
+    lifeline.install()
     app = WatchdogApp(settings, os.environ)
     log.info(
         "watchdog serving %s",

@@ -192,7 +192,7 @@ def _json_output(raw: bytes) -> Outcome:
 
 
 def _prepare_workdir(request: bytes) -> tuple[str, str, str]:
-    workdir = tempfile.mkdtemp(prefix="nanofaas-file-")
+    workdir = tempfile.mkdtemp(prefix=f"nanofaas-file-{os.getpid()}-")
     input_path = os.path.join(workdir, "input.json")
     try:
         with open(input_path, "wb") as file:

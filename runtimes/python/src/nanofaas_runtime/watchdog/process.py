@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from nanofaas_runtime.process_tree import kill_tree
+
 STDERR_TAIL_BYTES = 4096
 _READ_CHUNK = 64 * 1024
 
@@ -66,7 +68,12 @@ class Child:
             signal_process_group(self.pid, sig)
 
     async def kill_group(self) -> int:
-        """SIGKILL the whole process group and wait for the leader's exit status."""
+        """SIGKILL the process group and every descendant, and wait for the leader's exit status.
+
+        Descendants by parentage too: a command's child that called setsid() left the group.
+        """
+        if not self.exited.done():
+            kill_tree(self.pid, include_root=True)
         self.signal_group(signal.SIGKILL)
         return await asyncio.shield(self.exited)
 

@@ -76,11 +76,12 @@ router = APIRouter(tags=["functions"], route_class=_SpecRoute)
 )
 async def register_function(spec: FunctionSpec, request: Request) -> Response:
     clients = gateway_clients(request)
-    stored = await clients.registry.Register(
+    call = clients.registry.Register(
         registry_pb2.RegisterRequest(spec=spec_to_proto(spec)),
         timeout=gateway_settings(request).rpc_timeout_s,
     )
-    clients.observe_revision(stored.revision)
+    stored = await call
+    await clients.observe_mutation(call, stored.revision)
     return json_response(summary_to_json(stored), 201, {"Location": f"/v1/functions/{stored.name}"})
 
 
@@ -120,11 +121,12 @@ async def update_function(name: str, spec: FunctionSpec, request: Request) -> Re
     if spec.name != name:
         raise invalid_argument(f"name: '{spec.name}' does not match the name in the path '{name}'")
     clients = gateway_clients(request)
-    stored = await clients.registry.Update(
+    call = clients.registry.Update(
         registry_pb2.UpdateRequest(name=name, spec=spec_to_proto(spec)),
         timeout=gateway_settings(request).rpc_timeout_s,
     )
-    clients.observe_revision(stored.revision)
+    stored = await call
+    await clients.observe_mutation(call, stored.revision)
     return json_response(spec_to_json(stored))
 
 
@@ -138,8 +140,9 @@ async def update_function(name: str, spec: FunctionSpec, request: Request) -> Re
 async def delete_function(name: str, request: Request) -> Response:
     require_function_name(name)
     clients = gateway_clients(request)
-    deleted = await clients.registry.Delete(
+    call = clients.registry.Delete(
         registry_pb2.DeleteFunctionRequest(name=name), timeout=gateway_settings(request).rpc_timeout_s
     )
-    clients.observe_revision(deleted.revision)
+    deleted = await call
+    await clients.observe_mutation(call, deleted.revision)
     return Response(status_code=204)

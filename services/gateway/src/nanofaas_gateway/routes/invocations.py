@@ -97,6 +97,7 @@ async def invoke(
         body,
         timeout_ms=timeout_ms,
         min_registry_revision=clients.min_registry_revision,
+        min_registry_epoch=clients.min_registry_epoch,
     )
     deadline_s = _wait_s(timeout_ms, settings) + settings.invoke_deadline_margin_s
     call = asyncio.ensure_future(clients.invocations.invoke(request, deadline_s))
@@ -195,6 +196,7 @@ async def enqueue(
         body,
         timeout_ms=None,
         min_registry_revision=clients.min_registry_revision,
+        min_registry_epoch=clients.min_registry_epoch,
         callback_url=headers.get("x-callback-url", ""),
     )
     admitted = await clients.invocations.enqueue(request, settings.rpc_timeout_s)

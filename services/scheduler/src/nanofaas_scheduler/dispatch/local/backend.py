@@ -36,8 +36,15 @@ from nanofaas_scheduler.dispatch.local.command import (
     uses_project_runtime,
 )
 from nanofaas_scheduler.dispatch.local.function_logs import function_log_sink
+from nanofaas_scheduler.dispatch.local.lifeline import Lifeline
+from nanofaas_scheduler.dispatch.local.orphans import REAPER
 from nanofaas_scheduler.dispatch.local.process import StartError
-from nanofaas_scheduler.dispatch.local.replica import Replica, SocketDirectory, start_replica
+from nanofaas_scheduler.dispatch.local.replica import (
+    Replica,
+    SocketDirectory,
+    remove_stale_directories,
+    start_replica,
+)
 from nanofaas_scheduler.dispatch.local.standby import Standbys
 from nanofaas_scheduler.dispatch.local.warm_pool import WarmPool
 from nanofaas_scheduler.dispatch.logs import LogBook, LogLine, LogQuery
@@ -53,13 +60,22 @@ def _start_failed(exc: Exception) -> Outcome:
 class LocalBackend(Dispatcher):
     """Runs functions as child processes of the scheduler, each in its own process group."""
 
-    def __init__(self, callback_url: str = "", log_book: LogBook | None = None) -> None:
+    def __init__(
+        self, callback_url: str = "", log_book: LogBook | None = None, *, reap_orphans: bool = False
+    ) -> None:
+        """`reap_orphans`: make this process a child subreaper that kills what dead servers left
+        behind (orphans.py). Only for a process whose every child is a function server (the
+        scheduler's), since any other child of it would be taken for an orphan."""
         self._callback_url = callback_url
         self.log_book = log_book or LogBook()
         self._session: aiohttp.ClientSession | None = None
         self._pools: dict[str, WarmPool] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._sockets = SocketDirectory()
+        self._lifeline = Lifeline()
+        remove_stale_directories()
+        if reap_orphans:
+            REAPER.enable()
         self._standbys = Standbys(self._start_standby, self._track)
 
     @property
@@ -103,6 +119,8 @@ class LocalBackend(Dispatcher):
                     replica.session(self.session), replica.invoke_url, attempt, keep_alive=False
                 )
         except TimeoutError:
+            # Killed and gone before the slot is given back: the handler may still be running.
+            await asyncio.shield(replica.stop(grace=0.0))
             return timeout_outcome(attempt.timeout_ms)
         except StartError as exc:
             return _start_failed(exc)
@@ -118,7 +136,13 @@ class LocalBackend(Dispatcher):
         self, spec: types_pb2.FunctionSpec, argv: list[str], env: dict[str, str]
     ) -> Awaitable[Replica]:
         sockets = self._sockets if hands_over_socket(spec) else None
-        return start_replica(argv, env, sockets=sockets, log_sink=function_log_sink(spec.name, self.log_book))
+        return start_replica(
+            argv,
+            env,
+            sockets=sockets,
+            log_sink=function_log_sink(spec.name, self.log_book),
+            lifeline=self._lifeline,
+        )
 
     async def _pooled(self, attempt: Attempt) -> Outcome:
         pool = self._pool_for(attempt.spec)
@@ -230,6 +254,7 @@ class LocalBackend(Dispatcher):
         if self._session is not None:
             await self._session.close()
         self._sockets.remove()
+        self._lifeline.close()
 
 
 def _still_serving(replica: Replica, outcome: Outcome, spec: types_pb2.FunctionSpec) -> bool:

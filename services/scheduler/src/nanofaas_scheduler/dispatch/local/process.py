@@ -16,6 +16,9 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
+from nanofaas_scheduler.dispatch.local.orphans import REAPER
+from nanofaas_scheduler.dispatch.local.process_tree import kill_tree
+
 _STDERR_TAIL_BYTES = 4096
 _MAX_LINE_BYTES = 64 * 1024
 _READ_CHUNK = 64 * 1024
@@ -76,7 +79,9 @@ class _ExitWatcher(asyncio.subprocess.SubprocessStreamProtocol):
         super().process_exited()
         if self._process is None or self.exited.done():
             return
-        _signal_group(self._process.get_pid(), signal.SIGKILL)
+        pid = self._process.get_pid()
+        _signal_group(pid, signal.SIGKILL)
+        REAPER.server_exited(pid)  # what left the group was re-parented to us: killed now
         code = self._process.get_returncode()
         self.exited.set_result(code if code is not None else -1)
 
@@ -140,22 +145,30 @@ class ServerProcess:
         port: int,
         pass_fds: Sequence[int] = (),
         log_sink: Callable[[bytes], None] | None = None,
+        preexec: Callable[[], None] | None = None,
     ) -> ServerProcess:
-        """Spawn with exactly `env` plus PORT and HOST=127.0.0.1; StartError if it cannot start."""
+        """Spawn with exactly `env` plus PORT and HOST=127.0.0.1; StartError if it cannot start.
+
+        `preexec` runs in the child before exec (see lifeline.parent_death_kill).
+        """
         if not argv:
             raise StartError("empty command")
         loop = asyncio.get_running_loop()
         try:
-            transport, protocol = await loop.subprocess_exec(
-                lambda: _ExitWatcher(loop),
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                env={**env, "PORT": str(port), "HOST": "127.0.0.1"},
-                start_new_session=True,
-                pass_fds=tuple(pass_fds),
-            )
+            with REAPER.spawning():
+                transport, protocol = await loop.subprocess_exec(
+                    lambda: _ExitWatcher(loop),
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                    env={**env, "PORT": str(port), "HOST": "127.0.0.1"},
+                    start_new_session=True,
+                    pass_fds=tuple(pass_fds),
+                    preexec_fn=preexec,
+                )
+                if not protocol.exited.done():
+                    REAPER.server_started(transport.get_pid())
         except OSError as exc:
             raise StartError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
         return cls(transport, protocol, port, log_sink)
@@ -196,11 +209,16 @@ class ServerProcess:
             delay = min(delay * 2, cap)
 
     async def stop(self, grace: float = 1.0) -> None:
-        """SIGTERM the group, SIGKILL it after `grace` seconds, and reap the leader."""
+        """SIGTERM the group, SIGKILL it and every descendant after `grace` seconds, reap the leader.
+
+        Descendants by parentage as well as the group: a handler's child that called setsid()
+        has left the group but not the tree (process_tree).
+        """
         if grace > 0 and not self._exited.done():
             _signal_group(self.pid, signal.SIGTERM)
             await asyncio.wait({self._exited}, timeout=grace)
         if not self._exited.done():
+            kill_tree(self.pid, include_root=True)
             _signal_group(self.pid, signal.SIGKILL)
             await asyncio.shield(self._exited)
         await self._stderr.finish()

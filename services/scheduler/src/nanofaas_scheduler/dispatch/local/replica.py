@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import shutil
 import socket
 import tempfile
 import uuid
@@ -22,20 +24,69 @@ import aiohttp
 
 from nanofaas_scheduler.dispatch.function_protocol import HEALTH_PATH, INVOKE_PATH
 from nanofaas_scheduler.dispatch.http_invoke import new_session
+from nanofaas_scheduler.dispatch.local.lifeline import LIFELINE_FD_ENV, Lifeline
 from nanofaas_scheduler.dispatch.local.process import ServerProcess, StartError, describe_exit, free_port
 
 _UNIX_BASE = "http://localhost"
 
 
+# nanofaas-<owner pid>-<random>: the scheduler's socket directory; nanofaas-file-<pid>-<random>:
+# a watchdog's FILE-mode work directory.
+_OWNED_DIR = re.compile(r"nanofaas-(?:file-)?(\d+)-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_directories(base: str | None = None) -> list[str]:
+    """Remove the runtime directories left by a scheduler or watchdog that died without cleaning up.
+
+    Only ours (our user's, named as above) and only when the pid in the name is gone; a
+    directory whose pid was reused by another process is left, which errs on the safe side.
+    Returns what was removed.
+    """
+    root = Path(base or tempfile.gettempdir())
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _OWNED_DIR.match(entry.name)
+        if match is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if _alive(int(match.group(1))):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(entry.path)
+    return removed
+
+
 class SocketDirectory:
-    """A private directory for the Unix sockets of this scheduler's function servers."""
+    """A private directory for the Unix sockets of this scheduler's function servers.
+
+    Named for this process (see remove_stale_directories), so a later scheduler can tell
+    a leftover of a dead one from a live one's.
+    """
 
     def __init__(self) -> None:
         self._path: Path | None = None
 
     def new_socket(self) -> tuple[socket.socket, str]:
         if self._path is None:
-            self._path = Path(tempfile.mkdtemp(prefix="nanofaas-"))
+            self._path = Path(tempfile.mkdtemp(prefix=f"nanofaas-{os.getpid()}-"))
         path = str(self._path / f"{uuid.uuid4().hex[:12]}.sock")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(path)
@@ -115,18 +166,26 @@ async def start_replica(
     *,
     sockets: SocketDirectory | None,
     log_sink: Callable[[bytes], None],
+    lifeline: Lifeline,
 ) -> Replica:
-    """Spawn a server: on a handed-over Unix socket when `sockets` is given, else on a TCP port."""
+    """Spawn a server: on a handed-over Unix socket when `sockets` is given, else on a TCP port.
+
+    The project's servers (those on a socket) watch the lifeline; a user's own server gets
+    the parent-death signal instead (see lifeline.py).
+    """
     if sockets is None:
-        server = await ServerProcess.start(argv, env=env, port=free_port(), log_sink=log_sink)
+        server = await ServerProcess.start(
+            argv, env=env, port=free_port(), log_sink=log_sink, preexec=lifeline.preexec
+        )
         return Replica(server, f"http://127.0.0.1:{server.port}", None, None)
     sock, path = sockets.new_socket()
+    lifeline_fd = lifeline.read_fd()
     try:
         server = await ServerProcess.start(
             argv,
-            env={**env, "NANOFAAS_LISTEN_FD": str(sock.fileno())},
+            env={**env, "NANOFAAS_LISTEN_FD": str(sock.fileno()), LIFELINE_FD_ENV: str(lifeline_fd)},
             port=0,
-            pass_fds=(sock.fileno(),),
+            pass_fds=(sock.fileno(), lifeline_fd),
             log_sink=log_sink,
         )
     except BaseException:
