@@ -102,7 +102,8 @@ async def test_executions_in_flight_are_lost_with_the_scheduler_functions_are_no
             async with http.get("/v1/functions") as response:
                 assert {summary["name"] for summary in await response.json()} == set(pid_files)
     finally:
-        # Function processes orphaned by the killed scheduler (nobody else stops them).
+        # Function processes of the killed scheduler end with it (the lifeline pipe); this is only
+        # the safety net if one did not, so a failing test leaves nothing running.
         for pid in orphans(pid_files.values()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
