@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
-
-import pytest
 
 from nanofaas_scheduler.core.errors import CompletionRefused
 from nanofaas_scheduler.core.execution import Execution, Request, State
