@@ -41,7 +41,13 @@ class TokenFileError(ValueError):
 
 
 class TokenFile:
-    """The accepted tokens, re-read when the file changes; a failed re-read keeps the last good set."""
+    """The accepted tokens, re-read when the file changes; a failed re-read keeps the last good set.
+
+    One token per line (blank lines and `#` comments ignored): several clients, and
+    overlapping old and new tokens during a rotation. A change is seen by its inode,
+    size or mtime (a Kubernetes Secret volume swaps a symlink), so rotating needs no
+    restart. The first token is the platform's own, sent on its outgoing calls.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path

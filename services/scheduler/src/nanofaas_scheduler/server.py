@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from nanofaas.v1 import registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
+from nanofaas_scheduler.api_auth import BearerAuth, BearerCredentials, TokenFile
 from nanofaas_scheduler.callbacks import CallbackOutbox
 from nanofaas_scheduler.config import Settings
 from nanofaas_scheduler.core.reports import ReportBoard
@@ -82,6 +83,7 @@ class SchedulerServer:
         self.port = 0
         self.metrics_port = 0
         self._server: grpc.aio.Server | None = None
+        self._external: grpc.aio.Server | None = None
         self._metrics_http: Any = None
         self._channel: grpc.aio.Channel | None = None
         self._health = HealthServicer()
@@ -138,35 +140,58 @@ class SchedulerServer:
             if spec is None:
                 metrics.forget(name)
 
-        self._channel = grpc.aio.insecure_channel(settings.registry_address)
+        tokens = TokenFile(settings.api_tokens_file) if settings.api_tokens_file else None
+        credentials = [cast("grpc.aio.ClientInterceptor", BearerCredentials(tokens))] if tokens else None
+        self._channel = grpc.aio.insecure_channel(settings.registry_address, interceptors=credentials)
         functions = FunctionCache(
             registry_pb2_grpc.RegistryStub(self._channel),
             function_changed,
         )
         tracer = self._provider.get_tracer("nanofaas.scheduler") if self._provider else None
-        server = grpc.aio.server(options=_SERVER_OPTIONS)
-        scheduler_pb2_grpc.add_SchedulerServicer_to_server(
-            SchedulerService(scheduler, functions, tracer, callbacks=callbacks), server
+        service = SchedulerService(
+            scheduler, functions, tracer, callbacks=callbacks, operator_completions=tokens is not None
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME], server
-        )
+        # The pod-local listener is authenticated only when authentication is on; the
+        # external one always is (with it off, it serves nothing but the open methods).
+        server = self._grpc_server(service, BearerAuth(tokens, settings.open_methods) if tokens else None)
         self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
         if self.port == 0:
             raise SystemExit(f"cannot listen on {settings.host}:{settings.port}")
         await server.start()
         self._server = server
+        if settings.external_address:
+            external = self._grpc_server(service, BearerAuth(tokens, settings.open_methods))
+            if external.add_insecure_port(settings.external_address) == 0:
+                raise SystemExit(f"cannot listen on {settings.external_address}")
+            await external.start()
+            self._external = external
         if settings.metrics_port:
             self._metrics_http, _ = start_http_server(
-                settings.metrics_port, addr=settings.host, registry=self.metrics_registry
+                settings.metrics_port, addr=settings.metrics_host, registry=self.metrics_registry
             )
             self.metrics_port = self._metrics_http.server_port
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(functions.run()), loop.create_task(self._sweep())]
-        for service in ("", SERVICE_NAME):
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("scheduler listening", extra={"address": f"{settings.host}:{self.port}"})
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "scheduler listening",
+            extra={
+                "address": f"{settings.host}:{self.port}",
+                "externalAddress": settings.external_address,
+                "apiAuth": tokens is not None,
+            },
+        )
+
+    def _grpc_server(self, service: SchedulerService, auth: BearerAuth | None) -> grpc.aio.Server:
+        """One listener's server: every listener serves the same services."""
+        server = grpc.aio.server(options=_SERVER_OPTIONS, interceptors=[auth] if auth else None)
+        scheduler_pb2_grpc.add_SchedulerServicer_to_server(service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME], server
+        )
+        return server
 
     async def _sweep(self) -> None:
         assert self.scheduler is not None
@@ -181,8 +206,7 @@ class SchedulerServer:
             await self.scheduler.shutdown(self.settings.shutdown_grace_s)
         if self._callbacks is not None:
             await self._callbacks.close(_CALLBACK_GRACE_S)
-        if self._server is not None:
-            await self._server.stop(1.0)
+        await asyncio.gather(*(server.stop(1.0) for server in (self._server, self._external) if server))
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
