@@ -125,7 +125,7 @@ async def test_calls_without_credentials_are_refused_but_health_is_open(platform
                 await call
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
             trailers = cast("tuple[tuple[str, str], ...]", refused.value.trailing_metadata() or ())
-            assert ("x-error-code", "UNAUTHENTICATED") in trailers
+            assert ("x-error-code", "UNAUTHENTICATED") in tuple(trailers)
         with pytest.raises(grpc.aio.AioRpcError) as wrong:
             await stub.Enqueue(invoke_request(), metadata=bearer("guess"), timeout=WAIT_S)
         assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
