@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable
 import socket
+from collections.abc import Awaitable
 from pathlib import Path
 
 import grpc
