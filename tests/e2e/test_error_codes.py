@@ -317,6 +317,18 @@ async def shutting_down(http: Http, platform: Platform, name: str, tmp: Path) ->
     return codes
 
 
+async def unauthenticated(http: Http, platform: Platform, name: str, tmp: Path) -> set[str]:
+    """A completion without the attempt's token, then with a made-up one (docs/security.md)."""
+    running = await busy_function(http, name)
+    url = f"/v1/internal/executions/{running}:complete"
+    body = {"status": "success", "output": {"forged": True}}
+    status, missing = await request(http, "POST", url, json=body)
+    assert status == 401, missing
+    status, wrong = await request(http, "POST", url, json=body, headers={"X-Completion-Token": "forged"})
+    assert status == 403, wrong
+    return {code_of(missing), code_of(wrong)}
+
+
 # (path, the codes it must produce)
 PATHS: dict[str, tuple[Path_, set[str]]] = {
     "invalid_argument": (invalid_argument, {"INVALID_ARGUMENT"}),
@@ -337,6 +349,7 @@ PATHS: dict[str, tuple[Path_, set[str]]] = {
     "cancelled": (cancelled, {"CANCELLED"}),
     "invalid_request": (invalid_request, {"INVALID_REQUEST"}),
     "shutting_down": (shutting_down, {"SHUTTING_DOWN", "UNAVAILABLE"}),
+    "unauthenticated": (unauthenticated, {"UNAUTHENTICATED", "PERMISSION_DENIED"}),
 }
 # What each path produced in this session, so the coverage check runs only what is missing.
 PRODUCED: dict[str, set[str]] = {}

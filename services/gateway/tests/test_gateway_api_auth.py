@@ -70,8 +70,14 @@ async def test_rest_needs_a_bearer_token_except_on_open_paths(gateway: Gateway, 
         assert (await status_of(session, "GET", f"{base}/healthz"))[0] == 200
         status, body, _ = await status_of(session, "GET", f"{base}/v1/functions/fn", bearer("ops-token"))
         assert status == 200, body
-        # The gateway's own call to the registry carried the platform's token (the file's first).
+        # The gateway's own calls carried the platform's token (the file's first): a unary
+        # one to the registry and the multiplexed invocation stream to the scheduler.
         assert gateway.registry.get_metadata[-1]["authorization"] == "Bearer platform-token"
+        status, body, _ = await status_of(
+            session, "POST", f"{base}/v1/functions/fn:invoke", bearer("ops-token"), json={"input": 1}
+        )
+        assert status == 200, body
+        assert gateway.scheduler.stream_metadata[-1]["authorization"] == "Bearer platform-token"
 
 
 async def test_rotation_without_restart(gateway: Gateway, tmp_path: Path) -> None:
@@ -116,7 +122,9 @@ async def test_completions_authenticate_with_their_own_token(gateway: Gateway, t
 
 
 @pytest.mark.parametrize("content", [None, "", "\n# no token\n"])
-async def test_an_unusable_tokens_file_stops_the_gateway_at_start(tmp_path: Path, content: str | None) -> None:
+async def test_an_unusable_tokens_file_stops_the_gateway_at_start(
+    tmp_path: Path, content: str | None
+) -> None:
     path = tmp_path / "tokens"
     if content is not None:
         path.write_text(content)

@@ -11,7 +11,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -53,19 +53,37 @@ class Attempts:
         return success(b'"in-band"')
 
 
+class RecordingAuth(BearerAuth):
+    """The registry's interceptor, noting each method a call came in with the platform's token."""
+
+    def __init__(self, tokens: TokenFile) -> None:
+        super().__init__(tokens)
+        self.watched = asyncio.Event()
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        if handler_call_details.method.endswith("/Watch") and metadata.get("authorization", "").startswith(
+            "Bearer platform-token"
+        ):
+            self.watched.set()
+        return await super().intercept_service(continuation, handler_call_details)
+
+
 @dataclass
 class Platform:
     scheduler: SchedulerServer
     address: str
     tokens: Path
     backend: Attempts
+    registry_auth: RecordingAuth
 
 
 @pytest.fixture
 async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
     tokens = tmp_path / "tokens"
     write_tokens(tokens, "platform-token", "client-token")
-    registry = grpc.aio.server(interceptors=[BearerAuth(TokenFile(str(tokens)))])
+    registry_auth = RecordingAuth(TokenFile(str(tokens)))
+    registry = grpc.aio.server(interceptors=[registry_auth])
     registry_pb2_grpc.add_RegistryServicer_to_server(FakeRegistry(make_spec("fn")), registry)  # type: ignore[abstract]
     registry_port = registry.add_insecure_port("127.0.0.1:0")
     await registry.start()
@@ -80,7 +98,7 @@ async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
     server = SchedulerServer(settings, StubDispatcher(backend), metrics_registry=CollectorRegistry())
     await server.start()
     try:
-        yield Platform(server, f"127.0.0.1:{server.port}", tokens, backend)
+        yield Platform(server, f"127.0.0.1:{server.port}", tokens, backend, registry_auth)
     finally:
         backend.release.set()
         await server.stop()
@@ -137,6 +155,8 @@ async def test_calls_without_credentials_are_refused_but_health_is_open(platform
         # own registry calls carried the platform's token.
         admitted = await stub.Enqueue(invoke_request(), metadata=bearer("client-token"), timeout=WAIT_S)
         assert admitted.execution_id
+        # Streams too: the registry watch (a server stream) carried it.
+        await asyncio.wait_for(platform.registry_auth.watched.wait(), WAIT_S)
 
 
 async def test_completion_needs_the_attempts_token_and_is_idempotent_for_its_owner(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nanofaas.v1 import registry_pb2_grpc, scheduler_pb2_grpc
-from nanofaas_gateway.api_auth import BearerCredentials, TokenFile
+from nanofaas_gateway.api_auth import TokenFile, bearer_credentials
 from nanofaas_gateway.config import Settings
 from nanofaas_gateway.scheduler_stream import SchedulerStream
 from nanofaas_gateway.tracing import client_interceptors
@@ -55,10 +54,8 @@ class GatewayClients:
         """
         options = _channel_options(settings.max_body_bytes)
         # With API authentication on, every call carries the platform's own token.
-        credentials: list[grpc.aio.ClientInterceptor] = (
-            [cast("grpc.aio.ClientInterceptor", BearerCredentials(TokenFile(settings.api_tokens_file)))]
-            if settings.api_tokens_file
-            else []
+        credentials = (
+            bearer_credentials(TokenFile(settings.api_tokens_file)) if settings.api_tokens_file else []
         )
         return cls(
             grpc.aio.insecure_channel(

@@ -142,13 +142,8 @@ def _refusing(handler: grpc.RpcMethodHandler[Any, Any], message: str) -> grpc.Rp
 # -- the scheduler's credentials on its calls to the registry ---------------------------
 
 
-class BearerCredentials(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]  # generic only in the stubs
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]  # generic only in the stubs
-    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[type-arg]  # generic only in the stubs
-    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[type-arg]  # generic only in the stubs
-):
-    """Adds `authorization: Bearer <own token>` to every call to the registry (read per call)."""
+class _Credentials:
+    """Adds `authorization: Bearer <own token>` to a call (read per call: rotation applies)."""
 
     def __init__(self, tokens: TokenFile) -> None:
         self._tokens = tokens
@@ -160,23 +155,38 @@ class BearerCredentials(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
-    # grpc.aio's continuations are awaitable (its stubs say otherwise).
+
+# grpc.aio files an interceptor under the first of the four kinds it is, so each kind
+# needs its own object; its continuations are awaitable (its stubs say otherwise).
+class _UnaryUnary(_Credentials, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
         return await continuation(self._details(client_call_details), request)
 
+
+class _UnaryStream(_Credentials, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_stream(
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
         return await continuation(self._details(client_call_details), request)
 
+
+class _StreamUnary(_Credentials, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_stream_unary(
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request_iterator: Any
     ) -> Any:
         return await continuation(self._details(client_call_details), request_iterator)
 
+
+class _StreamStream(_Credentials, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_stream_stream(
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request_iterator: Any
     ) -> Any:
         return await continuation(self._details(client_call_details), request_iterator)
+
+
+def bearer_credentials(tokens: TokenFile) -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors that send the platform's own token on every call to the registry."""
+    kinds = (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)
+    return [cast("grpc.aio.ClientInterceptor", kind(tokens)) for kind in kinds]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from nanofaas.v1 import registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
-from nanofaas_scheduler.api_auth import BearerAuth, BearerCredentials, TokenFile
+from nanofaas_scheduler.api_auth import BearerAuth, TokenFile, bearer_credentials
 from nanofaas_scheduler.callbacks import CallbackOutbox
 from nanofaas_scheduler.config import Settings
 from nanofaas_scheduler.core.reports import ReportBoard
@@ -141,7 +141,7 @@ class SchedulerServer:
                 metrics.forget(name)
 
         tokens = TokenFile(settings.api_tokens_file) if settings.api_tokens_file else None
-        credentials = [cast("grpc.aio.ClientInterceptor", BearerCredentials(tokens))] if tokens else None
+        credentials = bearer_credentials(tokens) if tokens else None
         self._channel = grpc.aio.insecure_channel(settings.registry_address, interceptors=credentials)
         functions = FunctionCache(
             registry_pb2_grpc.RegistryStub(self._channel),
