@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Awaitable
 from pathlib import Path
 
@@ -18,12 +17,6 @@ from nanofaas_registry.server import start_server
 from .conftest import build_spec
 
 WAIT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_tokens(path: Path, *tokens: str) -> None:
@@ -85,9 +78,10 @@ async def test_mutations_and_reads_need_a_token_when_auth_is_on(tmp_path: Path) 
 
 
 async def test_the_external_listener_serves_only_health_without_auth() -> None:
-    external = f"127.0.0.1:{free_port()}"
-    settings = RegistrySettings(host="127.0.0.1", port=0, metrics_port=0, external_address=external)
+    # Another loopback address on the same port, as a pod IP beside 127.0.0.1.
+    settings = RegistrySettings(host="127.0.0.1", port=0, metrics_port=0, external_host="127.0.0.2")
     server = await start_server(settings)
+    external = f"127.0.0.2:{server.port}"
     try:
         register = registry_pb2.RegisterRequest(spec=build_spec("fn"))
         async with grpc.aio.insecure_channel(server.address) as channel:  # the pod's own containers

@@ -27,7 +27,7 @@ from nanofaas_scheduler.dispatch.stub import StubDispatcher
 from nanofaas_scheduler.server import SchedulerServer
 
 from .conftest import make_spec
-from .test_server import FakeRegistry, unused_port
+from .test_server import FakeRegistry
 
 WAIT_S = 10.0
 JSON = "application/json"
@@ -202,7 +202,6 @@ async def test_rotating_the_tokens_file_needs_no_restart(platform: Platform) -> 
 async def test_without_auth_a_completion_needs_its_token_and_the_external_listener_serves_only_health() -> (
     None
 ):
-    external_port = unused_port()
     registry = grpc.aio.server()
     registry_pb2_grpc.add_RegistryServicer_to_server(FakeRegistry(make_spec("fn")), registry)  # type: ignore[abstract]
     registry_port = registry.add_insecure_port("127.0.0.1:0")
@@ -211,7 +210,7 @@ async def test_without_auth_a_completion_needs_its_token_and_the_external_listen
         port=0,
         metrics_port=0,
         registry_address=f"127.0.0.1:{registry_port}",
-        external_address=f"127.0.0.1:{external_port}",
+        external_host="127.0.0.2",  # another loopback address, the same port: as a pod IP is
     )
     backend = Attempts()
     server = SchedulerServer(settings, StubDispatcher(backend), metrics_registry=CollectorRegistry())
@@ -224,7 +223,7 @@ async def test_without_auth_a_completion_needs_its_token_and_the_external_listen
             with pytest.raises(grpc.aio.AioRpcError) as missing:  # nobody is an operator with auth off
                 await stub.CompleteExecution(completion(admitted.execution_id), timeout=WAIT_S)
             assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{external_port}") as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.2:{server.port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=WAIT_S)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING

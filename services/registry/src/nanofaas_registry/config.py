@@ -43,9 +43,11 @@ class RegistrySettings:
     namespace: str = "default"
     in_cluster: bool = False
     # Security (docs/security.md): gRPC on `host` (127.0.0.1: only the pod's own containers);
-    # `external_address` (host:port, "" = none) a second, always authenticated listener.
+    # `external_host` ("" = none; in a pod its IP) a second, always authenticated listener on
+    # `external_port` (0 = the same port as the first: a distinct address, no conflict).
     metrics_host: str = LOCAL_HOST
-    external_address: str = ""
+    external_host: str = ""
+    external_port: int = 0
     api_tokens_file: str = ""  # "" = API authentication off
     open_methods: tuple[str, ...] = ("/grpc.health.v1.Health/",)
 
@@ -64,7 +66,8 @@ class RegistrySettings:
             namespace=source.get("NANOFAAS_NAMESPACE", "").strip() or _pod_namespace(),
             in_cluster=bool(source.get("KUBERNETES_SERVICE_HOST")),
             metrics_host=source.get("NANOFAAS_REGISTRY_METRICS_HOST", "").strip() or default_metrics_host,
-            external_address=source.get("NANOFAAS_REGISTRY_EXTERNAL_ADDRESS", "").strip(),
+            external_host=source.get("NANOFAAS_REGISTRY_EXTERNAL_HOST", "").strip(),
+            external_port=_int_var(source, "NANOFAAS_REGISTRY_EXTERNAL_PORT", 0, 0, 65535),
             api_tokens_file=source.get("NANOFAAS_API_TOKENS_FILE", "").strip(),
             open_methods=_list_var(source, "NANOFAAS_AUTH_OPEN_METHODS", ("/grpc.health.v1.Health/",)),
         )

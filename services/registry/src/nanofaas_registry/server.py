@@ -115,10 +115,11 @@ class RegistryServer:
         self._server = server
         self._port = server.add_insecure_port(grpc_address(settings.host, settings.port))
         await server.start()
-        if settings.external_address:
+        if settings.external_host:
+            address = grpc_address(settings.external_host, settings.external_port or self._port)
             external = self._grpc_server(servicer, BearerAuth(tokens, settings.open_methods))
-            if external.add_insecure_port(settings.external_address) == 0:
-                raise OSError(f"cannot listen on {settings.external_address}")
+            if external.add_insecure_port(address) == 0:
+                raise OSError(f"cannot listen on {address}")
             await external.start()
             self._external = external
         if self._settings.metrics_port:

@@ -81,10 +81,12 @@ class Settings:
     k8s_api_workers: int = 8
     k8s_adopt_grace_s: float = 30.0
     # Security (docs/security.md). The gRPC port listens on `host` (127.0.0.1: only the pod's
-    # own containers); `external_address` (host:port, "" = none) is a second listener for
-    # clients outside the pod and the kubelet's probes, always authenticated.
+    # own containers); `external_host` ("" = none; in a pod its IP) is a second listener for
+    # clients outside the pod and the kubelet's probes, always authenticated, on
+    # `external_port` (0 = the same port as the first: a distinct address, no conflict).
     metrics_host: str = "127.0.0.1"
-    external_address: str = ""
+    external_host: str = ""
+    external_port: int = 0
     api_tokens_file: str = ""  # "" = API authentication off
     open_methods: tuple[str, ...] = ("/grpc.health.v1.Health/",)
 
@@ -119,7 +121,8 @@ class Settings:
             k8s_api_workers=_int_var(env, "NANOFAAS_K8S_API_WORKERS", 8, 1, 256),
             k8s_adopt_grace_s=_number_var(env, "NANOFAAS_K8S_ADOPT_GRACE_S", 30.0),
             metrics_host=_str_var(env, "NANOFAAS_SCHEDULER_METRICS_HOST", default_metrics_host),
-            external_address=_str_var(env, "NANOFAAS_SCHEDULER_EXTERNAL_ADDRESS", ""),
+            external_host=_str_var(env, "NANOFAAS_SCHEDULER_EXTERNAL_HOST", ""),
+            external_port=_int_var(env, "NANOFAAS_SCHEDULER_EXTERNAL_PORT", 0, 0, 65535),
             api_tokens_file=_str_var(env, "NANOFAAS_API_TOKENS_FILE", ""),
             open_methods=_list_var(env, "NANOFAAS_AUTH_OPEN_METHODS", ("/grpc.health.v1.Health/",)),
         )

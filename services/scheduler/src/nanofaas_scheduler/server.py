@@ -53,6 +53,13 @@ _SERVER_OPTIONS = [
 ]
 
 
+def grpc_address(host: str, port: int) -> str:
+    """host:port, with an IPv6 literal (a pod IP may be one) in brackets."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
 def build_backend(settings: Settings, metrics_registry: CollectorRegistry = REGISTRY) -> Dispatcher:
     if settings.backend == "local":
         from nanofaas_scheduler.dispatch.local import LocalBackend
@@ -159,10 +166,12 @@ class SchedulerServer:
             raise SystemExit(f"cannot listen on {settings.host}:{settings.port}")
         await server.start()
         self._server = server
-        if settings.external_address:
+        external_address = ""
+        if settings.external_host:
+            external_address = grpc_address(settings.external_host, settings.external_port or self.port)
             external = self._grpc_server(service, BearerAuth(tokens, settings.open_methods))
-            if external.add_insecure_port(settings.external_address) == 0:
-                raise SystemExit(f"cannot listen on {settings.external_address}")
+            if external.add_insecure_port(external_address) == 0:
+                raise SystemExit(f"cannot listen on {external_address}")
             await external.start()
             self._external = external
         if settings.metrics_port:
@@ -178,7 +187,7 @@ class SchedulerServer:
             "scheduler listening",
             extra={
                 "address": f"{settings.host}:{self.port}",
-                "externalAddress": settings.external_address,
+                "externalAddress": external_address,
                 "apiAuth": tokens is not None,
             },
         )
