@@ -89,13 +89,11 @@ ENQUEUE_EXTRA: dict[str, Any] = {
 }
 COMPLETE_EXTRA: dict[str, Any] = {
     "parameters": [
-        {
-            **_header(
-                "X-Completion-Token",
-                "The attempt's completion token, as its invocation carried it (docs/security.md); "
-                "without it only an API-authenticated operator may complete (API auth on)",
-            ),
-        }
+        _header(
+            "X-Completion-Token",
+            "The attempt's completion token, as its invocation carried it (docs/security.md); "
+            "without it only an API-authenticated operator may complete (API auth on)",
+        )
     ],
     "requestBody": {
         "required": True,
