@@ -17,6 +17,7 @@ import aiohttp
 import grpc
 import pytest
 from nanofaas_client import AsyncClient, Unauthenticated
+from nanofaas_client.grpc_client import GrpcClient
 
 from nanofaas.v1 import registry_pb2, registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
 
@@ -122,6 +123,12 @@ async def test_every_api_needs_a_token_and_rotation_needs_no_restart(secured: tu
             await old_client.get_function("authed")
     async with AsyncClient(platform.base_url, token="e2e-ops-token-2") as client:
         assert (await client.get_function("authed"))["name"] == "authed"
+    addresses = (env["NANOFAAS_REGISTRY_ADDRESS"], env["NANOFAAS_SCHEDULER_ADDRESS"])
+    async with GrpcClient(*addresses, token="") as anonymous:
+        with pytest.raises(Unauthenticated):
+            await anonymous.get_function("authed")
+    async with GrpcClient(*addresses, token="e2e-ops-token-2") as grpc_client:
+        assert (await grpc_client.get_function("authed")).name == "authed"
     async with aiohttp.ClientSession(base_url=platform.base_url, headers=bearer("e2e-ops-token-2")) as http:
         # A new platform token on every hop: gateway -> scheduler -> registry still works.
         async with http.put("/v1/functions/authed", json=python_spec("authed", "echo", timeoutMs=5000)) as r:
