@@ -1,9 +1,10 @@
 """A completion callback that falls due while no gateway is connected is delivered once one connects.
 
 The scheduler keeps due callbacks in its outbox; gateways deliver them. Here the only
-gateway is stopped, the execution ends (a runtime's completion, sent straight to the
-scheduler since no gateway is up), the callback waits in the outbox (seen on the
-scheduler's metrics), and a newly started gateway subscribes and delivers it.
+gateway is stopped, the execution ends (an operator's completion, sent straight to the
+scheduler since no gateway is up: API authentication is on, so a completion without an
+attempt's token is allowed to a caller with an API token), the callback waits in the outbox
+(seen on the scheduler's metrics), and a newly started gateway subscribes and delivers it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .conftest import Platform, start_platform, stop_platform
 from .helpers import python_spec, register
 
 WAIT_S = 30.0
+API_TOKEN = "e2e-operator-token"
 
 
 async def metric(http: aiohttp.ClientSession, port: str, sample: str) -> float | None:
@@ -67,10 +69,15 @@ async def test_callback_due_without_a_gateway_is_delivered_when_one_connects(
     tmp_path: Path, callback_receiver: tuple[str, asyncio.Queue[dict[str, object]]]
 ) -> None:
     url, received = callback_receiver
-    platform = await asyncio.to_thread(start_platform, tmp_path / "logs", NANOFAAS_SHUTDOWN_GRACE_S="1")
+    tokens = tmp_path / "api-tokens"
+    tokens.write_text(f"{API_TOKEN}\n")
+    platform = await asyncio.to_thread(
+        start_platform, tmp_path / "logs", NANOFAAS_SHUTDOWN_GRACE_S="1", NANOFAAS_API_TOKENS_FILE=str(tokens)
+    )
     env = platform.env
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
     try:
-        async with aiohttp.ClientSession(base_url=platform.base_url) as http:
+        async with aiohttp.ClientSession(base_url=platform.base_url, headers=auth) as http:
             await register(http, python_spec("cb", "sleep", executionMode="WARM", concurrency=1))
             for value, headers in (
                 (30, {}),
@@ -93,8 +100,11 @@ async def test_callback_due_without_a_gateway_is_delivered_when_one_connects(
                 status=types_pb2.EXECUTION_STATE_SUCCESS,
                 output=types_pb2.Payload(data=b'{"from": "runtime"}', content_type="application/json"),
             )
-            await scheduler.CompleteExecution(completion, timeout=WAIT_S)
-            ended = await scheduler.GetExecution(scheduler_pb2.GetExecutionRequest(execution_id=queued))
+            metadata = (("authorization", f"Bearer {API_TOKEN}"),)
+            await scheduler.CompleteExecution(completion, metadata=metadata, timeout=WAIT_S)
+            ended = await scheduler.GetExecution(
+                scheduler_pb2.GetExecutionRequest(execution_id=queued), metadata=metadata
+            )
             assert ended.status == types_pb2.EXECUTION_STATE_SUCCESS
 
         async with aiohttp.ClientSession() as scrape:

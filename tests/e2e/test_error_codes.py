@@ -22,11 +22,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from nanofaas.v1 import types_pb2
 
 from .conftest import Platform, start_platform, stop_platform
-from .helpers import FUNCTIONS_DIR, command_spec, invoke, python_spec, register
+from .helpers import FUNCTIONS_DIR, command_spec, free_port, invoke, python_spec, register
 
 ENUM_CODES = frozenset(
     name.removeprefix("ERROR_CODE_")
@@ -260,24 +261,50 @@ async def cancelled(http: Http, platform: Platform, name: str, tmp: Path) -> set
 
 
 async def invalid_request(http: Http, platform: Platform, name: str, tmp: Path) -> set[str]:
-    """The real job runtime (what a Kubernetes Job runs) finds no request and reports it by callback."""
-    await busy_function(http, name)
-    queued = await enqueue(http, name, 0)
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(FUNCTIONS_DIR),
-        "HANDLER_MODULE": "handlers",
-        "HANDLER_FUNCTION": "echo",
-        "EXECUTION_ID": queued,
-        "CALLBACK_URL": platform.base_url,
-    }
-    job = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "nanofaas_runtime", "--mode", "job", env=env, stderr=asyncio.subprocess.PIPE
-    )
-    async with asyncio.timeout(WAIT_S):
-        _, stderr = await job.communicate()
-    assert job.returncode == 2, stderr  # bad request or environment, reported to the platform
-    execution = await wait_terminal(http, queued)
+    """The real job runtime (what a Kubernetes Job runs) finds no request and reports it by callback.
+
+    It reports the attempt of an ENDPOINT served here, with the completion token that
+    attempt's invocation carried (docs/security.md): only that attempt's runtime may.
+    """
+    invoked: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    reported = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        await invoked.put(dict(request.headers))
+        with contextlib.suppress(TimeoutError):  # the report ends the attempt: this call is dropped
+            await asyncio.wait_for(reported.wait(), WAIT_S)
+        return web.Response(status=500)
+
+    app = web.Application()
+    app.router.add_post("/invoke", handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        await register(http, {"name": name, "image": "x", "endpointUrl": f"http://127.0.0.1:{port}/invoke"})
+        running = await enqueue(http, name, 0)
+        headers = await asyncio.wait_for(invoked.get(), WAIT_S)
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(FUNCTIONS_DIR),
+            "HANDLER_MODULE": "handlers",
+            "HANDLER_FUNCTION": "echo",
+            "EXECUTION_ID": running,
+            "NANOFAAS_ATTEMPT": headers["X-Attempt"],
+            "NANOFAAS_COMPLETION_TOKEN": headers["X-Completion-Token"],
+            "CALLBACK_URL": platform.base_url,
+        }
+        job = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nanofaas_runtime", "--mode", "job", env=env, stderr=asyncio.subprocess.PIPE
+        )
+        async with asyncio.timeout(WAIT_S):
+            _, stderr = await job.communicate()
+        assert job.returncode == 2, stderr  # bad request or environment, reported to the platform
+        execution = await wait_terminal(http, running)
+    finally:
+        reported.set()
+        await runner.cleanup()
     assert execution["status"] == "error"
     return {code_of(execution)}
 
@@ -317,6 +344,18 @@ async def shutting_down(http: Http, platform: Platform, name: str, tmp: Path) ->
     return codes
 
 
+async def unauthenticated(http: Http, platform: Platform, name: str, tmp: Path) -> set[str]:
+    """A completion without the attempt's token, then with a made-up one (docs/security.md)."""
+    running = await busy_function(http, name)
+    url = f"/v1/internal/executions/{running}:complete"
+    body = {"status": "success", "output": {"forged": True}}
+    status, missing = await request(http, "POST", url, json=body)
+    assert status == 401, missing
+    status, wrong = await request(http, "POST", url, json=body, headers={"X-Completion-Token": "forged"})
+    assert status == 403, wrong
+    return {code_of(missing), code_of(wrong)}
+
+
 # (path, the codes it must produce)
 PATHS: dict[str, tuple[Path_, set[str]]] = {
     "invalid_argument": (invalid_argument, {"INVALID_ARGUMENT"}),
@@ -337,6 +376,7 @@ PATHS: dict[str, tuple[Path_, set[str]]] = {
     "cancelled": (cancelled, {"CANCELLED"}),
     "invalid_request": (invalid_request, {"INVALID_REQUEST"}),
     "shutting_down": (shutting_down, {"SHUTTING_DOWN", "UNAVAILABLE"}),
+    "unauthenticated": (unauthenticated, {"UNAUTHENTICATED", "PERMISSION_DENIED"}),
 }
 # What each path produced in this session, so the coverage check runs only what is missing.
 PRODUCED: dict[str, set[str]] = {}

@@ -184,21 +184,25 @@ async def test_unknown_execution_is_404(http: aiohttp.ClientSession) -> None:
         assert (await response.json())["error"]["code"]
 
 
-async def test_complete_callback_ends_execution(http: aiohttp.ClientSession, fn_name: str) -> None:
+async def test_complete_callback_needs_the_attempts_token(http: aiohttp.ClientSession, fn_name: str) -> None:
+    """Knowing an execution id is not enough to end it (issue 17, finding 2; docs/security.md)."""
     await register(http, python_spec(fn_name, "sleep", executionMode="WARM", concurrency=1))
     running = await enqueue(http, fn_name, 0.5)
     queued = await enqueue(http, fn_name, 0.5)
+    forged = {"status": "success", "output": {"from": "callback"}}
+    for headers, status in (({}, 401), ({"X-Completion-Token": "guess"}, 403)):
+        async with http.post(
+            f"/v1/internal/executions/{queued}:complete", json=forged, headers=headers
+        ) as response:
+            assert response.status == status
     async with http.post(
-        f"/v1/internal/executions/{queued}:complete",
-        json={"status": "success", "output": {"from": "callback"}},
+        "/v1/internal/executions/nope:complete", json=forged, headers={"X-Completion-Token": "guess"}
     ) as response:
-        assert response.status == 204
-    execution = await wait_terminal(http, queued)
-    assert execution["status"] == "success"
-    assert execution["output"] == {"from": "callback"}
-    async with http.post("/v1/internal/executions/nope:complete", json={"status": "success"}) as response:
         assert response.status == 404
-    assert (await wait_terminal(http, running))["status"] == "success"
+    for execution_id in (running, queued):
+        execution = await wait_terminal(http, execution_id)
+        assert execution["status"] == "success"
+        assert execution["output"] != {"from": "callback"}
 
 
 async def test_idempotency_key_returns_same_execution_once(

@@ -229,3 +229,29 @@ def test_event_lines() -> None:
 def test_propagate_refuses_what_is_not_a_traceparent() -> None:
     with pytest.raises(ValueError, match="traceparent"), propagate("nope"):
         pass
+
+
+def test_a_bearer_token_is_sent_when_given_or_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a platform with API authentication on (docs/security.md)."""
+    requests: list[httpx.Request] = []
+
+    def recorder(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(200, json={"status": "ok"})
+
+    monkeypatch.delenv("NANOFAAS_TOKEN", raising=False)
+    with Client("http://nf", transport=httpx.MockTransport(recorder)) as client:
+        client.ready()
+    with Client("http://nf", transport=httpx.MockTransport(recorder), token="t-1") as client:
+        client.ready()
+    monkeypatch.setenv("NANOFAAS_TOKEN", " t-env ")
+    with Client("http://nf", transport=httpx.MockTransport(recorder)) as client:
+        client.ready()
+
+    async def go() -> None:
+        async with AsyncClient("http://nf", transport=httpx.MockTransport(recorder), token="t-2") as client:
+            await client.ready()
+
+    asyncio.run(go())
+    sent = [request.headers.get("Authorization") for request in requests]
+    assert sent == [None, "Bearer t-1", "Bearer t-env", "Bearer t-2"]

@@ -98,11 +98,14 @@ async def test_success_posts_the_output_to_the_callback(handler_dir: Path, recei
             TRACEPARENT=TRACEPARENT,
             FUNCTION_NAME="fn",
             INVOCATION_TIMEOUT_MS="30000",
+            NANOFAAS_COMPLETION_TOKEN="attempt-secret",
         ),
     )
     assert code == 0, stderr
+    assert "attempt-secret" not in stderr
     [call] = receiver.calls
     assert call.path == "/v1/internal/executions/exec-42:complete"
+    assert call.headers["X-Completion-Token"] == "attempt-secret"  # the platform's proof of ownership
     assert call.headers["traceparent"] == TRACEPARENT
     assert call.headers["Content-Type"] == "application/json"
     assert call.body["status"] == "success"

@@ -189,6 +189,8 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         self.invokes: list[scheduler_pb2.InvokeRequest] = []
         self.enqueues: list[scheduler_pb2.InvokeRequest] = []
         self.completions: list[scheduler_pb2.CompleteExecutionRequest] = []
+        # Invocation metadata of each Stream call (where the gateway's credentials go).
+        self.stream_metadata: list[dict[str, str | bytes]] = []
         self.invoke_deadlines: list[float | None] = []
         self.executions: dict[str, types_pb2.ExecutionStatus] = {}
         self.invoke_result: Callable[[scheduler_pb2.InvokeRequest], scheduler_pb2.InvokeResponse] = (
@@ -220,6 +222,7 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         self.invokes.clear()
         self.enqueues.clear()
         self.completions.clear()
+        self.stream_metadata.clear()
         self.invoke_deadlines.clear()
         self.executions.clear()
         self.invoke_result = echo_invocation
@@ -263,6 +266,7 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         self, requests: AsyncIterator[scheduler_pb2.StreamRequest], context: Context
     ) -> AsyncIterator[scheduler_pb2.StreamResponse]:
         """The multiplexed hot path, answered by this fake's own Invoke and Enqueue."""
+        self.stream_metadata.append(dict(context.invocation_metadata() or ()))
         out: asyncio.Queue[scheduler_pb2.StreamResponse | None] = asyncio.Queue()
         calls: dict[int, asyncio.Task[None]] = {}
 

@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 import grpc
+import orjson
 import pytest
 
 from nanofaas.v1 import types_pb2
@@ -125,9 +126,15 @@ async def test_unknown_execution_is_404(gateway: Gateway) -> None:
     assert body == {"error": {"code": "NOT_FOUND", "message": "execution 'nope' not found"}}
 
 
-async def post_complete(gateway: Gateway, body: Any, execution_id: str = "ex-1") -> tuple[int, bytes]:
+TOKEN = "attempt-token"
+
+
+async def post_complete(
+    gateway: Gateway, body: Any, execution_id: str = "ex-1", token: str | None = TOKEN
+) -> tuple[int, bytes]:
     url = gateway.url(f"/v1/internal/executions/{execution_id}:complete")
-    async with gateway.session.post(url, json=body) as response:
+    headers = {} if token is None else {"X-Completion-Token": token}
+    async with gateway.session.post(url, json=body, headers=headers) as response:
         return response.status, await response.read()
 
 
@@ -135,6 +142,7 @@ async def test_complete_success_is_204(gateway: Gateway) -> None:
     gateway.scheduler.executions["ex-1"] = execution(status=types_pb2.EXECUTION_STATE_RUNNING)
     assert await post_complete(gateway, {"status": "success", "output": {"r": [1]}}) == (204, b"")
     sent = gateway.scheduler.completions[-1]
+    assert sent.completion_token == TOKEN  # the scheduler judges it
     assert sent.execution_id == "ex-1"
     assert sent.status == types_pb2.EXECUTION_STATE_SUCCESS
     assert (sent.output.data, sent.output.content_type) == (b'{"r":[1]}', "application/json")
@@ -176,7 +184,9 @@ async def test_complete_accepts_every_code_of_the_contract(gateway: Gateway, cod
     assert gateway.scheduler.completions[-1].error.code == code
 
 
-@pytest.mark.parametrize("body", [{"success": True, "output": 5}, {"output": 5, "error": None}])
+@pytest.mark.parametrize(
+    "body", [{"success": True, "output": 5}, {"status": "success", "output": 5, "error": None}]
+)
 async def test_complete_success_forms(gateway: Gateway, body: dict[str, Any]) -> None:
     gateway.scheduler.executions["ex-1"] = execution()
     status, _ = await post_complete(gateway, body)
@@ -220,22 +230,61 @@ async def test_complete_unknown_execution_is_404(gateway: Gateway) -> None:
         {"status": "success", "output": "!!", "outputContentType": "application/octet-stream"},
         {"status": "success", "outputContentType": "text/plain"},
         [1, 2],
+        # Finding 2 of issue 17: these once ended the execution as a success with null output.
+        {"error": "x"},
+        {},
+        {"output": 5},
+        {"output": 5, "error": None},
     ],
 )
-async def test_complete_invalid_body_is_400(gateway: Gateway, body: Any) -> None:
+async def test_complete_malformed_body_is_422_and_ends_nothing(gateway: Gateway, body: Any) -> None:
     gateway.scheduler.executions["ex-1"] = execution()
     status, raw = await post_complete(gateway, body)
-    assert status == 400
-    assert b'"INVALID_ARGUMENT"' in raw
+    assert status == 422
+    assert b'"VALIDATION_ERROR"' in raw
     assert gateway.scheduler.completions == []
+
+
+async def test_complete_without_a_completion_token_is_401(gateway: Gateway) -> None:
+    """API authentication is off here: nobody may complete without the attempt's token."""
+    gateway.scheduler.executions["ex-1"] = execution(status=types_pb2.EXECUTION_STATE_RUNNING)
+    for token in (None, "", "  "):
+        status, raw = await post_complete(
+            gateway, {"status": "success", "output": {"forged": True}}, token=token
+        )
+        assert status == 401
+        assert orjson.loads(raw)["error"]["code"] == "UNAUTHENTICATED"
+    assert gateway.scheduler.completions == []
+
+
+@pytest.mark.parametrize(
+    ("grpc_code", "http_status", "code"),
+    [
+        (grpc.StatusCode.PERMISSION_DENIED, 403, "PERMISSION_DENIED"),
+        (grpc.StatusCode.UNAUTHENTICATED, 401, "UNAUTHENTICATED"),
+    ],
+)
+async def test_a_refused_completion_token_is_a_clear_json_error(
+    gateway: Gateway, grpc_code: grpc.StatusCode, http_status: int, code: str
+) -> None:
+    gateway.scheduler.executions["ex-1"] = execution()
+    gateway.scheduler.failures.fail("CompleteExecution", grpc_code, "completion token: not the token")
+    status, raw = await post_complete(gateway, {"status": "success", "output": 1}, token="wrong-token")
+    assert status == http_status
+    assert orjson.loads(raw) == {"error": {"code": code, "message": "completion token: not the token"}}
+    assert b"wrong-token" not in raw
 
 
 async def test_complete_needs_a_json_body(gateway: Gateway) -> None:
     url = gateway.url("/v1/internal/executions/ex-1:complete")
-    async with gateway.session.post(url, data=b"x", headers={"Content-Type": "text/plain"}) as response:
+    token = {"X-Completion-Token": TOKEN}
+    async with gateway.session.post(
+        url, data=b"x", headers={"Content-Type": "text/plain", **token}
+    ) as response:
         assert response.status == 415
-    async with gateway.session.post(url, data=b"", headers={"Content-Type": "application/json"}) as response:
-        assert response.status == 400
+    json_type = {"Content-Type": "application/json", **token}
+    async with gateway.session.post(url, data=b"", headers=json_type) as response:
+        assert response.status == 422
 
 
 async def test_scheduler_unavailable_on_get_execution_is_503(gateway: Gateway) -> None:

@@ -32,7 +32,7 @@ CONTRACT: dict[tuple[str, str], tuple[str, set[str]]] = {
     ("/v1/functions/{name}/logs", "get"): ("getFunctionLogs", {"200", "400", "404", "429", "503"}),
     ("/v1/internal/executions/{executionId}:complete", "post"): (
         "completeExecution",
-        {"204", "400", "404", "413", "415"},
+        {"204", "400", "401", "403", "404", "413", "415", "422"},
     ),
     ("/healthz", "get"): ("healthz", {"200"}),
     ("/readyz", "get"): ("readyz", {"200", "503"}),

@@ -16,7 +16,9 @@ def test_defaults_outside_kubernetes() -> None:
 
 
 def test_pod_default_host() -> None:
-    assert RegistrySettings.from_env({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}).host == "0.0.0.0"
+    # The gRPC API stays on localhost in a pod (docs/security.md); metrics are for Prometheus.
+    in_pod = RegistrySettings.from_env({"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+    assert (in_pod.host, in_pod.metrics_host, in_pod.external_host) == ("127.0.0.1", "0.0.0.0", "")
 
 
 def test_overrides() -> None:

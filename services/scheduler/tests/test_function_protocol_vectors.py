@@ -45,6 +45,7 @@ def _attempt(invocation: dict[str, Any]) -> Attempt:
         timeout_ms=1000,
         trace_id=invocation["traceId"],
         traceparent=invocation["traceparent"],
+        completion_token=invocation.get("completionToken", ""),
     )
 
 

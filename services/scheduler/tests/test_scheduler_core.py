@@ -218,11 +218,12 @@ async def test_external_completion_wins_once() -> None:
     running, _ = scheduler.submit(spec, submission())
     queued, _ = scheduler.submit(spec, submission())
     await gate.wait_running(1)
-    assert scheduler.complete(queued.id, 0, Outcome(kind=OutcomeKind.SUCCESS, output=b"42")) is True
+    # Without a completion token only an operator (API authentication on) may end it.
+    assert scheduler.complete(queued.id, 0, Outcome(kind=OutcomeKind.SUCCESS, output=b"42"), operator=True)
     assert queued.state is State.SUCCESS and queued.output == b"42"
-    assert scheduler.complete(queued.id, 0, FAIL) is False  # already ended: ignored
+    assert scheduler.complete(queued.id, 0, FAIL, operator=True) is False  # already ended: ignored
     assert queued.state is State.SUCCESS
-    assert scheduler.complete("missing", 0, OK) is None
+    assert scheduler.complete("missing", 0, OK, operator=True) is None
     gate.release.set()
     await running.done.wait()
     assert gate.order == [running.id]

@@ -102,7 +102,7 @@ async def scenario(ops: list[tuple[object, ...]]) -> None:
             scheduler.cancel_queued(admitted[op[1] % len(admitted)])
         elif op[0] == "complete" and admitted:
             assert isinstance(op[1], int)
-            scheduler.complete(admitted[op[1] % len(admitted)].id, 0, OUTCOMES["success"])
+            scheduler.complete(admitted[op[1] % len(admitted)].id, 0, OUTCOMES["success"], operator=True)
         await settle()
     # Drain: everything still running succeeds.
     while not all(execution.done.is_set() for execution in admitted):

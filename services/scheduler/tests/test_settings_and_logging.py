@@ -45,7 +45,9 @@ def test_settings_defaults_and_overrides() -> None:
     )
     assert (settings.port, settings.max_per_second, settings.max_executions) == (0, 2.5, 10)
     assert settings.log_level == "debug"
-    assert Settings.from_env({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}).host == "0.0.0.0"
+    # In a pod the gRPC API stays on localhost (docs/security.md); metrics are for Prometheus.
+    in_pod = Settings.from_env({"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+    assert (in_pod.host, in_pod.metrics_host, in_pod.external_host) == ("127.0.0.1", "0.0.0.0", "")
 
 
 @pytest.mark.parametrize(

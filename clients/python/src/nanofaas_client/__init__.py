@@ -15,6 +15,7 @@ from nanofaas_client.errors import (
     NotFound,
     PlatformUnreachable,
     RateLimited,
+    Unauthenticated,
     Unavailable,
     WaitTimedOut,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "RateLimited",
     "Replicas",
     "RetryPolicy",
+    "Unauthenticated",
     "Unavailable",
     "WaitTimedOut",
     "propagate",

@@ -67,6 +67,10 @@ class InvalidRequest(NanofaasError):
     """The request breaks a rule or the schema (400, 405, 413, 415, 422); retrying will not help."""
 
 
+class Unauthenticated(NanofaasError):
+    """No credentials, or ones the platform does not accept (401/403): pass --token / NANOFAAS_TOKEN."""
+
+
 class NotFound(NanofaasError):
     """No such function, execution or route (also a function deleted while its execution waited)."""
 
@@ -117,10 +121,14 @@ FAMILIES: dict[str, type[NanofaasError]] = {
     "CANCELLED": ExecutionFailed,
     "TIMEOUT": ExecutionTimeout,
     "INTERNAL": InternalError,
+    "UNAUTHENTICATED": Unauthenticated,
+    "PERMISSION_DENIED": Unauthenticated,
 }
 # Without a (known) code, the HTTP status decides.
 _BY_STATUS: dict[int, type[NanofaasError]] = {
     400: InvalidRequest,
+    401: Unauthenticated,
+    403: Unauthenticated,
     404: NotFound,
     405: InvalidRequest,
     408: ExecutionTimeout,

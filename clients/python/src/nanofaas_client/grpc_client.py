@@ -7,6 +7,7 @@ families as the REST clients (gRPC status -> code as in docs/errors.md).
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, Self, cast
@@ -46,7 +47,17 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> NanofaasError:
 class GrpcClient:
     """Registry and scheduler calls over two channels; `async with GrpcClient(...) as client`."""
 
-    def __init__(self, registry_address: str, scheduler_address: str, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        registry_address: str,
+        scheduler_address: str,
+        *,
+        timeout_s: float = 30.0,
+        token: str | None = None,
+    ) -> None:
+        # API authentication (docs/security.md): `token`, else $NANOFAAS_TOKEN, as bearer metadata.
+        token = (os.environ.get("NANOFAAS_TOKEN", "") if token is None else token).strip()
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._channels = (
             grpc.aio.insecure_channel(registry_address),
             grpc.aio.insecure_channel(scheduler_address),
@@ -69,7 +80,7 @@ class GrpcClient:
 
     async def _unary(self, method: Any, request: Any, timeout_s: float | None = None) -> Any:
         try:
-            return await method(request, timeout=timeout_s or self.timeout_s)
+            return await method(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
 
@@ -130,7 +141,7 @@ class GrpcClient:
     async def logs(
         self, request: scheduler_pb2.GetLogsRequest, timeout_s: float | None = None
     ) -> AsyncIterator[scheduler_pb2.LogLine]:
-        call = self.scheduler.GetLogs(request, timeout=timeout_s)
+        call = self.scheduler.GetLogs(request, timeout=timeout_s, metadata=self._metadata)
         try:
             async for line in call:
                 yield line

@@ -39,6 +39,12 @@ def default_url() -> str:
     return os.environ.get("NANOFAAS_URL", "").strip() or DEFAULT_URL
 
 
+def _auth_headers(token: str | None) -> dict[str, str]:
+    """`Authorization: Bearer` for a platform with API authentication on (token or $NANOFAAS_TOKEN)."""
+    token = (os.environ.get("NANOFAAS_TOKEN", "") if token is None else token).strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def _retry_policy(retry: bool | RetryPolicy) -> RetryPolicy:
     if isinstance(retry, RetryPolicy):
         return retry
@@ -84,9 +90,12 @@ class Client(_Base):
         backoff: Backoff | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
         super().__init__(url, retry_rate_limited, backoff)
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            base_url=self.url, timeout=timeout, transport=transport, headers=_auth_headers(token)
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -249,9 +258,12 @@ class AsyncClient(_Base):
         backoff: Backoff | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
         super().__init__(url, retry_rate_limited, backoff)
-        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=self.url, timeout=timeout, transport=transport, headers=_auth_headers(token)
+        )
 
     async def __aenter__(self) -> Self:
         return self

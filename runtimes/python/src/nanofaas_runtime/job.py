@@ -182,6 +182,16 @@ def _trace_headers(spans: InvocationSpans | None) -> dict[str, str]:
     return headers
 
 
+def _completion_token_header() -> dict[str, str]:
+    """The attempt's completion token, the platform's proof that this report is this attempt's.
+
+    Without it the platform refuses the report (401, docs/security.md). It is a
+    secret: sent only in this header, never printed.
+    """
+    token = os.environ.get("NANOFAAS_COMPLETION_TOKEN", "").strip()
+    return {"X-Completion-Token": token} if token else {}
+
+
 def read_job_request() -> bytes:
     """The request JSON from NANOFAAS_REQUEST, else from the file named by NANOFAAS_REQUEST_FILE."""
     inline = os.environ.get("NANOFAAS_REQUEST")
@@ -204,7 +214,7 @@ def _report(
     if message:
         _stderr(message)
     try:
-        post_completion(url, body, _trace_headers(spans))
+        post_completion(url, body, {**_trace_headers(spans), **_completion_token_header()})
     except CallbackFailed as exc:
         _stderr(f"nanofaas-runtime: {exc} ({url})")
         return EXIT_CALLBACK_FAILED

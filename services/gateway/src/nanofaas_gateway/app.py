@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from nanofaas_gateway.api_auth import ApiAuthMiddleware, TokenFile
 from nanofaas_gateway.body_limit import BodyLimitMiddleware
 from nanofaas_gateway.clients import GatewayClients
 from nanofaas_gateway.config import Settings
@@ -23,7 +24,7 @@ from nanofaas_gateway.tracing import instrument_app
 
 VERSION = "0.1.0"
 # Operations whose bodies FastAPI validates against a model: the only ones with a 422.
-_OPERATIONS_WITH_422 = {"registerFunction", "updateFunction"}
+_OPERATIONS_WITH_422 = {"registerFunction", "updateFunction", "completeExecution"}
 
 
 class GatewayApp(FastAPI):
@@ -97,6 +98,10 @@ def create_app(
     # Invoke and enqueue skip FastAPI altogether (inside the body limit and metrics).
     app.wrap(InvocationFastPath, clients=clients, settings=settings)
     app.wrap(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.api_tokens_file:  # before anything reads a body; inside metrics, which count the 401s
+        app.wrap(
+            ApiAuthMiddleware, tokens=TokenFile(settings.api_tokens_file), open_paths=settings.open_paths
+        )
     metrics = GatewayMetrics(metrics_registry if metrics_registry is not None else CollectorRegistry())
     # FastAPI keeps included routers as opaque entries in app.router.routes: list their routes
     # (the routers have no prefix, so their paths are the full templates).

@@ -8,6 +8,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nanofaas.v1 import registry_pb2_grpc, scheduler_pb2_grpc
+from nanofaas_gateway.api_auth import TokenFile, bearer_credentials
 from nanofaas_gateway.config import Settings
 from nanofaas_gateway.scheduler_stream import SchedulerStream
 from nanofaas_gateway.tracing import client_interceptors
@@ -57,11 +58,19 @@ class GatewayClients:
         and Enqueue carry the gateway span's traceparent in the request itself.
         """
         options = _channel_options(settings.max_body_bytes)
+        # With API authentication on, every call carries the platform's own token.
+        credentials = (
+            bearer_credentials(TokenFile(settings.api_tokens_file)) if settings.api_tokens_file else []
+        )
         return cls(
             grpc.aio.insecure_channel(
-                settings.registry_address, options=options, interceptors=client_interceptors() or None
+                settings.registry_address,
+                options=options,
+                interceptors=[*credentials, *client_interceptors()] or None,
             ),
-            grpc.aio.insecure_channel(settings.scheduler_address, options=options),
+            grpc.aio.insecure_channel(
+                settings.scheduler_address, options=options, interceptors=credentials or None
+            ),
         )
 
     @property

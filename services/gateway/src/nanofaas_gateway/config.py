@@ -31,6 +31,13 @@ def _str_var(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(name, "").strip() or default
 
 
+def _list_var(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list; unset = `default`, set but blank = empty."""
+    if name not in env:
+        return default
+    return tuple(item.strip() for item in env[name].split(",") if item.strip())
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the gateway needs to run; tests build it directly."""
@@ -60,13 +67,17 @@ class Settings:
     readiness_timeout_s: float = 1.0
     # How long a SIGTERM waits for in-flight requests before cancelling them.
     shutdown_grace_s: float = 30.0
+    # API authentication (docs/security.md): the bearer tokens file ("" = off) and the
+    # paths anyone may reach even when it is on.
+    api_tokens_file: str = ""
+    open_paths: tuple[str, ...] = ("/healthz", "/readyz", "/metrics")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from environment variables; raises ConfigError naming a bad variable."""
         env = os.environ if env is None else env
         default_host = "0.0.0.0" if env.get("KUBERNETES_SERVICE_HOST") else "127.0.0.1"
-        return cls(
+        settings = cls(
             host=_str_var(env, "NANOFAAS_GATEWAY_HOST", default_host),
             port=_int_var(env, "NANOFAAS_GATEWAY_PORT", 8080, 0, 65535),
             metrics_port=_int_var(env, "NANOFAAS_GATEWAY_METRICS_PORT", 8081, 0, 65535),
@@ -74,4 +85,19 @@ class Settings:
             scheduler_address=_str_var(env, "NANOFAAS_SCHEDULER_ADDRESS", "127.0.0.1:9090"),
             registry_address=_str_var(env, "NANOFAAS_REGISTRY_ADDRESS", "127.0.0.1:9091"),
             log_level=_str_var(env, "LOG_LEVEL", "INFO"),
+            api_tokens_file=_str_var(env, "NANOFAAS_API_TOKENS_FILE", ""),
+            open_paths=_list_var(env, "NANOFAAS_AUTH_OPEN_PATHS", ("/healthz", "/readyz", "/metrics")),
         )
+        if settings.api_tokens_file:
+            _check_tokens_file(settings.api_tokens_file)
+        return settings
+
+
+def _check_tokens_file(path: str) -> None:
+    """A tokens file that cannot be read, or holds no token, stops the gateway before it serves."""
+    from nanofaas_gateway.api_auth import TokenFile, TokenFileError
+
+    try:
+        TokenFile(path)
+    except TokenFileError as exc:
+        raise ConfigError(f"NANOFAAS_API_TOKENS_FILE: {exc}") from exc

@@ -347,4 +347,7 @@ def _completion_succeeded(body: dict[str, Any]) -> bool:
         if not isinstance(success, bool):
             raise ValueError("success: must be a boolean")
         return success
-    return not isinstance(body.get("error"), dict)
+    if isinstance(body.get("error"), dict):
+        return False
+    # Neither says how it ended ({"error": "x"} included): never read as a success.
+    raise ValueError("status: required ('success' or 'error'), or an error object")

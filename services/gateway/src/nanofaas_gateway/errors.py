@@ -29,11 +29,15 @@ _GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: (429, codes.RESOURCE_EXHAUSTED),
     grpc.StatusCode.DEADLINE_EXCEEDED: (408, codes.TIMEOUT),
     grpc.StatusCode.UNAVAILABLE: (503, codes.UNAVAILABLE),
+    grpc.StatusCode.UNAUTHENTICATED: (401, codes.UNAUTHENTICATED),
+    grpc.StatusCode.PERMISSION_DENIED: (403, codes.PERMISSION_DENIED),
 }
 # Error codes for plain HTTP errors raised by routing and request parsing; any other
 # 4xx is an INVALID_ARGUMENT and any other status an INTERNAL error.
 _HTTP_CODES: dict[int, str] = {
     400: codes.INVALID_ARGUMENT,
+    401: codes.UNAUTHENTICATED,
+    403: codes.PERMISSION_DENIED,
     404: codes.NOT_FOUND,
     405: codes.METHOD_NOT_ALLOWED,
     408: codes.TIMEOUT,
@@ -66,6 +70,15 @@ def not_found(message: str) -> ApiError:
 
 def invalid_argument(message: str) -> ApiError:
     return ApiError(400, codes.INVALID_ARGUMENT, message)
+
+
+def validation_error(message: str) -> ApiError:
+    return ApiError(422, codes.VALIDATION_ERROR, message)
+
+
+def unauthenticated(message: str) -> ApiError:
+    # The scheme a client should use (RFC 6750).
+    return ApiError(401, codes.UNAUTHENTICATED, message, {"WWW-Authenticate": "Bearer"})
 
 
 def unsupported_media_type(message: str) -> ApiError:

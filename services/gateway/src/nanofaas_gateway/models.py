@@ -224,9 +224,12 @@ class CompleteExecutionRequest(BaseModel):
     status: Literal["success", "error"] | None = None
     attempt: int | None = Field(
         default=None,
-        description="the attempt reported (X-Attempt of the invocation); 0 or absent = whatever runs now",
+        description="the attempt reported (X-Attempt of the invocation); 0 or absent = the attempt "
+        "whose X-Completion-Token is sent",
     )
-    success: bool | None = Field(default=None, description="alternative to status")
+    success: bool | None = Field(
+        default=None, description="alternative to status; one of the two (or an error object) is required"
+    )
     output: Any = None
     outputContentType: str | None = Field(
         default=None, description="application/octet-stream when output is base64 bytes"

@@ -20,6 +20,8 @@ _BINARY = {"type": "string", "format": "binary"}
 
 _ERROR_DESCRIPTIONS = {
     400: "Invalid request",
+    401: "No credentials, or unknown ones (docs/security.md)",
+    403: "Credentials that do not grant this (another attempt's completion token)",
     404: "Not found",
     408: "Timed out",
     409: "Already exists",
@@ -86,12 +88,19 @@ ENQUEUE_EXTRA: dict[str, Any] = {
     "parameters": [*_COMMON_HEADERS, _header("X-Callback-Url", "Receives the ExecutionStatus at the end")],
 }
 COMPLETE_EXTRA: dict[str, Any] = {
+    "parameters": [
+        _header(
+            "X-Completion-Token",
+            "The attempt's completion token, as its invocation carried it (docs/security.md); "
+            "without it only an API-authenticated operator may complete (API auth on)",
+        )
+    ],
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {"schema": {"$ref": _REF_TEMPLATE.format(model="CompleteExecutionRequest")}}
         },
-    }
+    },
 }
 BINARY_OUTPUT = {"application/octet-stream": {"schema": _BINARY}}
 

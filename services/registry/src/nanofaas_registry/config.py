@@ -42,14 +42,22 @@ class RegistrySettings:
     # kubeconfig: $KUBECONFIG or ~/.kube/config).
     namespace: str = "default"
     in_cluster: bool = False
+    # Security (docs/security.md): gRPC on `host` (127.0.0.1: only the pod's own containers);
+    # `external_host` ("" = none; in a pod its IP) a second, always authenticated listener on
+    # `external_port` (0 = the same port as the first: a distinct address, no conflict).
+    metrics_host: str = LOCAL_HOST
+    external_host: str = ""
+    external_port: int = 0
+    api_tokens_file: str = ""  # "" = API authentication off
+    open_methods: tuple[str, ...] = ("/grpc.health.v1.Health/",)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RegistrySettings:
-        """Builds the settings; inside a pod the default host is 0.0.0.0 so the Service can reach us."""
+        """Builds the settings; inside a pod only metrics listen on 0.0.0.0 (for Prometheus)."""
         source = os.environ if env is None else env
-        default_host = POD_HOST if source.get("KUBERNETES_SERVICE_HOST") else LOCAL_HOST
-        return cls(
-            host=source.get("NANOFAAS_REGISTRY_HOST", "").strip() or default_host,
+        default_metrics_host = POD_HOST if source.get("KUBERNETES_SERVICE_HOST") else LOCAL_HOST
+        settings = cls(
+            host=source.get("NANOFAAS_REGISTRY_HOST", "").strip() or LOCAL_HOST,
             port=_int_var(source, "NANOFAAS_REGISTRY_PORT", DEFAULT_PORT, 0, 65535),
             metrics_port=_int_var(source, "NANOFAAS_REGISTRY_METRICS_PORT", DEFAULT_METRICS_PORT, 0, 65535),
             log_level=source.get("LOG_LEVEL", "").strip() or "INFO",
@@ -57,7 +65,32 @@ class RegistrySettings:
             data_dir=default_data_dir(source),
             namespace=source.get("NANOFAAS_NAMESPACE", "").strip() or _pod_namespace(),
             in_cluster=bool(source.get("KUBERNETES_SERVICE_HOST")),
+            metrics_host=source.get("NANOFAAS_REGISTRY_METRICS_HOST", "").strip() or default_metrics_host,
+            external_host=source.get("NANOFAAS_REGISTRY_EXTERNAL_HOST", "").strip(),
+            external_port=_int_var(source, "NANOFAAS_REGISTRY_EXTERNAL_PORT", 0, 0, 65535),
+            api_tokens_file=source.get("NANOFAAS_API_TOKENS_FILE", "").strip(),
+            open_methods=_list_var(source, "NANOFAAS_AUTH_OPEN_METHODS", ("/grpc.health.v1.Health/",)),
         )
+        if settings.api_tokens_file:
+            _check_tokens_file(settings.api_tokens_file)
+        return settings
+
+
+def _list_var(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list; unset = `default`, set but blank = empty."""
+    if name not in env:
+        return default
+    return tuple(item.strip() for item in env[name].split(",") if item.strip())
+
+
+def _check_tokens_file(path: str) -> None:
+    """A tokens file that cannot be read, or holds no token, stops the registry before it serves."""
+    from nanofaas_registry.api_auth import TokenFile, TokenFileError
+
+    try:
+        TokenFile(path)
+    except TokenFileError as exc:
+        raise ConfigError(f"NANOFAAS_API_TOKENS_FILE: {exc}") from exc
 
 
 def _pod_namespace() -> str:

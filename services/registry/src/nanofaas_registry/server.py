@@ -15,6 +15,7 @@ from prometheus_client import start_http_server
 
 from nanofaas.v1 import registry_pb2, registry_pb2_grpc
 from nanofaas_registry import SERVICE_NAME, tracing
+from nanofaas_registry.api_auth import BearerAuth, TokenFile
 from nanofaas_registry.config import RegistrySettings
 from nanofaas_registry.metrics import RegistryMetrics
 from nanofaas_registry.registry import FunctionRegistry
@@ -64,6 +65,7 @@ class RegistryServer:
         self._store: FunctionStore | None = store
         self.metrics = RegistryMetrics()
         self._server: grpc.aio.Server | None = None
+        self._external: grpc.aio.Server | None = None
         self._health = health_aio.HealthServicer()
         self._registry: FunctionRegistry | None = None
         self._metrics_server: WSGIServer | None = None
@@ -104,29 +106,27 @@ class RegistryServer:
         )
         # Changes others make to the store (kubectl on Function objects) become registry changes.
         self._follower = asyncio.create_task(self._registry.follow_store(), name="registry-store-follower")
-        server = grpc.aio.server(
-            interceptors=tracing.server_interceptors(self._tracer_provider), options=_SERVER_OPTIONS
-        )
-        registry_pb2_grpc.add_RegistryServicer_to_server(
-            RegistryServicer(self._registry, self.metrics), server
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (
-                registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
+        settings = self._settings
+        tokens = TokenFile(settings.api_tokens_file) if settings.api_tokens_file else None
+        servicer = RegistryServicer(self._registry, self.metrics)
+        # The pod-local listener is authenticated only when authentication is on; the
+        # external one always is (with it off, it serves nothing but the open methods).
+        server = self._grpc_server(servicer, BearerAuth(tokens, settings.open_methods) if tokens else None)
         self._server = server
-        self._port = server.add_insecure_port(grpc_address(self._settings.host, self._settings.port))
+        self._port = server.add_insecure_port(grpc_address(settings.host, settings.port))
         await server.start()
+        if settings.external_host:
+            address = grpc_address(settings.external_host, settings.external_port or self._port)
+            external = self._grpc_server(servicer, BearerAuth(tokens, settings.open_methods))
+            if external.add_insecure_port(address) == 0:
+                raise OSError(f"cannot listen on {address}")
+            await external.start()
+            self._external = external
         if self._settings.metrics_port:
             self._metrics_server, _ = await asyncio.to_thread(
                 start_http_server,
                 self._settings.metrics_port,
-                addr=self._settings.host,
+                addr=self._settings.metrics_host,
                 registry=self.metrics.collector_registry,
             )
         for service in ("", SERVICE_NAME):
@@ -136,6 +136,22 @@ class RegistryServer:
             extra={"host": self._settings.host, "port": self._port, "metricsPort": self.metrics_port},
         )
 
+    def _grpc_server(self, servicer: RegistryServicer, auth: BearerAuth | None) -> grpc.aio.Server:
+        """One listener's server: every listener serves the same services."""
+        interceptors = [*tracing.server_interceptors(self._tracer_provider), *([auth] if auth else [])]
+        server = grpc.aio.server(interceptors=interceptors or None, options=_SERVER_OPTIONS)
+        registry_pb2_grpc.add_RegistryServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (
+                registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        return server
+
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING first, then ends watches, drains in-flight RPCs for `grace` seconds, closes."""
         if self._stopped.is_set():
@@ -144,8 +160,7 @@ class RegistryServer:
         await self._health.enter_graceful_shutdown()
         if self._registry is not None:
             self._registry.close()
-        if self._server is not None:
-            await self._server.stop(grace)
+        await asyncio.gather(*(server.stop(grace) for server in (self._server, self._external) if server))
         if self._metrics_server is not None:
             metrics_server = self._metrics_server
             await asyncio.to_thread(metrics_server.shutdown)

@@ -80,14 +80,24 @@ class Settings:
     k8s_unschedulable_timeout_s: float = 30.0
     k8s_api_workers: int = 8
     k8s_adopt_grace_s: float = 30.0
+    # Security (docs/security.md). The gRPC port listens on `host` (127.0.0.1: only the pod's
+    # own containers); `external_host` ("" = none; in a pod its IP) is a second listener for
+    # clients outside the pod and the kubelet's probes, always authenticated, on
+    # `external_port` (0 = the same port as the first: a distinct address, no conflict).
+    metrics_host: str = "127.0.0.1"
+    external_host: str = ""
+    external_port: int = 0
+    api_tokens_file: str = ""  # "" = API authentication off
+    open_methods: tuple[str, ...] = ("/grpc.health.v1.Health/",)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from environment variables; raises ConfigError naming a bad variable."""
         env = os.environ if env is None else env
-        default_host = "0.0.0.0" if env.get("KUBERNETES_SERVICE_HOST") else "127.0.0.1"
+        # In a pod, metrics are for Prometheus outside it; the gRPC API stays on localhost.
+        default_metrics_host = "0.0.0.0" if env.get("KUBERNETES_SERVICE_HOST") else "127.0.0.1"
         settings = cls(
-            host=_str_var(env, "NANOFAAS_SCHEDULER_HOST", default_host),
+            host=_str_var(env, "NANOFAAS_SCHEDULER_HOST", "127.0.0.1"),
             port=_int_var(env, "NANOFAAS_SCHEDULER_PORT", 9090, 0, 65535),
             metrics_port=_int_var(env, "NANOFAAS_SCHEDULER_METRICS_PORT", 9190, 0, 65535),
             registry_address=_str_var(env, "NANOFAAS_REGISTRY_ADDRESS", "127.0.0.1:9091"),
@@ -110,10 +120,34 @@ class Settings:
             k8s_unschedulable_timeout_s=_number_var(env, "NANOFAAS_K8S_UNSCHEDULABLE_TIMEOUT_S", 30.0),
             k8s_api_workers=_int_var(env, "NANOFAAS_K8S_API_WORKERS", 8, 1, 256),
             k8s_adopt_grace_s=_number_var(env, "NANOFAAS_K8S_ADOPT_GRACE_S", 30.0),
+            metrics_host=_str_var(env, "NANOFAAS_SCHEDULER_METRICS_HOST", default_metrics_host),
+            external_host=_str_var(env, "NANOFAAS_SCHEDULER_EXTERNAL_HOST", ""),
+            external_port=_int_var(env, "NANOFAAS_SCHEDULER_EXTERNAL_PORT", 0, 0, 65535),
+            api_tokens_file=_str_var(env, "NANOFAAS_API_TOKENS_FILE", ""),
+            open_methods=_list_var(env, "NANOFAAS_AUTH_OPEN_METHODS", ("/grpc.health.v1.Health/",)),
         )
+        if settings.api_tokens_file:
+            _check_tokens_file(settings.api_tokens_file)
         if settings.backend == "kubernetes" and settings.k8s_pod_template:
             _check_pod_template(settings.k8s_pod_template)
         return settings
+
+
+def _list_var(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list; unset = `default`, set but blank = empty."""
+    if name not in env:
+        return default
+    return tuple(item.strip() for item in env[name].split(",") if item.strip())
+
+
+def _check_tokens_file(path: str) -> None:
+    """A tokens file that cannot be read, or holds no token, stops the scheduler before it serves."""
+    from nanofaas_scheduler.api_auth import TokenFile, TokenFileError
+
+    try:
+        TokenFile(path)
+    except TokenFileError as exc:
+        raise ConfigError(f"NANOFAAS_API_TOKENS_FILE: {exc}") from exc
 
 
 def _check_pod_template(path: str) -> None:

@@ -12,7 +12,7 @@ import grpc
 
 from nanofaas.v1 import scheduler_pb2, scheduler_pb2_grpc, types_pb2
 from nanofaas_scheduler.core import codes
-from nanofaas_scheduler.core.errors import Rejected, ShuttingDown
+from nanofaas_scheduler.core.errors import CompletionRefused, Rejected, ShuttingDown
 from nanofaas_scheduler.core.execution import Execution, Request, State
 from nanofaas_scheduler.core.outcome import Outcome, crash, function_error, success
 from nanofaas_scheduler.core.outcome import timeout as timed_out
@@ -94,11 +94,18 @@ def _request(message: scheduler_pb2.InvokeRequest) -> Request:
     return Request(data=data, content_type=content_type, metadata=dict(message.metadata))
 
 
+_REPORTABLE_STATES = frozenset(
+    {types_pb2.EXECUTION_STATE_SUCCESS, types_pb2.EXECUTION_STATE_ERROR, types_pb2.EXECUTION_STATE_TIMEOUT}
+)
+
+
 def _completion(message: scheduler_pb2.CompleteExecutionRequest) -> Outcome:
     """A runtime's report as an Outcome, judged like the same result in-band would be.
 
     A code the contract does not list is reported as FUNCTION_ERROR (its message kept).
     """
+    if message.status not in _REPORTABLE_STATES:
+        raise CallFailed(grpc.StatusCode.INVALID_ARGUMENT, "status: must be SUCCESS, ERROR or TIMEOUT")
     if message.status == types_pb2.EXECUTION_STATE_SUCCESS:
         return success(message.output.data or b"null", message.output.content_type or JSON)
     code, text = message.error.code, message.error.message
@@ -147,7 +154,11 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         tracer: Tracer | None = None,
         *,
         callbacks: CallbackOutbox | None = None,
+        operator_completions: bool = False,
     ) -> None:
+        # True when API authentication is on: every caller that got this far presented an
+        # API token, so a completion without a completion token is an operator's act.
+        self._operator_completions = operator_completions
         self._scheduler = scheduler
         self._functions = functions
         self._tracer = tracer
@@ -375,10 +386,30 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         request: scheduler_pb2.CompleteExecutionRequest,
         context: grpc.aio.ServicerContext[object, object],
     ) -> scheduler_pb2.CompleteExecutionResponse:
-        accepted = self._scheduler.complete(request.execution_id, request.attempt, _completion(request))
+        try:
+            accepted = self._scheduler.complete(
+                request.execution_id,
+                request.attempt,
+                _completion(request),
+                request.completion_token,
+                operator=self._operator_completions,
+            )
+        except CallFailed as failed:
+            await failed.abort(context)
+        except CompletionRefused as refused:
+            await _refuse(context, refused)
         if accepted is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"execution '{request.execution_id}' not found")
         return scheduler_pb2.CompleteExecutionResponse(accepted=accepted)
+
+
+async def _refuse(context: grpc.aio.ServicerContext[object, object], refused: CompletionRefused) -> NoReturn:
+    if refused.authenticated:
+        status, code = grpc.StatusCode.PERMISSION_DENIED, types_pb2.ERROR_CODE_PERMISSION_DENIED
+    else:
+        status, code = grpc.StatusCode.UNAUTHENTICATED, types_pb2.ERROR_CODE_UNAUTHENTICATED
+    await context.abort(status, str(refused), trailing_metadata=(("x-error-code", codes.code_name(code)),))
+    raise AssertionError("unreachable")  # pragma: no cover - abort raises
 
 
 class StreamSession:

@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from nanofaas.v1 import registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
+from nanofaas_scheduler.api_auth import BearerAuth, TokenFile, bearer_credentials
 from nanofaas_scheduler.callbacks import CallbackOutbox
 from nanofaas_scheduler.config import Settings
 from nanofaas_scheduler.core.reports import ReportBoard
@@ -52,6 +53,13 @@ _SERVER_OPTIONS = [
 ]
 
 
+def grpc_address(host: str, port: int) -> str:
+    """host:port, with an IPv6 literal (a pod IP may be one) in brackets."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
 def build_backend(settings: Settings, metrics_registry: CollectorRegistry = REGISTRY) -> Dispatcher:
     if settings.backend == "local":
         from nanofaas_scheduler.dispatch.local import LocalBackend
@@ -83,6 +91,7 @@ class SchedulerServer:
         self.port = 0
         self.metrics_port = 0
         self._server: grpc.aio.Server | None = None
+        self._external: grpc.aio.Server | None = None
         self._metrics_http: Any = None
         self._channel: grpc.aio.Channel | None = None
         self._health = HealthServicer()
@@ -144,30 +153,38 @@ class SchedulerServer:
             if spec is None:
                 metrics.forget(name)
 
-        self._channel = grpc.aio.insecure_channel(settings.registry_address)
+        tokens = TokenFile(settings.api_tokens_file) if settings.api_tokens_file else None
+        credentials = bearer_credentials(tokens) if tokens else None
+        self._channel = grpc.aio.insecure_channel(settings.registry_address, interceptors=credentials)
         functions = FunctionCache(
             registry_pb2_grpc.RegistryStub(self._channel),
             function_changed,
         )
         tracer = self._provider.get_tracer("nanofaas.scheduler") if self._provider else None
-        server = grpc.aio.server(options=_SERVER_OPTIONS)
-        scheduler_pb2_grpc.add_SchedulerServicer_to_server(
-            SchedulerService(scheduler, functions, tracer, callbacks=callbacks), server
+        service = SchedulerService(
+            scheduler, functions, tracer, callbacks=callbacks, operator_completions=tokens is not None
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME], server
-        )
+        # The pod-local listener is authenticated only when authentication is on; the
+        # external one always is (with it off, it serves nothing but the open methods).
+        server = self._grpc_server(service, BearerAuth(tokens, settings.open_methods) if tokens else None)
         self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
         if self.port == 0:
             raise SystemExit(f"cannot listen on {settings.host}:{settings.port}")
-        for service in ("", SERVICE_NAME):
-            await self._health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         self._server = server
+        external_address = ""
+        if settings.external_host:
+            external_address = grpc_address(settings.external_host, settings.external_port or self.port)
+            external = self._grpc_server(service, BearerAuth(tokens, settings.open_methods))
+            if external.add_insecure_port(external_address) == 0:
+                raise SystemExit(f"cannot listen on {external_address}")
+            await external.start()
+            self._external = external
         if settings.metrics_port:
             self._metrics_http, _ = start_http_server(
-                settings.metrics_port, addr=settings.host, registry=self.metrics_registry
+                settings.metrics_port, addr=settings.metrics_host, registry=self.metrics_registry
             )
             self.metrics_port = self._metrics_http.server_port
         loop = asyncio.get_running_loop()
@@ -176,7 +193,14 @@ class SchedulerServer:
             loop.create_task(self._sweep()),
             loop.create_task(self._serve_once_synced(functions)),
         ]
-        log.info("scheduler listening", extra={"address": f"{settings.host}:{self.port}"})
+        log.info(
+            "scheduler listening",
+            extra={
+                "address": f"{settings.host}:{self.port}",
+                "externalAddress": external_address,
+                "apiAuth": tokens is not None,
+            },
+        )
 
     async def _serve_once_synced(self, functions: FunctionCache) -> None:
         """Ready (health SERVING) only once the first registry snapshot is in.
@@ -185,9 +209,19 @@ class SchedulerServer:
         a load balancer or `make up` should not send traffic yet.
         """
         await functions.first_synced.wait()
-        for service in ("", SERVICE_NAME):
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("scheduler ready")
+
+    def _grpc_server(self, service: SchedulerService, auth: BearerAuth | None) -> grpc.aio.Server:
+        """One listener's server: every listener serves the same services."""
+        server = grpc.aio.server(options=_SERVER_OPTIONS, interceptors=[auth] if auth else None)
+        scheduler_pb2_grpc.add_SchedulerServicer_to_server(service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME], server
+        )
+        return server
 
     async def _sweep(self) -> None:
         assert self.scheduler is not None
@@ -202,8 +236,7 @@ class SchedulerServer:
             await self.scheduler.shutdown(self.settings.shutdown_grace_s)
         if self._callbacks is not None:
             await self._callbacks.close(_CALLBACK_GRACE_S)
-        if self._server is not None:
-            await self._server.stop(1.0)
+        await asyncio.gather(*(server.stop(1.0) for server in (self._server, self._external) if server))
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -11,6 +11,7 @@ from nanofaas_client.errors import (
     NotFound,
     PlatformUnreachable,
     RateLimited,
+    Unauthenticated,
     Unavailable,
     WaitTimedOut,
 )
@@ -40,6 +41,7 @@ _BY_FAMILY: tuple[tuple[type[NanofaasError], int], ...] = (
     (NotFound, NOT_FOUND),
     (InvalidRequest, REFUSED),
     (AlreadyExists, REFUSED),
+    (Unauthenticated, REFUSED),
     (RateLimited, RATE_LIMITED),
     (ExecutionFailed, EXECUTION_FAILED),
     (ExecutionTimeout, TIMED_OUT),

@@ -45,6 +45,7 @@ class State:
     url: str
     out: Output
     retry: bool = False
+    token: str = ""
     # What the command is about, for a helpful 404 ("function" or "execution", and its name).
     subject: tuple[str, str] = ("", "")
     _client: Client | None = field(default=None, repr=False)
@@ -52,7 +53,7 @@ class State:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.url, retry_rate_limited=self.retry)
+            self._client = Client(self.url, retry_rate_limited=self.retry, token=self.token)
         return self._client
 
     def about(self, kind: str, name: str) -> None:
@@ -144,11 +145,18 @@ pass_state = click.make_pass_decorator(State)
     show_default=True,
     help="The gateway's URL (or NANOFAAS_URL).",
 )
+@click.option(
+    "--token",
+    envvar="NANOFAAS_TOKEN",
+    default="",
+    show_default=False,
+    help="API bearer token, when the platform has authentication on (or NANOFAAS_TOKEN).",
+)
 @click.option("-o", "--output", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--retry", is_flag=True, help="On 429, wait for Retry-After and try again (3 attempts).")
 @click.version_option(package_name="nanofaas-client")
 @click.pass_context
-def cli(ctx: click.Context, url: str, output: str, retry: bool) -> None:
+def cli(ctx: click.Context, url: str, token: str, output: str, retry: bool) -> None:
     """nanofaas: deploy Python functions and invoke them.
 
     \b
@@ -158,7 +166,7 @@ def cli(ctx: click.Context, url: str, output: str, retry: bool) -> None:
       nanofaas invoke hello -d '{"name": "you"}'
       nanofaas logs hello
     """
-    state = State(url.rstrip("/"), Output(output), retry)
+    state = State(url.rstrip("/"), Output(output), retry, token.strip())
     ctx.obj = state
     ctx.call_on_close(state.close)
 

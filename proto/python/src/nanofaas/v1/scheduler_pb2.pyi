@@ -578,12 +578,19 @@ class CompleteExecutionRequest(_message.Message):
     OUTPUT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKEN_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     status: _types_pb2.ExecutionState.ValueType
     """SUCCESS with output, or ERROR with error."""
     attempt: _builtins.int
-    """The attempt being reported (the runtime got it with the invocation).
-    0 = unfenced: whatever the execution is doing now (a queued execution ends).
+    """The attempt being reported (the runtime got it with the invocation);
+    0 = the attempt the completion token belongs to. Without a token (an
+    operator's act, only when API authentication is on): 0 = whatever the
+    execution is doing now (a queued execution ends).
+    """
+    completion_token: _builtins.str
+    """The attempt's completion token (X-Completion-Token of its invocation).
+    Never logged, never returned.
     """
     @_builtins.property
     def output(self) -> _types_pb2.Payload: ...
@@ -597,10 +604,11 @@ class CompleteExecutionRequest(_message.Message):
         output: _types_pb2.Payload | None = ...,
         error: _types_pb2.ErrorInfo | None = ...,
         attempt: _builtins.int = ...,
+        completion_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "execution_id", b"execution_id", "output", b"output", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "completion_token", b"completion_token", "error", b"error", "execution_id", b"execution_id", "output", b"output", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -113,9 +113,13 @@ class SchedulerServicer:
     def CompleteExecution(self, request, context):
         """A runtime's report of how one attempt of an execution ended. It ends the
         attempt through the same path as an in-band result (retries, metrics and
-        tracing apply). Idempotent: a report for an attempt that is no longer
-        current, or for an execution that has ended, is ignored (accepted=false).
-        Errors: NOT_FOUND.
+        tracing apply). Authenticated by the attempt's completion token (given to
+        that attempt's runtime only, docs/security.md). Idempotent: a report for an
+        attempt that is no longer current, or for an execution that has ended, is
+        ignored (accepted=false).
+        Errors: NOT_FOUND, UNAUTHENTICATED (no token, and the caller has no API
+        authority), PERMISSION_DENIED (not the token of the attempt reported),
+        INVALID_ARGUMENT (status neither SUCCESS, ERROR nor TIMEOUT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,9 +46,13 @@ class SchedulerStub:
     CompleteExecution: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CompleteExecutionRequest, _scheduler_pb2.CompleteExecutionResponse]
     """A runtime's report of how one attempt of an execution ended. It ends the
     attempt through the same path as an in-band result (retries, metrics and
-    tracing apply). Idempotent: a report for an attempt that is no longer
-    current, or for an execution that has ended, is ignored (accepted=false).
-    Errors: NOT_FOUND.
+    tracing apply). Authenticated by the attempt's completion token (given to
+    that attempt's runtime only, docs/security.md). Idempotent: a report for an
+    attempt that is no longer current, or for an execution that has ended, is
+    ignored (accepted=false).
+    Errors: NOT_FOUND, UNAUTHENTICATED (no token, and the caller has no API
+    authority), PERMISSION_DENIED (not the token of the attempt reported),
+    INVALID_ARGUMENT (status neither SUCCESS, ERROR nor TIMEOUT).
     """
     Stream: _grpc.StreamStreamMultiCallable[_scheduler_pb2.StreamRequest, _scheduler_pb2.StreamResponse]
     """Invoke and Enqueue multiplexed over one long-lived stream: the gateway's
@@ -97,9 +101,13 @@ class SchedulerAsyncStub(SchedulerStub):
     CompleteExecution: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CompleteExecutionRequest, _scheduler_pb2.CompleteExecutionResponse]  # type: ignore[assignment]
     """A runtime's report of how one attempt of an execution ended. It ends the
     attempt through the same path as an in-band result (retries, metrics and
-    tracing apply). Idempotent: a report for an attempt that is no longer
-    current, or for an execution that has ended, is ignored (accepted=false).
-    Errors: NOT_FOUND.
+    tracing apply). Authenticated by the attempt's completion token (given to
+    that attempt's runtime only, docs/security.md). Idempotent: a report for an
+    attempt that is no longer current, or for an execution that has ended, is
+    ignored (accepted=false).
+    Errors: NOT_FOUND, UNAUTHENTICATED (no token, and the caller has no API
+    authority), PERMISSION_DENIED (not the token of the attempt reported),
+    INVALID_ARGUMENT (status neither SUCCESS, ERROR nor TIMEOUT).
     """
     Stream: _aio.StreamStreamMultiCallable[_scheduler_pb2.StreamRequest, _scheduler_pb2.StreamResponse]  # type: ignore[assignment]
     """Invoke and Enqueue multiplexed over one long-lived stream: the gateway's
@@ -169,9 +177,13 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_scheduler_pb2.CompleteExecutionResponse, _abc.Awaitable[_scheduler_pb2.CompleteExecutionResponse]]:
         """A runtime's report of how one attempt of an execution ended. It ends the
         attempt through the same path as an in-band result (retries, metrics and
-        tracing apply). Idempotent: a report for an attempt that is no longer
-        current, or for an execution that has ended, is ignored (accepted=false).
-        Errors: NOT_FOUND.
+        tracing apply). Authenticated by the attempt's completion token (given to
+        that attempt's runtime only, docs/security.md). Idempotent: a report for an
+        attempt that is no longer current, or for an execution that has ended, is
+        ignored (accepted=false).
+        Errors: NOT_FOUND, UNAUTHENTICATED (no token, and the caller has no API
+        authority), PERMISSION_DENIED (not the token of the attempt reported),
+        INVALID_ARGUMENT (status neither SUCCESS, ERROR nor TIMEOUT).
         """
 
     @_abc_1.abstractmethod

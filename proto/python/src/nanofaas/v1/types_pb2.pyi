@@ -122,6 +122,15 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """A service is not reachable or not ready. HTTP 503."""
     ERROR_CODE_INVALID_REQUEST: _ErrorCode.ValueType  # 29
     """A function process refused a malformed invocation request (function protocol, HTTP 400)."""
+    ERROR_CODE_UNAUTHENTICATED: _ErrorCode.ValueType  # 55
+    """-- authentication (docs/security.md) --
+    No credentials, or none the service knows: an API bearer token, or the
+    completion token of a runtime's report. HTTP 401.
+    """
+    ERROR_CODE_PERMISSION_DENIED: _ErrorCode.ValueType  # 56
+    """Credentials that do not grant this act: a completion token that is not the
+    one of the attempt reported. HTTP 403.
+    """
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """Every error code the platform produces, in execution errors (ErrorInfo.code)
@@ -175,6 +184,15 @@ ERROR_CODE_UNAVAILABLE: ErrorCode.ValueType  # 28
 """A service is not reachable or not ready. HTTP 503."""
 ERROR_CODE_INVALID_REQUEST: ErrorCode.ValueType  # 29
 """A function process refused a malformed invocation request (function protocol, HTTP 400)."""
+ERROR_CODE_UNAUTHENTICATED: ErrorCode.ValueType  # 55
+"""-- authentication (docs/security.md) --
+No credentials, or none the service knows: an API bearer token, or the
+completion token of a runtime's report. HTTP 401.
+"""
+ERROR_CODE_PERMISSION_DENIED: ErrorCode.ValueType  # 56
+"""Credentials that do not grant this act: a completion token that is not the
+one of the attempt reported. HTTP 403.
+"""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 class _ExecutionState:

@@ -10,8 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from nanofaas.v1 import scheduler_pb2
+from nanofaas_gateway.api_auth import COMPLETION_TOKEN_HEADER, is_api_authenticated
 from nanofaas_gateway.convert import completion_to_proto, execution_status_body, is_json_media_type
-from nanofaas_gateway.errors import invalid_argument, unsupported_media_type
+from nanofaas_gateway.errors import unauthenticated, unsupported_media_type, validation_error
 from nanofaas_gateway.models import ExecutionStatus
 from nanofaas_gateway.openapi_docs import COMPLETE_EXTRA, error_responses
 from nanofaas_gateway.responses import gateway_clients, gateway_settings, raw_json_response
@@ -41,13 +42,22 @@ async def get_execution(execution_id: ExecutionId, request: Request) -> Response
     operation_id="completeExecution",
     status_code=204,
     response_class=Response,
-    responses=error_responses(400, 404, 413, 415),
+    responses=error_responses(400, 401, 403, 404, 413, 415, 422),
     openapi_extra=COMPLETE_EXTRA,
 )
 async def complete_execution(execution_id: ExecutionId, request: Request) -> Response:
+    """A runtime's report, authorized by its attempt's completion token (docs/security.md).
+
+    Without a token, only a caller the API authentication let in (an operator) may
+    complete; with API authentication off nobody can.
+    """
+    token = request.headers.get(COMPLETION_TOKEN_HEADER, "").strip()
+    if not token and not is_api_authenticated(request.scope):
+        raise unauthenticated(f"{COMPLETION_TOKEN_HEADER}: required (the attempt's completion token)")
     if not is_json_media_type(request.headers.get("content-type", "")):
         raise unsupported_media_type("Content-Type must be application/json")
     completion = _completion_request(execution_id, await request.body())
+    completion.completion_token = token
     await gateway_clients(request).scheduler.CompleteExecution(
         completion, timeout=gateway_settings(request).rpc_timeout_s
     )
@@ -55,13 +65,14 @@ async def complete_execution(execution_id: ExecutionId, request: Request) -> Res
 
 
 def _completion_request(execution_id: str, body: bytes) -> scheduler_pb2.CompleteExecutionRequest:
+    """The body as a CompleteExecutionRequest; anything malformed is a 422 and never ends the execution."""
     try:
         document: Any = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise invalid_argument(f"body: invalid JSON ({exc})") from None
+        raise validation_error(f"body: invalid JSON ({exc})") from None
     if not isinstance(document, dict):
-        raise invalid_argument("body: must be a JSON object")
+        raise validation_error("body: must be a JSON object")
     try:
         return completion_to_proto(execution_id, document)
     except ValueError as exc:
-        raise invalid_argument(str(exc)) from None
+        raise validation_error(str(exc)) from None

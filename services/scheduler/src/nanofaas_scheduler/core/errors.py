@@ -18,3 +18,16 @@ class Rejected(Exception):
 
 class ShuttingDown(Exception):
     pass
+
+
+class CompletionRefused(Exception):
+    """A completion report without the authority to end its attempt (docs/security.md).
+
+    `authenticated` is False when no credential was given at all (UNAUTHENTICATED),
+    True when one was given but is not the reported attempt's (PERMISSION_DENIED).
+    The message never repeats the token.
+    """
+
+    def __init__(self, message: str, *, authenticated: bool) -> None:
+        super().__init__(message)
+        self.authenticated = authenticated

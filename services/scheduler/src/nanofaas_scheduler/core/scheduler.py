@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core import codes
-from nanofaas_scheduler.core.errors import Rejected, ShuttingDown
+from nanofaas_scheduler.core.completion_tokens import CompletionTokens
+from nanofaas_scheduler.core.errors import CompletionRefused, Rejected, ShuttingDown
 from nanofaas_scheduler.core.execution import Execution, Request, State, failure, now_ms, timeout
 from nanofaas_scheduler.core.lane import Lane
 from nanofaas_scheduler.core.outcome import Outcome
@@ -78,6 +79,7 @@ class Scheduler:
     ) -> None:
         self._dispatcher = dispatcher
         self.reports = reports or ReportBoard()
+        self.tokens = CompletionTokens()
         self._retry = retry or RetryPolicy()
         self._loop = asyncio.get_running_loop()
         self.store = ExecutionStore(execution_ttl_s, max_executions, self._loop.time)
@@ -276,6 +278,7 @@ class Scheduler:
                 traceparent=execution.traceparent,
                 idempotency_key=execution.idempotency_key,
                 enqueued_at_ms=execution.enqueued_at_ms,
+                completion_token=self.tokens.token(execution.id, execution.attempts),
             )
             try:
                 async with asyncio.timeout(remaining + _DISPATCH_GRACE_S):
@@ -315,18 +318,39 @@ class Scheduler:
 
     # -- external events -------------------------------------------------
 
-    def complete(self, execution_id: str, attempt: int, outcome: Outcome) -> bool | None:
+    def complete(
+        self, execution_id: str, attempt: int, outcome: Outcome, token: str = "", *, operator: bool = False
+    ) -> bool | None:
         """A runtime reported how an attempt ended (its callback); None if the execution is unknown.
 
-        The report of the running attempt ends that attempt like an in-band
-        result (retries, metrics and tracing apply): True. A report naming
-        another attempt, or for an ended execution, is ignored: False.
-        `attempt` 0 is unfenced: it ends the running attempt, or the
+        The report must carry the completion token of one of the execution's
+        attempts (core/completion_tokens.py), else CompletionRefused is raised:
+        knowing an execution id gives no power over it. The token names the
+        attempt (`attempt`, if not 0, must be that one). The report of the
+        running attempt ends that attempt like an in-band result (retries,
+        metrics and tracing apply): True. A genuine report of an attempt that
+        is no longer current, or for an ended execution, is ignored: False
+        (so an owner repeating its report is answered alike).
+
+        Without a token only an `operator` (a caller the API authentication
+        let in) may complete: `attempt` 0 then ends the running attempt, or the
         execution itself while no attempt runs (queued, between retries).
         """
         execution = self.store.get(execution_id)
         if execution is None:
             return None
+        if token:
+            owner = self.tokens.attempt_of(execution_id, token, execution.attempts, attempt)
+            if owner == 0:
+                raise CompletionRefused(
+                    "completion token: not the token of this execution's attempt", authenticated=True
+                )
+            attempt = owner
+        elif not operator:
+            raise CompletionRefused(
+                "completion token: required (sent to the attempt's runtime as X-Completion-Token)",
+                authenticated=False,
+            )
         if execution.state.terminal:
             return False
         if self.reports.report(execution_id, attempt, outcome):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core.execution import Request
@@ -41,6 +41,9 @@ class Attempt:
     idempotency_key: str = ""
     # When the execution was admitted, Unix epoch milliseconds (queue-wait metrics and spans).
     enqueued_at_ms: int = 0
+    # The secret a runtime reporting this attempt out of band must present
+    # (core/completion_tokens.py); sent only with this attempt's invocation, never logged.
+    completion_token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ HEADER_TRACE_ID = "X-Trace-Id"
 HEADER_TRACEPARENT = "traceparent"
 HEADER_DEADLINE_MS = "X-Deadline-Ms"
 HEADER_FUNCTION_NAME = "X-Function-Name"
+HEADER_COMPLETION_TOKEN = "X-Completion-Token"
 
 NOT_VALID_JSON = "output is not valid JSON"
 _WHITESPACE = b" \t\r\n"
@@ -50,6 +51,8 @@ def request_headers(attempt: Attempt) -> dict[str, str]:
     }
     if attempt.traceparent:
         headers[HEADER_TRACEPARENT] = attempt.traceparent
+    if attempt.completion_token:  # only this attempt's runtime gets it (docs/security.md)
+        headers[HEADER_COMPLETION_TOKEN] = attempt.completion_token
     return headers
 
 
