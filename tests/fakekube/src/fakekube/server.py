@@ -14,6 +14,7 @@ import binascii
 import contextlib
 import importlib
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -137,6 +138,11 @@ class ApiServer:
         self.host = f"{host}:{bound}"
         return bound
 
+    async def serve_socket(self, sock: socket.socket, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Also serve on ``sock``, a listening socket (one in the pod network, say)."""
+        assert self._runner is not None, "start() first"
+        await web.SockSite(self._runner, sock, ssl_context=ssl_context).start()
+
     async def stop(self) -> None:
         self.release_hangs()
         self.store.drop_watches()
@@ -202,9 +208,11 @@ class ApiServer:
         return method.lower()
 
     def _user(self, request: web.Request) -> str:
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            return self.tokens.get(header[7:].strip(), "system:unknown-token")
+        # The scheme is case-insensitive, as kube-apiserver's bearer-token authenticator has it:
+        # in-cluster configuration of the official client sends "bearer <token>".
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return self.tokens.get(token.strip(), "system:unknown-token")
         return "system:anonymous"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:

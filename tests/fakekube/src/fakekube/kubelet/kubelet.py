@@ -28,6 +28,9 @@ from ..store import Event, Store
 from .containers import Container, ProbeSet, choose_image
 from .env import EnvError, argv_for, environment
 from .logs import LogFile
+from .network import SERVICE_HOST, SERVICE_PORT, NetworkError
+from .sandbox import sandboxed
+from .volumes import PodVolumes
 
 if TYPE_CHECKING:
     from ..cluster import FakeCluster
@@ -62,6 +65,9 @@ class PodWorker:
         self.started_at = m.timestamp()
         self._kills: set[asyncio.Task[None]] = set()
         self._publish_lock = asyncio.Lock()
+        # Pod-network mode only: the pod's network namespace and its volumes on disk.
+        self.netns: str | None = None
+        self.volumes: PodVolumes | None = None
 
     # -- status ----------------------------------------------------------------------------------
     def _phase(self) -> str:
@@ -144,6 +150,8 @@ class PodWorker:
     async def run(self) -> None:
         try:
             await self.publish()
+            if self.kubelet.cluster.network is not None and not await self._make_sandbox():
+                return
             deadline = (
                 (self.store.peek(self.store.registry.by_key(POD_KEY), self.namespace, self.name) or {}).get(
                     "spec"
@@ -173,7 +181,36 @@ class PodWorker:
             await self.publish()
             await asyncio.gather(*(self._supervise(c) for c in self.containers))
         finally:
+            network = self.kubelet.cluster.network
+            if network is not None and self.netns is not None:
+                await network.remove_pod(self.ip)
             self.done.set()
+
+    async def _make_sandbox(self) -> bool:
+        """Pod-network mode: the pod's network namespace and volumes (False: the pod cannot start)."""
+        cluster = self.kubelet.cluster
+        assert cluster.network is not None
+        pod = self.store.peek(self.store.registry.by_key(POD_KEY), self.namespace, self.name)
+        if pod is None:
+            return False
+        try:
+            self.netns = await cluster.network.add_pod(self.ip)
+        except NetworkError as error:
+            log.error("pod %s/%s: no sandbox: %s", self.namespace, self.name, error)
+            for container in self.init_containers + self.containers:
+                container.wait("ContainerCreating", f"failed to create pod sandbox: {error}")
+            await self.publish()
+            return False
+        self.volumes = PodVolumes(self.sandbox / "sandbox")
+        certificates = cluster.certificates
+        self.volumes.write(
+            self.store,
+            pod,
+            self.ip,
+            token_for=cluster.token_for,
+            ca_pem=certificates.ca_pem if certificates is not None else b"",
+        )
+        return True
 
     def _deadline_passed(self) -> None:
         if self.done.is_set() or self.terminating:
@@ -261,6 +298,8 @@ class PodWorker:
             return None
         argv = argv_for(container.spec, image, env)
         cwd = self._working_dir(container, image)
+        if self.netns is not None and self.volumes is not None:
+            argv = sandboxed(argv, container.spec, self.netns, self.volumes, self.sandbox)
         failure = await container.start(argv, env, cwd, str(container.spec.get("image")))
         if failure is not None:
             await self.publish()
@@ -283,7 +322,15 @@ class PodWorker:
                 self._kills.add(kill)
                 kill.add_done_callback(self._kills.discard)
 
-            probes.start(container, self.ip, env, on_ready=on_ready, on_dead=on_dead)
+            network = self.kubelet.cluster.network
+            probes.start(
+                container,
+                self.ip,
+                env,
+                on_ready=on_ready,
+                on_dead=on_dead,
+                dial=network.dial if network is not None else None,
+            )
             if container.spec.get("readinessProbe") is None and container.spec.get("startupProbe") is None:
                 container.ready = True
                 await self.publish()
@@ -442,6 +489,8 @@ class Kubelet:
     def extra_env(self, pod: dict[str, Any], ip: str) -> dict[str, str]:
         """What every container gets besides its spec: the pod's identity and the API's address."""
         host, _, port = self.cluster.url.rpartition("://")[2].rpartition(":")
+        if self.cluster.network is not None:  # the `kubernetes` Service's address, in the pod network
+            host, port = SERVICE_HOST, str(SERVICE_PORT)
         return {
             "HOSTNAME": pod["metadata"]["name"],
             "FAKEKUBE_POD_IP": ip,

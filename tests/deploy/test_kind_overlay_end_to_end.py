@@ -1,0 +1,303 @@
+"""The kind overlay, applied to the fake cluster, runs the real platform end to end.
+
+`kubectl apply --server-side -k` of overlays/kind (plus one test patch: the OTLP endpoint
+points at a receiver this test runs in place of Jaeger) against tests/fakekube with its pod
+network (a network namespace per pod, kubelet/network.py). The Deployment's pod then runs the
+REAL gateway, scheduler and registry, as processes of this machine's interpreter standing in
+for the nanofaas/*:dev images, sharing the pod's network namespace so they talk over its
+localhost as the manifests say. The kubelet mounts what the pod spec asks for (the function pod
+template ConfigMap at /etc/nanofaas, emptyDirs at /tmp, a read-only root) and the
+ServiceAccount token, ca.crt and namespace at /var/run/secrets/kubernetes.io/serviceaccount,
+and sets KUBERNETES_SERVICE_HOST/PORT to the API server's in-cluster address (HTTPS, a
+certificate for that address): so the scheduler and the registry use in-cluster config, and
+the audit proves their requests carry the ServiceAccount's token. Probes are the manifests'
+own (HTTP for the gateway, native gRPC for the others) and gate readiness.
+
+Then, through the pod's REST port (a port-forward): a WARM and a JOB function are registered
+(stored by the registry as Function custom resources) and invoked; the scheduler starts their
+pods through the API, the kubelet runs them (the python-runtime image as the runtime process,
+in pods of their own), and the scheduler calls them over the pod network. Each invocation's
+trace reaches the receiver with spans of the gateway and the scheduler. Every request the
+control plane made is granted by the overlay's Role (no more is checked here: test_rbac.py
+compares the Role with the backend's recorded calls).
+
+Needs root (network namespaces) and iproute2; skips without them. Teardown stops the cluster
+(every process group killed) and checks that no network namespace of it is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakekube import FakeCluster
+
+from .conftest import KUSTOMIZE, kubectl_path
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = "nanofaas"
+SERVICE_ACCOUNT_USER = "system:serviceaccount:nanofaas:nanofaas-control-plane"
+RUNTIME_IMAGE = "nanofaas/python-runtime:dev"
+FUNCTIONS_DIR = ROOT / "tests" / "e2e" / "functions"
+SERVICES = ("gateway", "scheduler", "registry")
+START_S = 90.0  # three services and their probes on a loaded 2-core machine
+CALL_S = 60.0
+
+
+def _problem() -> str | None:
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return "needs root on Linux (a network namespace per pod)"
+    if shutil.which("ip") is None:
+        return "needs iproute2 (`ip netns`)"
+    missing = [
+        module
+        for module in ("nanofaas_gateway", "nanofaas_scheduler", "nanofaas_registry", "nanofaas_runtime")
+        if importlib.util.find_spec(module) is None
+    ]
+    return f"needs the platform installed ({', '.join(missing)} missing)" if missing else None
+
+
+pytestmark = pytest.mark.skipif(_problem() is not None, reason=str(_problem()))
+
+
+def _load_receiver_module() -> Any:
+    """tests/e2e/otlp_receiver.py, the suite's OTLP/gRPC receiver (no package to import it from)."""
+    spec = importlib.util.spec_from_file_location("otlp_receiver", ROOT / "tests" / "e2e" / "otlp_receiver.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Traces:
+    """The OTLP receiver, served by an event loop of its own on a thread (the test is synchronous)."""
+
+    loop: asyncio.AbstractEventLoop
+    receiver: Any
+    port: int
+
+    def wait_for_trace(self, trace_id: str, services: set[str], timeout: float = 30.0) -> set[str]:
+        def arrived(spans: list[Any]) -> bool:
+            return services <= {s.service for s in spans if s.trace_id == trace_id}
+
+        future = asyncio.run_coroutine_threadsafe(self.receiver.wait_for(arrived, timeout), self.loop)
+        try:
+            future.result(timeout + 5)
+        except TimeoutError:
+            pass  # the assertion below says what arrived
+        return {s.service for s in self.receiver.spans if s.trace_id == trace_id}
+
+
+@pytest.fixture
+def traces() -> Iterator[Traces]:
+    module = _load_receiver_module()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="otlp receiver", daemon=True)
+    thread.start()
+    server, receiver, port = asyncio.run_coroutine_threadsafe(module.start_receiver(), loop).result(30)
+    try:
+        yield Traces(loop, receiver, port)
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
+    running = FakeCluster(pod_network=True, work_dir=tmp_path / "cluster").start()
+    network = running.network
+    assert network is not None
+    try:
+        bin_dir = str(Path(sys.executable).parent)
+        env = {"PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"}
+        # What each image's ENTRYPOINT runs (services/*/Dockerfile, runtimes/python/Dockerfile).
+        for service in SERVICES:
+            running.add_image(f"nanofaas/{service}:dev", [sys.executable, "-m", f"nanofaas_{service}"], env=env)
+        running.add_image(RUNTIME_IMAGE, [sys.executable, "-m", "nanofaas_runtime"], env=env)
+        yield running
+    finally:
+        running.stop()
+        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+        assert network.name not in left, f"network namespaces left behind:\n{left}"
+
+
+def kubectl(kubeconfig: Path, *args: str) -> str:
+    done = subprocess.run(
+        [kubectl_path(), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def write_overlay(directory: Path, otlp_address: str) -> Path:
+    """overlays/kind plus the test's one patch: traces go to the test's receiver."""
+    directory.mkdir(parents=True)
+    kind = os.path.relpath(KUSTOMIZE / "overlays" / "kind", directory)
+    (directory / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        f"resources: [{json.dumps(kind)}]\n"
+        "configMapGenerator:\n"
+        "  - name: nanofaas-common\n"
+        "    behavior: merge\n"
+        "    literals:\n"
+        f"      - OTEL_EXPORTER_OTLP_ENDPOINT=http://{otlp_address}\n"
+        "      - OTEL_BSP_SCHEDULE_DELAY=100\n"
+    )
+    return directory
+
+
+def control_plane_pod(cluster: FakeCluster) -> dict[str, Any] | None:
+    pods = [
+        p
+        for p in cluster.objects("pods", NAMESPACE)
+        if (p["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "control-plane"
+    ]
+    return pods[0] if len(pods) == 1 else None
+
+
+def ready(pod: dict[str, Any] | None) -> bool:
+    conditions = ((pod or {}).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def startup_failure(pod: dict[str, Any] | None) -> str | None:
+    """A container that stopped or restarts: the control plane will not come up."""
+    for status in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
+        if status.get("restartCount") or "terminated" in (status.get("state") or {}):
+            return str(status["name"])
+    return None
+
+
+def describe(cluster: FakeCluster, kubeconfig: Path) -> str:
+    """The control-plane pod's container states and each container's last output (for failures)."""
+    pod = control_plane_pod(cluster)
+    if pod is None:
+        return "no control-plane pod"
+    lines = [json.dumps((pod.get("status") or {}).get("containerStatuses"), indent=1)]
+    for service in SERVICES:
+        done = subprocess.run(
+            [kubectl_path(), "--kubeconfig", str(kubeconfig), "-n", NAMESPACE, "logs"]
+            + [pod["metadata"]["name"], "-c", service, "--tail", "30"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        lines.append(f"--- {service}\n{done.stdout}{done.stderr}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: Any
+
+
+def call(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> Reply:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=CALL_S) as response:
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            return Reply(response.status, headers, json.loads(response.read() or b"null"))
+    except urllib.error.HTTPError as error:
+        headers = {k.lower(): v for k, v in error.headers.items()}
+        return Reply(error.code, headers, json.loads(error.read() or b"null"))
+
+
+def function_spec(name: str, mode: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": RUNTIME_IMAGE,
+        "executionMode": mode,
+        "timeoutMs": 60000,
+        "env": {"PYTHONPATH": str(FUNCTIONS_DIR), "HANDLER_MODULE": "handlers", "HANDLER_FUNCTION": "echo"},
+    }
+
+
+@pytest.mark.timeout(600)
+def test_the_kind_overlay_runs_the_platform(cluster: FakeCluster, traces: Traces, tmp_path: Path) -> None:
+    otlp = cluster.expose_host_port(traces.port)
+    kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig", user="deployer")
+    kubectl(kubeconfig, "apply", "--server-side", "-k", str(write_overlay(tmp_path / "overlay", otlp)))
+
+    def up() -> bool:
+        pod = control_plane_pod(cluster)
+        failed = startup_failure(pod)
+        if failed is not None:
+            logs = kubectl(kubeconfig, "-n", NAMESPACE, "logs", pod["metadata"]["name"], "-c", failed)  # type: ignore[index]
+            raise AssertionError(f"container {failed} of the control plane stopped:\n{logs[-4000:]}")
+        return ready(pod)
+
+    try:
+        cluster.wait_until(up, timeout=START_S, message="the control-plane pod Ready (its three probes)")
+    except TimeoutError as error:
+        raise AssertionError(f"{error}\n{describe(cluster, kubeconfig)}") from None
+    pod = control_plane_pod(cluster)
+    assert pod is not None
+    base = f"http://127.0.0.1:{cluster.port_forward(NAMESPACE, pod['metadata']['name'], 8080)}"
+    assert call("GET", f"{base}/readyz").status == 200
+
+    for name, mode in (("echo-warm", "WARM"), ("echo-job", "JOB")):
+        created = call("POST", f"{base}/v1/functions", function_spec(name, mode))
+        assert created.status == 201, created.body
+        reply = call("POST", f"{base}/v1/functions/{name}:invoke", {"input": {"mode": mode}})
+        assert reply.status == 200, reply.body
+        assert reply.body["output"]["input"] == {"mode": mode}, reply.body
+        execution = call("GET", f"{base}/v1/executions/{reply.headers['x-execution-id']}")
+        trace_id = str(execution.body["traceId"])
+        assert len(trace_id) == 32, execution.body
+        wanted = {"nanofaas-gateway", "nanofaas-scheduler"}
+        assert wanted <= traces.wait_for_trace(trace_id, wanted), f"{mode}: spans of {trace_id} missing"
+
+    # The registry kept both functions as Function custom resources (its kubernetes store).
+    stored = {f["metadata"]["name"] for f in cluster.objects("functions", NAMESPACE, group="nanofaas.io")}
+    assert {"echo-warm", "echo-job"} <= stored, stored
+    # The function pods ran in the cluster: a WARM Deployment's pod and a JOB's pod, the
+    # scheduler's doing through the API.
+    assert cluster.get("deployments", NAMESPACE, "fn-echo-warm", group="apps") is not None
+    role = cluster.get("roles", NAMESPACE, "nanofaas-control-plane", group="rbac.authorization.k8s.io")
+    assert role is not None
+
+    # Watches are audited when they end: stop the cluster (the fixture's teardown is then a no-op
+    # but for its leak check), then read what the control plane did with its in-cluster token.
+    cluster.stop()
+    calls = cluster.audit.calls(user=SERVICE_ACCOUNT_USER)
+    users = {r.user for r in cluster.audit.records()}
+    assert calls, f"no request with the ServiceAccount's token; users seen: {users}"
+    expected = {
+        ("create", "jobs"),  # the JOB attempt (scheduler)
+        ("patch", "deployments"),  # the WARM function's Deployment, by server-side apply
+        ("watch", "endpointslices"),  # its ready pod addresses
+        ("watch", "pods"),  # the failure detector
+        ("create", "functions"),  # the registry's kubernetes store
+    }
+    assert expected <= calls, f"{sorted(calls)}"
+    # Everything it did, the overlay's Role grants.
+    assert cluster.audit.uncovered(role["rules"], user=SERVICE_ACCOUNT_USER) == set()
