@@ -28,6 +28,7 @@ Needs root (network namespaces) and iproute2; skips without them. Teardown stops
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -76,7 +77,9 @@ pytestmark = pytest.mark.skipif(_problem() is not None, reason=str(_problem()))
 
 def _load_receiver_module() -> Any:
     """tests/e2e/otlp_receiver.py, the suite's OTLP/gRPC receiver (no package to import it from)."""
-    spec = importlib.util.spec_from_file_location("otlp_receiver", ROOT / "tests" / "e2e" / "otlp_receiver.py")
+    spec = importlib.util.spec_from_file_location(
+        "otlp_receiver", ROOT / "tests" / "e2e" / "otlp_receiver.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up
@@ -97,10 +100,8 @@ class Traces:
             return services <= {s.service for s in spans if s.trace_id == trace_id}
 
         future = asyncio.run_coroutine_threadsafe(self.receiver.wait_for(arrived, timeout), self.loop)
-        try:
+        with contextlib.suppress(TimeoutError):  # the caller's assertion says what arrived
             future.result(timeout + 5)
-        except TimeoutError:
-            pass  # the assertion below says what arrived
         return {s.service for s in self.receiver.spans if s.trace_id == trace_id}
 
 
@@ -130,7 +131,9 @@ def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
         env = {"PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"}
         # What each image's ENTRYPOINT runs (services/*/Dockerfile, runtimes/python/Dockerfile).
         for service in SERVICES:
-            running.add_image(f"nanofaas/{service}:dev", [sys.executable, "-m", f"nanofaas_{service}"], env=env)
+            running.add_image(
+                f"nanofaas/{service}:dev", [sys.executable, "-m", f"nanofaas_{service}"], env=env
+            )
         running.add_image(RUNTIME_IMAGE, [sys.executable, "-m", "nanofaas_runtime"], env=env)
         yield running
     finally:
@@ -198,9 +201,9 @@ def describe(cluster: FakeCluster, kubeconfig: Path) -> str:
         return "no control-plane pod"
     lines = [json.dumps((pod.get("status") or {}).get("containerStatuses"), indent=1)]
     for service in SERVICES:
+        logs = ["logs", pod["metadata"]["name"], "-c", service, "--tail", "30"]
         done = subprocess.run(
-            [kubectl_path(), "--kubeconfig", str(kubeconfig), "-n", NAMESPACE, "logs"]
-            + [pod["metadata"]["name"], "-c", service, "--tail", "30"],
+            [kubectl_path(), "--kubeconfig", str(kubeconfig), "-n", NAMESPACE, *logs],
             capture_output=True,
             text=True,
             timeout=30,

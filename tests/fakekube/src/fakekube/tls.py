@@ -76,7 +76,9 @@ def make_certificates(directory: Path, host: str, extra_ips: tuple[str, ...] = (
     except ValueError:
         names.append(x509.DNSName(host))
     names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips]
-    names += [x509.DNSName(name) for name in ("kubernetes.default.svc", "kubernetes.default.svc.cluster.local")]
+    names += [
+        x509.DNSName(name) for name in ("kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
+    ]
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(oid.NameOID.COMMON_NAME, "kube-apiserver")]))

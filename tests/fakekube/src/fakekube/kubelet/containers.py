@@ -234,7 +234,9 @@ class ProbeSet:
 
         if startup is not None:
             self.tasks.append(
-                asyncio.create_task(Prober(startup, spec, pod_ip, env, startup_changed, initial=False, dial=dial).run())
+                asyncio.create_task(
+                    Prober(startup, spec, pod_ip, env, startup_changed, initial=False, dial=dial).run()
+                )
             )
         else:
             container.started = True
@@ -248,7 +250,9 @@ class ProbeSet:
         if readiness is not None:
             self.tasks.append(
                 asyncio.create_task(
-                    after_startup(Prober(readiness, spec, pod_ip, env, ready_changed, initial=False, dial=dial))
+                    after_startup(
+                        Prober(readiness, spec, pod_ip, env, ready_changed, initial=False, dial=dial)
+                    )
                 )
             )
 

@@ -106,9 +106,7 @@ async def _http_dialed(
     return ok, "" if ok else f"HTTP probe failed with statuscode: {status}"
 
 
-async def _grpc_dialed(
-    spec: Mapping[str, Any], pod_ip: str, dial: Dial, timeout: float
-) -> tuple[bool, str]:
+async def _grpc_dialed(spec: Mapping[str, Any], pod_ip: str, dial: Dial, timeout: float) -> tuple[bool, str]:
     """The gRPC health check through a one-off relay: gRPC makes its own sockets, in the host's
     network, so it talks to a relay on 127.0.0.1 that ``dial`` connects into the pod network."""
     relays = Relays()
