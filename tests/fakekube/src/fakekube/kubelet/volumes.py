@@ -7,7 +7,8 @@ service-account token at ``/var/run/secrets/kubernetes.io/serviceaccount`` (``to
 ``automountServiceAccountToken`` is false on the pod or its ServiceAccount, and the pod's
 ``/etc/hosts`` (localhost and the pod's own name), as the kubelet writes them. The token is a
 bearer token of user ``system:serviceaccount:<namespace>:<name>`` at the API server, so the audit
-record tells the pod's requests apart. Other volume types are not materialised.
+record tells the pod's requests apart. Also ``/etc/resolv.conf`` without a nameserver (there is
+no cluster DNS). Other volume types are not materialised.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class PodVolumes:
         self.dirs: dict[str, Path] = {}
         self.service_account: Path | None = None
         self.hosts = root / "etc-hosts"
+        self.resolv = root / "resolv.conf"
 
     def write(
         self,
@@ -58,6 +60,9 @@ class PodVolumes:
                     self._write_keys(store, namespace, volume[key], secret, target)
         hostname = str(spec.get("hostname") or metadata.get("name"))
         self.hosts.write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{ip}\t{hostname}\n")
+        # No cluster DNS: with no nameserver, lookups go to the pod's own 127.0.0.1:53 and fail at
+        # once (ICMP unreachable), rather than waiting for the host's resolver the pod cannot reach.
+        self.resolv.write_text("# fakekube: no cluster DNS; Service names do not resolve\n")
         account = str(spec.get("serviceAccountName") or "default")
         found = store.peek(store.registry.by_key(("", "serviceaccounts")), namespace, account) or {}
         automount = spec.get("automountServiceAccountToken")
@@ -103,4 +108,5 @@ class PodVolumes:
         if self.service_account is not None and not any(m[1] == SERVICE_ACCOUNT_DIR for m in found):
             found.append((str(self.service_account), SERVICE_ACCOUNT_DIR, True))
         found.append((str(self.hosts), "/etc/hosts", False))
+        found.append((str(self.resolv), "/etc/resolv.conf", True))
         return found
