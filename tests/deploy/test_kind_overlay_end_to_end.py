@@ -35,6 +35,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -46,6 +47,7 @@ from typing import Any
 import pytest
 
 from fakekube import FakeCluster
+from fakekube.kubelet.engine import CLUSTER_LABEL, image_present
 
 from .conftest import KUSTOMIZE, kubectl_path
 
@@ -55,6 +57,8 @@ SERVICE_ACCOUNT_USER = "system:serviceaccount:nanofaas:nanofaas-control-plane"
 RUNTIME_IMAGE = "nanofaas/python-runtime:dev"
 FUNCTIONS_DIR = ROOT / "tests" / "e2e" / "functions"
 SERVICES = ("gateway", "scheduler", "registry")
+SERVICE_IMAGES = tuple(f"nanofaas/{service}:dev" for service in SERVICES)
+FUNCTION_IMAGE = "nanofaas-test/echo-function:dev"
 START_S = 90.0  # three services and their probes on a loaded 2-core machine
 CALL_S = 60.0
 
@@ -121,25 +125,116 @@ def traces() -> Iterator[Traces]:
         loop.close()
 
 
+def _engine_problem() -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker CLI"
+    if subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False).returncode != 0:
+        return "the docker engine does not answer"
+    missing = [ref for ref in (*SERVICE_IMAGES, RUNTIME_IMAGE) if not image_present(ref)]
+    return f"images missing: {', '.join(missing)} (run `make images`)" if missing else None
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How the cluster runs the images, and the function image the test registers."""
+
+    name: str
+    function_image: str
+    function_env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def function_image() -> Iterator[str]:
+    """nanofaas/python-runtime:dev with the suite's handlers in it, built offline for this module."""
+    context = Path(tempfile.mkdtemp(prefix="nanofaas-function-"))
+    try:
+        shutil.copy(FUNCTIONS_DIR / "handlers.py", context / "handlers.py")
+        (context / "Dockerfile").write_text(
+            f"FROM {RUNTIME_IMAGE}\nCOPY handlers.py /opt/function/handlers.py\n"
+            "ENV PYTHONPATH=/opt/function HANDLER_MODULE=handlers\n"
+        )
+        subprocess.run(
+            ["docker", "build", "--quiet", "--network", "none", "--tag", FUNCTION_IMAGE, str(context)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+    try:
+        yield FUNCTION_IMAGE
+    finally:
+        subprocess.run(["docker", "image", "rm", "--force", FUNCTION_IMAGE], capture_output=True, check=False)
+
+
+@pytest.fixture(params=["processes", "containers"])
+def runtime(request: pytest.FixtureRequest) -> Runtime:
+    if request.param == "processes":
+        env = {"PYTHONPATH": str(FUNCTIONS_DIR), "HANDLER_MODULE": "handlers"}
+        return Runtime("processes", RUNTIME_IMAGE, env)
+    problem = _engine_problem()
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but the images cannot run as containers: {problem}")
+        pytest.skip(f"containers: {problem}")
+    return Runtime("containers", request.getfixturevalue("function_image"), {})
+
+
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
+def cluster(tmp_path: Path, runtime: Runtime) -> Iterator[FakeCluster]:
     running = FakeCluster(pod_network=True, work_dir=tmp_path / "cluster").start()
     network = running.network
     assert network is not None
     try:
-        bin_dir = str(Path(sys.executable).parent)
-        env = {"PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"}
-        # What each image's ENTRYPOINT runs (services/*/Dockerfile, runtimes/python/Dockerfile).
-        for service in SERVICES:
-            running.add_image(
-                f"nanofaas/{service}:dev", [sys.executable, "-m", f"nanofaas_{service}"], env=env
-            )
-        running.add_image(RUNTIME_IMAGE, [sys.executable, "-m", "nanofaas_runtime"], env=env)
+        if runtime.name == "containers":
+            for ref in (*SERVICE_IMAGES, runtime.function_image):
+                running.add_engine_image(ref)
+        else:
+            bin_dir = str(Path(sys.executable).parent)
+            env = {"PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"}
+            # What each image's ENTRYPOINT runs (services/*/Dockerfile, runtimes/python/Dockerfile).
+            for service, ref in zip(SERVICES, SERVICE_IMAGES, strict=True):
+                running.add_image(ref, [sys.executable, "-m", f"nanofaas_{service}"], env=env)
+            running.add_image(RUNTIME_IMAGE, [sys.executable, "-m", "nanofaas_runtime"], env=env)
         yield running
     finally:
         running.stop()
         left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
         assert network.name not in left, f"network namespaces left behind:\n{left}"
+        if runtime.name == "containers":
+            label = f"label={CLUSTER_LABEL}={network.name}"
+            listed = subprocess.run(
+                ["docker", "ps", "--all", "--quiet", "--filter", label],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.split()
+            assert not listed, f"containers left behind: {listed}"
+
+
+def hardening(container: str) -> tuple[str, bool, list[str], list[str]]:
+    """A container's user, read-only root, dropped capabilities and security options."""
+    found = json.loads(
+        subprocess.run(
+            ["docker", "inspect", container], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+    )[0]
+    host = found["HostConfig"]
+    return found["Config"]["User"], host["ReadonlyRootfs"], host["CapDrop"], host["SecurityOpt"]
+
+
+def engine_containers(cluster: FakeCluster) -> dict[str, str]:
+    """name -> image of the running containers of this cluster (containers runtime)."""
+    assert cluster.network is not None
+    label = f"label={CLUSTER_LABEL}={cluster.network.name}"
+    listed = subprocess.run(
+        ["docker", "ps", "--filter", label, "--format", "{{.Names}} {{.Image}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.split("\n")
+    return dict(line.split(" ", 1) for line in listed if line)
 
 
 def kubectl(kubeconfig: Path, *args: str) -> str:
@@ -234,18 +329,20 @@ def call(method: str, url: str, body: Any = None, headers: dict[str, str] | None
         return Reply(error.code, headers, json.loads(error.read() or b"null"))
 
 
-def function_spec(name: str, mode: str) -> dict[str, Any]:
+def function_spec(name: str, mode: str, runtime: Runtime) -> dict[str, Any]:
     return {
         "name": name,
-        "image": RUNTIME_IMAGE,
+        "image": runtime.function_image,
         "executionMode": mode,
         "timeoutMs": 60000,
-        "env": {"PYTHONPATH": str(FUNCTIONS_DIR), "HANDLER_MODULE": "handlers", "HANDLER_FUNCTION": "echo"},
+        "env": {**runtime.function_env, "HANDLER_FUNCTION": "echo"},
     }
 
 
 @pytest.mark.timeout(600)
-def test_the_kind_overlay_runs_the_platform(cluster: FakeCluster, traces: Traces, tmp_path: Path) -> None:
+def test_the_kind_overlay_runs_the_platform(
+    cluster: FakeCluster, runtime: Runtime, traces: Traces, tmp_path: Path
+) -> None:
     otlp = cluster.expose_host_port(traces.port)
     kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig", user="deployer")
     kubectl(kubeconfig, "apply", "--server-side", "-k", str(write_overlay(tmp_path / "overlay", otlp)))
@@ -264,11 +361,18 @@ def test_the_kind_overlay_runs_the_platform(cluster: FakeCluster, traces: Traces
         raise AssertionError(f"{error}\n{describe(cluster, kubeconfig)}") from None
     pod = control_plane_pod(cluster)
     assert pod is not None
+    if runtime.name == "containers":  # the three services run as containers of their images
+        running = engine_containers(cluster)
+        images = sorted(image for name, image in running.items() if not name.endswith("-pause"))
+        assert images == sorted(SERVICE_IMAGES), running
+        for name in running:  # each with the manifests' security context
+            if not name.endswith("-pause"):
+                assert hardening(name) == ("10001:10001", True, ["ALL"], ["no-new-privileges"]), name
     base = f"http://127.0.0.1:{cluster.port_forward(NAMESPACE, pod['metadata']['name'], 8080)}"
     assert call("GET", f"{base}/readyz").status == 200
 
     for name, mode in (("echo-warm", "WARM"), ("echo-job", "JOB")):
-        created = call("POST", f"{base}/v1/functions", function_spec(name, mode))
+        created = call("POST", f"{base}/v1/functions", function_spec(name, mode, runtime))
         assert created.status == 201, created.body
         reply = call("POST", f"{base}/v1/functions/{name}:invoke", {"input": {"mode": mode}})
         assert reply.status == 200, reply.body
@@ -279,6 +383,8 @@ def test_the_kind_overlay_runs_the_platform(cluster: FakeCluster, traces: Traces
         wanted = {"nanofaas-gateway", "nanofaas-scheduler"}
         assert wanted <= traces.wait_for_trace(trace_id, wanted), f"{mode}: spans of {trace_id} missing"
 
+    if runtime.name == "containers":  # the WARM function's pod runs as a container of its image
+        assert runtime.function_image in engine_containers(cluster).values()
     # The registry kept both functions as Function custom resources (its kubernetes store).
     stored = {f["metadata"]["name"] for f in cluster.objects("functions", NAMESPACE, group="nanofaas.io")}
     assert {"echo-warm", "echo-job"} <= stored, stored

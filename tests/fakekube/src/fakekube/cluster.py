@@ -36,6 +36,7 @@ from .controllers.nodes import lose_node
 from .controllers.scheduler import Scheduler
 from .crds import CrdController
 from .faults import FaultInjector, FaultRule
+from .kubelet.engine import Engine
 from .kubelet.kubelet import Kubelet
 from .kubelet.logs import ClusterLogs
 from .kubelet.network import SERVICE_HOST, SERVICE_PORT, PodNetwork, gateway_of
@@ -96,6 +97,8 @@ class FakeCluster:
         # (kubelet/network.py), in a cluster network apart from the host's.
         self.pod_network = f"127.{random.randint(16, 250)}"
         self.network: PodNetwork | None = PodNetwork(nodes) if pod_network else None
+        # Images run by docker as themselves (add_engine_image), in pod-network mode only.
+        self.engine: Engine | None = Engine(self.network.name) if self.network is not None else None
         self.kubeconfig = self.work_dir / "kubeconfig"
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -205,6 +208,8 @@ class FakeCluster:
             await kubelet.stop()
         for component in self._components:
             await component.stop()
+        if self.engine is not None:
+            await self.engine.remove_all()
         if self.network is not None:
             await self.network.close()
         if self.server is not None:
@@ -287,6 +292,14 @@ class FakeCluster:
     ) -> None:
         """Let ``image`` be "pulled": its containers run ``entrypoint + cmd`` as local processes."""
         self.images[image] = Image(tuple(entrypoint), tuple(cmd), tuple((env or {}).items()), working_dir)
+        self.unpullable.discard(image)
+
+    def add_engine_image(self, image: str) -> None:
+        """Let ``image`` run as itself in the container engine (docker; it must be present
+        locally, nothing is pulled). Pod-network mode only: see kubelet/engine.py."""
+        if self.engine is None:
+            raise RuntimeError("engine images need the pod network (FakeCluster(pod_network=True))")
+        self.images[image] = Image(engine=True)
         self.unpullable.discard(image)
 
     def block_image(self, image: str) -> None:

@@ -26,7 +26,8 @@ from ..resources import NODE_KEY, POD_KEY
 from ..schema import GIT_VERSION
 from ..store import Event, Store
 from .containers import Container, ProbeSet, choose_image
-from .env import EnvError, argv_for, environment
+from .engine import EngineError
+from .env import HOST_ENV, EnvError, argv_for, environment
 from .logs import LogFile
 from .network import SERVICE_HOST, SERVICE_PORT, NetworkError
 from .sandbox import sandboxed
@@ -68,6 +69,7 @@ class PodWorker:
         # Pod-network mode only: the pod's network namespace and its volumes on disk.
         self.netns: str | None = None
         self.volumes: PodVolumes | None = None
+        self.pause = False  # a pause container holds the pod's network (engine images)
 
     # -- status ----------------------------------------------------------------------------------
     def _phase(self) -> str:
@@ -181,10 +183,17 @@ class PodWorker:
             await self.publish()
             await asyncio.gather(*(self._supervise(c) for c in self.containers))
         finally:
-            network = self.kubelet.cluster.network
-            if network is not None and self.netns is not None:
-                await network.remove_pod(self.ip)
+            cluster = self.kubelet.cluster
+            if cluster.engine is not None and self.pause:
+                await cluster.engine.remove_pod(self.uid)
+            if cluster.network is not None and self.netns is not None:
+                await cluster.network.remove_pod(self.ip)
             self.done.set()
+
+    @staticmethod
+    def store_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+        spec = pod.get("spec") or {}
+        return list(spec.get("initContainers") or ()) + list(spec.get("containers") or ())
 
     async def _make_sandbox(self) -> bool:
         """Pod-network mode: the pod's network namespace and volumes (False: the pod cannot start)."""
@@ -193,9 +202,18 @@ class PodWorker:
         pod = self.store.peek(self.store.registry.by_key(POD_KEY), self.namespace, self.name)
         if pod is None:
             return False
+        engine_images = [
+            str(c.get("image"))
+            for c in self.store_containers(pod)
+            if (found := cluster.images.get(str(c.get("image")))) is not None and found.engine
+        ]
         try:
-            self.netns = await cluster.network.add_pod(self.ip)
-        except NetworkError as error:
+            pid = None
+            if engine_images and cluster.engine is not None:
+                self.pause = True
+                pid = await cluster.engine.start_pause(self.uid, engine_images[0])
+            self.netns = await cluster.network.add_pod(self.ip, pid)
+        except (NetworkError, EngineError) as error:
             log.error("pod %s/%s: no sandbox: %s", self.namespace, self.name, error)
             for container in self.init_containers + self.containers:
                 container.wait("ContainerCreating", f"failed to create pod sandbox: {error}")
@@ -298,7 +316,17 @@ class PodWorker:
             return None
         argv = argv_for(container.spec, image, env)
         cwd = self._working_dir(container, image)
-        if self.netns is not None and self.volumes is not None:
+        engine = self.kubelet.cluster.engine
+        run_name = None
+        if image.engine and engine is not None and self.volumes is not None and self.pause:
+            # The container's own environment (not the host's) goes in by name (-e KEY).
+            env = {k: v for k, v in env.items() if k not in HOST_ENV or os.environ.get(k) != v}
+            argv = engine.run_argv(
+                pod, container.spec, env, self.volumes.mounts(container.spec), len(container.runs)
+            )
+            run_name = engine.container_name(self.uid, container.name, len(container.runs))
+            env = {**env, **{k: os.environ[k] for k in ("DOCKER_HOST", "HOME") if k in os.environ}}
+        elif self.netns is not None and self.volumes is not None:
             argv = sandboxed(argv, container.spec, self.netns, self.volumes, self.sandbox)
         failure = await container.start(argv, env, cwd, str(container.spec.get("image")))
         if failure is not None:
@@ -335,6 +363,8 @@ class PodWorker:
                 container.ready = True
                 await self.publish()
         code = await container.wait_exit()
+        if run_name is not None and engine is not None:
+            await engine.remove_container(run_name)
         await probes.stop()
         await self.publish()
         return code

@@ -186,12 +186,18 @@ class PodNetwork:
         await self._relays.close()
 
     # -- pods ------------------------------------------------------------------------------------
-    async def add_pod(self, ip: str) -> str:
-        """Create the pod's namespace with ``eth0`` = ``ip``; returns the namespace's path."""
+    async def add_pod(self, ip: str, pid: int | None = None) -> str:
+        """Give the pod a namespace with ``eth0`` = ``ip``; returns the namespace's path.
+
+        ``pid``: the namespace is that process's (a pause container's), named rather than made.
+        """
         node, host = ip.split(".")[2:4]
         name = f"{self.name}-{node}-{host}"
         veth = f"fk{node}x{host}"
-        await _ip("netns", "add", name)
+        if pid is None:
+            await _ip("netns", "add", name)
+        else:
+            await _ip("netns", "attach", name, str(pid))
         self.pods[ip] = name
         await _ip(
             "-n",

@@ -54,6 +54,8 @@ class PodVolumes:
         for volume in spec.get("volumes") or ():
             target = self.root / "volumes" / str(volume["name"])
             target.mkdir(parents=True, exist_ok=True)
+            if "emptyDir" in volume:
+                target.chmod(0o777)  # as the kubelet makes it: any container user may write
             self.dirs[str(volume["name"])] = target
             for key, secret in (("configMap", False), ("secret", True)):
                 if key in volume:
