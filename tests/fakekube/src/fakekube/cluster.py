@@ -194,6 +194,8 @@ class FakeCluster:
         # A last resort if the loop was wedged: no process group outlives the cluster.
         for kubelet in self.kubelets.values():
             kubelet.kill_all_now()
+        if self.engine is not None and self.engine.used:
+            self.engine.remove_all_blocking()
         if self.network is not None:
             self.network.delete()
         with contextlib.suppress(RuntimeError):
@@ -208,7 +210,7 @@ class FakeCluster:
             await kubelet.stop()
         for component in self._components:
             await component.stop()
-        if self.engine is not None:
+        if self.engine is not None and self.engine.used:
             await self.engine.remove_all()
         if self.network is not None:
             await self.network.close()

@@ -34,13 +34,16 @@ class EngineError(RuntimeError):
 
 
 async def _docker(*args: str, timeout: float = 60) -> str:
-    process = await asyncio.create_subprocess_exec(
-        "docker",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    try:
+        process = await asyncio.create_subprocess_exec(
+            "docker",
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as error:
+        raise EngineError(f"docker {args[0]}: {error}") from None
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:
@@ -69,6 +72,7 @@ class Engine:
     def __init__(self, cluster_id: str) -> None:
         self.cluster_id = cluster_id
         self.docker = shutil.which("docker") or "docker"
+        self.used = False  # a pause container was started: there may be something to remove
 
     def container_name(self, pod_uid: str, container: str, run: int) -> str:
         return f"fakekube-{self.cluster_id}-{pod_uid[:8]}-{container}-{run}"
@@ -87,6 +91,7 @@ class Engine:
     async def start_pause(self, pod_uid: str, image: str) -> int:
         """Start the pod's pause container (from one of its images); returns its pid."""
         name = self.pause_name(pod_uid)
+        self.used = True
         await _docker(
             "run",
             "--detach",
@@ -152,6 +157,22 @@ class Engine:
 
     async def remove_all(self) -> None:
         await self._remove(f"{CLUSTER_LABEL}={self.cluster_id}")
+
+    def remove_all_blocking(self) -> None:
+        """The last resort of a cluster whose loop is gone: remove its containers from here."""
+        label = f"label={CLUSTER_LABEL}={self.cluster_id}"
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            listed = subprocess.run(
+                [self.docker, "ps", "--all", "--quiet", "--filter", label],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            ).stdout.split()
+            if listed:
+                subprocess.run(
+                    [self.docker, "rm", "--force", *listed], capture_output=True, timeout=60, check=False
+                )
 
     async def _remove(self, label: str) -> None:
         with contextlib.suppress(EngineError):
