@@ -3,26 +3,29 @@
 `kubectl apply --server-side -k` of overlays/kind (plus one test patch: the OTLP endpoint
 points at a receiver this test runs in place of Jaeger) against tests/fakekube with its pod
 network (a network namespace per pod, kubelet/network.py). The Deployment's pod then runs the
-REAL gateway, scheduler and registry, as processes of this machine's interpreter standing in
-for the nanofaas/*:dev images, sharing the pod's network namespace so they talk over its
-localhost as the manifests say. The kubelet mounts what the pod spec asks for (the function pod
-template ConfigMap at /etc/nanofaas, emptyDirs at /tmp, a read-only root) and the
-ServiceAccount token, ca.crt and namespace at /var/run/secrets/kubernetes.io/serviceaccount,
-and sets KUBERNETES_SERVICE_HOST/PORT to the API server's in-cluster address (HTTPS, a
-certificate for that address): so the scheduler and the registry use in-cluster config, and
-the audit proves their requests carry the ServiceAccount's token. Probes are the manifests'
-own (HTTP for the gateway, native gRPC for the others) and gate readiness.
+REAL gateway, scheduler and registry, sharing the pod's network namespace so they talk over
+its localhost as the manifests say — in two variants: `processes` (this machine's interpreter
+runs what each nanofaas/*:dev image's ENTRYPOINT runs) and `containers` (the images themselves,
+run by docker; skipped without an engine or the images). The kubelet mounts what the pod spec
+asks for (the function pod template ConfigMap at /etc/nanofaas, emptyDirs at /tmp, a read-only
+root) and the ServiceAccount token, ca.crt and namespace at
+/var/run/secrets/kubernetes.io/serviceaccount, and sets KUBERNETES_SERVICE_HOST/PORT to the API
+server's in-cluster address (HTTPS, a certificate for that address): so the scheduler and the
+registry use in-cluster config, and the audit proves their requests carry the ServiceAccount's
+token. Probes are the manifests' own (HTTP for the gateway, native gRPC for the others) and
+gate readiness.
 
 Then, through the pod's REST port (a port-forward): a WARM and a JOB function are registered
 (stored by the registry as Function custom resources) and invoked; the scheduler starts their
-pods through the API, the kubelet runs them (the python-runtime image as the runtime process,
-in pods of their own), and the scheduler calls them over the pod network. Each invocation's
-trace reaches the receiver with spans of the gateway and the scheduler. Every request the
-control plane made is granted by the overlay's Role (no more is checked here: test_rbac.py
-compares the Role with the backend's recorded calls).
+pods through the API, the kubelet runs them (the runtime with the e2e suite's handlers, in
+pods of their own), and the scheduler calls them over the pod network. Each invocation's trace
+reaches the receiver with spans of the gateway and the scheduler. Every request the control
+plane made is granted by the overlay's Role (test_rbac.py compares the Role with the backend's
+recorded calls; this checks a real run needs no more).
 
 Needs root (network namespaces) and iproute2; skips without them. Teardown stops the cluster
-(every process group killed) and checks that no network namespace of it is left.
+(every process group killed, every container removed) and checks that no network namespace or
+container of it is left.
 """
 
 from __future__ import annotations
