@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from fakekube import FakeCluster
+from fakekube.kubelet.engine import POD_LABEL, image_present
 
 from .conftest import WEB, condition
 
@@ -131,3 +132,84 @@ def test_pods_have_their_own_network_and_in_cluster_config(cluster: FakeCluster,
     # The in-cluster token authenticated as the pod's ServiceAccount.
     assert ("list", "pods") in cluster.audit.calls(user="system:serviceaccount:default:default")
     assert get(cluster, "a", 8080)["pod"] == "a"
+
+
+# Any local image with a Python 3 on its PATH; nothing is pulled.
+ENGINE_IMAGE = os.environ.get("FAKEKUBE_TEST_ENGINE_IMAGE", "nanofaas/python-runtime:dev")
+SERVE_NAMESPACE = (
+    "import http.server, pathlib\n"
+    "ns = pathlib.Path('/var/run/secrets/kubernetes.io/serviceaccount/namespace').read_bytes()\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        self.send_response(200); self.end_headers(); self.wfile.write(ns)\n"
+    "class S(http.server.HTTPServer):\n"
+    "    def server_bind(self): self.socket.bind(self.server_address)\n"
+    "S(('0.0.0.0', 8080), H).serve_forever()\n"
+)
+
+
+def test_engine_images_run_as_containers_in_the_pod_network(cluster: FakeCluster, tmp_path: Path) -> None:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    if not image_present(ENGINE_IMAGE):
+        pytest.skip(f"no container engine with {ENGINE_IMAGE} (set FAKEKUBE_TEST_ENGINE_IMAGE)")
+    cluster.add_engine_image(ENGINE_IMAGE)
+    kubeconfig = cluster.write_kubeconfig(tmp_path / "kc")
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "boxed", "namespace": "default"},
+        "spec": {
+            "securityContext": {"runAsUser": 10001, "runAsGroup": 10001},
+            "containers": [
+                {
+                    "name": "server",
+                    "image": ENGINE_IMAGE,
+                    "command": ["python3", "-c", SERVE_NAMESPACE],
+                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                    "securityContext": {"readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+                }
+            ],
+        },
+    }
+    apply(cluster, kubeconfig, manifest)
+    uid = cluster.wait_for("pods", "default", "boxed", lambda p: condition(p, "Ready"))["metadata"]["uid"]  # type: ignore[index]
+    local = cluster.port_forward("default", "boxed", 8080)
+    with urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=30) as response:
+        assert response.read() == b"default"  # the mounted ServiceAccount namespace
+    names = docker_names(f"{POD_LABEL}={uid}")
+    assert len(names) == 2 and any(n.endswith("-pause") for n in names), names
+    [server] = [n for n in names if not n.endswith("-pause")]
+    found = json.loads(subprocess.run(["docker", "inspect", server], capture_output=True, check=True).stdout)[
+        0
+    ]
+    assert found["Config"]["User"] == "10001:10001"
+    assert found["HostConfig"]["ReadonlyRootfs"] is True and found["HostConfig"]["CapDrop"] == ["ALL"]
+    # Deleted, the pod's containers (and its pause container) go.
+    subprocess.run(
+        [
+            "kubectl",
+            "--kubeconfig",
+            str(kubeconfig),
+            "delete",
+            "pod",
+            "boxed",
+            "--grace-period=2",
+            "--timeout=30s",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert docker_names(f"{POD_LABEL}={uid}") == []
+
+
+def docker_names(label: str) -> list[str]:
+    listed = subprocess.run(
+        ["docker", "ps", "--all", "--filter", f"label={label}", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return listed.stdout.split()

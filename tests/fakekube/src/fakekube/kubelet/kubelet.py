@@ -191,7 +191,7 @@ class PodWorker:
             self.done.set()
 
     @staticmethod
-    def store_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    def _all_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
         spec = pod.get("spec") or {}
         return list(spec.get("initContainers") or ()) + list(spec.get("containers") or ())
 
@@ -204,7 +204,7 @@ class PodWorker:
             return False
         engine_images = [
             str(c.get("image"))
-            for c in self.store_containers(pod)
+            for c in self._all_containers(pod)
             if (found := cluster.images.get(str(c.get("image")))) is not None and found.engine
         ]
         try:
