@@ -32,6 +32,7 @@ from .resources import ResourceRegistry, ResourceType
 from .selectors import parse_field_selector, parse_label_selector, selector_from_object
 from .store import Store
 
+UNKNOWN_TOKEN = "system:unknown-token"  # the audit's user for a token nobody holds
 log = logging.getLogger("fakekube.server")
 # PyYAML ships no type information (and the lint environment has no stubs for it).
 yaml: Any = importlib.import_module("yaml")
@@ -212,12 +213,27 @@ class ApiServer:
         # in-cluster configuration of the official client sends "bearer <token>".
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and token.strip():
-            return self.tokens.get(token.strip(), "system:unknown-token")
+            return self.tokens.get(token.strip(), UNKNOWN_TOKEN)
         return "system:anonymous"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         user, agent = self._user(request), request.headers.get("User-Agent", "")
         verb, target = request.method.lower(), None
+        if user == UNKNOWN_TOKEN:  # a bearer token no user holds: 401, as kube-apiserver answers
+            refused = _error(ApiError(401, "Unauthorized", "Unauthorized"))
+            self.audit.add(
+                verb=verb,
+                group="",
+                resource="",
+                subresource="",
+                namespace="",
+                name="",
+                code=401,
+                user=user,
+                user_agent=agent,
+                path=request.path,
+            )
+            return refused
         try:
             target = self._target(request.path)
             if target is None:
