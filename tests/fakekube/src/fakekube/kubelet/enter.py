@@ -17,11 +17,31 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import netns
+
+if TYPE_CHECKING:
+    from .volumes import PodVolumes
+
+
+def sandboxed(
+    argv: list[str], container: Mapping[str, Any], netns_path: str, volumes: PodVolumes, sandbox: Path
+) -> list[str]:
+    """``argv`` run by this module in the pod's namespaces with the container's mounts."""
+    scratch = sandbox / f"scratch-{container.get('name')}-{secrets.token_hex(4)}"
+    scratch.mkdir(parents=True)
+    spec = {
+        "netns": netns_path,
+        "scratch": str(scratch),
+        "mounts": volumes.mounts(container),
+        "readOnlyRoot": bool((container.get("securityContext") or {}).get("readOnlyRootFilesystem")),
+    }
+    return [sys.executable, "-m", "fakekube.kubelet.enter", json.dumps(spec), "--", *argv]
 
 
 def _overlay_ancestor(target: Path, scratch: Path, overlaid: list[Path]) -> None:

@@ -5,7 +5,9 @@ with its probes and restart policy, the pod phase and Ready/ContainersReady cond
 deletion SIGTERM, the grace period, SIGKILL, then the final removal from the API (the kubelet's
 grace-0 delete). A pod deleted at once (force) is killed at once. Images resolve through the
 cluster's image map; an unknown or blocked image gives ErrImagePull, then ImagePullBackOff,
-retried until the image appears.
+retried until the image appears. With the cluster's pod network, each pod first gets its
+sandbox: a network namespace (network.py), its volumes and token on disk (volumes.py), a pause
+container if it has engine images (engine.py); each container then starts in it (enter.py).
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from ..schema import GIT_VERSION
 from ..store import Event, Store
 from .containers import Container, ProbeSet, choose_image
 from .engine import EngineError
+from .enter import sandboxed
 from .env import HOST_ENV, EnvError, argv_for, environment
 from .logs import LogFile
 from .network import SERVICE_HOST, SERVICE_PORT, NetworkError
-from .sandbox import sandboxed
 from .volumes import PodVolumes
 
 if TYPE_CHECKING:

@@ -68,7 +68,12 @@ async def _ip(*args: str, batch: str | None = None) -> None:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(process.communicate(batch.encode() if batch else None), 30)
+    try:
+        _, err = await asyncio.wait_for(process.communicate(batch.encode() if batch else None), 30)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise NetworkError(f"ip {' '.join(args)}: no answer in 30s") from None
     if process.returncode != 0:
         raise NetworkError(f"ip {' '.join(args)}: {err.decode(errors='replace').strip()}")
 

@@ -3,6 +3,8 @@
 A probe runs every ``periodSeconds`` after ``initialDelaySeconds``, times out after
 ``timeoutSeconds``, and flips its result only after ``successThreshold`` successes or
 ``failureThreshold`` failures in a row. HTTP success is a status in 200..399, as in the kubelet.
+In pod-network mode the kubelet passes ``dial`` (a connection made from the cluster network):
+HTTP probes then speak HTTP/1.1 over it, gRPC ones go through a relay to it.
 """
 
 from __future__ import annotations
