@@ -8,8 +8,8 @@ containers starts with the settings the manifests mean it to have (generated Con
 the downward API's POD_NAMESPACE).
 
 The containers here are not nanofaas' services: each image is mapped to a small process that
-prints its environment and waits. Running the real three services needs the scheduler's
-Kubernetes backend and in-cluster config in the fake kubelet, neither of which exists yet.
+prints its environment and waits, so this runs anywhere (no root). The real three services in
+the pod, with invocations and traces, are test_kind_overlay_end_to_end.py (root only).
 """
 
 from __future__ import annotations

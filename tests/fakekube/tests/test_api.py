@@ -7,6 +7,9 @@
 from __future__ import annotations
 
 import json
+import ssl
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
@@ -428,3 +431,22 @@ def test_field_validation_ignore_drops_unknown_fields(api: client.ApiClient, cor
     code, created = raw(api, "POST", path, body, query=[("fieldValidation", "Ignore")])
     assert code == 201 and "extra" not in created
     assert core.read_namespaced_config_map("loose", "default").data == {"a": "1"}
+
+
+def test_an_unknown_bearer_token_is_401_and_the_scheme_is_case_insensitive(fake_cluster: FakeCluster) -> None:
+    def status(authorization: str) -> int:
+        request = urllib.request.Request(
+            fake_cluster.url + "/api/v1/namespaces", headers={"Authorization": authorization}
+        )
+        assert fake_cluster.certificates is not None
+        context = ssl.create_default_context(cadata=fake_cluster.certificates.ca_pem.decode())
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=context) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
+
+    assert status("Bearer not-a-token") == 401
+    assert status(f"bearer {fake_cluster.token_for('pod')}") == 200  # as in-cluster clients send it
+    assert ("list", "namespaces") in fake_cluster.audit.calls(user="pod")
+    assert any(r.code == 401 for r in fake_cluster.audit.records(user="system:unknown-token"))

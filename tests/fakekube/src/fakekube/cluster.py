@@ -36,8 +36,10 @@ from .controllers.nodes import lose_node
 from .controllers.scheduler import Scheduler
 from .crds import CrdController
 from .faults import FaultInjector, FaultRule
+from .kubelet.engine import Engine
 from .kubelet.kubelet import Kubelet
 from .kubelet.logs import ClusterLogs
+from .kubelet.network import SERVICE_HOST, SERVICE_PORT, PodNetwork, gateway_of
 from .resources import NAMESPACE_KEY, NODE_KEY, ResourceRegistry, ResourceType
 from .server import ApiServer
 from .store import Store
@@ -65,6 +67,7 @@ class FakeCluster:
         timing: Timing | None = None,
         run_kubelet: bool = True,
         tls: bool = True,
+        pod_network: bool = False,
     ) -> None:
         self.registry = ResourceRegistry()
         self.audit = Audit()
@@ -89,8 +92,13 @@ class FakeCluster:
         self.store: Store | None = None
         self.server: ApiServer | None = None
         self.port = 0
-        # Pod IPs come from a loopback /16 picked at random, so two clusters on one machine differ.
+        # Pod IPs come from a loopback /16 picked at random, so two clusters on one machine differ;
+        # with ``pod_network`` (root only) each pod has a network namespace of its own instead
+        # (kubelet/network.py), in a cluster network apart from the host's.
         self.pod_network = f"127.{random.randint(16, 250)}"
+        self.network: PodNetwork | None = PodNetwork(nodes) if pod_network else None
+        # Images run by docker as themselves (add_engine_image), in pod-network mode only.
+        self.engine: Engine | None = Engine(self.network.name) if self.network is not None else None
         self.kubeconfig = self.work_dir / "kubeconfig"
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -156,11 +164,16 @@ class FakeCluster:
             bookmark_interval=self._bookmark_interval,
         )
         if self._tls:
-            self.certificates = make_certificates(self.work_dir / "pki", self._host)
+            extra = (SERVICE_HOST,) if self.network is not None else ()
+            self.certificates = make_certificates(self.work_dir / "pki", self._host, extra)
         context = self.certificates.server_context() if self.certificates else None
         self.port = await self.server.start(self._host, self._port, context)
+        if self.network is not None:
+            self.network.create()
+            await self.server.serve_socket(self.network.listener(SERVICE_HOST, SERVICE_PORT), context)
         for index, node in enumerate(self.node_names):
-            kubelet = Kubelet(store, node, self, f"{self.pod_network}.{index + 1}.1")
+            node_ip = f"{self.pod_network}.{index + 1}.1" if self.network is None else gateway_of(index + 1)
+            kubelet = Kubelet(store, node, self, node_ip)
             self.kubelets[node] = kubelet
             kubelet.register_node()
         for controller in controllers:
@@ -181,6 +194,10 @@ class FakeCluster:
         # A last resort if the loop was wedged: no process group outlives the cluster.
         for kubelet in self.kubelets.values():
             kubelet.kill_all_now()
+        if self.engine is not None and self.engine.used:
+            self.engine.remove_all_blocking()
+        if self.network is not None:
+            self.network.delete()
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
@@ -193,6 +210,10 @@ class FakeCluster:
             await kubelet.stop()
         for component in self._components:
             await component.stop()
+        if self.engine is not None and self.engine.used:
+            await self.engine.remove_all()
+        if self.network is not None:
+            await self.network.close()
         if self.server is not None:
             await self.server.stop()
 
@@ -241,6 +262,26 @@ class FakeCluster:
         target.chmod(0o600)
         return target
 
+    # -- pod network (``pod_network=True``) -------------------------------------------------------
+    def _network(self) -> PodNetwork:
+        if self.network is None:
+            raise RuntimeError("the cluster runs without a pod network (FakeCluster(pod_network=True))")
+        return self.network
+
+    def port_forward(self, namespace: str, name: str, port: int) -> int:
+        """A local port on 127.0.0.1 relaying to the pod's ``port``, as ``kubectl port-forward``."""
+        pod = self.get("pods", namespace, name)
+        ip = ((pod or {}).get("status") or {}).get("podIP")
+        if not ip:
+            raise LookupError(f"pod {namespace}/{name} has no IP")
+        network = self._network()
+        return self.run(network.forward_to_pod(str(ip), port))
+
+    def expose_host_port(self, port: int) -> str:
+        """``address:port`` where pods reach this machine's 127.0.0.1:``port`` (a test's server)."""
+        network = self._network()
+        return self.run(network.expose_host_port(port))
+
     # -- images ----------------------------------------------------------------------------------
     def add_image(
         self,
@@ -253,6 +294,14 @@ class FakeCluster:
     ) -> None:
         """Let ``image`` be "pulled": its containers run ``entrypoint + cmd`` as local processes."""
         self.images[image] = Image(tuple(entrypoint), tuple(cmd), tuple((env or {}).items()), working_dir)
+        self.unpullable.discard(image)
+
+    def add_engine_image(self, image: str) -> None:
+        """Let ``image`` run as itself in the container engine (docker; it must be present
+        locally, nothing is pulled). Pod-network mode only: see kubelet/engine.py."""
+        if self.engine is None:
+            raise RuntimeError("engine images need the pod network (FakeCluster(pod_network=True))")
+        self.images[image] = Image(engine=True)
         self.unpullable.discard(image)
 
     def block_image(self, image: str) -> None:

@@ -17,6 +17,8 @@ class Image:
     cmd: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     working_dir: str | None = None
+    # Run by the container engine as the image itself (pod-network mode; kubelet/engine.py).
+    engine: bool = False
 
 
 @dataclass

@@ -14,6 +14,7 @@ import binascii
 import contextlib
 import importlib
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from .resources import ResourceRegistry, ResourceType
 from .selectors import parse_field_selector, parse_label_selector, selector_from_object
 from .store import Store
 
+UNKNOWN_TOKEN = "system:unknown-token"  # the audit's user for a token nobody holds
 log = logging.getLogger("fakekube.server")
 # PyYAML ships no type information (and the lint environment has no stubs for it).
 yaml: Any = importlib.import_module("yaml")
@@ -137,6 +139,11 @@ class ApiServer:
         self.host = f"{host}:{bound}"
         return bound
 
+    async def serve_socket(self, sock: socket.socket, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Also serve on ``sock``, a listening socket (one in the pod network, say)."""
+        assert self._runner is not None, "start() first"
+        await web.SockSite(self._runner, sock, ssl_context=ssl_context).start()
+
     async def stop(self) -> None:
         self.release_hangs()
         self.store.drop_watches()
@@ -202,14 +209,31 @@ class ApiServer:
         return method.lower()
 
     def _user(self, request: web.Request) -> str:
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            return self.tokens.get(header[7:].strip(), "system:unknown-token")
+        # The scheme is case-insensitive, as kube-apiserver's bearer-token authenticator has it:
+        # in-cluster configuration of the official client sends "bearer <token>".
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return self.tokens.get(token.strip(), UNKNOWN_TOKEN)
         return "system:anonymous"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         user, agent = self._user(request), request.headers.get("User-Agent", "")
         verb, target = request.method.lower(), None
+        if user == UNKNOWN_TOKEN:  # a bearer token no user holds: 401, as kube-apiserver answers
+            refused = _error(ApiError(401, "Unauthorized", "Unauthorized"))
+            self.audit.add(
+                verb=verb,
+                group="",
+                resource="",
+                subresource="",
+                namespace="",
+                name="",
+                code=401,
+                user=user,
+                user_agent=agent,
+                path=request.path,
+            )
+            return refused
         try:
             target = self._target(request.path)
             if target is None:

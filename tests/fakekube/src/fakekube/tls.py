@@ -28,8 +28,9 @@ class Certificates:
         return context
 
 
-def make_certificates(directory: Path, host: str) -> Certificates:
-    """A CA (valid two days) and a server certificate for ``host``, localhost and 127.0.0.1."""
+def make_certificates(directory: Path, host: str, extra_ips: tuple[str, ...] = ()) -> Certificates:
+    """A CA (valid two days) and a server certificate for ``host``, localhost, 127.0.0.1 and
+    ``extra_ips`` (the ``kubernetes`` Service address pods use, in pod-network mode)."""
     x509: Any = importlib.import_module("cryptography.x509")
     oid: Any = importlib.import_module("cryptography.x509.oid")
     hashes: Any = importlib.import_module("cryptography.hazmat.primitives.hashes")
@@ -74,6 +75,10 @@ def make_certificates(directory: Path, host: str) -> Certificates:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
     except ValueError:
         names.append(x509.DNSName(host))
+    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips]
+    names += [
+        x509.DNSName(name) for name in ("kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
+    ]
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(oid.NameOID.COMMON_NAME, "kube-apiserver")]))

@@ -46,9 +46,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    server = ThreadingHTTPServer(
-        (os.environ["FAKEKUBE_POD_IP"], int(os.environ.get("PORT", "8080"))), Handler
-    )
+    host = os.environ.get("BIND") or os.environ["FAKEKUBE_POD_IP"]  # BIND: e.g. 0.0.0.0
+    server = ThreadingHTTPServer((host, int(os.environ.get("PORT", "8080"))), Handler)
 
     def stop(*_: object) -> None:
         print("got SIGTERM, shutting down", flush=True)
@@ -60,7 +59,7 @@ def main() -> None:
         threading.Timer(delay, READY.set).start()
     else:
         READY.set()
-    print(f"serving on {os.environ['FAKEKUBE_POD_IP']}:{server.server_port}", flush=True)
+    print(f"serving on {host}:{server.server_port}", flush=True)
     server.serve_forever()
     sys.exit(0)
 

@@ -22,6 +22,7 @@ from typing import Any
 from .. import meta as m
 from ..config import Image
 from .logs import LogFile
+from .network import Dial
 from .probes import Prober
 
 Notify = Callable[[], Awaitable[None]]
@@ -201,6 +202,7 @@ class ProbeSet:
         *,
         on_ready: Callable[[bool], Awaitable[None]],
         on_dead: Callable[[str], Awaitable[None]],
+        dial: Dial | None = None,
     ) -> None:
         spec = container.spec
         startup, liveness, readiness = (
@@ -232,7 +234,9 @@ class ProbeSet:
 
         if startup is not None:
             self.tasks.append(
-                asyncio.create_task(Prober(startup, spec, pod_ip, env, startup_changed, initial=False).run())
+                asyncio.create_task(
+                    Prober(startup, spec, pod_ip, env, startup_changed, initial=False, dial=dial).run()
+                )
             )
         else:
             container.started = True
@@ -240,13 +244,15 @@ class ProbeSet:
         if liveness is not None:
             self.tasks.append(
                 asyncio.create_task(
-                    after_startup(Prober(liveness, spec, pod_ip, env, live_changed, initial=True))
+                    after_startup(Prober(liveness, spec, pod_ip, env, live_changed, initial=True, dial=dial))
                 )
             )
         if readiness is not None:
             self.tasks.append(
                 asyncio.create_task(
-                    after_startup(Prober(readiness, spec, pod_ip, env, ready_changed, initial=False))
+                    after_startup(
+                        Prober(readiness, spec, pod_ip, env, ready_changed, initial=False, dial=dial)
+                    )
                 )
             )
 

@@ -21,7 +21,7 @@ from ..store import Store
 
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 # What every process inherits from the host: enough to find interpreters, nothing of the test's env.
-_HOST_ENV = ("PATH", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+HOST_ENV = ("PATH", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
 
 
 class EnvError(Exception):
@@ -86,7 +86,7 @@ def environment(
     store: Store, pod: Mapping[str, Any], container: Mapping[str, Any], image: Image, extra: Mapping[str, str]
 ) -> dict[str, str]:
     namespace = str((pod.get("metadata") or {}).get("namespace"))
-    env: dict[str, str] = {k: os.environ[k] for k in _HOST_ENV if k in os.environ}
+    env: dict[str, str] = {k: os.environ[k] for k in HOST_ENV if k in os.environ}
     env.update(dict(image.env))
     env.update(extra)
     for source in container.get("envFrom") or ():

@@ -5,7 +5,9 @@ with its probes and restart policy, the pod phase and Ready/ContainersReady cond
 deletion SIGTERM, the grace period, SIGKILL, then the final removal from the API (the kubelet's
 grace-0 delete). A pod deleted at once (force) is killed at once. Images resolve through the
 cluster's image map; an unknown or blocked image gives ErrImagePull, then ImagePullBackOff,
-retried until the image appears.
+retried until the image appears. With the cluster's pod network, each pod first gets its
+sandbox: a network namespace (network.py), its volumes and token on disk (volumes.py), a pause
+container if it has engine images (engine.py); each container then starts in it (enter.py).
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ from ..resources import NODE_KEY, POD_KEY
 from ..schema import GIT_VERSION
 from ..store import Event, Store
 from .containers import Container, ProbeSet, choose_image
-from .env import EnvError, argv_for, environment
+from .engine import EngineError
+from .enter import sandboxed
+from .env import HOST_ENV, EnvError, argv_for, environment
 from .logs import LogFile
+from .network import SERVICE_HOST, SERVICE_PORT, NetworkError
+from .volumes import PodVolumes
 
 if TYPE_CHECKING:
     from ..cluster import FakeCluster
@@ -62,6 +68,10 @@ class PodWorker:
         self.started_at = m.timestamp()
         self._kills: set[asyncio.Task[None]] = set()
         self._publish_lock = asyncio.Lock()
+        # Pod-network mode only: the pod's network namespace and its volumes on disk.
+        self.netns: str | None = None
+        self.volumes: PodVolumes | None = None
+        self.pause = False  # a pause container holds the pod's network (engine images)
 
     # -- status ----------------------------------------------------------------------------------
     def _phase(self) -> str:
@@ -144,6 +154,8 @@ class PodWorker:
     async def run(self) -> None:
         try:
             await self.publish()
+            if self.kubelet.cluster.network is not None and not await self._make_sandbox():
+                return
             deadline = (
                 (self.store.peek(self.store.registry.by_key(POD_KEY), self.namespace, self.name) or {}).get(
                     "spec"
@@ -173,7 +185,52 @@ class PodWorker:
             await self.publish()
             await asyncio.gather(*(self._supervise(c) for c in self.containers))
         finally:
+            cluster = self.kubelet.cluster
+            if cluster.engine is not None and self.pause:
+                await cluster.engine.remove_pod(self.uid)
+            if cluster.network is not None and self.netns is not None:
+                await cluster.network.remove_pod(self.ip)
             self.done.set()
+
+    @staticmethod
+    def _all_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+        spec = pod.get("spec") or {}
+        return list(spec.get("initContainers") or ()) + list(spec.get("containers") or ())
+
+    async def _make_sandbox(self) -> bool:
+        """Pod-network mode: the pod's network namespace and volumes (False: the pod cannot start)."""
+        cluster = self.kubelet.cluster
+        assert cluster.network is not None
+        pod = self.store.peek(self.store.registry.by_key(POD_KEY), self.namespace, self.name)
+        if pod is None:
+            return False
+        engine_images = [
+            str(c.get("image"))
+            for c in self._all_containers(pod)
+            if (found := cluster.images.get(str(c.get("image")))) is not None and found.engine
+        ]
+        try:
+            pid = None
+            if engine_images and cluster.engine is not None:
+                self.pause = True
+                pid = await cluster.engine.start_pause(self.uid, engine_images[0])
+            self.netns = await cluster.network.add_pod(self.ip, pid)
+        except (NetworkError, EngineError) as error:
+            log.error("pod %s/%s: no sandbox: %s", self.namespace, self.name, error)
+            for container in self.init_containers + self.containers:
+                container.wait("ContainerCreating", f"failed to create pod sandbox: {error}")
+            await self.publish()
+            return False
+        self.volumes = PodVolumes(self.sandbox / "sandbox")
+        certificates = cluster.certificates
+        self.volumes.write(
+            self.store,
+            pod,
+            self.ip,
+            token_for=cluster.token_for,
+            ca_pem=certificates.ca_pem if certificates is not None else b"",
+        )
+        return True
 
     def _deadline_passed(self) -> None:
         if self.done.is_set() or self.terminating:
@@ -261,6 +318,18 @@ class PodWorker:
             return None
         argv = argv_for(container.spec, image, env)
         cwd = self._working_dir(container, image)
+        engine = self.kubelet.cluster.engine
+        run_name = None
+        if image.engine and engine is not None and self.volumes is not None and self.pause:
+            # The container's own environment (not the host's) goes in by name (-e KEY).
+            env = {k: v for k, v in env.items() if k not in HOST_ENV or os.environ.get(k) != v}
+            argv = engine.run_argv(
+                pod, container.spec, env, self.volumes.mounts(container.spec), len(container.runs)
+            )
+            run_name = engine.container_name(self.uid, container.name, len(container.runs))
+            env = {**env, **{k: os.environ[k] for k in ("DOCKER_HOST", "HOME") if k in os.environ}}
+        elif self.netns is not None and self.volumes is not None:
+            argv = sandboxed(argv, container.spec, self.netns, self.volumes, self.sandbox)
         failure = await container.start(argv, env, cwd, str(container.spec.get("image")))
         if failure is not None:
             await self.publish()
@@ -283,11 +352,21 @@ class PodWorker:
                 self._kills.add(kill)
                 kill.add_done_callback(self._kills.discard)
 
-            probes.start(container, self.ip, env, on_ready=on_ready, on_dead=on_dead)
+            network = self.kubelet.cluster.network
+            probes.start(
+                container,
+                self.ip,
+                env,
+                on_ready=on_ready,
+                on_dead=on_dead,
+                dial=network.dial if network is not None else None,
+            )
             if container.spec.get("readinessProbe") is None and container.spec.get("startupProbe") is None:
                 container.ready = True
                 await self.publish()
         code = await container.wait_exit()
+        if run_name is not None and engine is not None:
+            await engine.remove_container(run_name)
         await probes.stop()
         await self.publish()
         return code
@@ -442,6 +521,8 @@ class Kubelet:
     def extra_env(self, pod: dict[str, Any], ip: str) -> dict[str, str]:
         """What every container gets besides its spec: the pod's identity and the API's address."""
         host, _, port = self.cluster.url.rpartition("://")[2].rpartition(":")
+        if self.cluster.network is not None:  # the `kubernetes` Service's address, in the pod network
+            host, port = SERVICE_HOST, str(SERVICE_PORT)
         return {
             "HOSTNAME": pod["metadata"]["name"],
             "FAKEKUBE_POD_IP": ip,
