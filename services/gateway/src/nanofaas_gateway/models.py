@@ -95,6 +95,19 @@ class FunctionSpec(_RestModel):
         description="admissions per second for this function; default 0 = no limit; "
         "the registry accepts 0 to 1000000",
     )
+    # Autoscaling of WARM replicas (docs/autoscaling.md).
+    minReplicas: StrictInt | None = Field(
+        default=None, description="WARM replicas kept when idle; default 1; 0 = scale to zero"
+    )
+    maxReplicas: StrictInt | None = Field(
+        default=None, description="WARM replicas at most; default and maximum: concurrency"
+    )
+    targetInFlight: StrictInt | None = Field(
+        default=None, description="in-flight plus queued invocations per replica; default 1"
+    )
+    scaleDownDelayMs: StrictInt | None = Field(
+        default=None, description="low demand this long before a replica goes; default 60000; 0 to 3600000"
+    )
 
 
 class FunctionSpecOut(BaseModel):
@@ -114,6 +127,10 @@ class FunctionSpecOut(BaseModel):
     runtimeMode: RuntimeMode
     endpointUrl: str | None = None
     rateLimitPerSecond: float = 0
+    minReplicas: int | None = None
+    maxReplicas: int | None = None
+    targetInFlight: int | None = None
+    scaleDownDelayMs: int | None = None
 
 
 class FunctionSummary(BaseModel):
@@ -197,9 +214,9 @@ class Replicas(BaseModel):
 
     current: int = Field(description="replicas that exist, starting ones included")
     ready: int = Field(description="of those, the ones ready to serve")
-    desired: int = Field(description="what the backend aims for (no scaler yet: the current count)")
-    min: int = Field(description="no scaler yet: the current count")
-    max: int = Field(description="no scaler yet: the current count")
+    desired: int = Field(description="what the autoscaler aims for now")
+    min: int = Field(description="the function's minReplicas")
+    max: int = Field(description="the function's maxReplicas")
 
 
 class FunctionStatus(BaseModel):

@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from nanofaas.v1 import registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
+from nanofaas_scheduler.autoscaler import Autoscaler
 from nanofaas_scheduler.callbacks import CallbackOutbox
 from nanofaas_scheduler.config import Settings
 from nanofaas_scheduler.core.reports import ReportBoard
@@ -29,8 +30,10 @@ from nanofaas_scheduler.observability.metrics import (
     BackendMetrics,
     LaneGauges,
     MeteredDispatcher,
+    ReplicaGauges,
     SchedulerMetrics,
 )
+from nanofaas_scheduler.policies.autoscale import Windows
 from nanofaas_scheduler.registry_cache import FunctionCache
 
 if TYPE_CHECKING:
@@ -132,11 +135,20 @@ class SchedulerServer:
         self.metrics_registry.register(
             LaneGauges(scheduler.lane_stats, lambda name: metrics.replicas.get(name, 0))
         )
+        windows = Windows(
+            settings.autoscale_stable_window_s,
+            settings.autoscale_panic_window_s,
+            settings.autoscale_panic_threshold,
+        )
+        autoscaler = Autoscaler(scheduler, dispatcher, windows, tick_s=settings.autoscale_tick_s)
+        scheduler.on_admit.append(autoscaler.admitted)
+        self.metrics_registry.register(ReplicaGauges(autoscaler.replicas))
 
         async def function_changed(name: str, spec: types_pb2.FunctionSpec | None) -> None:
             await scheduler.function_changed(name, spec)
             if spec is None:
                 metrics.forget(name)
+                autoscaler.forget(name)
 
         self._channel = grpc.aio.insecure_channel(settings.registry_address)
         functions = FunctionCache(
@@ -163,7 +175,11 @@ class SchedulerServer:
             )
             self.metrics_port = self._metrics_http.server_port
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(functions.run()), loop.create_task(self._sweep())]
+        self._tasks = [
+            loop.create_task(functions.run()),
+            loop.create_task(self._sweep()),
+            loop.create_task(autoscaler.run()),
+        ]
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info("scheduler listening", extra={"address": f"{settings.host}:{self.port}"})

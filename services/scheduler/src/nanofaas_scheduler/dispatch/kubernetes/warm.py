@@ -23,7 +23,7 @@ from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.core.outcome import Outcome, crash
-from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver
+from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver, ReplicaCounts
 from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH
 from nanofaas_scheduler.dispatch.http_invoke import post_invocation
 from nanofaas_scheduler.dispatch.kubernetes import naming
@@ -44,6 +44,7 @@ from nanofaas_scheduler.dispatch.kubernetes.objects import (
 )
 from nanofaas_scheduler.dispatch.kubernetes.pods import warm_problem, with_last_words
 from nanofaas_scheduler.dispatch.kubernetes.watch import SYNC, Watcher
+from nanofaas_scheduler.policies.autoscale import bounds_of
 
 log = logging.getLogger(__name__)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -64,13 +65,15 @@ class Pool:
     slices: dict[str, set[str]] = field(default_factory=dict)
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    created_at: float = field(default_factory=time.perf_counter)
-    cold: bool = True
+    # Since when a dispatch has been waiting with no ready pod (scale from zero): the cold start.
+    cold_since: float | None = None
     reported: int = -1  # the ready count last told to the observer
     # Pods that cannot serve, and why (pod watch): with no ready endpoint, requests fail fast.
     problems: dict[str, Outcome] = field(default_factory=dict)
     # Pods seen Ready once: a later crash loop is a restart to wait for, not a start failure.
     served: set[str] = field(default_factory=set)
+    # Pods of the Deployment that exist and are not terminating (the current replicas).
+    pods: set[str] = field(default_factory=set)
     users: int = 0  # dispatches waiting for or using an endpoint
     removed: bool = False  # the function was deleted: its objects go once `users` is 0
 
@@ -128,6 +131,9 @@ class WarmFunctions:
         self._unclaimed: set[str] = set()
         self._sweep: asyncio.TimerHandle | None = None
         self._observer = BackendObserver()
+        self._desired: dict[str, int] = {}  # function -> replicas the autoscaler wants
+        self._scaled: dict[str, int] = {}  # function -> replicas last written to the Deployment
+        self._scaling: set[str] = set()  # functions with a /scale patch in flight
 
     def attach(self, observer: BackendObserver) -> None:
         self._observer = observer
@@ -161,11 +167,16 @@ class WarmFunctions:
         if kind == SYNC:
             for known in self._pools.values():
                 known.problems.clear()
+                known.pods.clear()
         for pod in obj if kind == SYNC else [obj]:
             pool = self._pool_of_pod(pod)
             if pool is None:
                 continue
             name = str(pod["metadata"].get("name", ""))
+            if kind == "DELETED" or pod["metadata"].get("deletionTimestamp"):
+                pool.pods.discard(name)
+            else:
+                pool.pods.add(name)
             if kind == "DELETED":
                 pool.served.discard(name)
             elif _is_ready(pod):
@@ -201,7 +212,7 @@ class WarmFunctions:
 
     def _pool(self, spec: types_pb2.FunctionSpec) -> Pool:
         service = naming.function_object_name(spec.name)
-        per_pod = pod_concurrency(spec, self._options.warm_replicas)
+        per_pod = pod_concurrency(spec)
         pool = self._pools.get(service)
         if pool is None or pool.removed:
             pool = self._pools[service] = Pool(
@@ -257,8 +268,38 @@ class WarmFunctions:
             return
         self._pool(spec)
         await self._api.apply(SERVICES, self._namespace, build_service(spec, self._options))
-        await self._api.apply(DEPLOYMENTS, self._namespace, build_deployment(spec, self._options))
+        replicas = self._desired.get(spec.name, bounds_of(spec).min_replicas)
+        await self._api.apply(DEPLOYMENTS, self._namespace, build_deployment(spec, self._options, replicas))
+        self._scaled[spec.name] = replicas
         self._revisions[spec.name] = spec.revision
+
+    def scale(self, spec: types_pb2.FunctionSpec, desired: int) -> None:
+        """Patch the Deployment's /scale to `desired`, one patch per function at a time, latest wins."""
+        self._desired[spec.name] = desired
+        if spec.name in self._revisions and spec.name not in self._scaling:
+            self._scaling.add(spec.name)
+            self._track(self._write_scale(spec.name))
+
+    async def _write_scale(self, name: str) -> None:
+        try:
+            while name in self._revisions and (wanted := self._desired.get(name)) != self._scaled.get(name):
+                assert wanted is not None
+                try:
+                    await self._api.scale(self._namespace, naming.function_object_name(name), wanted)
+                except ApiError as exc:
+                    log.warning("could not scale", extra={"function": name, "error": str(exc)})
+                    return  # the next decision tries again
+                self._scaled[name] = wanted
+        finally:
+            self._scaling.discard(name)
+
+    def replicas(self, spec: types_pb2.FunctionSpec) -> ReplicaCounts:
+        bounds = bounds_of(spec)
+        pool = self._pools.get(naming.function_object_name(spec.name))
+        desired = self._desired.get(spec.name, self._scaled.get(spec.name, 0))
+        current = len(pool.pods) if pool is not None else 0
+        ready = len(pool.ready_ips()) if pool is not None else 0
+        return ReplicaCounts(current, ready, desired, bounds.min_replicas, bounds.max_replicas)
 
     async def dispatch(self, attempt: Attempt, session: aiohttp.ClientSession) -> Outcome:
         pool = self._pool(attempt.spec)
@@ -274,6 +315,8 @@ class WarmFunctions:
         try:
             async with asyncio.timeout_at(deadline):
                 await self.ensure(attempt.spec)
+                if pool.cold_since is None and not pool.ready_ips():
+                    pool.cold_since = time.perf_counter()
                 endpoint = await self._acquire(pool)
         except TimeoutError:
             return timeout_outcome(attempt.timeout_ms)
@@ -281,9 +324,9 @@ class WarmFunctions:
             return await with_last_words(self._api, self._namespace, failed.pod, failed.outcome)
         except ApiError as exc:
             return crash(f"cannot apply the function's Deployment: {exc}", codes.START_FAILED)
-        if pool.cold:
-            pool.cold = False
-            self._observer.cold_start(attempt.function_name, time.perf_counter() - pool.created_at)
+        if pool.cold_since is not None:
+            self._observer.cold_start(attempt.function_name, time.perf_counter() - pool.cold_since)
+            pool.cold_since = None
         try:
             async with asyncio.timeout_at(deadline):
                 return await post_invocation(session, f"http://{endpoint.ip}:{PORT}{INVOKE_PATH}", attempt)
@@ -321,6 +364,8 @@ class WarmFunctions:
         """Delete the Deployment and Service once in-flight requests end (they finish, as promised)."""
         self._unclaimed.discard(name)
         self._revisions.pop(name, None)
+        self._desired.pop(name, None)
+        self._scaled.pop(name, None)
         service = naming.function_object_name(name)
         pool = self._pools.get(service)
         if pool is not None:

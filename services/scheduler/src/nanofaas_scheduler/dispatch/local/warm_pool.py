@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.dispatch.local.replica import Replica
 
+log = logging.getLogger(__name__)
+
 
 class WarmPool:
     """The replicas of one function at one spec revision.
 
-    The scheduler never runs more than `concurrency` invocations of a function
-    at once, so the pool grows on demand to at most that many replicas. Idle
-    replicas are reused last-in-first-out to keep the hottest ones hot; a dead
-    replica is dropped and replaced by the next acquire.
+    A replica serves one invocation at a time. Until the autoscaler sets a
+    target, the pool grows on demand to `concurrency` replicas (the most the
+    scheduler ever runs at once); with a target (scale_to), it starts or stops
+    replicas to match it, and an acquire that finds every replica busy waits
+    for one to be released or started rather than exceeding the target. Idle
+    replicas are reused last-in-first-out to keep the hottest ones hot, and the
+    coldest go first when it shrinks; a dead replica is dropped and replaced.
     """
 
     def __init__(
@@ -36,6 +42,14 @@ class WarmPool:
         # Replicas that have become ready (the others are still starting).
         self._ready: set[Replica] = set()
         self._retired = False
+        self.target: int | None = None  # None: grow on demand up to concurrency
+        self._changed = asyncio.Event()  # set (and replaced) when a replica frees up or the target grows
+        self._starting: set[asyncio.Task[None]] = set()  # replicas started ahead of demand
+        self._stopping: set[asyncio.Task[None]] = set()  # idle replicas beyond the target
+
+    @property
+    def limit(self) -> int:
+        return self.target if self.target is not None else max(1, self.spec.concurrency)
 
     @property
     def size(self) -> int:
@@ -57,13 +71,24 @@ class WarmPool:
             if self._on_resized is not None:
                 self._on_resized()
 
+    def _signal(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
     async def acquire(self, ready_timeout: float) -> Replica:
-        while self._idle:
-            replica = self._idle.pop()
-            if replica.alive():
-                return replica
-            self._discard(replica)
-            await replica.stop(grace=0.0)
+        """An idle replica, a new one if the pool is below its limit, else the next one freed."""
+        while True:
+            while self._idle:
+                replica = self._idle.pop()
+                if replica.alive():
+                    return replica
+                self._discard(replica)
+                await replica.stop(grace=0.0)
+            if len(self._replicas) < self.limit:
+                return await self._start_ready(ready_timeout)
+            await self._changed.wait()
+
+    async def _start_ready(self, ready_timeout: float) -> Replica:
         spawned = time.perf_counter()
         replica = await self._start()
         self._add(replica)
@@ -71,6 +96,7 @@ class WarmPool:
             await replica.wait_ready(ready_timeout)
         except BaseException:
             self._discard(replica)
+            self._signal()
             await asyncio.shield(replica.stop(grace=0.0))
             raise
         self._ready.add(replica)
@@ -80,11 +106,43 @@ class WarmPool:
 
     async def release(self, replica: Replica, *, healthy: bool) -> None:
         keep = healthy and not self._retired and replica.alive()
-        if keep and len(self._replicas) <= max(1, self.spec.concurrency):
+        if keep and len(self._replicas) <= self.limit:
             self._idle.append(replica)
+            self._signal()
             return
         self._discard(replica)
+        self._signal()
         await replica.stop()
+
+    def scale_to(self, target: int) -> None:
+        """Aim for `target` replicas: start the missing ones now, stop idle ones beyond it.
+
+        Busy replicas beyond the target stop when they are released.
+        """
+        if self._retired:
+            return
+        grew = self.target is None or target > self.target
+        self.target = target
+        while len(self._replicas) > target and self._idle:
+            replica = self._idle.pop(0)  # the coldest
+            self._discard(replica)
+            stop = asyncio.ensure_future(replica.stop())
+            self._stopping.add(stop)
+            stop.add_done_callback(self._stopping.discard)
+        for _ in range(target - len(self._replicas)):
+            task = asyncio.ensure_future(self._prewarm())
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
+        if grew:
+            self._signal()
+
+    async def _prewarm(self) -> None:
+        try:
+            replica = await self._start_ready(max(self.spec.timeout_ms / 1000, 1.0))
+        except Exception as exc:
+            log.warning("could not start a replica", extra={"function": self.spec.name, "error": str(exc)})
+            return
+        await self.release(replica, healthy=True)
 
     async def retire(self) -> None:
         """No new work; idle replicas stop now, busy ones when they are released."""
@@ -96,6 +154,9 @@ class WarmPool:
 
     async def close(self) -> None:
         self._retired = True
+        for task in self._starting:
+            task.cancel()
+        await asyncio.gather(*self._starting, *self._stopping, return_exceptions=True)
         replicas, self._idle = list(self._replicas), []
         self._replicas.clear()
         self._ready.clear()
