@@ -38,10 +38,10 @@ def ready_pods(cluster: FakeCluster) -> list[dict[str, Any]]:
 async def test_requests_go_to_ready_pods_spread_by_load(
     make_backend: BackendMaker, cluster: FakeCluster, handler_dir: Path
 ) -> None:
-    backend = await make_backend(NANOFAAS_K8S_WARM_REPLICAS="2")
+    backend = await make_backend()
     events = RecordingObserver()
     backend.attach(events)
-    spec = warm_spec(handler_dir, concurrency=2)  # one request per pod at a time
+    spec = warm_spec(handler_dir, concurrency=2, min_replicas=2)  # one request per pod at a time
     await backend.function_changed(spec)
     deployment = cluster.get("deployments", "default", "fn-fn", group="apps")
     assert deployment is not None and cluster.get("services", "default", "fn-fn") is not None
