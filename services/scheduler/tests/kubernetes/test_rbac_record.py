@@ -2,7 +2,7 @@
 
 The record (deploy/kustomize/rbac-record.json) is what the scheduler's Role must grant: the
 RBAC work compares its Role with it. This test runs each path of the backend once (start and
-reconcile, a JOB attempt, one that fails to start, a WARM function, its update and removal)
+reconcile, a JOB attempt, one that fails to start, a WARM function, its scaling, update and removal)
 and fails when the calls differ from the record. After an intended change, regenerate it with
 `NANOFAAS_UPDATE_RBAC_RECORD=1 pytest services/scheduler/tests/kubernetes/test_rbac_record.py`.
 """
@@ -37,6 +37,15 @@ async def watches_audited(cluster: FakeCluster) -> None:
             await asyncio.sleep(0.05)
 
 
+async def deployment_replicas(cluster: FakeCluster, name: str, replicas: int) -> None:
+    async with asyncio.timeout(10):
+        # The patch runs in the background and the fake has no event to await: poll it.
+        while (
+            (cluster.get("deployments", "default", name, group="apps") or {}).get("spec", {}).get("replicas")
+        ) != replicas:
+            await asyncio.sleep(0.05)  # noqa: ASYNC110
+
+
 async def test_the_calls_match_the_rbac_record(
     make_backend: BackendMaker, cluster: FakeCluster, handler_dir: Path
 ) -> None:
@@ -45,6 +54,8 @@ async def test_the_calls_match_the_rbac_record(
     warm_spec = runtime_spec(handler_dir, name="warm", execution_mode=types_pb2.EXECUTION_MODE_WARM)
     warm = await backend.dispatch(make_attempt(warm_spec, orjson.dumps(2)))
     assert (job.kind, warm.kind) == (OutcomeKind.SUCCESS, OutcomeKind.SUCCESS), (job, warm)
+    backend.scale(warm_spec, 2)  # the autoscaler's decision: PATCH deployments/scale
+    await deployment_replicas(cluster, "fn-warm", 2)
     broken = runtime_spec(handler_dir, name="broken", env={"HANDLER_MODULE": "no_such_module"})
     failed = await backend.dispatch(make_attempt(broken, orjson.dumps(3)))  # its logs are read
     assert failed.error_code == codes.START_FAILED and "no_such_module" in failed.message, failed
