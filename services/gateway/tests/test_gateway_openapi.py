@@ -128,6 +128,18 @@ async def test_component_schemas_use_contract_field_names(document: dict[str, An
         "runtimeMode",
         "endpointUrl",
         "rateLimitPerSecond",
+        "minReplicas",
+        "maxReplicas",
+        "targetInFlight",
+        "scaleDownDelayMs",
+    }
+    assert set(schemas["Replicas"]["properties"]) == {"current", "ready", "desired", "min", "max"}
+    assert set(schemas["FunctionStatus"]["properties"]) == {
+        "name",
+        "replicas",
+        "inFlight",
+        "queued",
+        "oldestQueuedAgeMs",
     }
     assert spec["properties"]["name"]["pattern"] == "^[a-zA-Z][a-zA-Z0-9._-]{0,62}$"
     assert set(schemas["FunctionSummary"]["properties"]) == {

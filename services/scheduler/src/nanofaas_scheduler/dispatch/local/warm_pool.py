@@ -42,6 +42,7 @@ class WarmPool:
         # Replicas that have become ready (the others are still starting).
         self._ready: set[Replica] = set()
         self._retired = False
+        self._launching = 0  # replicas being spawned, not yet in _replicas
         self.target: int | None = None  # None: grow on demand up to concurrency
         self._changed = asyncio.Event()  # set (and replaced) when a replica frees up or the target grows
         self._starting: set[asyncio.Task[None]] = set()  # replicas started ahead of demand
@@ -84,13 +85,21 @@ class WarmPool:
                     return replica
                 self._discard(replica)
                 await replica.stop(grace=0.0)
-            if len(self._replicas) < self.limit:
+            if self._planned < self.limit:
                 return await self._start_ready(ready_timeout)
             await self._changed.wait()
 
+    @property
+    def _planned(self) -> int:
+        return len(self._replicas) + self._launching
+
     async def _start_ready(self, ready_timeout: float) -> Replica:
         spawned = time.perf_counter()
-        replica = await self._start()
+        self._launching += 1
+        try:
+            replica = await self._start()
+        finally:
+            self._launching -= 1
         self._add(replica)
         try:
             await replica.wait_ready(ready_timeout)
@@ -129,7 +138,7 @@ class WarmPool:
             stop = asyncio.ensure_future(replica.stop())
             self._stopping.add(stop)
             stop.add_done_callback(self._stopping.discard)
-        for _ in range(target - len(self._replicas)):
+        for _ in range(target - self._planned):
             task = asyncio.ensure_future(self._prewarm())
             self._starting.add(task)
             task.add_done_callback(self._starting.discard)
