@@ -37,13 +37,16 @@ async def watches_audited(cluster: FakeCluster) -> None:
             await asyncio.sleep(0.05)
 
 
+def spec_replicas(cluster: FakeCluster, name: str) -> object:
+    deployment = cluster.get("deployments", "default", name, group="apps") or {}
+    return (deployment.get("spec") or {}).get("replicas")
+
+
 async def deployment_replicas(cluster: FakeCluster, name: str, replicas: int) -> None:
     async with asyncio.timeout(10):
         # The patch runs in the background and the fake has no event to await: poll it.
-        while (
-            (cluster.get("deployments", "default", name, group="apps") or {}).get("spec", {}).get("replicas")
-        ) != replicas:
-            await asyncio.sleep(0.05)  # noqa: ASYNC110
+        while spec_replicas(cluster, name) != replicas:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
 
 async def test_the_calls_match_the_rbac_record(
