@@ -84,6 +84,17 @@ async def wait_processes(name: str, count: int) -> None:
             await asyncio.sleep(0.02)
 
 
+async def scheduler_metric(platform: Platform, sample: str) -> float:
+    """One sample of the scheduler's /metrics (0 when absent), e.g. 'function_inflight{function="f"}'."""
+    url = f"http://127.0.0.1:{platform.env['NANOFAAS_SCHEDULER_METRICS_PORT']}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        text = await response.text()
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def scaling_spec(name: str, **fields: Any) -> dict[str, Any]:
     return python_spec(
         name,
@@ -98,7 +109,7 @@ def scaling_spec(name: str, **fields: Any) -> dict[str, Any]:
 
 
 async def test_a_burst_grows_the_pool_to_max_and_idle_shrinks_it_to_min(
-    client: aiohttp.ClientSession, fn_name: str, tmp_path: Path
+    client: aiohttp.ClientSession, scaling_platform: Platform, fn_name: str, tmp_path: Path
 ) -> None:
     await register(client, scaling_spec(fn_name, minReplicas=1))
     gate = tmp_path / "open"
@@ -106,6 +117,8 @@ async def test_a_burst_grows_the_pool_to_max_and_idle_shrinks_it_to_min(
     busy = await wait_replicas(client, fn_name, current=3, ready=3, desired=3)
     assert busy["replicas"]["max"] == 3 and busy["inFlight"] == 3 and busy["queued"] == 2
     assert len(function_processes(fn_name)) == 3
+    for gauge in ("function_replicas_desired", "function_replicas_current"):
+        assert await scheduler_metric(scaling_platform, f'{gauge}{{function="{fn_name}"}}') == 3
     gate.touch()
     results = [await wait_terminal(client, execution_id) for execution_id in executions]
     assert {result["status"] for result in results} == {"success"}
@@ -116,7 +129,7 @@ async def test_a_burst_grows_the_pool_to_max_and_idle_shrinks_it_to_min(
 
 
 async def test_min_replicas_zero_idles_at_zero_processes_and_answers_the_next_invocation(
-    client: aiohttp.ClientSession, fn_name: str, tmp_path: Path
+    client: aiohttp.ClientSession, scaling_platform: Platform, fn_name: str, tmp_path: Path
 ) -> None:
     await register(client, scaling_spec(fn_name, minReplicas=0))
     gate = tmp_path / "open"
@@ -130,8 +143,12 @@ async def test_min_replicas_zero_idles_at_zero_processes_and_answers_the_next_in
     code, _, again = await invoke(client, fn_name, str(gate))
     assert code == 200 and again["status"] == "success", again
     assert again["output"] != first["output"]  # a new process
+    cold_starts = f'function_cold_start_seconds_count{{function="{fn_name}"}}'
+    assert await scheduler_metric(scaling_platform, cold_starts) == 2  # one per start from zero
     await wait_replicas(client, fn_name, current=0)
     await wait_processes(fn_name, 0)
+    for gauge in ("function_replicas_desired", "function_replicas_current"):
+        assert await scheduler_metric(scaling_platform, f'{gauge}{{function="{fn_name}"}}') == 0
 
 
 async def test_the_status_is_404_for_an_unknown_function(client: aiohttp.ClientSession) -> None:
