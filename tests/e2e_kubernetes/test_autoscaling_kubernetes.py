@@ -17,6 +17,12 @@ from fakekube import FakeCluster
 from nanofaas_scheduler.dispatch.kubernetes import naming
 
 from .conftest import helpers
+from .suite import e2e_module
+
+# The local test's helpers: the status route and the function under test are the same here.
+autoscaling = e2e_module("test_autoscaling")
+scaling_spec = autoscaling.scaling_spec
+wait_replicas = autoscaling.wait_replicas
 
 
 def function_pods(cluster: FakeCluster, function: str) -> list[dict[str, Any]]:
@@ -43,35 +49,6 @@ async def cluster_shows(cluster: FakeCluster, function: str, replicas: int) -> N
         ),
         timeout=60,
         message=f"{replicas} replicas of {function}",
-    )
-
-
-async def status(http: aiohttp.ClientSession, name: str) -> dict[str, Any]:
-    async with http.get(f"/v1/functions/{name}/status") as response:
-        assert response.status == 200, await response.text()
-        body: dict[str, Any] = await response.json()
-        return body
-
-
-async def wait_replicas(http: aiohttp.ClientSession, name: str, **wanted: int) -> dict[str, Any]:
-    async with asyncio.timeout(60):
-        while True:
-            body = await status(http, name)
-            if all(body["replicas"][key] == value for key, value in wanted.items()):
-                return body
-            await asyncio.sleep(0.05)
-
-
-def scaling_spec(name: str, **fields: Any) -> dict[str, Any]:
-    return helpers.python_spec(
-        name,
-        "gate",
-        executionMode="WARM",
-        concurrency=3,
-        maxReplicas=3,
-        scaleDownDelayMs=100,
-        timeoutMs=120_000,
-        **fields,
     )
 
 
