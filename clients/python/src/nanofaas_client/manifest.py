@@ -32,6 +32,10 @@ FUNCTION_SPEC_FIELDS = (
     "runtimeMode",
     "endpointUrl",
     "rateLimitPerSecond",
+    "minReplicas",
+    "maxReplicas",
+    "targetInFlight",
+    "scaleDownDelayMs",
 )
 REQUIRED_FIELDS = ("name", "image")
 
