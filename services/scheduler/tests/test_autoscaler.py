@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.autoscaler import Autoscaler
@@ -15,6 +16,9 @@ from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, success
 from nanofaas_scheduler.core.scheduler import Scheduler, Submission
 from nanofaas_scheduler.dispatch.base import Attempt, ReplicaCounts
 from nanofaas_scheduler.dispatch.local import LocalBackend
+from nanofaas_scheduler.dispatch.local.process import StartError
+from nanofaas_scheduler.dispatch.local.replica import Replica
+from nanofaas_scheduler.dispatch.local.warm_pool import WarmPool
 from nanofaas_scheduler.dispatch.stub import StubDispatcher
 from nanofaas_scheduler.policies.autoscale import Windows
 
@@ -150,3 +154,25 @@ async def test_the_local_pool_starts_and_stops_processes_as_it_is_scaled(tmp_pat
         assert len(events.cold_starts) == 4
     finally:
         await backend.close()
+
+
+async def test_replicas_that_fail_to_start_are_not_restarted_at_every_decision() -> None:
+    starts = 0
+
+    async def broken() -> Replica:
+        nonlocal starts
+        starts += 1
+        raise StartError("exited with code 1: ModuleNotFoundError")
+
+    pool = WarmPool(warm(), broken)
+    pool.scale_to(2)
+    await asyncio.gather(*pool._starting)  # the two starts ahead of demand, both failed
+    assert starts == 2
+    for _ in range(10):  # the next decisions, within the back-off
+        pool.scale_to(2)
+    assert not pool._starting and starts == 2
+    # An invocation still tries (and reports why it cannot run).
+    with pytest.raises(StartError, match="ModuleNotFoundError"):
+        await pool.acquire(1.0)
+    assert starts == 3
+    await pool.close()

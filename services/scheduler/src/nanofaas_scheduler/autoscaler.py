@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class Autoscaler:
+    """One policy per WARM function with a lane, sampled each tick and at each admission."""
+
     def __init__(
         self,
         scheduler: Scheduler,
@@ -41,10 +43,10 @@ class Autoscaler:
 
     def admitted(self, execution: Execution) -> None:
         """An admission listener: new demand is acted on now (scale from zero, bursts)."""
-        for spec, queued, in_flight in self._scheduler.demand():
-            if spec.name == execution.function_name:
-                self._evaluate(spec, queued + in_flight)
-                return
+        demand = self._scheduler.demand_of(execution.function_name)
+        if demand is not None:
+            spec, queued, in_flight = demand
+            self._evaluate(spec, queued + in_flight)
 
     def tick(self) -> None:
         for spec, queued, in_flight in self._scheduler.demand():

@@ -72,8 +72,6 @@ class Pool:
     problems: dict[str, Outcome] = field(default_factory=dict)
     # Pods seen Ready once: a later crash loop is a restart to wait for, not a start failure.
     served: set[str] = field(default_factory=set)
-    # Pods of the Deployment that exist and are not terminating (the current replicas).
-    pods: set[str] = field(default_factory=set)
     users: int = 0  # dispatches waiting for or using an endpoint
     removed: bool = False  # the function was deleted: its objects go once `users` is 0
 
@@ -131,6 +129,9 @@ class WarmFunctions:
         self._unclaimed: set[str] = set()
         self._sweep: asyncio.TimerHandle | None = None
         self._observer = BackendObserver()
+        # Per function, its WARM pods that exist and are not terminating (the current replicas);
+        # kept for every function the watch sees, like _slices, so adopted ones count at once.
+        self._pods: dict[str, set[str]] = {}
         self._desired: dict[str, int] = {}  # function -> replicas the autoscaler wants
         self._scaled: dict[str, int] = {}  # function -> replicas last written to the Deployment
         self._scaling: set[str] = set()  # functions with a /scale patch in flight
@@ -165,18 +166,15 @@ class WarmFunctions:
 
     def _on_pod(self, kind: str, obj: Any) -> None:
         if kind == SYNC:
+            self._pods.clear()
             for known in self._pools.values():
                 known.problems.clear()
-                known.pods.clear()
         for pod in obj if kind == SYNC else [obj]:
+            self._count_pod(kind, pod)
             pool = self._pool_of_pod(pod)
             if pool is None:
                 continue
             name = str(pod["metadata"].get("name", ""))
-            if kind == "DELETED" or pod["metadata"].get("deletionTimestamp"):
-                pool.pods.discard(name)
-            else:
-                pool.pods.add(name)
             if kind == "DELETED":
                 pool.served.discard(name)
             elif _is_ready(pod):
@@ -187,6 +185,19 @@ class WarmFunctions:
             else:
                 pool.problems[name] = problem
                 self._notify(pool)
+
+    def _count_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        metadata = pod.get("metadata") or {}
+        function = (metadata.get("annotations") or {}).get(naming.FUNCTION_ANNOTATION, "")
+        if not function:
+            return
+        pods = self._pods.setdefault(function, set())
+        if kind == "DELETED" or metadata.get("deletionTimestamp"):
+            pods.discard(str(metadata.get("name", "")))
+            if not pods:
+                del self._pods[function]
+        else:
+            pods.add(str(metadata.get("name", "")))
 
     async def reconcile(self, grace_s: float) -> None:
         """Adopt the WARM objects of functions announced within `grace_s`; delete the others then."""
@@ -297,7 +308,7 @@ class WarmFunctions:
         bounds = bounds_of(spec)
         pool = self._pools.get(naming.function_object_name(spec.name))
         desired = self._desired.get(spec.name, self._scaled.get(spec.name, 0))
-        current = len(pool.pods) if pool is not None else 0
+        current = len(self._pods.get(spec.name, ()))
         ready = len(pool.ready_ips()) if pool is not None else 0
         return ReplicaCounts(current, ready, desired, bounds.min_replicas, bounds.max_replicas)
 

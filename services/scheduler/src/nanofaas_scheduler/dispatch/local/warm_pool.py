@@ -13,6 +13,9 @@ from nanofaas_scheduler.dispatch.local.replica import Replica
 
 log = logging.getLogger(__name__)
 
+# After a replica started ahead of demand fails, how long until the next such start (doubling).
+_PREWARM_BACKOFF_S = (1.0, 60.0)
+
 
 class WarmPool:
     """The replicas of one function at one spec revision.
@@ -47,6 +50,10 @@ class WarmPool:
         self._changed = asyncio.Event()  # set (and replaced) when a replica frees up or the target grows
         self._starting: set[asyncio.Task[None]] = set()  # replicas started ahead of demand
         self._stopping: set[asyncio.Task[None]] = set()  # idle replicas beyond the target
+        # A function whose replicas fail to start is not restarted at every decision (a crash
+        # loop): starts ahead of demand back off; an invocation's own start still reports why.
+        self._backoff_s = 0.0
+        self._no_prewarm_until = 0.0
 
     @property
     def limit(self) -> int:
@@ -138,19 +145,27 @@ class WarmPool:
             stop = asyncio.ensure_future(replica.stop())
             self._stopping.add(stop)
             stop.add_done_callback(self._stopping.discard)
-        for _ in range(target - self._planned):
+        backing_off = asyncio.get_running_loop().time() < self._no_prewarm_until
+        for _ in range(0 if backing_off else target - self._planned):
             task = asyncio.ensure_future(self._prewarm())
             self._starting.add(task)
             task.add_done_callback(self._starting.discard)
-        if grew:
+        if grew:  # waiting acquires may start replicas themselves now
             self._signal()
 
     async def _prewarm(self) -> None:
         try:
             replica = await self._start_ready(max(self.spec.timeout_ms / 1000, 1.0))
         except Exception as exc:
-            log.warning("could not start a replica", extra={"function": self.spec.name, "error": str(exc)})
+            first, most = _PREWARM_BACKOFF_S
+            self._backoff_s = min(max(first, self._backoff_s * 2), most)
+            self._no_prewarm_until = asyncio.get_running_loop().time() + self._backoff_s
+            log.warning(
+                "could not start a replica",
+                extra={"function": self.spec.name, "error": str(exc), "retry_in_s": self._backoff_s},
+            )
             return
+        self._backoff_s = 0.0
         await self.release(replica, healthy=True)
 
     async def retire(self) -> None:
