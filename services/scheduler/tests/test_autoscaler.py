@@ -154,6 +154,8 @@ async def test_the_local_pool_starts_and_stops_processes_as_it_is_scaled(tmp_pat
         assert len(events.cold_starts) == 4
     finally:
         await backend.close()
+    backend.scale(spec, 2)  # a decision that arrives as the scheduler stops starts nothing
+    assert backend.replicas(spec) == ReplicaCounts(0, 0, 0, 0, 3)
 
 
 async def test_replicas_that_fail_to_start_are_not_restarted_at_every_decision() -> None:

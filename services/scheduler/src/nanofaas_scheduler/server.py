@@ -89,6 +89,7 @@ class SchedulerServer:
         self._channel: grpc.aio.Channel | None = None
         self._health = HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
+        self._autoscaling: asyncio.Task[None] | None = None
         self._callbacks: CallbackOutbox | None = None
         self._provider: TracerProvider | None = None
         self.scheduler: Scheduler | None = None
@@ -175,11 +176,8 @@ class SchedulerServer:
             )
             self.metrics_port = self._metrics_http.server_port
         loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(functions.run()),
-            loop.create_task(self._sweep()),
-            loop.create_task(autoscaler.run()),
-        ]
+        self._autoscaling = loop.create_task(autoscaler.run())
+        self._tasks = [loop.create_task(functions.run()), loop.create_task(self._sweep()), self._autoscaling]
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info("scheduler listening", extra={"address": f"{settings.host}:{self.port}"})
@@ -193,6 +191,10 @@ class SchedulerServer:
     async def stop(self) -> None:
         """Readiness goes false first, then in-flight work gets the grace period."""
         await self._health.enter_graceful_shutdown()
+        if self._autoscaling is not None:  # no decision may start a replica while the backend closes
+            self._autoscaling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._autoscaling
         if self.scheduler is not None:
             await self.scheduler.shutdown(self.settings.shutdown_grace_s)
         if self._callbacks is not None:

@@ -135,6 +135,7 @@ class WarmFunctions:
         self._desired: dict[str, int] = {}  # function -> replicas the autoscaler wants
         self._scaled: dict[str, int] = {}  # function -> replicas last written to the Deployment
         self._scaling: set[str] = set()  # functions with a /scale patch in flight
+        self._closed = False
 
     def attach(self, observer: BackendObserver) -> None:
         self._observer = observer
@@ -287,6 +288,8 @@ class WarmFunctions:
     def scale(self, spec: types_pb2.FunctionSpec, desired: int) -> None:
         """Patch the Deployment's /scale to `desired`, one patch per function at a time, latest wins."""
         self._desired[spec.name] = desired
+        if self._closed:
+            return
         if spec.name in self._revisions and spec.name not in self._scaling:
             self._scaling.add(spec.name)
             self._track(self._write_scale(spec.name))
@@ -408,6 +411,7 @@ class WarmFunctions:
 
     async def close(self) -> None:
         """Stop watching; the Deployments stay (a restarted scheduler adopts them)."""
+        self._closed = True
         if self._sweep is not None:
             self._sweep.cancel()
         for watcher in (self._watcher, self._pod_watcher):

@@ -62,6 +62,7 @@ class LocalBackend(Dispatcher):
         self._retiring: set[asyncio.Task[None]] = set()
         self._sockets = SocketDirectory()
         self._standbys = Standbys(self._start_standby, self._track)
+        self._closed = False
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -226,6 +227,8 @@ class LocalBackend(Dispatcher):
 
     def scale(self, spec: types_pb2.FunctionSpec, desired: int) -> None:
         """Start or stop the WARM function's processes; a pool is made on the first demand."""
+        if self._closed:
+            return
         pool = self._pools.get(spec.name)
         if pool is None or pool.spec.revision != spec.revision:
             if desired == 0:
@@ -240,6 +243,7 @@ class LocalBackend(Dispatcher):
         return self.log_book.stream(query)
 
     async def close(self) -> None:
+        self._closed = True
         await self._standbys.close()
         pools, self._pools = list(self._pools.values()), {}
         await asyncio.gather(*(pool.close() for pool in pools), *self._retiring, return_exceptions=True)
