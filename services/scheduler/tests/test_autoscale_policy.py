@@ -145,3 +145,15 @@ def test_desired_is_ceil_of_demand_over_target(target: int) -> None:
     for _ in range(61):
         step(scaling, clock, 10, 100)
     assert scaling.desired == -(-10 // target)
+
+
+def test_work_and_memory_stay_bounded_however_often_it_is_fed() -> None:
+    clock = Clock()
+    scaling = policy(clock, maximum=100, delay_s=60.0)
+    for index in range(200_000):  # 2,000 samples and decisions per second for 100 s
+        clock.now += 0.0005
+        scaling.observe(index % 50)
+        scaling.decide(ready=50)
+    assert len(scaling._buckets) <= 1001
+    assert len(scaling._recommendations) <= 50
+    assert scaling.desired == 25  # ceil(average 24.5): 49 at peak is under twice the 50 ready, no panic

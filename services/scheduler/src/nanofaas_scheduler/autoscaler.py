@@ -1,9 +1,10 @@
 """The scaler loop: feeds each WARM function's demand to its policy and applies the decision.
 
-Demand (queued + in flight) is sampled every tick and at every admission, so a
-burst, or an invocation meeting zero replicas, is acted on at once rather than
-at the next tick; a decision goes to the backend through Dispatcher.scale(),
-which starts or stops replicas without blocking the loop.
+Demand (queued + in flight) is sampled every tick, and at an admission that
+takes it past what the current replicas are sized for, so a burst, or an
+invocation meeting zero replicas, is acted on at once rather than at the next
+tick; a decision goes to the backend through Dispatcher.scale(), which starts
+or stops replicas without blocking the loop.
 """
 
 from __future__ import annotations
@@ -42,11 +43,22 @@ class Autoscaler:
         self._policies: dict[str, tuple[int, ScalingPolicy]] = {}
 
     def admitted(self, execution: Execution) -> None:
-        """An admission listener: new demand is acted on now (scale from zero, bursts)."""
+        """An admission listener: demand beyond the replicas' capacity is acted on now.
+
+        That is a burst, or an invocation meeting zero replicas. Demand the current
+        replicas are sized for waits for the next tick, so a steady stream of
+        admissions costs one dictionary look-up each.
+        """
         demand = self._scheduler.demand_of(execution.function_name)
-        if demand is not None:
-            spec, queued, in_flight = demand
-            self._evaluate(spec, queued + in_flight)
+        if demand is None:
+            return
+        spec, queued, in_flight = demand
+        known = self._policies.get(spec.name)
+        if known is not None and known[0] == spec.revision:
+            policy = known[1]
+            if queued + in_flight <= policy.desired * policy.bounds.target_in_flight:
+                return
+        self._evaluate(spec, queued + in_flight)
 
     def tick(self) -> None:
         for spec, queued, in_flight in self._scheduler.demand():

@@ -80,28 +80,56 @@ class Decision:
     panicking: bool
 
 
+@dataclass(slots=True)
+class _Bucket:
+    """The samples of one short time slice: their sum, count and peak, and when the last came."""
+
+    start: float
+    last: float
+    total: int = 0
+    count: int = 0
+    peak: int = 0
+
+
 class ScalingPolicy:
-    """The replica recommendation of one function; observe() demand, then decide()."""
+    """The replica recommendation of one function; observe() demand, then decide().
+
+    Bounded work and memory however often it is fed: samples are kept as at most
+    about a thousand time buckets over the longer window, and the scale-down
+    delay's highest recommendation is a sliding maximum (a monotone deque).
+    """
 
     def __init__(self, bounds: ScalingBounds, windows: Windows, clock: Callable[[], float]) -> None:
         self.bounds = bounds
         self._windows = windows
         self._clock = clock
-        self._samples: deque[tuple[float, int]] = deque()  # (time, demand), oldest first
-        self._recommendations: deque[tuple[float, int]] = deque()  # (time, unclamped desired)
+        self._horizon = max(windows.stable_s, windows.panic_s)
+        shortest = min(windows.stable_s, windows.panic_s)
+        self._bucket_s = max(shortest / 10, self._horizon / 1000, 1e-6)
+        self._buckets: deque[_Bucket] = deque()  # oldest first
+        # (time, recommendation) with strictly decreasing recommendations: the first is the maximum.
+        self._recommendations: deque[tuple[float, int]] = deque()
         self._panic_until: float | None = None
         self.desired = bounds.min_replicas
 
     def observe(self, demand: int) -> None:
         """One sample of in-flight plus queued invocations, taken now."""
-        self._samples.append((self._clock(), max(0, demand)))
+        now, demand = self._clock(), max(0, demand)
+        bucket = self._buckets[-1] if self._buckets else None
+        if bucket is None or now - bucket.start >= self._bucket_s:
+            bucket = _Bucket(start=now, last=now)
+            self._buckets.append(bucket)
+        bucket.last = now
+        bucket.total += demand
+        bucket.count += 1
+        bucket.peak = max(bucket.peak, demand)
 
     def decide(self, ready: int) -> Decision:
         """The desired replicas now, given how many replicas are ready to serve."""
         now = self._clock()
         windows, bounds = self._windows, self.bounds
-        while self._samples and self._samples[0][0] < now - windows.stable_s:
-            self._samples.popleft()
+        while self._buckets and self._buckets[0].last < now - self._horizon:
+            self._buckets.popleft()
         stable = self._replicas_for(self._average(now - windows.stable_s))
         panic = self._replicas_for(self._peak(now - windows.panic_s))
         if panic > ready and panic >= windows.panic_threshold * ready:
@@ -110,19 +138,31 @@ class ScalingPolicy:
         if not panicking:
             self._panic_until = None
         wanted = max(panic, self.desired) if panicking else stable
-        self._recommendations.append((now, wanted))
-        while self._recommendations and self._recommendations[0][0] < now - bounds.scale_down_delay_s:
-            self._recommendations.popleft()
-        wanted = max(value for _, value in self._recommendations)
-        self.desired = min(max(wanted, bounds.min_replicas), bounds.max_replicas)
+        recommendations = self._recommendations
+        while recommendations and recommendations[-1][1] <= wanted:
+            recommendations.pop()
+        recommendations.append((now, wanted))
+        while recommendations[0][0] < now - bounds.scale_down_delay_s:
+            recommendations.popleft()  # never the one just appended: the deque stays non-empty
+        self.desired = min(max(recommendations[0][1], bounds.min_replicas), bounds.max_replicas)
         return Decision(self.desired, panicking)
 
     def _replicas_for(self, demand: float) -> int:
         return math.ceil(demand / self.bounds.target_in_flight)
 
     def _average(self, since: float) -> float:
-        values = [demand for at, demand in self._samples if at >= since]
-        return sum(values) / len(values) if values else 0.0
+        total = count = 0
+        for bucket in reversed(self._buckets):
+            if bucket.last < since:
+                break
+            total += bucket.total
+            count += bucket.count
+        return total / count if count else 0.0
 
     def _peak(self, since: float) -> int:
-        return max((demand for at, demand in self._samples if at >= since), default=0)
+        peak = 0
+        for bucket in reversed(self._buckets):
+            if bucket.last < since:
+                break
+            peak = max(peak, bucket.peak)
+        return peak
