@@ -58,7 +58,7 @@ bench:
 		|| { echo "make bench: wrk is missing and apt-get is unavailable; install wrk 4.x yourself" >&2; exit 1; }; \
 		apt-get update -qq && apt-get install -y -qq wrk; }
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install -q $(addprefix -e ,$(PACKAGES)) -r bench/requirements.txt
+	$(BENCH_VENV)/bin/python -m pip install -q $(addprefix -e ,$(PACKAGES) tests/fakekube) -r bench/requirements.txt
 	$(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
 
 # `make kind-up`: the platform on a local kind cluster (images built here, loaded into the node,

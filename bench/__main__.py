@@ -19,6 +19,7 @@ from bench.loadgen import require_wrk
 from bench.report import write_report
 from bench.scenarios import Context, log
 from bench.scenarios.async_enqueue import run_async
+from bench.scenarios.autoscaling import run_autoscaling
 from bench.scenarios.dispatch import run_dispatch
 from bench.scenarios.job import run_job
 from bench.scenarios.memory import run_memory
@@ -36,6 +37,7 @@ SCENARIOS: dict[str, Scenario] = {
     "f": run_dispatch,
     "g": run_memory,
     "h": run_tracing,
+    "i": run_autoscaling,
 }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.goals import judge
+from bench.scenarios import autoscaling
 
 SYNC_TARGETS = (("a", "platform (gateway->scheduler->runtime)"), ("b", "runtime floor (no platform)"))
 
@@ -201,6 +202,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
         ]
     out += _tracing_section(s.get("h", {}))
+    if "i" in s:
+        out += autoscaling.render(s["i"])
     errors = {k: v["error"] for k, v in s.items() if isinstance(v, dict) and "error" in v}
     if errors:
         out += ["## Scenario errors", ""] + [f"- {k}: {v}" for k, v in errors.items()] + [""]
@@ -214,7 +217,7 @@ def plot(report: dict[str, Any], out_dir: Path) -> list[str]:
     matplotlib.use("Agg")
     plt: Any = importlib.import_module("matplotlib.pyplot")
     series = sync_series(report)
-    written: list[str] = []
+    written: list[str] = autoscaling.plot(report, out_dir, plt)
     if not series:
         return written
     fig, ax = plt.subplots(figsize=(8, 5))

@@ -24,6 +24,11 @@ BOUNDED = [
     ("concurrency", 1, 10_000, "concurrency: must be between 1 and 10000"),
     ("queueSize", 1, 1_000_000, "queueSize: must be between 1 and 1000000"),
     ("maxRetries", 0, 100, "maxRetries: must be between 0 and 100"),
+    # The autoscaling fields (bounded by the default concurrency, 4, where docs/autoscaling.md says so).
+    ("minReplicas", 0, 4, "minReplicas: must be between 0 and concurrency (4); 0 = scale to zero"),
+    ("maxReplicas", 1, 4, "maxReplicas: must be between 1 and concurrency (4)"),
+    ("targetInFlight", 1, 4, "targetInFlight: must be between 1 and concurrency (4)"),
+    ("scaleDownDelayMs", 0, 3_600_000, "scaleDownDelayMs: must be between 0 and 3600000"),
 ]
 
 

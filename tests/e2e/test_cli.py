@@ -79,7 +79,7 @@ def test_init_deploy_invoke_logs_rm(
     status = nf(platform, "status", fn_name)
     assert status.stdout == (
         f"NAME           {fn_name}\n"
-        "REPLICAS       1 (ready 1, desired 1, min 1, max 1)\n"
+        "REPLICAS       1 (ready 1, desired 1, min 1, max 4)\n"  # max: concurrency 4
         "IN-FLIGHT      0\n"
         "QUEUED         0\n"
         "OLDEST-QUEUED  0 ms\n"

@@ -54,7 +54,8 @@ async def test_status_and_listing_show_the_queue(
         200,
         {
             "name": fn_name,
-            "replicas": {"current": 0, "ready": 0, "desired": 0, "min": 0, "max": 0},
+            # min and max are the function's minReplicas (1) and maxReplicas (= concurrency 1).
+            "replicas": {"current": 0, "ready": 0, "desired": 0, "min": 1, "max": 1},
             "inFlight": 0,
             "queued": 0,
             "oldestQueuedAgeMs": 0,

@@ -12,7 +12,7 @@ EXPORTED = {
     "function_dispatch_total", "function_success_total", "function_error_total", "function_timeout_total",
     "function_retry_total", "function_rejected_total", "function_latency_seconds",
     "function_queue_wait_seconds", "function_cold_start_seconds", "function_execution_seconds",
-    "gateway_requests_total",
+    "gateway_requests_total", "function_replicas_desired", "function_replicas_current",
 }  # fmt: skip
 _SUFFIXES = ("_bucket", "_count", "_sum")
 
@@ -28,5 +28,5 @@ def test_dashboard_queries_known_metrics() -> None:
             base = next((name[: -len(s)] for s in _SUFFIXES if name.endswith(s)), name)
             assert base in EXPORTED, f"{name} in {expression!r} is not exported"
     titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
-    for topic in ("queue depth", "latency", "error", "cold start", "reject"):
+    for topic in ("queue depth", "latency", "error", "cold start", "reject", "replicas"):
         assert topic in titles

@@ -84,6 +84,11 @@ def platform(cluster: FakeCluster, tmp_path_factory: pytest.TempPathFactory) -> 
         NANOFAAS_BACKEND="kubernetes",
         KUBECONFIG=str(kubeconfig),
         NANOFAAS_K8S_NAMESPACE="default",
+        # Short autoscaler windows (test_autoscaling_kubernetes.py); functions keep their own
+        # scale-down delay (60 s unless they say otherwise), so the other tests see steady pools.
+        NANOFAAS_AUTOSCALE_TICK_MS="50",
+        NANOFAAS_AUTOSCALE_STABLE_WINDOW_MS="300",
+        NANOFAAS_AUTOSCALE_PANIC_WINDOW_MS="150",
     )
     yield running
     codes = _platform.stop_platform(running)

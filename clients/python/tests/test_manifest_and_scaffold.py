@@ -43,6 +43,13 @@ def test_dump_keeps_the_contract_order_and_round_trips() -> None:
     assert FUNCTION_SPEC_FIELDS[:2] == ("name", "image")
 
 
+def test_the_autoscaling_fields_are_manifest_fields() -> None:
+    spec = parse_manifest(
+        "name: f\nimage: i\nminReplicas: 0\nmaxReplicas: 2\ntargetInFlight: 1\nscaleDownDelayMs: 500\n"
+    )
+    assert (spec["minReplicas"], spec["maxReplicas"], spec["scaleDownDelayMs"]) == (0, 2, 500)
+
+
 def test_init_writes_the_three_files(tmp_path: Path) -> None:
     folder = scaffold("hello", tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == ["function.yaml", "handler.py", "requirements.txt"]

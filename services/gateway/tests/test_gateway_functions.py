@@ -28,6 +28,10 @@ FULL_SPEC: dict[str, Any] = {
     "executionMode": "WARM",
     "runtimeMode": "STDIO",
     "rateLimitPerSecond": 2.5,
+    "minReplicas": 0,
+    "maxReplicas": 2,
+    "targetInFlight": 1,
+    "scaleDownDelayMs": 500,
 }
 
 
@@ -129,6 +133,8 @@ async def test_registry_invalid_argument_is_400_with_its_message(gateway: Gatewa
         ({"maxRetries": "3"}, "maxRetries"),
         ({"rateLimitPerSecond": "2"}, "rateLimitPerSecond"),
         ({"rateLimitPerSecond": False}, "rateLimitPerSecond"),
+        ({"minReplicas": "1"}, "minReplicas"),
+        ({"scaleDownDelayMs": 1.5}, "scaleDownDelayMs"),
         ({"executionMode": "LAMBDA"}, "executionMode"),
         ({"runtimeMode": "SOCKET"}, "runtimeMode"),
         ({"env": {"A": 1}}, "env.A"),

@@ -134,6 +134,18 @@ async def test_component_schemas_use_contract_field_names(document: dict[str, An
         "tolerations",
         "serviceAccountName",
         "secrets",
+        "minReplicas",
+        "maxReplicas",
+        "targetInFlight",
+        "scaleDownDelayMs",
+    }
+    assert set(schemas["Replicas"]["properties"]) == {"current", "ready", "desired", "min", "max"}
+    assert set(schemas["FunctionStatus"]["properties"]) == {
+        "name",
+        "replicas",
+        "inFlight",
+        "queued",
+        "oldestQueuedAgeMs",
     }
     assert set(schemas["Resources"]["properties"]) == {"cpu", "memory", "requests"}
     assert set(schemas["Toleration"]["properties"]) == {

@@ -125,6 +125,28 @@ def test_bounds_match_the_registry(
         assert jsonschema.Draft7Validator(schema).is_valid(value) is accepted
 
 
+@pytest.mark.parametrize(
+    ("field", "minimum", "maximum"),
+    [
+        ("minReplicas", 0, 1000),
+        ("maxReplicas", 1, 1000),
+        ("targetInFlight", 1, 10_000),
+        ("scaleDownDelayMs", 0, 3_600_000),
+    ],
+)
+def test_scaling_bounds_are_the_registry_outer_bounds(
+    spec_schema: dict[str, Any], field: str, minimum: int, maximum: int
+) -> None:
+    """The schema holds the absolute bounds; the ones relative to concurrency are the registry's."""
+    schema = spec_schema["properties"][field]
+    assert (schema["type"], schema["minimum"], schema["maximum"]) == ("integer", minimum, maximum)
+    for value in (minimum, maximum):  # with concurrency at its maximum, both ends are accepted
+        assert jsonschema.Draft7Validator(schema).is_valid(value)
+        normalize_spec(spec_from_manifest("probe", {"image": "i", "concurrency": 10_000, field: value}))
+    assert not jsonschema.Draft7Validator(schema).is_valid(minimum - 1)
+    assert not jsonschema.Draft7Validator(schema).is_valid(maximum + 1)
+
+
 def test_rate_limit_and_quantities_match_the_registry(spec_schema: dict[str, Any]) -> None:
     properties = spec_schema["properties"]
     assert properties["rateLimitPerSecond"]["maximum"] == MAX_RATE_LIMIT_PER_SECOND

@@ -316,3 +316,41 @@ def test_rate_limit_is_optional_and_bounded(make_spec: SpecFactory) -> None:
     assert normalize_spec(make_spec(rate_limit_per_second=0)).rate_limit_per_second == 0
     for bad in (-1.0, float("nan"), float("inf"), 1e7):
         assert rejected(make_spec(rate_limit_per_second=bad)).startswith("rateLimitPerSecond:")
+
+
+def test_scaling_fields_get_their_defaults(make_spec: SpecFactory) -> None:
+    spec = normalize_spec(make_spec(concurrency=6))
+    assert (spec.min_replicas, spec.max_replicas, spec.target_in_flight, spec.scale_down_delay_ms) == (
+        1,
+        6,  # maxReplicas defaults to concurrency
+        1,
+        60_000,
+    )
+
+
+def test_scale_to_zero_and_explicit_scaling_fields_are_kept(make_spec: SpecFactory) -> None:
+    fields = {"min_replicas": 0, "max_replicas": 3, "target_in_flight": 2, "scale_down_delay_ms": 0}
+    spec = normalize_spec(make_spec(concurrency=6, **fields))
+    assert spec.HasField("min_replicas") and spec.min_replicas == 0
+    assert (spec.max_replicas, spec.target_in_flight, spec.scale_down_delay_ms) == (3, 2, 0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"min_replicas": -1}, "minReplicas"),
+        ({"min_replicas": 5}, "minReplicas"),  # above concurrency 4
+        ({"max_replicas": 0}, "maxReplicas"),
+        ({"max_replicas": 5}, "maxReplicas"),  # the scheduler never runs more than concurrency at once
+        ({"min_replicas": 3, "max_replicas": 2}, "minReplicas"),
+        ({"target_in_flight": 0}, "targetInFlight"),
+        ({"target_in_flight": 5}, "targetInFlight"),
+        ({"scale_down_delay_ms": -1}, "scaleDownDelayMs"),
+        ({"scale_down_delay_ms": 3_600_001}, "scaleDownDelayMs"),
+        ({"max_replicas": 2**63 - 1}, "maxReplicas"),
+    ],
+)
+def test_scaling_fields_out_of_bounds_are_rejected(
+    make_spec: SpecFactory, fields: dict[str, int], field: str
+) -> None:
+    assert rejected(make_spec(concurrency=4, **fields)).startswith(f"{field}:")

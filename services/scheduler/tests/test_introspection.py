@@ -114,11 +114,12 @@ async def test_local_backend_keeps_handler_prints_with_their_execution(tmp_path:
     backend = LocalBackend()
     spec = make_spec("warm", env={"PYTHONPATH": str(tmp_path)}, execution_mode=types_pb2.EXECUTION_MODE_WARM)
     try:
-        assert backend.replicas(spec) == ReplicaCounts()
+        # min and max are the spec's (minReplicas 1, maxReplicas = concurrency 4 by default).
+        assert backend.replicas(spec) == ReplicaCounts(min=1, max=4)
         attempt = make_attempt(spec, b'"one"', execution_id="exec-1")
         outcome = await backend.dispatch(attempt)
         assert outcome.kind is OutcomeKind.SUCCESS, outcome.message
-        assert backend.replicas(spec) == ReplicaCounts(1, 1, 1, 1, 1)
+        assert backend.replicas(spec) == ReplicaCounts(1, 1, 1, 1, 4)
         stream = backend.logs(LogQuery("warm", execution_id="exec-1", follow=True))
         # The runtime writes the line before it answers, but it reaches us on another pipe: follow it.
         found = await asyncio.wait_for(anext(stream), 10)
@@ -126,7 +127,7 @@ async def test_local_backend_keeps_handler_prints_with_their_execution(tmp_path:
         assert (found.message, found.stream, found.execution_id) == ("handling one", "stdout", "exec-1")
         await backend.function_removed("warm")
         assert backend.log_book.read(LogQuery("warm")) == []
-        assert backend.replicas(spec) == ReplicaCounts()
+        assert backend.replicas(spec) == ReplicaCounts(min=1, max=4)
     finally:
         await backend.close()
 

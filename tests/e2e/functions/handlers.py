@@ -68,3 +68,15 @@ def log_line(request: dict[str, Any], context: Any = None) -> str:
     """Logs through `logging` (not print), so the line is one of the runtime's own JSON log lines."""
     logging.getLogger("handlers").info("handler logged %s", request["input"])
     return "logged"
+
+
+def gate(request: dict[str, Any], context: Any = None) -> int:
+    """Hold the invocation until the file named by input exists (at most 60 s); answer the pid.
+
+    Another process opens the gate, so there is no event to await here: poll.
+    """
+    path = Path(request["input"])
+    deadline = time.monotonic() + 60
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getpid()

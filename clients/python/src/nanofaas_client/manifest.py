@@ -38,6 +38,10 @@ FUNCTION_SPEC_FIELDS = (
     "tolerations",
     "serviceAccountName",
     "secrets",
+    "minReplicas",
+    "maxReplicas",
+    "targetInFlight",
+    "scaleDownDelayMs",
 )
 REQUIRED_FIELDS = ("name", "image")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -127,6 +127,10 @@ def spec_to_proto(spec: FunctionSpec) -> types_pb2.FunctionSpec:
         message.endpoint_url = spec.endpointUrl
     if spec.rateLimitPerSecond is not None:
         message.rate_limit_per_second = spec.rateLimitPerSecond
+    for rest_field, proto_field in _SCALING_FIELDS:
+        value = getattr(spec, rest_field)
+        if value is not None:
+            setattr(message, proto_field, clamp_int64(value))
     _kubernetes_fields_to_proto(spec, message)
     return message
 
@@ -179,6 +183,16 @@ def _toleration_to_json(toleration: types_pb2.Toleration) -> dict[str, Any]:
     return body
 
 
+_ScalingField = Literal["min_replicas", "max_replicas", "target_in_flight", "scale_down_delay_ms"]
+# Autoscaling fields: REST name, proto name (all optional int64, defaulted by the registry).
+_SCALING_FIELDS: tuple[tuple[str, _ScalingField], ...] = (
+    ("minReplicas", "min_replicas"),
+    ("maxReplicas", "max_replicas"),
+    ("targetInFlight", "target_in_flight"),
+    ("scaleDownDelayMs", "scale_down_delay_ms"),
+)
+
+
 def _execution_mode_name(spec: types_pb2.FunctionSpec) -> str:
     default = "ENDPOINT" if spec.endpoint_url else "JOB"
     return _EXECUTION_MODE_NAMES.get(spec.execution_mode, default)
@@ -210,6 +224,9 @@ def spec_to_json(spec: types_pb2.FunctionSpec) -> dict[str, Any]:
         body["endpointUrl"] = spec.endpoint_url
     body["rateLimitPerSecond"] = spec.rate_limit_per_second
     body.update(_kubernetes_fields_to_json(spec))
+    for rest_field, proto_field in _SCALING_FIELDS:
+        if spec.HasField(proto_field):
+            body[rest_field] = getattr(spec, proto_field)
     return body
 
 

@@ -138,6 +138,19 @@ class FunctionSpec(_RestModel):
     secrets: list[SecretMount] | None = Field(
         default=None, description=f"Secrets by name, as env vars or files; {_KUBERNETES_ONLY}"
     )
+    # Autoscaling of WARM replicas (docs/autoscaling.md).
+    minReplicas: StrictInt | None = Field(
+        default=None, description="WARM replicas kept when idle; default 1; 0 = scale to zero"
+    )
+    maxReplicas: StrictInt | None = Field(
+        default=None, description="WARM replicas at most; default and maximum: concurrency"
+    )
+    targetInFlight: StrictInt | None = Field(
+        default=None, description="in-flight plus queued invocations per replica; default 1"
+    )
+    scaleDownDelayMs: StrictInt | None = Field(
+        default=None, description="low demand this long before a replica goes; default 60000; 0 to 3600000"
+    )
 
 
 class FunctionSpecOut(BaseModel):
@@ -162,6 +175,10 @@ class FunctionSpecOut(BaseModel):
     tolerations: list[Toleration] | None = None
     serviceAccountName: str | None = None
     secrets: list[SecretMount] | None = None
+    minReplicas: int | None = None
+    maxReplicas: int | None = None
+    targetInFlight: int | None = None
+    scaleDownDelayMs: int | None = None
 
 
 class FunctionSummary(BaseModel):
@@ -248,9 +265,9 @@ class Replicas(BaseModel):
 
     current: int = Field(description="replicas that exist, starting ones included")
     ready: int = Field(description="of those, the ones ready to serve")
-    desired: int = Field(description="what the backend aims for (no scaler yet: the current count)")
-    min: int = Field(description="no scaler yet: the current count")
-    max: int = Field(description="no scaler yet: the current count")
+    desired: int = Field(description="what the autoscaler aims for now")
+    min: int = Field(description="the function's minReplicas")
+    max: int = Field(description="the function's maxReplicas")
 
 
 class FunctionStatus(BaseModel):

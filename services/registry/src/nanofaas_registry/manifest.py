@@ -36,6 +36,11 @@ _INTEGER_FIELDS = {
     "concurrency": "concurrency",
     "queueSize": "queue_size",
     "maxRetries": "max_retries",
+    # autoscaling of WARM replicas
+    "minReplicas": "min_replicas",
+    "maxReplicas": "max_replicas",
+    "targetInFlight": "target_in_flight",
+    "scaleDownDelayMs": "scale_down_delay_ms",
 }
 
 

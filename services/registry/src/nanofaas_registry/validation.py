@@ -75,6 +75,7 @@ def normalize_spec(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
     validate_kubernetes_fields(result)
     _apply_bounded_defaults(result)
     _validate_rate_limit(result)
+    _apply_scaling_defaults(result)
     _validate_endpoint_url(result.endpoint_url)
     result.execution_mode = resolve_execution_mode(result)
     result.runtime_mode = _resolve_runtime_mode(result.runtime_mode)
@@ -392,3 +393,41 @@ def _validate_rate_limit(spec: types_pb2.FunctionSpec) -> None:
         raise SpecValidationError(
             "rateLimitPerSecond", f"must be between 0 and {MAX_RATE_LIMIT_PER_SECOND:g} (0 = no limit)"
         )
+
+
+# -- autoscaling of WARM replicas (docs/autoscaling.md) --
+DEFAULT_MIN_REPLICAS = 1
+DEFAULT_TARGET_IN_FLIGHT = 1
+DEFAULT_SCALE_DOWN_DELAY_MS = 60_000
+MAX_REPLICAS = 1_000
+MAX_SCALE_DOWN_DELAY_MS = 3_600_000
+
+
+def _apply_scaling_defaults(spec: types_pb2.FunctionSpec) -> None:
+    """minReplicas 0 means scale to zero; maxReplicas defaults to, and never exceeds, concurrency.
+
+    More replicas than `concurrency` could never all be busy: the scheduler runs at
+    most `concurrency` invocations of a function at once, across all its replicas.
+    Runs after the bounded defaults, so `concurrency` is set.
+    """
+    ceiling = min(spec.concurrency, MAX_REPLICAS)
+    if not spec.HasField("min_replicas"):
+        spec.min_replicas = DEFAULT_MIN_REPLICAS
+    if not 0 <= spec.min_replicas <= ceiling:
+        raise SpecValidationError(
+            "minReplicas", f"must be between 0 and concurrency ({ceiling}); 0 = scale to zero"
+        )
+    if not spec.HasField("max_replicas"):
+        spec.max_replicas = ceiling
+    if not 1 <= spec.max_replicas <= ceiling:
+        raise SpecValidationError("maxReplicas", f"must be between 1 and concurrency ({ceiling})")
+    if spec.min_replicas > spec.max_replicas:
+        raise SpecValidationError("minReplicas", f"must not exceed maxReplicas ({spec.max_replicas})")
+    if not spec.HasField("target_in_flight"):
+        spec.target_in_flight = DEFAULT_TARGET_IN_FLIGHT
+    if not 1 <= spec.target_in_flight <= spec.concurrency:
+        raise SpecValidationError("targetInFlight", f"must be between 1 and concurrency ({spec.concurrency})")
+    if not spec.HasField("scale_down_delay_ms"):
+        spec.scale_down_delay_ms = DEFAULT_SCALE_DOWN_DELAY_MS
+    if not 0 <= spec.scale_down_delay_ms <= MAX_SCALE_DOWN_DELAY_MS:
+        raise SpecValidationError("scaleDownDelayMs", f"must be between 0 and {MAX_SCALE_DOWN_DELAY_MS}")

@@ -71,12 +71,16 @@ class Settings:
     # As given (any case): logging_setup resolves it, falling back to INFO with a warning.
     log_level: str = "INFO"
     max_pending_callbacks: int = 10_000
+    # The autoscaler of WARM replicas (docs/autoscaling.md): sampling period and KPA-style windows.
+    autoscale_tick_s: float = 1.0
+    autoscale_stable_window_s: float = 60.0
+    autoscale_panic_window_s: float = 6.0
+    autoscale_panic_threshold: float = 2.0
     # The kubernetes backend (docs/kubernetes.md); ignored by the others.
     k8s_namespace: str = ""  # blank: the pod's namespace, else the kubeconfig context's, else default
     k8s_pod_template: str = ""  # a file path; blank: no operator template
     k8s_image_pull_policy: str = "IfNotPresent"
     k8s_job_ttl_s: int = 300
-    k8s_warm_replicas: int = 1
     k8s_unschedulable_timeout_s: float = 30.0
     k8s_api_workers: int = 8
     k8s_adopt_grace_s: float = 30.0
@@ -110,13 +114,20 @@ class Settings:
             max_per_second=_number_var(env, "NANOFAAS_MAX_PER_SECOND", 0.0),
             log_level=_str_var(env, "LOG_LEVEL", "INFO"),
             max_pending_callbacks=_int_var(env, "NANOFAAS_MAX_PENDING_CALLBACKS", 10_000, 1, 2**31 - 1),
+            autoscale_tick_s=_int_var(env, "NANOFAAS_AUTOSCALE_TICK_MS", 1000, 10, 60_000) / 1000,
+            autoscale_stable_window_s=_int_var(
+                env, "NANOFAAS_AUTOSCALE_STABLE_WINDOW_MS", 60_000, 0, 3_600_000
+            )
+            / 1000,
+            autoscale_panic_window_s=_int_var(env, "NANOFAAS_AUTOSCALE_PANIC_WINDOW_MS", 6_000, 0, 3_600_000)
+            / 1000,
+            autoscale_panic_threshold=_number_var(env, "NANOFAAS_AUTOSCALE_PANIC_THRESHOLD", 2.0),
             k8s_namespace=_str_var(env, "NANOFAAS_K8S_NAMESPACE", ""),
             k8s_pod_template=_str_var(env, "NANOFAAS_K8S_POD_TEMPLATE", ""),
             k8s_image_pull_policy=_choice_var(
                 env, "NANOFAAS_K8S_IMAGE_PULL_POLICY", "IfNotPresent", IMAGE_PULL_POLICIES
             ),
             k8s_job_ttl_s=_int_var(env, "NANOFAAS_K8S_JOB_TTL_S", 300, 0, 86_400),
-            k8s_warm_replicas=_int_var(env, "NANOFAAS_K8S_WARM_REPLICAS", 1, 1, 1000),
             k8s_unschedulable_timeout_s=_number_var(env, "NANOFAAS_K8S_UNSCHEDULABLE_TIMEOUT_S", 30.0),
             k8s_api_workers=_int_var(env, "NANOFAAS_K8S_API_WORKERS", 8, 1, 256),
             k8s_adopt_grace_s=_number_var(env, "NANOFAAS_K8S_ADOPT_GRACE_S", 30.0),

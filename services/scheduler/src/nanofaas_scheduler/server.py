@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from nanofaas.v1 import registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
 from nanofaas_scheduler.api_auth import BearerAuth, TokenFile, bearer_credentials
+from nanofaas_scheduler.autoscaler import Autoscaler
 from nanofaas_scheduler.callbacks import CallbackOutbox
 from nanofaas_scheduler.config import Settings
 from nanofaas_scheduler.core.reports import ReportBoard
@@ -30,8 +31,10 @@ from nanofaas_scheduler.observability.metrics import (
     BackendMetrics,
     LaneGauges,
     MeteredDispatcher,
+    ReplicaGauges,
     SchedulerMetrics,
 )
+from nanofaas_scheduler.policies.autoscale import Windows
 from nanofaas_scheduler.registry_cache import FunctionCache
 
 if TYPE_CHECKING:
@@ -96,6 +99,7 @@ class SchedulerServer:
         self._channel: grpc.aio.Channel | None = None
         self._health = HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
+        self._autoscaling: asyncio.Task[None] | None = None
         self._callbacks: CallbackOutbox | None = None
         self._provider: TracerProvider | None = None
         self.scheduler: Scheduler | None = None
@@ -147,11 +151,20 @@ class SchedulerServer:
         self.metrics_registry.register(
             LaneGauges(scheduler.lane_stats, lambda name: metrics.replicas.get(name, 0))
         )
+        windows = Windows(
+            settings.autoscale_stable_window_s,
+            settings.autoscale_panic_window_s,
+            settings.autoscale_panic_threshold,
+        )
+        autoscaler = Autoscaler(scheduler, dispatcher, windows, tick_s=settings.autoscale_tick_s)
+        scheduler.on_admit.append(autoscaler.admitted)
+        self.metrics_registry.register(ReplicaGauges(autoscaler.replicas))
 
         async def function_changed(name: str, spec: types_pb2.FunctionSpec | None) -> None:
             await scheduler.function_changed(name, spec)
             if spec is None:
                 metrics.forget(name)
+                autoscaler.forget(name)
 
         tokens = TokenFile(settings.api_tokens_file) if settings.api_tokens_file else None
         credentials = bearer_credentials(tokens) if tokens else None
@@ -188,10 +201,12 @@ class SchedulerServer:
             )
             self.metrics_port = self._metrics_http.server_port
         loop = asyncio.get_running_loop()
+        self._autoscaling = loop.create_task(autoscaler.run())
         self._tasks = [
             loop.create_task(functions.run()),
             loop.create_task(self._sweep()),
             loop.create_task(self._serve_once_synced(functions)),
+            self._autoscaling,
         ]
         log.info(
             "scheduler listening",
@@ -232,6 +247,10 @@ class SchedulerServer:
     async def stop(self) -> None:
         """Readiness goes false first, then in-flight work gets the grace period."""
         await self._health.enter_graceful_shutdown()
+        if self._autoscaling is not None:  # no decision may start a replica while the backend closes
+            self._autoscaling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._autoscaling
         if self.scheduler is not None:
             await self.scheduler.shutdown(self.settings.shutdown_grace_s)
         if self._callbacks is not None:

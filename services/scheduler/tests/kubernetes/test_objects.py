@@ -58,7 +58,7 @@ def http_spec() -> types_pb2.FunctionSpec:
     )
 
 
-def stdio_spec() -> types_pb2.FunctionSpec:
+def stdio_spec(**fields: Any) -> types_pb2.FunctionSpec:
     return make_spec(
         "Word_Count.v2",
         image="example.org/tools:3",
@@ -67,6 +67,7 @@ def stdio_spec() -> types_pb2.FunctionSpec:
         execution_mode=types_pb2.EXECUTION_MODE_WARM,
         concurrency=8,
         revision=7,
+        **fields,
     )
 
 
@@ -105,13 +106,13 @@ CASES: dict[str, Any] = {
     "job-stdio": lambda: objects.build_job(
         attempt_of(stdio_spec(), idempotency_key="", traceparent=""), options(image_pull_policy="Always")
     ),
-    "deployment-stdio": lambda: objects.build_deployment(stdio_spec(), options(warm_replicas=3)),
+    "deployment-stdio": lambda: objects.build_deployment(stdio_spec(max_replicas=3), options(), 3),
     "service-stdio": lambda: objects.build_service(stdio_spec(), options()),
     "job-http-template": lambda: objects.build_job(
         attempt_of(http_spec()), options(template=load_template(str(TEMPLATE)))
     ),
     "deployment-http-template": lambda: objects.build_deployment(
-        http_spec(), options(template=load_template(str(TEMPLATE)))
+        http_spec(), options(template=load_template(str(TEMPLATE))), 1
     ),
     "job-kubernetes-fields-template": lambda: objects.build_job(
         attempt_of(kube_spec()), options(template=load_template(str(TEMPLATE)))
@@ -179,18 +180,26 @@ def test_stdio_and_file_functions_run_under_the_watchdog() -> None:
 
 
 def test_deployment_rolls_without_losing_capacity() -> None:
-    deployment = objects.build_deployment(stdio_spec(), options(warm_replicas=3))
+    deployment = objects.build_deployment(stdio_spec(max_replicas=3), options(), 3)
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
     pod = deployment["spec"]["template"]
     container = pod["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
     assert container["readinessProbe"]["periodSeconds"] == 1
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
-    assert _env(container)["NANOFAAS_RUNTIME_CONCURRENCY"] == "3"  # ceil(8 / 3)
+    assert deployment["spec"]["replicas"] == 3
+    assert _env(container)["NANOFAAS_RUNTIME_CONCURRENCY"] == "3"  # ceil(concurrency 8 / maxReplicas 3)
+
     assert pod["metadata"]["annotations"][naming.REVISION_ANNOTATION] == "7"
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert all(pod["metadata"]["labels"][key] == value for key, value in selector.items())
     assert objects.build_service(stdio_spec(), options())["spec"]["selector"] == selector
+
+
+def test_a_pod_takes_its_target_or_its_share_of_concurrency() -> None:
+    assert objects.pod_concurrency(stdio_spec()) == 1  # maxReplicas defaults to concurrency
+    assert objects.pod_concurrency(stdio_spec(target_in_flight=4)) == 4
+    assert objects.pod_concurrency(stdio_spec(max_replicas=2, target_in_flight=1)) == 4
 
 
 def test_the_template_goes_under_the_function() -> None:

@@ -2,7 +2,7 @@
 
 The record (deploy/kustomize/rbac-record.json) is what the scheduler's Role must grant: the
 RBAC work compares its Role with it. This test runs each path of the backend once (start and
-reconcile, a JOB attempt, one that fails to start, a WARM function, its update and removal)
+reconcile, a JOB attempt, one that fails to start, a WARM function, its scaling, update and removal)
 and fails when the calls differ from the record. After an intended change, regenerate it with
 `NANOFAAS_UPDATE_RBAC_RECORD=1 pytest services/scheduler/tests/kubernetes/test_rbac_record.py`.
 """
@@ -38,6 +38,18 @@ async def watches_audited(cluster: FakeCluster) -> None:
             await asyncio.sleep(0.05)
 
 
+def spec_replicas(cluster: FakeCluster, name: str) -> object:
+    deployment = cluster.get("deployments", "default", name, group="apps") or {}
+    return (deployment.get("spec") or {}).get("replicas")
+
+
+async def deployment_replicas(cluster: FakeCluster, name: str, replicas: int) -> None:
+    async with asyncio.timeout(10):
+        # The patch runs in the background and the fake has no event to await: poll it.
+        while spec_replicas(cluster, name) != replicas:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
 async def test_the_calls_match_the_rbac_record(
     make_backend: BackendMaker, cluster: FakeCluster, handler_dir: Path
 ) -> None:
@@ -49,6 +61,8 @@ async def test_the_calls_match_the_rbac_record(
     follow = backend.logs(LogQuery(function="warm", tail=1, follow=True))  # lists, reads, watches pods
     await asyncio.wait_for(anext(follow), 20)
     await follow.aclose()  # type: ignore[attr-defined]
+    backend.scale(warm_spec, 2)  # the autoscaler's decision: PATCH deployments/scale
+    await deployment_replicas(cluster, "fn-warm", 2)
     broken = runtime_spec(handler_dir, name="broken", env={"HANDLER_MODULE": "no_such_module"})
     failed = await backend.dispatch(make_attempt(broken, orjson.dumps(3)))  # its logs are read
     assert failed.error_code == codes.START_FAILED and "no_such_module" in failed.message, failed

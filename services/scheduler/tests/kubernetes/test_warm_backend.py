@@ -13,6 +13,7 @@ from fakekube import FakeCluster
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
+from nanofaas_scheduler.dispatch.base import ReplicaCounts
 from nanofaas_scheduler.dispatch.kubernetes import naming
 
 from ..conftest import RecordingObserver, make_attempt
@@ -38,10 +39,10 @@ def ready_pods(cluster: FakeCluster) -> list[dict[str, Any]]:
 async def test_requests_go_to_ready_pods_spread_by_load(
     make_backend: BackendMaker, cluster: FakeCluster, handler_dir: Path
 ) -> None:
-    backend = await make_backend(NANOFAAS_K8S_WARM_REPLICAS="2")
+    backend = await make_backend()
     events = RecordingObserver()
     backend.attach(events)
-    spec = warm_spec(handler_dir, concurrency=2)  # one request per pod at a time
+    spec = warm_spec(handler_dir, concurrency=2, min_replicas=2)  # one request per pod at a time
     await backend.function_changed(spec)
     deployment = cluster.get("deployments", "default", "fn-fn", group="apps")
     assert deployment is not None and cluster.get("services", "default", "fn-fn") is not None
@@ -165,3 +166,36 @@ async def test_warm_pods_that_cannot_start_fail_requests_at_once(
     outcome = await backend.dispatch(make_attempt(broken, timeout=60))
     assert outcome.kind is OutcomeKind.CRASH and outcome.error_code == codes.START_FAILED, outcome
     assert "CrashLoopBackOff" in outcome.message and "no_such_module" in outcome.message
+
+
+def deployment_replicas(cluster: FakeCluster, name: str) -> object:
+    deployment = cluster.get("deployments", "default", naming.function_object_name(name), group="apps")
+    return ((deployment or {}).get("spec") or {}).get("replicas")
+
+
+async def test_scale_patches_the_deployment_and_a_request_at_zero_waits_for_a_pod(
+    make_backend: BackendMaker, cluster: FakeCluster, handler_dir: Path
+) -> None:
+    backend = await make_backend()
+    events = RecordingObserver()
+    backend.attach(events)
+    spec = warm_spec(handler_dir, concurrency=2, min_replicas=0)
+    await backend.function_changed(spec)
+    assert deployment_replicas(cluster, "fn") == 0  # created at minReplicas
+    assert backend.replicas(spec) == ReplicaCounts(0, 0, 0, 0, 2)
+    backend.scale(spec, 2)
+    await wait_off_loop(
+        cluster, lambda: len(ready_pods(cluster)) == 2 and deployment_replicas(cluster, "fn") == 2, "2 pods"
+    )
+    backend.scale(spec, 0)
+    await wait_off_loop(
+        cluster, lambda: not ready_pods(cluster) and deployment_replicas(cluster, "fn") == 0, "0"
+    )
+    # The request meets zero pods: it waits (within its deadline) for the replica the next decision asks for.
+    pending = asyncio.ensure_future(backend.dispatch(make_attempt(spec, orjson.dumps(1), timeout=60)))
+    await asyncio.sleep(0)
+    backend.scale(spec, 1)
+    outcome = await asyncio.wait_for(pending, 60)
+    assert outcome.kind is OutcomeKind.SUCCESS, outcome.message
+    assert [name for name, _ in events.cold_starts] == ["fn"]  # the wait for the first pod
+    assert backend.replicas(spec).desired == 1

@@ -108,8 +108,9 @@ class Replicas(_message.Message):
     ready: _builtins.int
     """Of those, the ones ready to serve."""
     desired: _builtins.int
-    """What the backend aims for (no scaler yet: the current count)."""
+    """What the autoscaler wants now (docs/autoscaling.md)."""
     min: _builtins.int
+    """The function's minReplicas and maxReplicas."""
     max: _builtins.int
     def __init__(
         self,

@@ -387,6 +387,10 @@ class FunctionSpec(_message.Message):
     TOLERATIONS_FIELD_NUMBER: _builtins.int
     SERVICE_ACCOUNT_NAME_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
+    MIN_REPLICAS_FIELD_NUMBER: _builtins.int
+    MAX_REPLICAS_FIELD_NUMBER: _builtins.int
+    TARGET_IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    SCALE_DOWN_DELAY_MS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     image: _builtins.str
     runtime_command: _builtins.str
@@ -417,6 +421,16 @@ class FunctionSpec(_message.Message):
     "Always", "IfNotPresent" or "Never"; "" = the scheduler's default (IfNotPresent).
     """
     service_account_name: _builtins.str
+    min_replicas: _builtins.int
+    """-- autoscaling of WARM replicas (docs/autoscaling.md); fields 30-34 --
+    Replicas kept however idle the function is; 0 = scale to zero. Unset = 1.
+    """
+    max_replicas: _builtins.int
+    """Replicas never exceeded. Unset = concurrency."""
+    target_in_flight: _builtins.int
+    """In-flight (plus queued) invocations one replica is sized for. Unset = 1."""
+    scale_down_delay_ms: _builtins.int
+    """How long demand must stay low before a replica is removed. Unset = 60000."""
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -455,29 +469,49 @@ class FunctionSpec(_message.Message):
         tolerations: _abc.Iterable[Global___Toleration] | None = ...,
         service_account_name: _builtins.str = ...,
         secrets: _abc.Iterable[Global___SecretMount] | None = ...,
+        min_replicas: _builtins.int | None = ...,
+        max_replicas: _builtins.int | None = ...,
+        target_in_flight: _builtins.int | None = ...,
+        scale_down_delay_ms: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_retries", b"_max_retries", "_queue_size", b"_queue_size", "_rate_limit_per_second", b"_rate_limit_per_second", "_timeout_ms", b"_timeout_ms", "concurrency", b"concurrency", "max_retries", b"max_retries", "queue_size", b"queue_size", "rate_limit_per_second", b"rate_limit_per_second", "resources", b"resources", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_replicas", b"_max_replicas", "_max_retries", b"_max_retries", "_min_replicas", b"_min_replicas", "_queue_size", b"_queue_size", "_rate_limit_per_second", b"_rate_limit_per_second", "_scale_down_delay_ms", b"_scale_down_delay_ms", "_target_in_flight", b"_target_in_flight", "_timeout_ms", b"_timeout_ms", "concurrency", b"concurrency", "max_replicas", b"max_replicas", "max_retries", b"max_retries", "min_replicas", b"min_replicas", "queue_size", b"queue_size", "rate_limit_per_second", b"rate_limit_per_second", "resources", b"resources", "scale_down_delay_ms", b"scale_down_delay_ms", "target_in_flight", b"target_in_flight", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_retries", b"_max_retries", "_queue_size", b"_queue_size", "_rate_limit_per_second", b"_rate_limit_per_second", "_timeout_ms", b"_timeout_ms", "command", b"command", "concurrency", b"concurrency", "created_at_ms", b"created_at_ms", "endpoint_url", b"endpoint_url", "env", b"env", "execution_mode", b"execution_mode", "execution_mode_alias", b"execution_mode_alias", "image", b"image", "image_pull_policy", b"image_pull_policy", "max_retries", b"max_retries", "name", b"name", "node_selector", b"node_selector", "queue_size", b"queue_size", "rate_limit_per_second", b"rate_limit_per_second", "resources", b"resources", "revision", b"revision", "runtime_command", b"runtime_command", "runtime_mode", b"runtime_mode", "secrets", b"secrets", "service_account_name", b"service_account_name", "timeout_ms", b"timeout_ms", "tolerations", b"tolerations", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_max_replicas", b"_max_replicas", "_max_retries", b"_max_retries", "_min_replicas", b"_min_replicas", "_queue_size", b"_queue_size", "_rate_limit_per_second", b"_rate_limit_per_second", "_scale_down_delay_ms", b"_scale_down_delay_ms", "_target_in_flight", b"_target_in_flight", "_timeout_ms", b"_timeout_ms", "command", b"command", "concurrency", b"concurrency", "created_at_ms", b"created_at_ms", "endpoint_url", b"endpoint_url", "env", b"env", "execution_mode", b"execution_mode", "execution_mode_alias", b"execution_mode_alias", "image", b"image", "image_pull_policy", b"image_pull_policy", "max_replicas", b"max_replicas", "max_retries", b"max_retries", "min_replicas", b"min_replicas", "name", b"name", "node_selector", b"node_selector", "queue_size", b"queue_size", "rate_limit_per_second", b"rate_limit_per_second", "resources", b"resources", "revision", b"revision", "runtime_command", b"runtime_command", "runtime_mode", b"runtime_mode", "scale_down_delay_ms", b"scale_down_delay_ms", "secrets", b"secrets", "service_account_name", b"service_account_name", "target_in_flight", b"target_in_flight", "timeout_ms", b"timeout_ms", "tolerations", b"tolerations", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__concurrency: _TypeAlias = _typing.Literal["concurrency"]  # noqa: Y015
     _WhichOneofArgType__concurrency: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency"]  # noqa: Y015
+    _WhichOneofReturnType__max_replicas: _TypeAlias = _typing.Literal["max_replicas"]  # noqa: Y015
+    _WhichOneofArgType__max_replicas: _TypeAlias = _typing.Literal["_max_replicas", b"_max_replicas"]  # noqa: Y015
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
+    _WhichOneofReturnType__min_replicas: _TypeAlias = _typing.Literal["min_replicas"]  # noqa: Y015
+    _WhichOneofArgType__min_replicas: _TypeAlias = _typing.Literal["_min_replicas", b"_min_replicas"]  # noqa: Y015
     _WhichOneofReturnType__queue_size: _TypeAlias = _typing.Literal["queue_size"]  # noqa: Y015
     _WhichOneofArgType__queue_size: _TypeAlias = _typing.Literal["_queue_size", b"_queue_size"]  # noqa: Y015
     _WhichOneofReturnType__rate_limit_per_second: _TypeAlias = _typing.Literal["rate_limit_per_second"]  # noqa: Y015
     _WhichOneofArgType__rate_limit_per_second: _TypeAlias = _typing.Literal["_rate_limit_per_second", b"_rate_limit_per_second"]  # noqa: Y015
+    _WhichOneofReturnType__scale_down_delay_ms: _TypeAlias = _typing.Literal["scale_down_delay_ms"]  # noqa: Y015
+    _WhichOneofArgType__scale_down_delay_ms: _TypeAlias = _typing.Literal["_scale_down_delay_ms", b"_scale_down_delay_ms"]  # noqa: Y015
+    _WhichOneofReturnType__target_in_flight: _TypeAlias = _typing.Literal["target_in_flight"]  # noqa: Y015
+    _WhichOneofArgType__target_in_flight: _TypeAlias = _typing.Literal["_target_in_flight", b"_target_in_flight"]  # noqa: Y015
     _WhichOneofReturnType__timeout_ms: _TypeAlias = _typing.Literal["timeout_ms"]  # noqa: Y015
     _WhichOneofArgType__timeout_ms: _TypeAlias = _typing.Literal["_timeout_ms", b"_timeout_ms"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrency) -> _WhichOneofReturnType__concurrency | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_replicas) -> _WhichOneofReturnType__max_replicas | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_retries) -> _WhichOneofReturnType__max_retries | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_replicas) -> _WhichOneofReturnType__min_replicas | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_size) -> _WhichOneofReturnType__queue_size | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__rate_limit_per_second) -> _WhichOneofReturnType__rate_limit_per_second | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__scale_down_delay_ms) -> _WhichOneofReturnType__scale_down_delay_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__target_in_flight) -> _WhichOneofReturnType__target_in_flight | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_ms) -> _WhichOneofReturnType__timeout_ms | None: ...
 

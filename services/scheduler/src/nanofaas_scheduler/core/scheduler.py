@@ -386,6 +386,15 @@ class Scheduler:
         """(function, queued, in flight) for every function with a lane."""
         return [(name, len(lane.queue), lane.inflight) for name, lane in self._lanes.items()]
 
+    def demand(self) -> list[tuple[types_pb2.FunctionSpec, int, int]]:
+        """(spec, queued, in flight) for every function with a lane: what the autoscaler samples."""
+        return [(lane.spec, len(lane.queue), lane.inflight) for lane in self._lanes.values()]
+
+    def demand_of(self, name: str) -> tuple[types_pb2.FunctionSpec, int, int] | None:
+        """(spec, queued, in flight) of one function, in O(1) (sampled at every admission)."""
+        lane = self._lanes.get(name)
+        return (lane.spec, len(lane.queue), lane.inflight) if lane is not None else None
+
     def lane_status(self, name: str) -> tuple[int, int, int]:
         """(queued, in flight, age of the oldest queued execution in ms) of one function."""
         lane = self._lanes.get(name)

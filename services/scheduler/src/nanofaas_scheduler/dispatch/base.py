@@ -130,6 +130,16 @@ class Dispatcher(abc.ABC):
         """The function's replicas now; a backend without replicas (ENDPOINT) reports none."""
         return NO_REPLICAS
 
+    def scale(self, spec: types_pb2.FunctionSpec, desired: int) -> None:
+        """The autoscaler wants `desired` replicas of a WARM function; act without blocking.
+
+        A backend without replicas ignores it.
+        """
+
+    def replica_capacity(self, spec: types_pb2.FunctionSpec) -> int:
+        """Invocations one replica of the function can take at once; 0 = as the spec sizes it."""
+        return 0
+
     def logs(self, query: LogQuery) -> AsyncIterator[LogLine]:
         """The function's log lines, oldest first; with `query.follow`, then new ones until closed.
 
@@ -161,6 +171,12 @@ class DispatcherWrapper(Dispatcher):
 
     def replicas(self, spec: types_pb2.FunctionSpec) -> ReplicaCounts:
         return self.inner.replicas(spec)
+
+    def scale(self, spec: types_pb2.FunctionSpec, desired: int) -> None:
+        self.inner.scale(spec, desired)
+
+    def replica_capacity(self, spec: types_pb2.FunctionSpec) -> int:
+        return self.inner.replica_capacity(spec)
 
     def logs(self, query: LogQuery) -> AsyncIterator[LogLine]:
         return self.inner.logs(query)

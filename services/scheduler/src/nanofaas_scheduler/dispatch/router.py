@@ -37,6 +37,13 @@ class ModeRouter(Dispatcher):
             return NO_REPLICAS
         return self._backend.replicas(spec)
 
+    def scale(self, spec: types_pb2.FunctionSpec, desired: int) -> None:
+        if spec.execution_mode == types_pb2.EXECUTION_MODE_WARM:
+            self._backend.scale(spec, desired)
+
+    def replica_capacity(self, spec: types_pb2.FunctionSpec) -> int:
+        return self._backend.replica_capacity(spec)
+
     def logs(self, query: LogQuery) -> AsyncIterator[LogLine]:
         """Only the backend runs processes that write logs; an ENDPOINT's are its own."""
         return self._backend.logs(query)

@@ -19,7 +19,13 @@ from prometheus_client.registry import Collector
 
 from nanofaas_scheduler.core.execution import Execution, State, now_ms
 from nanofaas_scheduler.core.outcome import Outcome
-from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver, Dispatcher, DispatcherWrapper
+from nanofaas_scheduler.dispatch.base import (
+    Attempt,
+    BackendObserver,
+    Dispatcher,
+    DispatcherWrapper,
+    ReplicaCounts,
+)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _COLD_BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -166,3 +172,22 @@ class LaneGauges(Collector):
             inflight.add_metric([name], running)
             pool.add_metric([name], self._pool_size(name))
         return [depth, inflight, pool]
+
+
+class ReplicaGauges(Collector):
+    """Desired and current replicas of every WARM function (the autoscaler's view), when scraped."""
+
+    def __init__(self, functions: Callable[[], Iterable[tuple[str, ReplicaCounts]]]) -> None:
+        self._functions = functions
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        desired = GaugeMetricFamily(
+            "function_replicas_desired", "Replicas the autoscaler wants", labels=["function"]
+        )
+        current = GaugeMetricFamily(
+            "function_replicas_current", "Replicas that exist, starting ones included", labels=["function"]
+        )
+        for name, counts in self._functions():
+            desired.add_metric([name], counts.desired)
+            current.add_metric([name], counts.current)
+        return [desired, current]

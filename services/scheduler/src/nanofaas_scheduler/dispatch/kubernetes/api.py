@@ -62,6 +62,8 @@ POD_LOGS = Resource("v1", "pods/log")
 SERVICES = Resource("v1", "services")
 JOBS = Resource("batch/v1", "jobs")
 DEPLOYMENTS = Resource("apps/v1", "deployments")
+DEPLOYMENT_SCALE = Resource("apps/v1", "deployments/scale")
+MERGE_PATCH = "application/merge-patch+json"
 ENDPOINT_SLICES = Resource("discovery.k8s.io/v1", "endpointslices")
 
 CallListener = Callable[[str, str, int, float], None]  # verb, resource, status (0: transport), seconds
@@ -215,6 +217,17 @@ class KubeApi:
             content_type=APPLY,
         )
         return result
+
+    async def scale(self, namespace: str, deployment: str, replicas: int) -> None:
+        """Set a Deployment's replicas through its /scale subresource (what an HPA would patch)."""
+        await self.call(
+            "PATCH",
+            "patch",
+            DEPLOYMENT_SCALE,
+            DEPLOYMENTS.path(namespace, deployment) + "/scale",
+            body={"spec": {"replicas": replicas}},
+            content_type=MERGE_PATCH,
+        )
 
     async def delete(self, resource: Resource, namespace: str, name: str) -> bool:
         """Delete with background propagation (dependents go too); False if it was already gone."""

@@ -25,7 +25,7 @@ from nanofaas_scheduler.config import ConfigError
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash, function_error
-from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver, Dispatcher
+from nanofaas_scheduler.dispatch.base import NO_REPLICAS, Attempt, BackendObserver, Dispatcher, ReplicaCounts
 from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH
 from nanofaas_scheduler.dispatch.http_invoke import new_session, post_invocation
 from nanofaas_scheduler.dispatch.kubernetes import naming
@@ -202,6 +202,14 @@ class KubernetesBackend(Dispatcher):
         task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def scale(self, spec: types_pb2.FunctionSpec, desired: int) -> None:
+        self._warm.scale(spec, desired)
+
+    def replicas(self, spec: types_pb2.FunctionSpec) -> ReplicaCounts:
+        if spec.execution_mode != types_pb2.EXECUTION_MODE_WARM:
+            return NO_REPLICAS
+        return self._warm.replicas(spec)
 
     async def function_changed(self, spec: types_pb2.FunctionSpec) -> None:
         await self.start()

@@ -18,7 +18,6 @@ def options_from(settings: Settings, namespace: str) -> KubeOptions:
         callback_url=settings.callback_url,
         image_pull_policy=settings.k8s_image_pull_policy,
         job_ttl_s=settings.k8s_job_ttl_s,
-        warm_replicas=settings.k8s_warm_replicas,
         template=load_template(settings.k8s_pod_template),
     )
     return KubeOptions(

@@ -19,6 +19,7 @@ from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.dispatch.base import Attempt
 from nanofaas_scheduler.dispatch.kubernetes import naming
 from nanofaas_scheduler.dispatch.kubernetes.template import FUNCTION_CONTAINER, JsonObject, merge_pod
+from nanofaas_scheduler.policies.autoscale import bounds_of
 
 PORT = 8080
 PORT_NAME = "http"
@@ -53,7 +54,6 @@ class PodOptions:
     callback_url: str = ""
     image_pull_policy: str = "IfNotPresent"
     job_ttl_s: int = 300
-    warm_replicas: int = 1
     template: JsonObject = field(default_factory=dict)
 
 
@@ -315,18 +315,23 @@ def _warm_selector(function: str) -> dict[str, str]:
     return {key: labels[key] for key in (naming.MANAGED_BY, naming.COMPONENT, naming.FUNCTION_LABEL)}
 
 
-def pod_concurrency(spec: types_pb2.FunctionSpec, replicas: int) -> int:
-    """How many invocations one WARM pod takes at once: the function's concurrency shared by its pods."""
-    return max(1, math.ceil(max(1, spec.concurrency) / max(1, replicas)))
+def pod_concurrency(spec: types_pb2.FunctionSpec) -> int:
+    """How many invocations one WARM pod takes at once.
+
+    At least the replica's targetInFlight, and enough that maxReplicas pods carry the
+    function's whole concurrency (which the scheduler never exceeds across pods).
+    """
+    bounds = bounds_of(spec)
+    return max(bounds.target_in_flight, math.ceil(max(1, spec.concurrency) / bounds.max_replicas))
 
 
-def build_deployment(spec: types_pb2.FunctionSpec, options: PodOptions) -> JsonObject:
+def build_deployment(spec: types_pb2.FunctionSpec, options: PodOptions, replicas: int) -> JsonObject:
+    """`replicas` is what the autoscaler wants now (it patches /scale afterwards)."""
     name = naming.function_object_name(spec.name)
     labels = warm_labels(spec.name)
     annotations = {naming.FUNCTION_ANNOTATION: spec.name, naming.REVISION_ANNOTATION: str(spec.revision)}
-    replicas = max(1, options.warm_replicas)
     container = function_container(
-        spec, options, {"NANOFAAS_RUNTIME_CONCURRENCY": str(pod_concurrency(spec, replicas))}
+        spec, options, {"NANOFAAS_RUNTIME_CONCURRENCY": str(pod_concurrency(spec))}
     )
     container["livenessProbe"] = _liveness()
     pod = _pod(spec, options, labels, annotations, {"restartPolicy": "Always", "containers": [container]})

@@ -26,7 +26,7 @@ from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash
-from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver
+from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver, ReplicaCounts
 from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH
 from nanofaas_scheduler.dispatch.http_invoke import post_invocation
 from nanofaas_scheduler.dispatch.kubernetes import naming
@@ -49,6 +49,7 @@ from nanofaas_scheduler.dispatch.kubernetes.objects import (
 from nanofaas_scheduler.dispatch.kubernetes.pods import warm_problem, with_last_words
 from nanofaas_scheduler.dispatch.kubernetes.warm_phases import WarmPhases
 from nanofaas_scheduler.dispatch.kubernetes.watch import SYNC, Watcher
+from nanofaas_scheduler.policies.autoscale import bounds_of
 
 log = logging.getLogger(__name__)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -72,8 +73,8 @@ class Pool:
     slices: dict[str, set[str]] = field(default_factory=dict)
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    created_at: float = field(default_factory=time.perf_counter)
-    cold: bool = True
+    # Since when a dispatch has been waiting with no ready pod (scale from zero): the cold start.
+    cold_since: float | None = None
     reported: int = -1  # the ready count last told to the observer
     # Pods that cannot serve, and why (pod watch): with no ready endpoint, requests fail fast.
     problems: dict[str, Outcome] = field(default_factory=dict)
@@ -146,6 +147,13 @@ class WarmFunctions:
         self._phases: WarmPhases | None = None
         if metrics is not None:
             self._phases = WarmPhases(metrics.warm_phase, time.monotonic)
+        # Per function, its WARM pods that exist and are not terminating (the current replicas);
+        # kept for every function the watch sees, like _slices, so adopted ones count at once.
+        self._pods: dict[str, set[str]] = {}
+        self._desired: dict[str, int] = {}  # function -> replicas the autoscaler wants
+        self._scaled: dict[str, int] = {}  # function -> replicas last written to the Deployment
+        self._scaling: set[str] = set()  # functions with a /scale patch in flight
+        self._closed = False
 
     def attach(self, observer: BackendObserver) -> None:
         self._observer = observer
@@ -182,9 +190,11 @@ class WarmFunctions:
             else:
                 self._phases.on_pod(kind, obj)
         if kind == SYNC:
+            self._pods.clear()
             for known in self._pools.values():
                 known.problems.clear()
         for pod in obj if kind == SYNC else [obj]:
+            self._count_pod(kind, pod)
             pool = self._pool_of_pod(pod)
             if pool is None:
                 continue
@@ -199,6 +209,19 @@ class WarmFunctions:
             else:
                 pool.problems[name] = problem
                 self._notify(pool)
+
+    def _count_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        metadata = pod.get("metadata") or {}
+        function = (metadata.get("annotations") or {}).get(naming.FUNCTION_ANNOTATION, "")
+        if not function:
+            return
+        pods = self._pods.setdefault(function, set())
+        if kind == "DELETED" or metadata.get("deletionTimestamp"):
+            pods.discard(str(metadata.get("name", "")))
+            if not pods:
+                del self._pods[function]
+        else:
+            pods.add(str(metadata.get("name", "")))
 
     async def reconcile(self, grace_s: float) -> None:
         """Adopt the WARM objects of functions announced within `grace_s`; delete the others then."""
@@ -224,7 +247,7 @@ class WarmFunctions:
 
     def _pool(self, spec: types_pb2.FunctionSpec) -> Pool:
         service = naming.function_object_name(spec.name)
-        per_pod = pod_concurrency(spec, self._options.warm_replicas)
+        per_pod = pod_concurrency(spec)
         pool = self._pools.get(service)
         if pool is None or pool.removed:
             pool = self._pools[service] = Pool(
@@ -302,8 +325,40 @@ class WarmFunctions:
             return
         self._pool(spec)
         await self._api.apply(SERVICES, self._namespace, build_service(spec, self._options))
-        await self._api.apply(DEPLOYMENTS, self._namespace, build_deployment(spec, self._options))
+        replicas = self._desired.get(spec.name, bounds_of(spec).min_replicas)
+        await self._api.apply(DEPLOYMENTS, self._namespace, build_deployment(spec, self._options, replicas))
+        self._scaled[spec.name] = replicas
         self._revisions[spec.name] = spec.revision
+
+    def scale(self, spec: types_pb2.FunctionSpec, desired: int) -> None:
+        """Patch the Deployment's /scale to `desired`, one patch per function at a time, latest wins."""
+        self._desired[spec.name] = desired
+        if self._closed:
+            return
+        if spec.name in self._revisions and spec.name not in self._scaling:
+            self._scaling.add(spec.name)
+            self._track(self._write_scale(spec.name))
+
+    async def _write_scale(self, name: str) -> None:
+        try:
+            while name in self._revisions and (wanted := self._desired.get(name)) != self._scaled.get(name):
+                assert wanted is not None
+                try:
+                    await self._api.scale(self._namespace, naming.function_object_name(name), wanted)
+                except ApiError as exc:
+                    log.warning("could not scale", extra={"function": name, "error": str(exc)})
+                    return  # the next decision tries again
+                self._scaled[name] = wanted
+        finally:
+            self._scaling.discard(name)
+
+    def replicas(self, spec: types_pb2.FunctionSpec) -> ReplicaCounts:
+        bounds = bounds_of(spec)
+        pool = self._pools.get(naming.function_object_name(spec.name))
+        desired = self._desired.get(spec.name, self._scaled.get(spec.name, 0))
+        current = len(self._pods.get(spec.name, ()))
+        ready = len(pool.ready_ips()) if pool is not None else 0
+        return ReplicaCounts(current, ready, desired, bounds.min_replicas, bounds.max_replicas)
 
     async def dispatch(self, attempt: Attempt, session: aiohttp.ClientSession) -> Outcome:
         pool = self._pool(attempt.spec)
@@ -319,6 +374,8 @@ class WarmFunctions:
         try:
             async with asyncio.timeout_at(deadline):
                 await self.ensure(attempt.spec)
+                if pool.cold_since is None and not pool.ready_ips():
+                    pool.cold_since = time.perf_counter()
                 endpoint = await self._acquire(pool)
         except TimeoutError:
             return timeout_outcome(attempt.timeout_ms)
@@ -326,9 +383,9 @@ class WarmFunctions:
             return await with_last_words(self._api, self._namespace, failed.pod, failed.outcome)
         except ApiError as exc:
             return crash(f"cannot apply the function's Deployment: {exc}", codes.START_FAILED)
-        if pool.cold:
-            pool.cold = False
-            self._observer.cold_start(attempt.function_name, time.perf_counter() - pool.created_at)
+        if pool.cold_since is not None:
+            self._observer.cold_start(attempt.function_name, time.perf_counter() - pool.cold_since)
+            pool.cold_since = None
         try:
             async with asyncio.timeout_at(deadline):
                 outcome = await post_invocation(session, f"http://{endpoint.ip}:{PORT}{INVOKE_PATH}", attempt)
@@ -371,6 +428,8 @@ class WarmFunctions:
         """Delete the Deployment and Service once in-flight requests end (they finish, as promised)."""
         self._unclaimed.discard(name)
         self._revisions.pop(name, None)
+        self._desired.pop(name, None)
+        self._scaled.pop(name, None)
         service = naming.function_object_name(name)
         pool = self._pools.get(service)
         if pool is not None:
@@ -402,6 +461,7 @@ class WarmFunctions:
 
     async def close(self) -> None:
         """Stop watching; the Deployments stay (a restarted scheduler adopts them)."""
+        self._closed = True
         if self._sweep is not None:
             self._sweep.cancel()
         for pool in self._pools.values():

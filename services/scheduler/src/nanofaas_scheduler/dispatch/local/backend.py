@@ -5,7 +5,7 @@ project's Python runtime, a user's own server, or the watchdog, which runs a
 STDIO/FILE function's command once per invocation. So JOB, WARM, STDIO and
 FILE all end in one POST; only how long a server lives differs:
 
-* WARM (HTTP): a pool of up to `concurrency` servers, reused.
+* WARM (HTTP): a pool of servers, reused, sized by the autoscaler (docs/autoscaling.md).
 * JOB (HTTP): a fresh server per attempt, stopped after it (the project's
   runtime is started one invocation ahead, see standby.py).
 * STDIO / FILE, in either mode: the command is fresh per invocation anyway,
@@ -48,6 +48,7 @@ from nanofaas_scheduler.dispatch.local.replica import (
 from nanofaas_scheduler.dispatch.local.standby import Standbys
 from nanofaas_scheduler.dispatch.local.warm_pool import WarmPool
 from nanofaas_scheduler.dispatch.logs import LogBook, LogLine, LogQuery
+from nanofaas_scheduler.policies.autoscale import bounds_of
 
 # How long a WARM replica that missed a deadline may take to answer before it is recycled.
 _RECYCLE_GRACE_S = 1.0
@@ -77,6 +78,7 @@ class LocalBackend(Dispatcher):
         if reap_orphans:
             REAPER.enable()
         self._standbys = Standbys(self._start_standby, self._track)
+        self._closed = False
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -232,22 +234,40 @@ class LocalBackend(Dispatcher):
         self.log_book.forget(name)
 
     def replicas(self, spec: types_pb2.FunctionSpec) -> ReplicaCounts:
-        """A WARM pool's processes (runtimes, or watchdogs of STDIO/FILE commands); JOB reports none.
-
-        Pools are fixed today (grown on demand up to `concurrency`, never scaled
-        down), so there is no target apart from what exists: desired, min and max
-        all report the current count until a scaling policy sets them.
-        """
-        pool = self._pools.get(spec.name)
-        if pool is None or spec.execution_mode != types_pb2.EXECUTION_MODE_WARM:
+        """A WARM pool's processes (runtimes, or watchdogs of STDIO/FILE commands); JOB reports none."""
+        if spec.execution_mode != types_pb2.EXECUTION_MODE_WARM:
             return NO_REPLICAS
+        bounds = bounds_of(spec, self.replica_capacity(spec))
+        pool = self._pools.get(spec.name)
+        if pool is None:
+            return ReplicaCounts(min=bounds.min_replicas, max=bounds.max_replicas)
         current = pool.size
-        return ReplicaCounts(current=current, ready=pool.ready, desired=current, min=current, max=current)
+        desired = pool.target if pool.target is not None else current
+        return ReplicaCounts(current, pool.ready, desired, bounds.min_replicas, bounds.max_replicas)
+
+    def replica_capacity(self, spec: types_pb2.FunctionSpec) -> int:
+        """A local process serves one invocation at a time."""
+        return 1
+
+    def scale(self, spec: types_pb2.FunctionSpec, desired: int) -> None:
+        """Start or stop the WARM function's processes; a pool is made on the first demand."""
+        if self._closed:
+            return
+        pool = self._pools.get(spec.name)
+        if pool is None or pool.spec.revision != spec.revision:
+            if desired == 0:
+                return
+            try:
+                pool = self._pool_for(spec)
+            except UnrunnableFunction:
+                return  # its invocations report why
+        pool.scale_to(desired)
 
     def logs(self, query: LogQuery) -> AsyncIterator[LogLine]:
         return self.log_book.stream(query)
 
     async def close(self) -> None:
+        self._closed = True
         await self._standbys.close()
         pools, self._pools = list(self._pools.values()), {}
         await asyncio.gather(*(pool.close() for pool in pools), *self._retiring, return_exceptions=True)

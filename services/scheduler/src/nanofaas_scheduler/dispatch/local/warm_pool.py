@@ -4,29 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.dispatch.local.replica import Replica
 
+log = logging.getLogger(__name__)
+
 # How long a healthy replica the pool no longer needs gets to stop on SIGTERM.
 _STOP_GRACE_S = 1.0
+# After a replica started ahead of demand fails, how long until the next such start (doubling).
+_PREWARM_BACKOFF_S = (1.0, 60.0)
 
 
 class WarmPool:
     """The replicas of one function at one spec revision.
 
-    The scheduler never runs more than `concurrency` invocations of a function
-    at once, so the pool grows on demand to at most that many replicas. Idle
-    replicas are reused last-in-first-out to keep the hottest ones hot; a dead
-    replica is dropped and replaced by the next acquire.
+    A replica serves one invocation at a time. Until the autoscaler sets a
+    target, the pool grows on demand to `concurrency` replicas (the most the
+    scheduler ever runs at once); with a target (scale_to), it starts or stops
+    replicas to match it, and an acquire that finds every replica busy waits
+    for one to be released or started rather than exceeding the target. Idle
+    replicas are reused last-in-first-out to keep the hottest ones hot, and the
+    coldest go first when it shrinks; a dead replica is dropped and replaced.
 
-    `concurrency` is a hard limit on processes, not only on invocations: a replica
+    The limit is a hard limit on processes, not only on invocations: a replica
     counts until it is really gone. One abandoned by a timed-out invocation (its
-    handler may still run) keeps its slot while it drains or is killed, so the next
-    acquire waits for it (bounded by the caller's own timeout) instead of starting
-    one more process beside it.
+    handler may still run), or stopping because the pool shrinks, keeps its slot
+    while it drains or is killed, so the next acquire waits for it (bounded by
+    the caller's own timeout) instead of starting one more process beside it.
     """
 
     def __init__(
@@ -44,18 +52,20 @@ class WarmPool:
         self._replicas: set[Replica] = set()
         # Replicas that have become ready (the others are still starting).
         self._ready: set[Replica] = set()
-        # Acquires that passed the limit check and are starting a replica (they hold a slot).
-        self._starting = 0
-        self._slot_freed = asyncio.Event()
         self._retired = False
+        self._launching = 0  # replicas being spawned, not yet in _replicas
+        self.target: int | None = None  # None: grow on demand up to concurrency
+        self._changed = asyncio.Event()  # set (and replaced) when a replica frees up or the target grows
+        self._starting: set[asyncio.Task[None]] = set()  # replicas started ahead of demand
+        self._stopping: set[asyncio.Task[None]] = set()  # idle replicas beyond the target, stopping
+        # A function whose replicas fail to start is not restarted at every decision (a crash
+        # loop): starts ahead of demand back off; an invocation's own start still reports why.
+        self._backoff_s = 0.0
+        self._no_prewarm_until = 0.0
 
     @property
-    def _limit(self) -> int:
-        return max(1, self.spec.concurrency)
-
-    def _free_slot(self) -> None:
-        self._slot_freed.set()
-        self._slot_freed = asyncio.Event()
+    def limit(self) -> int:
+        return self.target if self.target is not None else max(1, self.spec.concurrency)
 
     @property
     def size(self) -> int:
@@ -74,7 +84,7 @@ class WarmPool:
         self._ready.discard(replica)
         if replica in self._replicas:
             self._replicas.discard(replica)
-            self._free_slot()
+            self._signal()  # a slot is free
             if self._on_resized is not None:
                 self._on_resized()
 
@@ -85,28 +95,37 @@ class WarmPool:
         finally:
             self._discard(replica)
 
-    async def acquire(self, ready_timeout: float) -> Replica:
-        """An idle replica, a new one if there is a free slot, else the next of either.
+    def _signal(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
-        The caller bounds the wait (the attempt's timeout).
-        """
+    async def acquire(self, ready_timeout: float) -> Replica:
+        """An idle replica, a new one if the pool is below its limit, else the next one freed."""
         while True:
             while self._idle:
                 replica = self._idle.pop()
                 if replica.alive():
                     return replica
                 await self._stop(replica, 0.0)
-            if len(self._replicas) + self._starting < self._limit:
-                break
-            await self._slot_freed.wait()
-        self._starting += 1
+            if self._planned < self.limit:
+                return await self._start_ready(ready_timeout)
+            await self._changed.wait()
+
+    @property
+    def _planned(self) -> int:
+        return len(self._replicas) + self._launching
+
+    async def _start_ready(self, ready_timeout: float) -> Replica:
+        spawned = time.perf_counter()
+        self._launching += 1
         try:
-            spawned = time.perf_counter()
             replica = await self._start()
-            self._add(replica)
-        finally:
-            self._starting -= 1
-            self._free_slot()  # a failed start gives its slot back; waiters re-check either way
+        except BaseException:
+            self._launching -= 1
+            self._signal()  # the slot it held is free again
+            raise
+        self._launching -= 1
+        self._add(replica)
         try:
             await replica.wait_ready(ready_timeout)
         except BaseException:
@@ -124,11 +143,50 @@ class WarmPool:
         grace would only keep its slot (and its handler) longer.
         """
         keep = healthy and not self._retired and replica.alive()
-        if keep and len(self._replicas) <= self._limit:
+        if keep and len(self._replicas) - len(self._stopping) <= self.limit:
             self._idle.append(replica)
-            self._free_slot()
+            self._signal()
             return
         await self._stop(replica, _STOP_GRACE_S if healthy else 0.0)
+
+    def scale_to(self, target: int) -> None:
+        """Aim for `target` replicas: start the missing ones now, stop idle ones beyond it.
+
+        Busy replicas beyond the target stop when they are released.
+        """
+        if self._retired:
+            return
+        grew = self.target is None or target > self.target
+        self.target = target
+        excess = len(self._replicas) - len(self._stopping) - target
+        while excess > 0 and self._idle:
+            replica = self._idle.pop(0)  # the coldest
+            stop = asyncio.ensure_future(self._stop(replica, _STOP_GRACE_S))
+            self._stopping.add(stop)
+            stop.add_done_callback(self._stopping.discard)
+            excess -= 1
+        backing_off = asyncio.get_running_loop().time() < self._no_prewarm_until
+        for _ in range(0 if backing_off else target - self._planned):
+            task = asyncio.ensure_future(self._prewarm())
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
+        if grew:  # waiting acquires may start replicas themselves now
+            self._signal()
+
+    async def _prewarm(self) -> None:
+        try:
+            replica = await self._start_ready(max(self.spec.timeout_ms / 1000, 1.0))
+        except Exception as exc:
+            first, most = _PREWARM_BACKOFF_S
+            self._backoff_s = min(max(first, self._backoff_s * 2), most)
+            self._no_prewarm_until = asyncio.get_running_loop().time() + self._backoff_s
+            log.warning(
+                "could not start a replica",
+                extra={"function": self.spec.name, "error": str(exc), "retry_in_s": self._backoff_s},
+            )
+            return
+        self._backoff_s = 0.0
+        await self.release(replica, healthy=True)
 
     async def retire(self) -> None:
         """No new work; idle replicas stop now, busy ones when they are released."""
@@ -139,6 +197,9 @@ class WarmPool:
 
     async def close(self) -> None:
         self._retired = True
+        for task in self._starting:
+            task.cancel()
+        await asyncio.gather(*self._starting, *self._stopping, return_exceptions=True)
         replicas, self._idle = list(self._replicas), []
         self._replicas.clear()
         self._ready.clear()
