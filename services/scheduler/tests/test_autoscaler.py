@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,15 +105,28 @@ class StartObserver(RecordingObserver):
         super().__init__()
         self.started = asyncio.Event()
 
+        self.resized = asyncio.Event()
+
     def cold_start(self, function: str, seconds: float) -> None:
         super().cold_start(function, seconds)
         self.started.set()
+
+    def replicas_changed(self, function: str, replicas: int) -> None:
+        super().replicas_changed(function, replicas)
+        self.resized.set()
 
     async def wait_starts(self, count: int) -> None:
         async with asyncio.timeout(20):
             while len(self.cold_starts) < count:
                 self.started.clear()
                 await self.started.wait()
+
+    async def wait_until(self, done: Callable[[], bool]) -> None:
+        """Until `done()` holds, re-checked at every replica count change (bounded)."""
+        async with asyncio.timeout(20):
+            while not done():
+                self.resized.clear()
+                await self.resized.wait()
 
 
 HANDLER = """
@@ -141,8 +155,11 @@ async def test_the_local_pool_starts_and_stops_processes_as_it_is_scaled(tmp_pat
         assert backend.replicas(spec) == ReplicaCounts(3, 3, 3, 0, 3)
         assert len(events.cold_starts) == 3
         backend.scale(spec, 1)
-        assert backend.replicas(spec).current == 1  # idle replicas stop at once
+        assert backend.replicas(spec).desired == 1
+        # Idle replicas stop now; each counts until its process is gone (a hard limit on processes).
+        await events.wait_until(lambda: backend.replicas(spec).current == 1)
         backend.scale(spec, 0)
+        await events.wait_until(lambda: backend.replicas(spec).current == 0)
         assert backend.replicas(spec) == ReplicaCounts(0, 0, 0, 0, 3)
         # At zero, an invocation waits for the replica the next decision starts.
         pending = asyncio.ensure_future(backend.dispatch(make_attempt(spec, orjson.dumps("again"))))

@@ -120,6 +120,7 @@ CASES: dict[str, Any] = {
     "deployment-kubernetes-fields-template": lambda: objects.build_deployment(
         kube_spec(execution_mode=types_pb2.EXECUTION_MODE_WARM),
         options(template=load_template(str(TEMPLATE))),
+        1,
     ),
 }
 
@@ -336,7 +337,7 @@ def test_function_fields_win_over_the_template_and_lists_and_maps_merge() -> Non
 def test_the_deployment_gets_the_same_kubernetes_fields() -> None:
     spec = kube_spec(execution_mode=types_pb2.EXECUTION_MODE_WARM)
     job_pod = objects.build_job(attempt_of(spec), options())["spec"]["template"]["spec"]
-    warm_pod = objects.build_deployment(spec, options())["spec"]["template"]["spec"]
+    warm_pod = objects.build_deployment(spec, options(), 1)["spec"]["template"]["spec"]
     for key in ("nodeSelector", "tolerations", "serviceAccountName", "volumes"):
         assert warm_pod[key] == job_pod[key], key
     for key in ("imagePullPolicy", "resources", "envFrom", "volumeMounts"):

@@ -71,8 +71,10 @@ async def test_a_scale_up_on_the_cluster_records_every_phase(
     make_backend: BackendMaker, handler_dir: Path
 ) -> None:
     registry = CollectorRegistry()
-    backend = await make_backend(registry, NANOFAAS_K8S_WARM_REPLICAS="2")
-    spec = runtime_spec(handler_dir, execution_mode=types_pb2.EXECUTION_MODE_WARM, concurrency=2)
+    backend = await make_backend(registry)
+    spec = runtime_spec(
+        handler_dir, execution_mode=types_pb2.EXECUTION_MODE_WARM, concurrency=2, min_replicas=2
+    )
     for _ in range(4):  # sequential requests: least in-flight first spreads them over both pods in time
         outcome = await backend.dispatch(make_attempt(spec, orjson.dumps("x"), timeout=60))
         assert outcome.kind is OutcomeKind.SUCCESS, outcome

@@ -58,6 +58,7 @@ class WarmPool:
         self._changed = asyncio.Event()  # set (and replaced) when a replica frees up or the target grows
         self._starting: set[asyncio.Task[None]] = set()  # replicas started ahead of demand
         self._stopping: set[asyncio.Task[None]] = set()  # idle replicas beyond the target, stopping
+        self._leaving: set[Replica] = set()  # those replicas (they count until they are gone)
         # A function whose replicas fail to start is not restarted at every decision (a crash
         # loop): starts ahead of demand back off; an invocation's own start still reports why.
         self._backoff_s = 0.0
@@ -82,6 +83,7 @@ class WarmPool:
 
     def _discard(self, replica: Replica) -> None:
         self._ready.discard(replica)
+        self._leaving.discard(replica)
         if replica in self._replicas:
             self._replicas.discard(replica)
             self._signal()  # a slot is free
@@ -143,7 +145,7 @@ class WarmPool:
         grace would only keep its slot (and its handler) longer.
         """
         keep = healthy and not self._retired and replica.alive()
-        if keep and len(self._replicas) - len(self._stopping) <= self.limit:
+        if keep and len(self._replicas) - len(self._leaving) <= self.limit:
             self._idle.append(replica)
             self._signal()
             return
@@ -158,9 +160,10 @@ class WarmPool:
             return
         grew = self.target is None or target > self.target
         self.target = target
-        excess = len(self._replicas) - len(self._stopping) - target
+        excess = len(self._replicas) - len(self._leaving) - target
         while excess > 0 and self._idle:
             replica = self._idle.pop(0)  # the coldest
+            self._leaving.add(replica)
             stop = asyncio.ensure_future(self._stop(replica, _STOP_GRACE_S))
             self._stopping.add(stop)
             stop.add_done_callback(self._stopping.discard)
