@@ -14,7 +14,6 @@ import concurrent.futures
 import contextlib
 import importlib
 import logging
-import random
 import secrets
 import shutil
 import signal
@@ -38,6 +37,7 @@ from .crds import CrdController
 from .faults import FaultInjector, FaultRule
 from .kubelet.kubelet import Kubelet
 from .kubelet.logs import ClusterLogs
+from .networks import NetworkClaim
 from .resources import NAMESPACE_KEY, NODE_KEY, ResourceRegistry, ResourceType
 from .server import ApiServer
 from .store import Store
@@ -89,8 +89,9 @@ class FakeCluster:
         self.store: Store | None = None
         self.server: ApiServer | None = None
         self.port = 0
-        # Pod IPs come from a loopback /16 picked at random, so two clusters on one machine differ.
-        self.pod_network = f"127.{random.randint(16, 250)}"
+        # Pod IPs come from a loopback /16 no other cluster on this machine holds (networks.py).
+        self._network = NetworkClaim()
+        self.pod_network = self._network.prefix
         self.kubeconfig = self.work_dir / "kubeconfig"
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -184,6 +185,7 @@ class FakeCluster:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
+        self._network.release()
         atexit.unregister(self.stop)
         if self._own_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)

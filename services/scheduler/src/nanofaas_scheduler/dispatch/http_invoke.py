@@ -9,7 +9,12 @@ import aiohttp
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.outcome import Outcome, crash, function_error
 from nanofaas_scheduler.dispatch.base import Attempt
-from nanofaas_scheduler.dispatch.function_protocol import decode_response, request_body, request_headers
+from nanofaas_scheduler.dispatch.function_protocol import (
+    HEADER_POD_UID,
+    decode_response,
+    request_body,
+    request_headers,
+)
 
 
 def new_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
@@ -24,16 +29,24 @@ def new_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.Clien
 
 
 async def post_invocation(
-    session: aiohttp.ClientSession, url: str, attempt: Attempt, *, keep_alive: bool = True
+    session: aiohttp.ClientSession,
+    url: str,
+    attempt: Attempt,
+    *,
+    keep_alive: bool = True,
+    pod_uid: str = "",
 ) -> Outcome:
     """One HTTP attempt; connection failures are CRASH so the scheduler retries them.
 
     `keep_alive=False` for a server that stops right after: an idle pooled
-    connection would only make its graceful shutdown wait.
+    connection would only make its graceful shutdown wait. `pod_uid`: the pod
+    meant (Kubernetes), which any other process on that address refuses.
     """
     headers = request_headers(attempt)
     if not keep_alive:
         headers["Connection"] = "close"
+    if pod_uid:
+        headers[HEADER_POD_UID] = pod_uid
     try:
         async with session.post(url, data=request_body(attempt), headers=headers) as response:
             body = await response.read()

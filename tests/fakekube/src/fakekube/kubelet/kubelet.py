@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,26 @@ if TYPE_CHECKING:
     from ..cluster import FakeCluster
 
 log = logging.getLogger("fakekube.kubelet")
+
+
+def _container_ports(pod: dict[str, Any]) -> list[int]:
+    return [
+        int(port["containerPort"])
+        for container in (pod.get("spec") or {}).get("containers") or ()
+        for port in container.get("ports") or ()
+        if port.get("containerPort") and port.get("protocol", "TCP") == "TCP"
+    ]
+
+
+def _anyone_listening(ip: str, ports: list[int]) -> bool:
+    """Whether a connection to ``ip`` on one of ``ports`` is accepted (loopback: refused at once)."""
+    for port in ports:
+        try:
+            with socket.create_connection((ip, port), timeout=0.5):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 class PodWorker:
@@ -360,6 +381,7 @@ class Kubelet:
         self.work_dir: Path = cluster.work_dir / node
         self.alive = True
         self.workers: dict[str, PodWorker] = {}
+        self._held_ips: set[str] = set()  # of deleted pods whose processes have not exited yet
         self._next_ip = 2
         self._running = False
         store.subscribe(self._on_event)
@@ -452,13 +474,20 @@ class Kubelet:
             "KUBERNETES_SERVICE_PORT": port,
         }
 
-    def _allocate_ip(self) -> str:
-        used = {w.ip for w in self.workers.values()}
+    def _allocate_ip(self, pod: dict[str, Any]) -> str:
+        """A free address: held by no pod, not even one still dying, and no process listens there.
+
+        Real pods have network namespaces of their own; ours share the host's, so an address
+        where another process (outside this cluster) answers on one of the pod's ports is
+        skipped, or probes and requests meant for the pod would reach that process.
+        """
+        used = {w.ip for w in self.workers.values()} | self._held_ips
         prefix = self.node_ip.rsplit(".", 1)[0]
+        ports = _container_ports(pod)
         for _ in range(253):
             candidate = f"{prefix}.{self._next_ip}"
             self._next_ip = 2 if self._next_ip >= 254 else self._next_ip + 1
-            if candidate not in used:
+            if candidate not in used and not _anyone_listening(candidate, ports):
                 return candidate
         raise RuntimeError(f"node {self.node} has no pod IP left")
 
@@ -472,6 +501,7 @@ class Kubelet:
             worker = self.workers.pop(event.obj["metadata"]["uid"], None)
             if worker is not None:
                 worker.kill_now()
+                self._hold_ip_until_done(worker)
             return
         self._sync(event.obj)
 
@@ -482,11 +512,19 @@ class Kubelet:
         if worker is None:
             if terminal:
                 return
-            worker = PodWorker(self, pod, self._allocate_ip())
+            worker = PodWorker(self, pod, self._allocate_ip(pod))
             self.workers[uid] = worker
             worker.task = asyncio.get_running_loop().create_task(worker.run(), name=f"pod {uid}")
         if m.is_terminating(pod) and not worker.terminating:
             asyncio.get_running_loop().create_task(worker.terminate())
+
+    def _hold_ip_until_done(self, worker: PodWorker) -> None:
+        """A deleted pod's address is not handed out while its processes may still hold it."""
+        if worker.task is None or worker.task.done():
+            return
+        ip = worker.ip
+        self._held_ips.add(ip)
+        worker.task.add_done_callback(lambda _: self._held_ips.discard(ip))
 
     def log_files(self, uid: str, container: str) -> list[LogFile]:
         worker = self.workers.get(uid)

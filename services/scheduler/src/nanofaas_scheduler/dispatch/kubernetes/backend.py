@@ -26,7 +26,7 @@ from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash, function_error
 from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver, Dispatcher
-from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH
+from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH, MISDIRECTED
 from nanofaas_scheduler.dispatch.http_invoke import new_session, post_invocation
 from nanofaas_scheduler.dispatch.kubernetes import naming
 from nanofaas_scheduler.dispatch.kubernetes.api import JOBS, PODS, ApiError, KubeApi
@@ -167,7 +167,9 @@ class KubernetesBackend(Dispatcher):
             return await with_last_words(self._api, self._namespace, pod.name, ended)
         self.observer.cold_start(attempt.function_name, time.perf_counter() - started)
         url = f"http://{pod.ready.result()}:{PORT}{INVOKE_PATH}"
-        request = asyncio.ensure_future(post_invocation(self.session, url, attempt, keep_alive=False))
+        request = asyncio.ensure_future(
+            post_invocation(self.session, url, attempt, keep_alive=False, pod_uid=pod.uid)
+        )
         try:
             await asyncio.wait({request, pod.ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -176,7 +178,7 @@ class KubernetesBackend(Dispatcher):
         if request.done() and not request.cancelled():
             outcome = request.result()
             pod.phases["first_result"] = asyncio.get_running_loop().time()
-            if outcome.kind is OutcomeKind.CRASH:
+            if outcome.kind is OutcomeKind.CRASH and not outcome.message.startswith(MISDIRECTED):
                 with contextlib.suppress(TimeoutError):
                     return await asyncio.wait_for(asyncio.shield(pod.ended), _CAUSE_GRACE_S)
             return outcome

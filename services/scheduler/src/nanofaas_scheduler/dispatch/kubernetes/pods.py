@@ -127,6 +127,7 @@ class AttemptPod:
         self.ended: asyncio.Future[Outcome] = loop.create_future()
         self.seen = False
         self.name = ""
+        self.uid = ""  # the pod's uid: the POST names it, so a process that is not this pod refuses
         self.phases: dict[str, float] = {}
         self._unschedulable_after_s = unschedulable_after_s
         self._unschedulable: asyncio.TimerHandle | None = None
@@ -145,6 +146,7 @@ class AttemptPod:
             return
         self.seen = True
         self.name = str((pod.get("metadata") or {}).get("name", ""))
+        self.uid = str((pod.get("metadata") or {}).get("uid", ""))
         status = pod.get("status") or {}
         if (pod.get("spec") or {}).get("nodeName"):
             self.phases.setdefault("scheduled", loop.time())

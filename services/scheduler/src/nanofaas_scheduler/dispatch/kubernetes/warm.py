@@ -24,7 +24,7 @@ from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash
 from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver
-from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH
+from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH, MISDIRECTED
 from nanofaas_scheduler.dispatch.http_invoke import post_invocation
 from nanofaas_scheduler.dispatch.kubernetes import naming
 from nanofaas_scheduler.dispatch.kubernetes.api import (
@@ -54,6 +54,7 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 @dataclass(slots=True)
 class Endpoint:
     ip: str
+    uid: str = ""  # the pod behind the address (the slice's targetRef): requests name it
     in_flight: int = 0
 
 
@@ -63,7 +64,8 @@ class Pool:
 
     function: str
     per_pod: int
-    slices: dict[str, set[str]] = field(default_factory=dict)
+    # Ready addresses by slice, each with its pod's uid.
+    slices: dict[str, dict[str, str]] = field(default_factory=dict)
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     created_at: float = field(default_factory=time.perf_counter)
@@ -73,23 +75,35 @@ class Pool:
     problems: dict[str, Outcome] = field(default_factory=dict)
     # Pods seen Ready once: a later crash loop is a restart to wait for, not a start failure.
     served: set[str] = field(default_factory=set)
+    # (address, pod uid) pairs whose process said it is another pod (a reused IP, our view lags):
+    # skipped until the slices say something new about that address.
+    misdirected: set[tuple[str, str]] = field(default_factory=set)
     users: int = 0  # dispatches waiting for or using an endpoint
     removed: bool = False  # the function was deleted: its objects go once `users` is 0
 
-    def ready_ips(self) -> set[str]:
-        return set().union(*self.slices.values()) if self.slices else set()
+    def ready_ips(self) -> dict[str, str]:
+        """Ready address -> its pod's uid."""
+        ready: dict[str, str] = {}
+        for addresses in self.slices.values():
+            ready.update(addresses)
+        return ready
 
     def refresh(self) -> None:
         ready = self.ready_ips()
         for ip in list(self.endpoints):
             if ip not in ready and self.endpoints[ip].in_flight == 0:
                 del self.endpoints[ip]
-        for ip in ready:
-            self.endpoints.setdefault(ip, Endpoint(ip))
+        for ip, uid in ready.items():
+            self.endpoints.setdefault(ip, Endpoint(ip)).uid = uid
+        self.misdirected &= set(ready.items())
 
     def pick(self) -> Endpoint | None:
         ready = self.ready_ips()
-        candidates = [e for ip, e in self.endpoints.items() if ip in ready and e.in_flight < self.per_pod]
+        candidates = [
+            e
+            for ip, e in self.endpoints.items()
+            if ip in ready and e.in_flight < self.per_pod and (ip, e.uid) not in self.misdirected
+        ]
         return min(candidates, key=lambda e: (e.in_flight, e.ip)) if candidates else None
 
 
@@ -123,7 +137,7 @@ class WarmFunctions:
         self._pools: dict[str, Pool] = {}  # by Service name
         # Ready addresses per Service and slice, kept for every WARM Service the watch sees, so a
         # pool made after the list (a function adopted from a previous scheduler) starts with them.
-        self._slices: dict[str, dict[str, set[str]]] = {}
+        self._slices: dict[str, dict[str, dict[str, str]]] = {}
         self._revisions: dict[str, int] = {}  # function -> spec revision applied
         self._watcher: Watcher | None = None
         self._pod_watcher: Watcher | None = None
@@ -244,11 +258,12 @@ class WarmFunctions:
         if deleted:
             slices.pop(name, None)
             return
-        ready: set[str] = set()
+        ready: dict[str, str] = {}
         for endpoint in item.get("endpoints") or ():
             conditions = endpoint.get("conditions") or {}
             if conditions.get("ready") and not conditions.get("terminating"):
-                ready.update(endpoint.get("addresses") or ())
+                uid = str((endpoint.get("targetRef") or {}).get("uid") or "")
+                ready.update(dict.fromkeys(endpoint.get("addresses") or (), uid))
         slices[name] = ready
 
     def _notify(self, pool: Pool) -> None:
@@ -295,10 +310,15 @@ class WarmFunctions:
         if pool.cold:
             pool.cold = False
             self._observer.cold_start(attempt.function_name, time.perf_counter() - pool.created_at)
+        uid = endpoint.uid
         try:
             async with asyncio.timeout_at(deadline):
-                outcome = await post_invocation(session, f"http://{endpoint.ip}:{PORT}{INVOKE_PATH}", attempt)
-            if self._phases is not None and outcome.kind is not OutcomeKind.CRASH:
+                outcome = await post_invocation(
+                    session, f"http://{endpoint.ip}:{PORT}{INVOKE_PATH}", attempt, pod_uid=uid
+                )
+            if outcome.kind is OutcomeKind.CRASH and outcome.message.startswith(MISDIRECTED):
+                pool.misdirected.add((endpoint.ip, uid))
+            elif self._phases is not None and outcome.kind is not OutcomeKind.CRASH:
                 self._phases.answered(endpoint.ip)
             return outcome
         except TimeoutError:
