@@ -78,6 +78,7 @@ class Settings:
     k8s_job_ttl_s: int = 300
     k8s_warm_replicas: int = 1
     k8s_unschedulable_timeout_s: float = 30.0
+    k8s_start_timeout_s: float = 60.0  # a pod not Ready this long after its creation has failed to start
     k8s_api_workers: int = 8
     k8s_adopt_grace_s: float = 30.0
 
@@ -108,6 +109,7 @@ class Settings:
             k8s_job_ttl_s=_int_var(env, "NANOFAAS_K8S_JOB_TTL_S", 300, 0, 86_400),
             k8s_warm_replicas=_int_var(env, "NANOFAAS_K8S_WARM_REPLICAS", 1, 1, 1000),
             k8s_unschedulable_timeout_s=_number_var(env, "NANOFAAS_K8S_UNSCHEDULABLE_TIMEOUT_S", 30.0),
+            k8s_start_timeout_s=_number_var(env, "NANOFAAS_K8S_START_TIMEOUT_S", 60.0),
             k8s_api_workers=_int_var(env, "NANOFAAS_K8S_API_WORKERS", 8, 1, 256),
             k8s_adopt_grace_s=_number_var(env, "NANOFAAS_K8S_ADOPT_GRACE_S", 30.0),
         )

@@ -29,6 +29,7 @@ from ..store import Event, Store
 from .containers import Container, ProbeSet, choose_image
 from .env import EnvError, argv_for, environment
 from .logs import LogFile
+from .volumes import mount_failure, record_event
 
 if TYPE_CHECKING:
     from ..cluster import FakeCluster
@@ -173,6 +174,8 @@ class PodWorker:
             ).get("activeDeadlineSeconds")
             if deadline is not None:
                 asyncio.get_running_loop().call_later(float(deadline), self._deadline_passed)
+            if not await self._mount_volumes():
+                return
             for container in self.init_containers:
                 while not self.terminating:
                     code = await self._run_once(container)
@@ -195,6 +198,24 @@ class PodWorker:
             await asyncio.gather(*(self._supervise(c) for c in self.containers))
         finally:
             self.done.set()
+
+    async def _mount_volumes(self) -> bool:
+        """Wait until every volume can be mounted (retried, with a FailedMount event each time).
+
+        False if the pod goes away first; meanwhile its containers stay ContainerCreating.
+        """
+        pods = self.store.registry.by_key(POD_KEY)
+        while not self.terminating:
+            pod = self.store.peek(pods, self.namespace, self.name)
+            if pod is None:
+                return False
+            failure = mount_failure(self.store, pod)
+            if failure is None:
+                return True
+            record_event(self.store, pod, "FailedMount", failure, self.kubelet.node)
+            await self.publish()
+            await self._sleep(self.kubelet.cluster.timing.restart_backoff)
+        return False
 
     def _deadline_passed(self) -> None:
         if self.done.is_set() or self.terminating:

@@ -32,7 +32,13 @@ from nanofaas_scheduler.dispatch.kubernetes import naming
 from nanofaas_scheduler.dispatch.kubernetes.api import JOBS, PODS, ApiError, KubeApi
 from nanofaas_scheduler.dispatch.kubernetes.metrics import KubeMetrics
 from nanofaas_scheduler.dispatch.kubernetes.objects import PORT, PodOptions, UnrunnableFunction, build_job
-from nanofaas_scheduler.dispatch.kubernetes.pods import AttemptPod, PodTracker, with_last_words
+from nanofaas_scheduler.dispatch.kubernetes.pods import (
+    AttemptPod,
+    PodTracker,
+    not_started,
+    not_started_reason,
+    with_last_words,
+)
 from nanofaas_scheduler.dispatch.kubernetes.preflight import check_template_on_cluster
 from nanofaas_scheduler.dispatch.kubernetes.template import TemplateError
 from nanofaas_scheduler.dispatch.kubernetes.warm import WarmFunctions
@@ -49,6 +55,9 @@ _CLOSE_GRACE_S = 10.0
 class KubeOptions:
     pod: PodOptions
     unschedulable_after_s: float = 30.0
+    # A pod not Ready this long after its Job (or Deployment pod) was created has failed to start
+    # (a Secret volume that cannot be mounted, a readiness probe that never passes...).
+    start_after_s: float = 60.0
     watch_timeout_s: int = 60
     # After start, how long registered functions have to be announced before the WARM
     # objects of functions nobody announced are deleted (the registry's first sync).
@@ -68,7 +77,13 @@ class KubernetesBackend(Dispatcher):
         self._background: set[asyncio.Task[None]] = set()
         self._watchers: list[Watcher] = []
         self._warm = WarmFunctions(
-            api, options.pod, self._track, watch_timeout_s=options.watch_timeout_s, metrics=metrics
+            api,
+            options.pod,
+            self._track,
+            watch_timeout_s=options.watch_timeout_s,
+            metrics=metrics,
+            start_after_s=options.start_after_s,
+            unschedulable_after_s=options.unschedulable_after_s,
         )
         self._starting: asyncio.Future[None] | None = None
 
@@ -162,7 +177,14 @@ class KubernetesBackend(Dispatcher):
         self._metrics.job_phases({phase: at - created for phase, at in pod.phases.items()})
 
     async def _run_on_pod(self, attempt: Attempt, pod: AttemptPod, started: float) -> Outcome:
-        ended = await pod.wait_ready()
+        bound = self._options.start_after_s
+        try:
+            ended = await asyncio.wait_for(
+                pod.wait_ready(), max(0.0, bound - (time.perf_counter() - started))
+            )
+        except TimeoutError:
+            events = await self._api.pod_events(self._namespace, pod.name, pod.uid) if pod.uid else []
+            return not_started(pod.name, bound, not_started_reason(pod.last, events))
         if ended is not None:
             return await with_last_words(self._api, self._namespace, pod.name, ended)
         self.observer.cold_start(attempt.function_name, time.perf_counter() - started)

@@ -43,8 +43,14 @@ from nanofaas_scheduler.dispatch.kubernetes.objects import (
     build_service,
     pod_concurrency,
 )
-from nanofaas_scheduler.dispatch.kubernetes.pods import warm_problem, with_last_words
+from nanofaas_scheduler.dispatch.kubernetes.pods import (
+    not_started,
+    not_started_reason,
+    warm_problem,
+    with_last_words,
+)
 from nanofaas_scheduler.dispatch.kubernetes.warm_phases import WarmPhases
+from nanofaas_scheduler.dispatch.kubernetes.warm_start import StuckPods
 from nanofaas_scheduler.dispatch.kubernetes.watch import SYNC, Watcher
 
 log = logging.getLogger(__name__)
@@ -73,6 +79,8 @@ class Pool:
     reported: int = -1  # the ready count last told to the observer
     # Pods that cannot serve, and why (pod watch): with no ready endpoint, requests fail fast.
     problems: dict[str, Outcome] = field(default_factory=dict)
+    # Pods not Ready past the start bound (warm_start.py), and why: problems too.
+    stuck: dict[str, Outcome] = field(default_factory=dict)
     # Pods seen Ready once: a later crash loop is a restart to wait for, not a start failure.
     served: set[str] = field(default_factory=set)
     # (address, pod uid) pairs whose process said it is another pod (a reused IP, our view lags):
@@ -128,6 +136,8 @@ class WarmFunctions:
         *,
         watch_timeout_s: int = 60,
         metrics: KubeMetrics | None = None,
+        start_after_s: float = 60.0,
+        unschedulable_after_s: float = 30.0,
     ) -> None:
         self._api = api
         self._options = options
@@ -145,6 +155,7 @@ class WarmFunctions:
         self._unclaimed: set[str] = set()
         self._sweep: asyncio.TimerHandle | None = None
         self._observer = BackendObserver()
+        self._stuck = StuckPods(start_after_s, unschedulable_after_s, self._on_stuck)
         self._phases: WarmPhases | None = None
         if metrics is not None:
             self._phases = WarmPhases(metrics.warm_phase, time.monotonic)
@@ -184,23 +195,48 @@ class WarmFunctions:
             else:
                 self._phases.on_pod(kind, obj)
         if kind == SYNC:
+            present = {str(pod["metadata"].get("name", "")) for pod in obj}
+            self._stuck.retain(present)
             for known in self._pools.values():
                 known.problems.clear()
+                known.stuck = {name: why for name, why in known.stuck.items() if name in present}
         for pod in obj if kind == SYNC else [obj]:
             pool = self._pool_of_pod(pod)
             if pool is None:
                 continue
             name = str(pod["metadata"].get("name", ""))
+            if kind == "DELETED" or _is_ready(pod) or pod["metadata"].get("deletionTimestamp"):
+                self._stuck.forget(name)
+                pool.stuck.pop(name, None)
+            elif name not in pool.served and self._stuck.pending(name, pod):
+                pool.stuck.pop(name, None)
             if kind == "DELETED":
                 pool.served.discard(name)
             elif _is_ready(pod):
                 pool.served.add(name)
-            problem = None if kind == "DELETED" or name in pool.served else warm_problem(pod)
+            gone = kind == "DELETED" or name in pool.served
+            problem = None if gone else (warm_problem(pod) or pool.stuck.get(name))
             if problem is None:
                 pool.problems.pop(name, None)
             else:
                 pool.problems[name] = problem
                 self._notify(pool)
+
+    def _on_stuck(self, name: str, bound: float, pod: dict[str, Any]) -> None:
+        self._track(self._mark_stuck(name, bound, pod))
+
+    async def _mark_stuck(self, name: str, bound: float, pod: dict[str, Any]) -> None:
+        """Say why the pod is not ready (its status and events), then fail fast while none is."""
+        uid = str(pod["metadata"].get("uid", ""))
+        events = await self._api.pod_events(self._namespace, name, uid) if uid else []
+        latest = self._stuck.last(name)
+        pool = self._pool_of_pod(pod)
+        if latest is None or pool is None:
+            return  # became ready or went away meanwhile
+        problem = not_started(name, bound, not_started_reason(latest, events))
+        log.warning("a WARM pod is not ready", extra={"function": pool.function, "error": problem.message})
+        pool.stuck[name] = pool.problems[name] = problem
+        self._notify(pool)
 
     async def reconcile(self, grace_s: float) -> None:
         """Adopt the WARM objects of functions announced within `grace_s`; delete the others then."""
@@ -388,6 +424,7 @@ class WarmFunctions:
         """Stop watching; the Deployments stay (a restarted scheduler adopts them)."""
         if self._sweep is not None:
             self._sweep.cancel()
+        self._stuck.close()
         for watcher in (self._watcher, self._pod_watcher):
             if watcher is not None:
                 watcher.stop()
