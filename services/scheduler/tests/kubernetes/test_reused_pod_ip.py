@@ -12,6 +12,7 @@ rather than another function's output passed off as this one's.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -97,12 +98,19 @@ async def test_a_process_that_is_not_the_attempts_pod_refuses_its_request(
 def test_a_warm_endpoint_that_answered_as_another_pod_is_skipped_until_the_slices_change() -> None:
     pool = Pool("fn", per_pod=2, slices={"s1": {"10.0.0.1": "uid-a", "10.0.0.2": "uid-b"}})
     pool.refresh()
-    pool.misdirected.add(("10.0.0.1", "uid-a"))  # the process at 10.0.0.1 is not pod uid-a
-    picked = [pool.pick(), pool.pick()]
+    pool.quarantined[("10.0.0.1", "uid-a")] = math.inf  # the process at 10.0.0.1 is not pod uid-a
+    picked = [pool.pick(now=0.0), pool.pick(now=0.0)]
     assert all(isinstance(e, Endpoint) and e.ip == "10.0.0.2" for e in picked)
     pool.slices["s1"] = {"10.0.0.1": "uid-c", "10.0.0.2": "uid-b"}  # the address is a new pod's now
     pool.refresh()
-    assert pool.misdirected == set()
-    endpoint = pool.pick()
-    assert endpoint is not None and endpoint.uid in ("uid-c", "uid-b")
+    assert pool.quarantined == {}
     assert pool.endpoints["10.0.0.1"].uid == "uid-c"
+    assert pool.pick(now=0.0) is not None
+
+
+def test_a_warm_endpoint_whose_connection_failed_is_skipped_for_a_while() -> None:
+    pool = Pool("fn", per_pod=1, slices={"s1": {"10.0.0.1": "uid-a"}})
+    pool.refresh()
+    pool.quarantined[("10.0.0.1", "uid-a")] = 5.0
+    assert pool.pick(now=4.9) is None  # a request waits (for a new pod, or the quarantine's end)
+    assert pool.pick(now=5.0) is not None

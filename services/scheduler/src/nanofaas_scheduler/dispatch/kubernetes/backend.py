@@ -41,7 +41,7 @@ from nanofaas_scheduler.dispatch.kubernetes.pods import (
 )
 from nanofaas_scheduler.dispatch.kubernetes.preflight import check_template_on_cluster
 from nanofaas_scheduler.dispatch.kubernetes.template import TemplateError
-from nanofaas_scheduler.dispatch.kubernetes.warm import WarmFunctions
+from nanofaas_scheduler.dispatch.kubernetes.warm import CONNECT_TIMEOUT_S, WarmFunctions
 from nanofaas_scheduler.dispatch.kubernetes.watch import Watcher
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,14 @@ class KubernetesBackend(Dispatcher):
         self.observer.cold_start(attempt.function_name, time.perf_counter() - started)
         url = f"http://{pod.ready.result()}:{PORT}{INVOKE_PATH}"
         request = asyncio.ensure_future(
-            post_invocation(self.session, url, attempt, keep_alive=False, pod_uid=pod.uid)
+            post_invocation(
+                self.session,
+                url,
+                attempt,
+                keep_alive=False,
+                pod_uid=pod.uid,
+                connect_timeout=CONNECT_TIMEOUT_S,
+            )
         )
         try:
             await asyncio.wait({request, pod.ended}, return_when=asyncio.FIRST_COMPLETED)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,10 @@ from nanofaas_scheduler.dispatch.kubernetes.warm_start import StuckPods
 from nanofaas_scheduler.dispatch.kubernetes.watch import SYNC, Watcher
 
 log = logging.getLogger(__name__)
+# A pod address that does not accept a connection within this is dead (a lost node drops SYNs).
+CONNECT_TIMEOUT_S = 5.0
+# How long a pod whose connection failed gets no request, unless the slices change first.
+QUARANTINE_S = 5.0
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
@@ -83,9 +88,10 @@ class Pool:
     stuck: dict[str, Outcome] = field(default_factory=dict)
     # Pods seen Ready once: a later crash loop is a restart to wait for, not a start failure.
     served: set[str] = field(default_factory=set)
-    # (address, pod uid) pairs whose process said it is another pod (a reused IP, our view lags):
-    # skipped until the slices say something new about that address.
-    misdirected: set[tuple[str, str]] = field(default_factory=set)
+    # (address, pod uid) -> until when (loop time) it gets no request: its process said it is
+    # another pod (a reused IP, our view lags: until the slices change), or its connection
+    # failed (a pod that died, a lost node: until the slices change or QUARANTINE_S passed).
+    quarantined: dict[tuple[str, str], float] = field(default_factory=dict)
     users: int = 0  # dispatches waiting for or using an endpoint
     removed: bool = False  # the function was deleted: its objects go once `users` is 0
 
@@ -103,14 +109,15 @@ class Pool:
                 del self.endpoints[ip]
         for ip, uid in ready.items():
             self.endpoints.setdefault(ip, Endpoint(ip)).uid = uid
-        self.misdirected &= set(ready.items())
+        for pair in [p for p in self.quarantined if ready.get(p[0]) != p[1]]:
+            del self.quarantined[pair]
 
-    def pick(self) -> Endpoint | None:
+    def pick(self, now: float) -> Endpoint | None:
         ready = self.ready_ips()
         candidates = [
             e
             for ip, e in self.endpoints.items()
-            if ip in ready and e.in_flight < self.per_pod and (ip, e.uid) not in self.misdirected
+            if ip in ready and e.in_flight < self.per_pod and self.quarantined.get((ip, e.uid), 0.0) <= now
         ]
         return min(candidates, key=lambda e: (e.in_flight, e.ip)) if candidates else None
 
@@ -346,14 +353,19 @@ class WarmFunctions:
         if pool.cold:
             pool.cold = False
             self._observer.cold_start(attempt.function_name, time.perf_counter() - pool.created_at)
-        uid = endpoint.uid
+        pair = (endpoint.ip, endpoint.uid)
         try:
             async with asyncio.timeout_at(deadline):
                 outcome = await post_invocation(
-                    session, f"http://{endpoint.ip}:{PORT}{INVOKE_PATH}", attempt, pod_uid=uid
+                    session,
+                    f"http://{endpoint.ip}:{PORT}{INVOKE_PATH}",
+                    attempt,
+                    pod_uid=endpoint.uid,
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    on_connection_failure=lambda: self._quarantine(pool, pair, QUARANTINE_S),
                 )
             if outcome.kind is OutcomeKind.CRASH and outcome.message.startswith(MISDIRECTED):
-                pool.misdirected.add((endpoint.ip, uid))
+                self._quarantine(pool, pair, math.inf)
             elif self._phases is not None and outcome.kind is not OutcomeKind.CRASH:
                 self._phases.answered(endpoint.ip)
             return outcome
@@ -364,9 +376,17 @@ class WarmFunctions:
             pool.refresh()
             self._notify(pool)
 
+    def _quarantine(self, pool: Pool, pair: tuple[str, str], seconds: float) -> None:
+        """No request to that pod for `seconds` (or until the slices say something new of it)."""
+        loop = asyncio.get_running_loop()
+        pool.quarantined[pair] = loop.time() + seconds
+        if seconds != math.inf:  # then waiting requests may use it again
+            loop.call_later(seconds, self._notify, pool)
+
     async def _acquire(self, pool: Pool) -> Endpoint:
+        loop = asyncio.get_running_loop()
         async with pool.changed:
-            while (endpoint := pool.pick()) is None:
+            while (endpoint := pool.pick(loop.time())) is None:
                 if pool.problems and not pool.ready_ips():
                     pod, problem = next(iter(pool.problems.items()))
                     raise StartFailed(problem, pod)
