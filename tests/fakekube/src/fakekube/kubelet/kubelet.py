@@ -402,7 +402,8 @@ class Kubelet:
         self.work_dir: Path = cluster.work_dir / node
         self.alive = True
         self.workers: dict[str, PodWorker] = {}
-        self._held_ips: set[str] = set()  # of deleted pods whose processes have not exited yet
+        # Addresses of deleted pods whose workers (processes) have not ended yet, and those workers.
+        self._dying: dict[str, asyncio.Task[None]] = {}
         self._next_ip = 2
         self._running = False
         store.subscribe(self._on_event)
@@ -502,7 +503,7 @@ class Kubelet:
         where another process (outside this cluster) answers on one of the pod's ports is
         skipped, or probes and requests meant for the pod would reach that process.
         """
-        used = {w.ip for w in self.workers.values()} | self._held_ips
+        used = {w.ip for w in self.workers.values()} | set(self._dying)
         prefix = self.node_ip.rsplit(".", 1)[0]
         ports = _container_ports(pod)
         for _ in range(253):
@@ -543,9 +544,9 @@ class Kubelet:
         """A deleted pod's address is not handed out while its processes may still hold it."""
         if worker.task is None or worker.task.done():
             return
-        ip = worker.ip
-        self._held_ips.add(ip)
-        worker.task.add_done_callback(lambda _: self._held_ips.discard(ip))
+        ip, task = worker.ip, worker.task
+        self._dying[ip] = task
+        task.add_done_callback(lambda _: self._dying.pop(ip, None))
 
     def log_files(self, uid: str, container: str) -> list[LogFile]:
         worker = self.workers.get(uid)
@@ -579,7 +580,7 @@ class Kubelet:
         await self._wait_workers()
 
     async def _wait_workers(self) -> None:
-        tasks = [w.task for w in self.workers.values() if w.task is not None]
+        tasks = [w.task for w in self.workers.values() if w.task is not None] + list(self._dying.values())
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=10)

@@ -55,8 +55,8 @@ _CLOSE_GRACE_S = 10.0
 class KubeOptions:
     pod: PodOptions
     unschedulable_after_s: float = 30.0
-    # A pod not Ready this long after its Job (or Deployment pod) was created has failed to start
-    # (a Secret volume that cannot be mounted, a readiness probe that never passes...).
+    # A pod not Ready this long after its Job was created (WARM: after the watch first saw it)
+    # has failed to start (a Secret volume that cannot be mounted, a probe that never passes...).
     start_after_s: float = 60.0
     watch_timeout_s: int = 60
     # After start, how long registered functions have to be announced before the WARM
