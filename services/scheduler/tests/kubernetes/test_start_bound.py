@@ -23,21 +23,10 @@ from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.outcome import OutcomeKind
 from nanofaas_scheduler.dispatch.kubernetes.pods import not_started_reason
 
-from ..conftest import RecordingObserver, make_attempt
-from .conftest import BackendMaker, no_jobs_left, runtime_spec
+from ..conftest import make_attempt
+from .conftest import BackendMaker, ReadyReplicas, no_jobs_left, runtime_spec
 
 MISSING_SECRET = 'secret "db-creds" not found'
-
-
-class ReadyPods(RecordingObserver):
-    def __init__(self) -> None:
-        super().__init__()
-        self.one = asyncio.Event()
-
-    def replicas_changed(self, function: str, replicas: int) -> None:
-        super().replicas_changed(function, replicas)
-        if replicas:
-            self.one.set()
 
 
 def _core(cluster: FakeCluster) -> Any:
@@ -83,7 +72,7 @@ async def test_warm_requests_fail_fast_while_no_pod_can_be_scheduled_and_recover
     make_backend: BackendMaker, cluster: FakeCluster, handler_dir: Path
 ) -> None:
     backend = await make_backend()  # the unschedulable bound is 1 s in these tests
-    ready = ReadyPods()
+    ready = ReadyReplicas()
     backend.attach(ready)
     spec = runtime_spec(
         handler_dir, execution_mode=types_pb2.EXECUTION_MODE_WARM, node_selector={"pool": "late"}
@@ -99,7 +88,7 @@ async def test_warm_requests_fail_fast_while_no_pod_can_be_scheduled_and_recover
 
     node = cluster.node_names[0]
     await asyncio.to_thread(_core(cluster).patch_node, node, {"metadata": {"labels": {"pool": "late"}}})
-    await asyncio.wait_for(ready.one.wait(), 30)  # the backend saw a ready endpoint
+    await asyncio.wait_for(ready.reached.wait(), 30)  # the backend saw a ready endpoint
     outcome = await backend.dispatch(make_attempt(spec, orjson.dumps("hi"), timeout=60))
     assert outcome.kind is OutcomeKind.SUCCESS, outcome  # a pod is ready: served again
 
