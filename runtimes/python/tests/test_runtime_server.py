@@ -178,6 +178,24 @@ async def test_bad_deadline_header_and_unknown_routes(
         assert response.status == 404
 
 
+async def test_a_request_meant_for_another_pod_is_refused_without_running(
+    start_runtime: StartRuntime, http: aiohttp.ClientSession
+) -> None:
+    """A reused pod IP: the caller names the pod it means; any other process answers 503 CRASH."""
+    pod = await start_runtime("echo", NANOFAAS_POD_UID="uid-of-this-pod")
+    status, _, raw = await post(http, pod, b'{"input": 1}', **{"X-Pod-Uid": "uid-of-another-pod"})
+    assert status == 503
+    error = orjson.loads(raw)["error"]
+    assert error["code"] == "CRASH"
+    assert "'uid-of-another-pod'" in error["message"] and "'uid-of-this-pod'" in error["message"]
+    assert (await post(http, pod, b'{"input": 1}', **{"X-Pod-Uid": "uid-of-this-pod"}))[0] == 200
+    assert (await post(http, pod, b'{"input": 1}'))[0] == 200  # no header: not checked
+    no_pod = await start_runtime("echo")
+    status, _, raw = await post(http, no_pod, b'{"input": 1}', **{"X-Pod-Uid": "uid-of-this-pod"})
+    assert status == 503
+    assert "a process that is no pod" in orjson.loads(raw)["error"]["message"]
+
+
 async def _gated_call(http: aiohttp.ClientSession, url: str, gate: Any) -> dict[str, Any]:
     status, _, raw = await post(http, url, orjson.dumps({"input": gate}))
     assert status == 200

@@ -173,6 +173,18 @@ async def test_health_answers_at_once_and_other_routes_are_refused(
         assert response.status == 404
 
 
+async def test_a_request_meant_for_another_pod_is_refused_before_the_command_runs(
+    start_watchdog: StartWatchdog, http: aiohttp.ClientSession, gate: Gate
+) -> None:
+    server = await start_watchdog(python_command(GATED), NANOFAAS_POD_UID="uid-of-this-pod")
+    async with http.post(
+        url(server) + "/invoke", data=gate.request("misdirected"), headers={"X-Pod-Uid": "uid-of-another-pod"}
+    ) as response:
+        assert response.status == 503
+        assert (await response.json())["error"]["code"] == "CRASH"
+    await gate.nobody_arrives()
+
+
 async def test_command_environment_is_ours_plus_the_invocation_headers(
     start_watchdog: StartWatchdog, http: aiohttp.ClientSession
 ) -> None:

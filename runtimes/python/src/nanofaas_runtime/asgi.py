@@ -33,6 +33,7 @@ EXIT_CONFIG_INVALID = 2
 JSON = CONTENT_TYPE_JSON.encode()
 _HEALTH_BODY = b'{"status":"ok"}'
 _DEFAULT_PORT = 8080
+_H_POD_UID = protocol.HEADER_POD_UID.lower().encode()
 
 
 class InvalidSetting(ValueError):
@@ -56,7 +57,10 @@ async def route(scope: Scope, receive: Receive, send: Send, invoke: App) -> None
     path, method = scope["path"], scope["method"]
     if path == protocol.INVOKE_PATH:
         if method == "POST":
-            await invoke(scope, receive, send)
+            if (refusal := misdirected(scope)) is not None:
+                await send_error(send, 503, "CRASH", refusal)
+            else:
+                await invoke(scope, receive, send)
         else:
             await send_error(send, 405, "METHOD_NOT_ALLOWED", f"{method} is not allowed on {path}")
     elif path == protocol.HEALTH_PATH:
@@ -66,6 +70,28 @@ async def route(scope: Scope, receive: Receive, send: Send, invoke: App) -> None
             await send_error(send, 405, "METHOD_NOT_ALLOWED", f"{method} is not allowed on {path}")
     else:
         await send_error(send, 404, "NOT_FOUND", f"no route for {path}")
+
+
+def misdirected(scope: Scope) -> str | None:
+    """Why a request meant for another pod must not run here, or None.
+
+    A pod IP is reused once its pod is gone, so a caller whose view of the cluster
+    lags can reach another function's pod (or a process that is no pod) on the
+    same address. The caller names the pod it means in `X-Pod-Uid`; a process that
+    is not that pod answers 503 CRASH without running anything, and the caller
+    retries elsewhere. Without the header (the local backend, ENDPOINT callers)
+    nothing is checked.
+    """
+    wanted = next((v for k, v in scope["headers"] if k == _H_POD_UID), None)
+    if wanted is None:
+        return None
+    mine = os.environ.get(protocol.POD_UID_ENV, "")
+    if wanted.decode("latin-1") == mine:
+        return None
+    return (
+        f"misdirected: the request was meant for pod {wanted.decode('latin-1')!r} but reached "
+        f"{'pod ' + repr(mine) if mine else 'a process that is no pod'} (a reused pod IP)"
+    )
 
 
 async def read_body(receive: Receive) -> bytes:

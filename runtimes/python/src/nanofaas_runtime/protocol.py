@@ -20,6 +20,10 @@ HEADER_TRACEPARENT = "traceparent"
 HEADER_DEADLINE_MS = "X-Deadline-Ms"
 HEADER_FUNCTION_NAME = "X-Function-Name"
 HEADER_ATTEMPT = "X-Attempt"
+# The pod the caller means (its uid); a process that is not that pod refuses the request.
+HEADER_POD_UID = "X-Pod-Uid"
+# Where a process learns which pod it is (the Kubernetes downward API: metadata.uid).
+POD_UID_ENV = "NANOFAAS_POD_UID"
 
 ERROR_INVALID_REQUEST = "INVALID_REQUEST"
 NOT_VALID_JSON = "output is not valid JSON"

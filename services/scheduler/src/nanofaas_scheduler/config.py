@@ -82,6 +82,7 @@ class Settings:
     k8s_image_pull_policy: str = "IfNotPresent"
     k8s_job_ttl_s: int = 300
     k8s_unschedulable_timeout_s: float = 30.0
+    k8s_start_timeout_s: float = 60.0  # a pod not Ready this long after its creation has failed to start
     k8s_api_workers: int = 8
     k8s_adopt_grace_s: float = 30.0
     # Security (docs/security.md). The gRPC port listens on `host` (127.0.0.1: only the pod's
@@ -129,6 +130,7 @@ class Settings:
             ),
             k8s_job_ttl_s=_int_var(env, "NANOFAAS_K8S_JOB_TTL_S", 300, 0, 86_400),
             k8s_unschedulable_timeout_s=_number_var(env, "NANOFAAS_K8S_UNSCHEDULABLE_TIMEOUT_S", 30.0),
+            k8s_start_timeout_s=_number_var(env, "NANOFAAS_K8S_START_TIMEOUT_S", 60.0),
             k8s_api_workers=_int_var(env, "NANOFAAS_K8S_API_WORKERS", 8, 1, 256),
             k8s_adopt_grace_s=_number_var(env, "NANOFAAS_K8S_ADOPT_GRACE_S", 30.0),
             metrics_host=_str_var(env, "NANOFAAS_SCHEDULER_METRICS_HOST", default_metrics_host),

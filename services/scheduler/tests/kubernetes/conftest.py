@@ -24,7 +24,7 @@ from nanofaas_scheduler.dispatch.kubernetes import naming
 from nanofaas_scheduler.dispatch.kubernetes.backend import KubernetesBackend
 from nanofaas_scheduler.dispatch.kubernetes.factory import kubernetes_backend
 
-from ..conftest import make_spec
+from ..conftest import RecordingObserver, make_spec
 
 RUNTIME_IMAGE = "nanofaas/python-runtime:test"
 SCHEDULER_USER = "nanofaas-scheduler"
@@ -126,6 +126,20 @@ async def wait_off_loop(cluster: FakeCluster, predicate: Callable[[], bool], wha
 async def no_jobs_left(cluster: FakeCluster) -> None:
     await wait_off_loop(cluster, lambda: not ours(cluster, "jobs", "batch"), "every Job deleted")
     await wait_off_loop(cluster, lambda: not cluster.objects("pods", "default"), "every pod deleted")
+
+
+class ReadyReplicas(RecordingObserver):
+    """Lets a test await the backend seeing `count` ready replicas of a function (an event)."""
+
+    def __init__(self, count: int = 1) -> None:
+        super().__init__()
+        self.reached = asyncio.Event()
+        self._count = count
+
+    def replicas_changed(self, function: str, replicas: int) -> None:
+        super().replicas_changed(function, replicas)
+        if replicas >= self._count:
+            self.reached.set()
 
 
 class Arrivals:

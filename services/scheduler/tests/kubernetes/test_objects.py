@@ -156,6 +156,9 @@ def test_job_fields_the_scheduler_relies_on() -> None:
     assert env["NANOFAAS_SINGLE_USE"] == "1"
     assert env["EXECUTION_ID"] == EXECUTION and env["NANOFAAS_ATTEMPT"] == "2"
     assert env["HOST"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["NANOFAAS_POD_UID"] == {
+        "fieldRef": {"fieldPath": "metadata.uid"}
+    }  # refuses misdirected requests
     assert "secret-input" not in json.dumps(job)  # the input travels in the POST, never in the Job
     labels = job["metadata"]["labels"]
     assert labels[naming.EXECUTION_LABEL] == EXECUTION and labels[naming.ATTEMPT_LABEL] == "2"

@@ -2,7 +2,8 @@
 
 The record (deploy/kustomize/rbac-record.json) is what the scheduler's Role must grant: the
 RBAC work compares its Role with it. This test runs each path of the backend once (start and
-reconcile, a JOB attempt, one that fails to start, a WARM function, its scaling, update and removal)
+reconcile, a JOB attempt, one that fails to start, one whose pod cannot start within the start
+bound, a WARM function, its scaling, update and removal)
 and fails when the calls differ from the record. After an intended change, regenerate it with
 `NANOFAAS_UPDATE_RBAC_RECORD=1 pytest services/scheduler/tests/kubernetes/test_rbac_record.py`.
 """
@@ -68,6 +69,12 @@ async def test_the_calls_match_the_rbac_record(
     assert failed.error_code == codes.START_FAILED and "no_such_module" in failed.message, failed
     await backend.function_changed(runtime_spec(handler_dir, name="warm", revision=2))  # now JOB
     await backend.function_removed("fn")
+    await no_jobs_left(cluster)
+    # A pod that cannot start within the bound: its events are read to say why.
+    bounded = await make_backend(NANOFAAS_K8S_START_TIMEOUT_S="1")
+    mounts = [types_pb2.SecretMount(name="absent", mount_path="/etc/absent")]
+    stuck = await bounded.dispatch(make_attempt(runtime_spec(handler_dir, name="stuck", secrets=mounts)))
+    assert stuck.error_code == codes.START_FAILED and "FailedMount" in stuck.message, stuck
     await no_jobs_left(cluster)
     await watches_audited(cluster)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from nanofaas_scheduler.core.outcome import OutcomeKind
 from nanofaas_scheduler.dispatch.kubernetes.warm_phases import WarmPhases
 
 from ..conftest import make_attempt
-from .conftest import BackendMaker, runtime_spec
+from .conftest import BackendMaker, ReadyReplicas, runtime_spec
 
 PHASES = ("scheduled", "running", "ready", "first_result")
 
@@ -72,12 +73,16 @@ async def test_a_scale_up_on_the_cluster_records_every_phase(
 ) -> None:
     registry = CollectorRegistry()
     backend = await make_backend(registry)
+    both = ReadyReplicas(2)
+    backend.attach(both)
     spec = runtime_spec(
         handler_dir, execution_mode=types_pb2.EXECUTION_MODE_WARM, concurrency=2, min_replicas=2
     )
-    for _ in range(4):  # sequential requests: least in-flight first spreads them over both pods in time
+    for number in range(4):  # sequential requests: least in-flight first spreads them over both pods
         outcome = await backend.dispatch(make_attempt(spec, orjson.dumps("x"), timeout=60))
         assert outcome.kind is OutcomeKind.SUCCESS, outcome
+        if number == 0:  # the first needs one ready pod; the phases count both
+            await asyncio.wait_for(both.reached.wait(), 30)
 
     def count(phase: str) -> float:
         return (

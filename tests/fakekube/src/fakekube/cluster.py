@@ -14,7 +14,6 @@ import concurrent.futures
 import contextlib
 import importlib
 import logging
-import random
 import secrets
 import shutil
 import signal
@@ -40,6 +39,7 @@ from .kubelet.engine import Engine
 from .kubelet.kubelet import Kubelet
 from .kubelet.logs import ClusterLogs
 from .kubelet.network import SERVICE_HOST, SERVICE_PORT, PodNetwork, gateway_of
+from .networks import NetworkClaim
 from .resources import NAMESPACE_KEY, NODE_KEY, ResourceRegistry, ResourceType
 from .server import ApiServer
 from .store import Store
@@ -92,10 +92,11 @@ class FakeCluster:
         self.store: Store | None = None
         self.server: ApiServer | None = None
         self.port = 0
-        # Pod IPs come from a loopback /16 picked at random, so two clusters on one machine differ;
+        # Pod IPs come from a loopback /16 no other cluster on this machine holds (networks.py);
         # with ``pod_network`` (root only) each pod has a network namespace of its own instead
         # (kubelet/network.py), in a cluster network apart from the host's.
-        self.pod_network = f"127.{random.randint(16, 250)}"
+        self._claim = NetworkClaim()
+        self.pod_network = self._claim.prefix
         self.network: PodNetwork | None = PodNetwork(nodes) if pod_network else None
         # Images run by docker as themselves (add_engine_image), in pod-network mode only.
         self.engine: Engine | None = Engine(self.network.name) if self.network is not None else None
@@ -201,6 +202,7 @@ class FakeCluster:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
+        self._claim.release()
         atexit.unregister(self.stop)
         if self._own_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)

@@ -33,6 +33,10 @@ HEADER_TRACEPARENT = "traceparent"
 HEADER_DEADLINE_MS = "X-Deadline-Ms"
 HEADER_FUNCTION_NAME = "X-Function-Name"
 HEADER_COMPLETION_TOKEN = "X-Completion-Token"
+# The pod a Kubernetes request is meant for (its uid): any other process refuses it (503 CRASH,
+# a message starting with MISDIRECTED), so a reused pod IP never runs another function's request.
+HEADER_POD_UID = "X-Pod-Uid"
+MISDIRECTED = "misdirected:"
 
 NOT_VALID_JSON = "output is not valid JSON"
 _WHITESPACE = b" \t\r\n"

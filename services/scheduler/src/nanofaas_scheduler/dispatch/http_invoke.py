@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import aiohttp
 
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.outcome import Outcome, crash, function_error
 from nanofaas_scheduler.dispatch.base import Attempt
-from nanofaas_scheduler.dispatch.function_protocol import decode_response, request_body, request_headers
+from nanofaas_scheduler.dispatch.function_protocol import (
+    HEADER_POD_UID,
+    decode_response,
+    request_body,
+    request_headers,
+)
 
 
 def new_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
@@ -24,21 +30,40 @@ def new_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.Clien
 
 
 async def post_invocation(
-    session: aiohttp.ClientSession, url: str, attempt: Attempt, *, keep_alive: bool = True
+    session: aiohttp.ClientSession,
+    url: str,
+    attempt: Attempt,
+    *,
+    keep_alive: bool = True,
+    pod_uid: str = "",
+    connect_timeout: float | None = None,
+    on_connection_failure: Callable[[], None] | None = None,
 ) -> Outcome:
     """One HTTP attempt; connection failures are CRASH so the scheduler retries them.
 
     `keep_alive=False` for a server that stops right after: an idle pooled
-    connection would only make its graceful shutdown wait.
+    connection would only make its graceful shutdown wait. `pod_uid`: the pod
+    meant (Kubernetes), which any other process on that address refuses.
+    `connect_timeout`: a pod address that does not accept within it is dead (a
+    lost node drops SYNs: without a bound the attempt would wait to its deadline).
+    `on_connection_failure` is told when the failure was the connection's (refused,
+    reset, cut, not accepted in time) rather than an answer's.
     """
     headers = request_headers(attempt)
     if not keep_alive:
         headers["Connection"] = "close"
+    if pod_uid:
+        headers[HEADER_POD_UID] = pod_uid
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)  # None: as the session's
     try:
-        async with session.post(url, data=request_body(attempt), headers=headers) as response:
+        async with session.post(
+            url, data=request_body(attempt), headers=headers, timeout=timeout
+        ) as response:
             body = await response.read()
             return decode_response(response.status, response.headers.get("Content-Type"), body)
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.IncompleteReadError) as exc:
+        if on_connection_failure is not None:
+            on_connection_failure()
         return crash(f"{url}: {exc or type(exc).__name__}")
     except aiohttp.InvalidURL as exc:
         return function_error(str(exc), codes.INVALID_ENDPOINT)

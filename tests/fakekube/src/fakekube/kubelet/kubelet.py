@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from .engine import EngineError
 from .enter import sandboxed
 from .env import HOST_ENV, EnvError, argv_for, environment
 from .logs import LogFile
+from .mounts import mount_failure, record_event
 from .network import SERVICE_HOST, SERVICE_PORT, NetworkError
 from .volumes import PodVolumes
 
@@ -39,6 +41,26 @@ if TYPE_CHECKING:
     from ..cluster import FakeCluster
 
 log = logging.getLogger("fakekube.kubelet")
+
+
+def _container_ports(pod: dict[str, Any]) -> list[int]:
+    return [
+        int(port["containerPort"])
+        for container in (pod.get("spec") or {}).get("containers") or ()
+        for port in container.get("ports") or ()
+        if port.get("containerPort") and port.get("protocol", "TCP") == "TCP"
+    ]
+
+
+def _anyone_listening(ip: str, ports: list[int]) -> bool:
+    """Whether a connection to ``ip`` on one of ``ports`` is accepted (loopback: refused at once)."""
+    for port in ports:
+        try:
+            with socket.create_connection((ip, port), timeout=0.5):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 class PodWorker:
@@ -164,6 +186,8 @@ class PodWorker:
             ).get("activeDeadlineSeconds")
             if deadline is not None:
                 asyncio.get_running_loop().call_later(float(deadline), self._deadline_passed)
+            if not await self._mount_volumes():
+                return
             for container in self.init_containers:
                 while not self.terminating:
                     code = await self._run_once(container)
@@ -231,6 +255,24 @@ class PodWorker:
             ca_pem=certificates.ca_pem if certificates is not None else b"",
         )
         return True
+
+    async def _mount_volumes(self) -> bool:
+        """Wait until every volume can be mounted (retried, with a FailedMount event each time).
+
+        False if the pod goes away first; meanwhile its containers stay ContainerCreating.
+        """
+        pods = self.store.registry.by_key(POD_KEY)
+        while not self.terminating:
+            pod = self.store.peek(pods, self.namespace, self.name)
+            if pod is None:
+                return False
+            failure = mount_failure(self.store, pod)
+            if failure is None:
+                return True
+            record_event(self.store, pod, "FailedMount", failure, self.kubelet.node)
+            await self.publish()
+            await self._sleep(self.kubelet.cluster.timing.restart_backoff)
+        return False
 
     def _deadline_passed(self) -> None:
         if self.done.is_set() or self.terminating:
@@ -439,6 +481,8 @@ class Kubelet:
         self.work_dir: Path = cluster.work_dir / node
         self.alive = True
         self.workers: dict[str, PodWorker] = {}
+        # Addresses of deleted pods whose workers (processes) have not ended yet, and those workers.
+        self._dying: dict[str, asyncio.Task[None]] = {}
         self._next_ip = 2
         self._running = False
         store.subscribe(self._on_event)
@@ -533,13 +577,20 @@ class Kubelet:
             "KUBERNETES_SERVICE_PORT": port,
         }
 
-    def _allocate_ip(self) -> str:
-        used = {w.ip for w in self.workers.values()}
+    def _allocate_ip(self, pod: dict[str, Any]) -> str:
+        """A free address: held by no pod, not even one still dying, and no process listens there.
+
+        Real pods have network namespaces of their own; ours share the host's, so an address
+        where another process (outside this cluster) answers on one of the pod's ports is
+        skipped, or probes and requests meant for the pod would reach that process.
+        """
+        used = {w.ip for w in self.workers.values()} | set(self._dying)
         prefix = self.node_ip.rsplit(".", 1)[0]
+        ports = _container_ports(pod)
         for _ in range(253):
             candidate = f"{prefix}.{self._next_ip}"
             self._next_ip = 2 if self._next_ip >= 254 else self._next_ip + 1
-            if candidate not in used:
+            if candidate not in used and not _anyone_listening(candidate, ports):
                 return candidate
         raise RuntimeError(f"node {self.node} has no pod IP left")
 
@@ -553,6 +604,7 @@ class Kubelet:
             worker = self.workers.pop(event.obj["metadata"]["uid"], None)
             if worker is not None:
                 worker.kill_now()
+                self._hold_ip_until_done(worker)
             return
         self._sync(event.obj)
 
@@ -563,11 +615,19 @@ class Kubelet:
         if worker is None:
             if terminal:
                 return
-            worker = PodWorker(self, pod, self._allocate_ip())
+            worker = PodWorker(self, pod, self._allocate_ip(pod))
             self.workers[uid] = worker
             worker.task = asyncio.get_running_loop().create_task(worker.run(), name=f"pod {uid}")
         if m.is_terminating(pod) and not worker.terminating:
             asyncio.get_running_loop().create_task(worker.terminate())
+
+    def _hold_ip_until_done(self, worker: PodWorker) -> None:
+        """A deleted pod's address is not handed out while its processes may still hold it."""
+        if worker.task is None or worker.task.done():
+            return
+        ip, task = worker.ip, worker.task
+        self._dying[ip] = task
+        task.add_done_callback(lambda _: self._dying.pop(ip, None))
 
     def log_files(self, uid: str, container: str) -> list[LogFile]:
         worker = self.workers.get(uid)
@@ -601,7 +661,7 @@ class Kubelet:
         await self._wait_workers()
 
     async def _wait_workers(self) -> None:
-        tasks = [w.task for w in self.workers.values() if w.task is not None]
+        tasks = [w.task for w in self.workers.values() if w.task is not None] + list(self._dying.values())
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=10)

@@ -13,6 +13,7 @@ verb and resource (metrics) and can be recorded (tests, the RBAC record).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import json
 import logging
@@ -65,6 +66,7 @@ DEPLOYMENTS = Resource("apps/v1", "deployments")
 DEPLOYMENT_SCALE = Resource("apps/v1", "deployments/scale")
 MERGE_PATCH = "application/merge-patch+json"
 ENDPOINT_SLICES = Resource("discovery.k8s.io/v1", "endpointslices")
+EVENTS = Resource("v1", "events")
 
 CallListener = Callable[[str, str, int, float], None]  # verb, resource, status (0: transport), seconds
 
@@ -260,6 +262,17 @@ class KubeApi:
             "GET", "list", resource, resource.path(namespace), query={"labelSelector": selector}
         )
         return result
+
+    async def pod_events(self, namespace: str, name: str, uid: str) -> builtins.list[JsonObject]:
+        """The events about one pod (FailedMount, FailedScheduling...), or [] if they cannot be read."""
+        selector = f"involvedObject.kind=Pod,involvedObject.name={name},involvedObject.uid={uid}"
+        try:
+            found = await self.call(
+                "GET", "list", EVENTS, EVENTS.path(namespace), query={"fieldSelector": selector}
+            )
+        except ApiError:
+            return []
+        return list(found.get("items") or ())
 
     async def log_tail(self, namespace: str, pod: str, container: str, *, previous: bool = False) -> str:
         """The last lines a container wrote, or "" if unavailable.

@@ -26,17 +26,23 @@ from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash, function_error
 from nanofaas_scheduler.dispatch.base import NO_REPLICAS, Attempt, BackendObserver, Dispatcher, ReplicaCounts
-from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH
+from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH, MISDIRECTED
 from nanofaas_scheduler.dispatch.http_invoke import new_session, post_invocation
 from nanofaas_scheduler.dispatch.kubernetes import naming
 from nanofaas_scheduler.dispatch.kubernetes.api import JOBS, PODS, ApiError, KubeApi
 from nanofaas_scheduler.dispatch.kubernetes.logs import PodLogs
 from nanofaas_scheduler.dispatch.kubernetes.metrics import KubeMetrics
 from nanofaas_scheduler.dispatch.kubernetes.objects import PORT, PodOptions, UnrunnableFunction, build_job
-from nanofaas_scheduler.dispatch.kubernetes.pods import AttemptPod, PodTracker, with_last_words
+from nanofaas_scheduler.dispatch.kubernetes.pods import (
+    AttemptPod,
+    PodTracker,
+    not_started,
+    not_started_reason,
+    with_last_words,
+)
 from nanofaas_scheduler.dispatch.kubernetes.preflight import check_template_on_cluster
 from nanofaas_scheduler.dispatch.kubernetes.template import TemplateError
-from nanofaas_scheduler.dispatch.kubernetes.warm import WarmFunctions
+from nanofaas_scheduler.dispatch.kubernetes.warm import CONNECT_TIMEOUT_S, WarmFunctions
 from nanofaas_scheduler.dispatch.kubernetes.watch import Watcher
 from nanofaas_scheduler.dispatch.logs import LogLine, LogQuery
 
@@ -51,6 +57,9 @@ _CLOSE_GRACE_S = 10.0
 class KubeOptions:
     pod: PodOptions
     unschedulable_after_s: float = 30.0
+    # A pod not Ready this long after its Job was created (WARM: after the watch first saw it)
+    # has failed to start (a Secret volume that cannot be mounted, a probe that never passes...).
+    start_after_s: float = 60.0
     watch_timeout_s: int = 60
     # After start, how long registered functions have to be announced before the WARM
     # objects of functions nobody announced are deleted (the registry's first sync).
@@ -70,7 +79,13 @@ class KubernetesBackend(Dispatcher):
         self._background: set[asyncio.Task[None]] = set()
         self._watchers: list[Watcher] = []
         self._warm = WarmFunctions(
-            api, options.pod, self._track, watch_timeout_s=options.watch_timeout_s, metrics=metrics
+            api,
+            options.pod,
+            self._track,
+            watch_timeout_s=options.watch_timeout_s,
+            metrics=metrics,
+            start_after_s=options.start_after_s,
+            unschedulable_after_s=options.unschedulable_after_s,
         )
         self._starting: asyncio.Future[None] | None = None
         self._logs = PodLogs(api, self._namespace, watch_timeout_s=options.watch_timeout_s)
@@ -165,12 +180,28 @@ class KubernetesBackend(Dispatcher):
         self._metrics.job_phases({phase: at - created for phase, at in pod.phases.items()})
 
     async def _run_on_pod(self, attempt: Attempt, pod: AttemptPod, started: float) -> Outcome:
-        ended = await pod.wait_ready()
+        bound = self._options.start_after_s
+        try:
+            ended = await asyncio.wait_for(
+                pod.wait_ready(), max(0.0, bound - (time.perf_counter() - started))
+            )
+        except TimeoutError:
+            events = await self._api.pod_events(self._namespace, pod.name, pod.uid) if pod.uid else []
+            return not_started(pod.name, bound, not_started_reason(pod.last, events))
         if ended is not None:
             return await with_last_words(self._api, self._namespace, pod.name, ended)
         self.observer.cold_start(attempt.function_name, time.perf_counter() - started)
         url = f"http://{pod.ready.result()}:{PORT}{INVOKE_PATH}"
-        request = asyncio.ensure_future(post_invocation(self.session, url, attempt, keep_alive=False))
+        request = asyncio.ensure_future(
+            post_invocation(
+                self.session,
+                url,
+                attempt,
+                keep_alive=False,
+                pod_uid=pod.uid,
+                connect_timeout=CONNECT_TIMEOUT_S,
+            )
+        )
         try:
             await asyncio.wait({request, pod.ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -179,7 +210,7 @@ class KubernetesBackend(Dispatcher):
         if request.done() and not request.cancelled():
             outcome = request.result()
             pod.phases["first_result"] = asyncio.get_running_loop().time()
-            if outcome.kind is OutcomeKind.CRASH:
+            if outcome.kind is OutcomeKind.CRASH and not outcome.message.startswith(MISDIRECTED):
                 with contextlib.suppress(TimeoutError):
                     return await asyncio.wait_for(asyncio.shield(pod.ended), _CAUSE_GRACE_S)
             return outcome

@@ -23,6 +23,7 @@ def options_from(settings: Settings, namespace: str) -> KubeOptions:
     return KubeOptions(
         pod=pod,
         unschedulable_after_s=settings.k8s_unschedulable_timeout_s,
+        start_after_s=settings.k8s_start_timeout_s,
         adopt_grace_s=settings.k8s_adopt_grace_s,
         template_path=settings.k8s_pod_template,
     )

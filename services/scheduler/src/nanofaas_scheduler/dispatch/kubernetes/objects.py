@@ -26,6 +26,7 @@ PORT_NAME = "http"
 RUNTIME_IMAGE = "nanofaas/python-runtime"
 WATCHDOG = "nanofaas-watchdog"
 RUNTIME = "nanofaas-runtime"
+POD_UID_ENV = "NANOFAAS_POD_UID"  # the pod's uid (downward API), which the runtime checks requests against
 _MODE_NAMES = {
     types_pb2.RUNTIME_MODE_HTTP: "http",
     types_pb2.RUNTIME_MODE_STDIO: "stdio",
@@ -107,10 +108,15 @@ def function_env(spec: types_pb2.FunctionSpec, options: PodOptions) -> list[Json
     }
     if options.callback_url:
         platform["CALLBACK_URL"] = options.callback_url
-    own = {k: v for k, v in sorted(spec.env.items()) if k not in platform and k != "HOST"}
-    # Listen on the pod IP (what probes and the scheduler connect to).
-    host = {"name": "HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
-    return [*_env(own), *_env(platform), host]
+    from_pod = {
+        # Listen on the pod IP (what probes and the scheduler connect to).
+        "HOST": "status.podIP",
+        # Who this pod is: a request meant for another pod (a reused IP) is refused.
+        POD_UID_ENV: "metadata.uid",
+    }
+    own = {k: v for k, v in sorted(spec.env.items()) if k not in platform and k not in from_pod}
+    fields = [{"name": k, "valueFrom": {"fieldRef": {"fieldPath": v}}} for k, v in from_pod.items()]
+    return [*_env(own), *_env(platform), *fields]
 
 
 def _resources(spec: types_pb2.FunctionSpec) -> JsonObject:

@@ -86,6 +86,55 @@ def judge(pod: dict[str, Any]) -> Verdict:
     return Verdict()
 
 
+_MAX_REASON = 1000
+
+
+def not_started_reason(pod: dict[str, Any] | None, events: list[dict[str, Any]]) -> str:
+    """Why a pod is not Ready yet, from its status and its Warning events (most recent first).
+
+    E.g. `container function waiting: ContainerCreating; FailedMount: MountVolume.SetUp failed
+    for volume "nanofaas-secret-0" : secret "db" not found`.
+    """
+    if pod is None:
+        return "no pod was created (a quota, a LimitRange or an admission webhook may refuse it)"
+    status = pod.get("status") or {}
+    parts: list[str] = []
+    conditions = {c.get("type"): c for c in status.get("conditions") or ()}
+    scheduled = conditions.get("PodScheduled") or {}
+    if scheduled.get("status") == "False":
+        parts.append(
+            f"{scheduled.get('reason') or 'not scheduled'}: {scheduled.get('message') or ''}".rstrip(": ")
+        )
+    elif not (pod.get("spec") or {}).get("nodeName"):
+        parts.append("not scheduled yet")
+    for container in [*(status.get("initContainerStatuses") or ()), *(status.get("containerStatuses") or ())]:
+        state = container.get("state") or {}
+        if waiting := state.get("waiting"):
+            detail = f": {waiting['message']}" if waiting.get("message") else ""
+            parts.append(f"container {container.get('name')} waiting: {waiting.get('reason')}{detail}")
+        elif "running" in state and not container.get("ready"):
+            parts.append(
+                f"container {container.get('name')} running but not ready (its readiness probe fails)"
+            )
+    warnings = [e for e in events if e.get("type") == "Warning"]
+    warnings.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""), reverse=True)
+    seen: set[str] = set()
+    for event in warnings:
+        text = f"{event.get('reason')}: {event.get('message') or ''}".rstrip(": ")
+        if text not in seen:
+            seen.add(text)
+            parts.append(text)
+    reason = "; ".join(parts) or f"pod {status.get('phase') or 'Pending'}"
+    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 3] + "..."
+
+
+def not_started(name: str, after_s: float, reason: str) -> Outcome:
+    """A pod that did not become Ready within the start bound: START_FAILED, not retried."""
+    return function_error(
+        f"pod {name or '(none)'} not ready after {after_s:g}s: {reason}", codes.START_FAILED
+    )
+
+
 def warm_problem(pod: dict[str, Any]) -> Outcome | None:
     """Why a WARM pod cannot serve (image, configuration, a crash loop), or None."""
     ended = judge(pod).ended
@@ -127,6 +176,8 @@ class AttemptPod:
         self.ended: asyncio.Future[Outcome] = loop.create_future()
         self.seen = False
         self.name = ""
+        self.uid = ""  # the pod's uid: the POST names it, so a process that is not this pod refuses
+        self.last: dict[str, Any] | None = None  # the pod as last seen, to say why it is not ready
         self.phases: dict[str, float] = {}
         self._unschedulable_after_s = unschedulable_after_s
         self._unschedulable: asyncio.TimerHandle | None = None
@@ -144,7 +195,9 @@ class AttemptPod:
                 self._end(crash("pod deleted before the attempt ended"))
             return
         self.seen = True
+        self.last = pod
         self.name = str((pod.get("metadata") or {}).get("name", ""))
+        self.uid = str((pod.get("metadata") or {}).get("uid", ""))
         status = pod.get("status") or {}
         if (pod.get("spec") or {}).get("nodeName"):
             self.phases.setdefault("scheduled", loop.time())

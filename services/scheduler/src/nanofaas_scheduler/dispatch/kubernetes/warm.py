@@ -8,13 +8,14 @@ one — and a pod that stops being ready gets no new requests. A request in
 flight on a pod that dies fails to connect or is cut: CRASH, retried. The
 retry must not go back to that pod before Kubernetes has had its say: the
 address is set aside until its Service's slices change (the kubelet saw the
-container die, or saw it ready again) or `SUSPECT_S` passes.
+container die, or another pod took the address) or `QUARANTINE_S` passes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash
 from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver, ReplicaCounts
-from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH
+from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH, MISDIRECTED
 from nanofaas_scheduler.dispatch.http_invoke import post_invocation
 from nanofaas_scheduler.dispatch.kubernetes import naming
 from nanofaas_scheduler.dispatch.kubernetes.api import (
@@ -46,21 +47,29 @@ from nanofaas_scheduler.dispatch.kubernetes.objects import (
     build_service,
     pod_concurrency,
 )
-from nanofaas_scheduler.dispatch.kubernetes.pods import warm_problem, with_last_words
+from nanofaas_scheduler.dispatch.kubernetes.pods import (
+    not_started,
+    not_started_reason,
+    warm_problem,
+    with_last_words,
+)
 from nanofaas_scheduler.dispatch.kubernetes.warm_phases import WarmPhases
+from nanofaas_scheduler.dispatch.kubernetes.warm_start import StuckPods
 from nanofaas_scheduler.dispatch.kubernetes.watch import SYNC, Watcher
 from nanofaas_scheduler.policies.autoscale import bounds_of
 
 log = logging.getLogger(__name__)
+# A pod address that does not accept a connection within this is dead (a lost node drops SYNs).
+CONNECT_TIMEOUT_S = 5.0
+# How long a pod whose connection failed gets no request, unless the slices change first.
+QUARANTINE_S = 5.0
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-# How long an address that just failed a request is avoided when no slice change says more:
-# a kubelet marks a dead container's pod not ready within its probe period (1 s, objects.py).
-SUSPECT_S = 3.0
 
 
 @dataclass(slots=True)
 class Endpoint:
     ip: str
+    uid: str = ""  # the pod behind the address (the slice's targetRef): requests name it
     in_flight: int = 0
 
 
@@ -70,7 +79,8 @@ class Pool:
 
     function: str
     per_pod: int
-    slices: dict[str, set[str]] = field(default_factory=dict)
+    # Ready addresses by slice, each with its pod's uid.
+    slices: dict[str, dict[str, str]] = field(default_factory=dict)
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     # Since when a dispatch has been waiting with no ready pod (scale from zero): the cold start.
@@ -78,30 +88,40 @@ class Pool:
     reported: int = -1  # the ready count last told to the observer
     # Pods that cannot serve, and why (pod watch): with no ready endpoint, requests fail fast.
     problems: dict[str, Outcome] = field(default_factory=dict)
+    # Pods not Ready past the start bound (warm_start.py), and why: problems too.
+    stuck: dict[str, Outcome] = field(default_factory=dict)
     # Pods seen Ready once: a later crash loop is a restart to wait for, not a start failure.
     served: set[str] = field(default_factory=set)
+    # (address, pod uid) -> until when (loop time) it gets no request: its process said it is
+    # another pod (a reused IP, our view lags: until the slices change), or its connection
+    # failed (a pod that died, a lost node: until the slices change or QUARANTINE_S passed).
+    quarantined: dict[tuple[str, str], float] = field(default_factory=dict)
     users: int = 0  # dispatches waiting for or using an endpoint
-    # Addresses a request just failed on (CRASH): not picked until the slices change or it expires.
-    suspects: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
     removed: bool = False  # the function was deleted: its objects go once `users` is 0
 
-    def ready_ips(self) -> set[str]:
-        return set().union(*self.slices.values()) if self.slices else set()
+    def ready_ips(self) -> dict[str, str]:
+        """Ready address -> its pod's uid."""
+        ready: dict[str, str] = {}
+        for addresses in self.slices.values():
+            ready.update(addresses)
+        return ready
 
     def refresh(self) -> None:
         ready = self.ready_ips()
         for ip in list(self.endpoints):
             if ip not in ready and self.endpoints[ip].in_flight == 0:
                 del self.endpoints[ip]
-        for ip in ready:
-            self.endpoints.setdefault(ip, Endpoint(ip))
+        for ip, uid in ready.items():
+            self.endpoints.setdefault(ip, Endpoint(ip)).uid = uid
+        for pair in [p for p in self.quarantined if ready.get(p[0]) != p[1]]:
+            del self.quarantined[pair]
 
-    def pick(self) -> Endpoint | None:
+    def pick(self, now: float) -> Endpoint | None:
         ready = self.ready_ips()
         candidates = [
             e
             for ip, e in self.endpoints.items()
-            if ip in ready and e.in_flight < self.per_pod and ip not in self.suspects
+            if ip in ready and e.in_flight < self.per_pod and self.quarantined.get((ip, e.uid), 0.0) <= now
         ]
         return min(candidates, key=lambda e: (e.in_flight, e.ip)) if candidates else None
 
@@ -127,6 +147,8 @@ class WarmFunctions:
         *,
         watch_timeout_s: int = 60,
         metrics: KubeMetrics | None = None,
+        start_after_s: float = 60.0,
+        unschedulable_after_s: float = 30.0,
     ) -> None:
         self._api = api
         self._options = options
@@ -136,7 +158,7 @@ class WarmFunctions:
         self._pools: dict[str, Pool] = {}  # by Service name
         # Ready addresses per Service and slice, kept for every WARM Service the watch sees, so a
         # pool made after the list (a function adopted from a previous scheduler) starts with them.
-        self._slices: dict[str, dict[str, set[str]]] = {}
+        self._slices: dict[str, dict[str, dict[str, str]]] = {}
         self._revisions: dict[str, int] = {}  # function -> spec revision applied
         self._watcher: Watcher | None = None
         self._pod_watcher: Watcher | None = None
@@ -144,6 +166,7 @@ class WarmFunctions:
         self._unclaimed: set[str] = set()
         self._sweep: asyncio.TimerHandle | None = None
         self._observer = BackendObserver()
+        self._stuck = StuckPods(start_after_s, unschedulable_after_s, self._on_stuck)
         self._phases: WarmPhases | None = None
         if metrics is not None:
             self._phases = WarmPhases(metrics.warm_phase, time.monotonic)
@@ -191,19 +214,28 @@ class WarmFunctions:
                 self._phases.on_pod(kind, obj)
         if kind == SYNC:
             self._pods.clear()
+            present = {str(pod["metadata"].get("name", "")) for pod in obj}
+            self._stuck.retain(present)
             for known in self._pools.values():
                 known.problems.clear()
+                known.stuck = {name: why for name, why in known.stuck.items() if name in present}
         for pod in obj if kind == SYNC else [obj]:
             self._count_pod(kind, pod)
             pool = self._pool_of_pod(pod)
             if pool is None:
                 continue
             name = str(pod["metadata"].get("name", ""))
+            if kind == "DELETED" or _is_ready(pod) or pod["metadata"].get("deletionTimestamp"):
+                self._stuck.forget(name)
+                pool.stuck.pop(name, None)
+            elif name not in pool.served and self._stuck.pending(name, pod):
+                pool.stuck.pop(name, None)
             if kind == "DELETED":
                 pool.served.discard(name)
             elif _is_ready(pod):
                 pool.served.add(name)
-            problem = None if kind == "DELETED" or name in pool.served else warm_problem(pod)
+            gone = kind == "DELETED" or name in pool.served
+            problem = None if gone else (warm_problem(pod) or pool.stuck.get(name))
             if problem is None:
                 pool.problems.pop(name, None)
             else:
@@ -222,6 +254,22 @@ class WarmFunctions:
                 del self._pods[function]
         else:
             pods.add(str(metadata.get("name", "")))
+
+    def _on_stuck(self, name: str, bound: float, pod: dict[str, Any]) -> None:
+        self._track(self._mark_stuck(name, bound, pod))
+
+    async def _mark_stuck(self, name: str, bound: float, pod: dict[str, Any]) -> None:
+        """Say why the pod is not ready (its status and events), then fail fast while none is."""
+        uid = str(pod["metadata"].get("uid", ""))
+        events = await self._api.pod_events(self._namespace, name, uid) if uid else []
+        latest = self._stuck.last(name)
+        pool = self._pool_of_pod(pod)
+        if latest is None or pool is None:
+            return  # became ready or went away meanwhile
+        problem = not_started(name, bound, not_started_reason(latest, events))
+        log.warning("a WARM pod is not ready", extra={"function": pool.function, "error": problem.message})
+        pool.stuck[name] = pool.problems[name] = problem
+        self._notify(pool)
 
     async def reconcile(self, grace_s: float) -> None:
         """Adopt the WARM objects of functions announced within `grace_s`; delete the others then."""
@@ -263,13 +311,8 @@ class WarmFunctions:
                 slices.clear()  # in place: pools share these dicts
             for item in obj:
                 self._apply_slice(item, deleted=False)
-            for pool in self._pools.values():
-                self._clear_suspects(pool)
         else:
             self._apply_slice(obj, deleted=kind == "DELETED")
-            service = ((obj.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL, "")
-            if (changed := self._pools.get(service)) is not None:
-                self._clear_suspects(changed)
         for pool in self._pools.values():
             pool.refresh()
             self._notify(pool)
@@ -284,29 +327,13 @@ class WarmFunctions:
         if deleted:
             slices.pop(name, None)
             return
-        ready: set[str] = set()
+        ready: dict[str, str] = {}
         for endpoint in item.get("endpoints") or ():
             conditions = endpoint.get("conditions") or {}
             if conditions.get("ready") and not conditions.get("terminating"):
-                ready.update(endpoint.get("addresses") or ())
+                uid = str((endpoint.get("targetRef") or {}).get("uid") or "")
+                ready.update(dict.fromkeys(endpoint.get("addresses") or (), uid))
         slices[name] = ready
-
-    def _suspect(self, pool: Pool, ip: str) -> None:
-        """Avoid `ip` until the slices change or `SUSPECT_S` passes (then waiters look again)."""
-
-        def expire() -> None:
-            if pool.suspects.pop(ip, None) is not None:
-                self._notify(pool)
-
-        if (previous := pool.suspects.pop(ip, None)) is not None:
-            previous.cancel()
-        pool.suspects[ip] = asyncio.get_running_loop().call_later(SUSPECT_S, expire)
-
-    @staticmethod
-    def _clear_suspects(pool: Pool) -> None:
-        for handle in pool.suspects.values():
-            handle.cancel()
-        pool.suspects.clear()
 
     def _notify(self, pool: Pool) -> None:
         async def wake() -> None:
@@ -386,12 +413,20 @@ class WarmFunctions:
         if pool.cold_since is not None:
             self._observer.cold_start(attempt.function_name, time.perf_counter() - pool.cold_since)
             pool.cold_since = None
+        pair = (endpoint.ip, endpoint.uid)
         try:
             async with asyncio.timeout_at(deadline):
-                outcome = await post_invocation(session, f"http://{endpoint.ip}:{PORT}{INVOKE_PATH}", attempt)
-            if outcome.kind is OutcomeKind.CRASH:
-                self._suspect(pool, endpoint.ip)
-            elif self._phases is not None:
+                outcome = await post_invocation(
+                    session,
+                    f"http://{endpoint.ip}:{PORT}{INVOKE_PATH}",
+                    attempt,
+                    pod_uid=endpoint.uid,
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    on_connection_failure=lambda: self._quarantine(pool, pair, QUARANTINE_S),
+                )
+            if outcome.kind is OutcomeKind.CRASH and outcome.message.startswith(MISDIRECTED):
+                self._quarantine(pool, pair, math.inf)
+            elif self._phases is not None and outcome.kind is not OutcomeKind.CRASH:
                 self._phases.answered(endpoint.ip)
             return outcome
         except TimeoutError:
@@ -401,9 +436,17 @@ class WarmFunctions:
             pool.refresh()
             self._notify(pool)
 
+    def _quarantine(self, pool: Pool, pair: tuple[str, str], seconds: float) -> None:
+        """No request to that pod for `seconds` (or until the slices say something new of it)."""
+        loop = asyncio.get_running_loop()
+        pool.quarantined[pair] = loop.time() + seconds
+        if seconds != math.inf:  # then waiting requests may use it again
+            loop.call_later(seconds, self._notify, pool)
+
     async def _acquire(self, pool: Pool) -> Endpoint:
+        loop = asyncio.get_running_loop()
         async with pool.changed:
-            while (endpoint := pool.pick()) is None:
+            while (endpoint := pool.pick(loop.time())) is None:
                 if pool.problems and not pool.ready_ips():
                     pod, problem = next(iter(pool.problems.items()))
                     raise StartFailed(problem, pod)
@@ -464,8 +507,7 @@ class WarmFunctions:
         self._closed = True
         if self._sweep is not None:
             self._sweep.cancel()
-        for pool in self._pools.values():
-            self._clear_suspects(pool)
+        self._stuck.close()
         for watcher in (self._watcher, self._pod_watcher):
             if watcher is not None:
                 watcher.stop()
