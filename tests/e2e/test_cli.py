@@ -219,7 +219,7 @@ def test_logs_follow_prints_new_lines_until_interrupted(platform: Platform, fn_n
                 seen = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
             assert result.execution_id[:12] in seen
             follower.send_signal(signal.SIGINT)
-            assert follower.wait(timeout=10) == 0
+            assert follower.wait(timeout=30) == 0  # bounded; a loaded CI machine is slow to exit
         finally:
             if follower.poll() is None:
                 follower.kill()
