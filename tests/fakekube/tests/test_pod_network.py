@@ -134,6 +134,54 @@ def test_pods_have_their_own_network_and_in_cluster_config(cluster: FakeCluster,
     assert get(cluster, "a", 8080)["pod"] == "a"
 
 
+WRITE_REPORT = (
+    "import json, pathlib, sys\n"
+    "root = pathlib.Path(__file__).parent.parent\n"
+    "seen = {'prefix': sys.prefix, 'hostFileSeen': (root / 'host-only.txt').exists()}\n"
+    "(root / 'report.json').write_text(json.dumps(seen))\n"
+)
+
+
+def test_a_volume_over_the_programs_directory_hides_only_the_rest(cluster: FakeCluster, tmp_path: Path) -> None:
+    """An emptyDir over the directory holding a process image's venv and program (a clone under /tmp)."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    image = tmp_path / "image"
+    venv = image / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    program = image / "app" / "write.py"
+    program.parent.mkdir()
+    program.write_text(WRITE_REPORT)
+    (image / "host-only.txt").write_text("the host's, hidden by the volume")
+    cluster.add_image("write:1", [str(venv / "bin" / "python"), str(program)])
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "covered", "namespace": "default"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "write",
+                    "image": "write:1",
+                    "securityContext": {"readOnlyRootFilesystem": True},
+                    "volumeMounts": [{"name": "scratch", "mountPath": str(image)}],
+                }
+            ],
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+        },
+    }
+    apply(cluster, cluster.write_kubeconfig(tmp_path / "kc"), manifest)
+    done = cluster.wait_for(
+        "pods", "default", "covered", lambda p: (p or {}).get("status", {}).get("phase") in ("Succeeded", "Failed")
+    )
+    assert done is not None and done["status"]["phase"] == "Succeeded", done["status"]
+    assert not (image / "report.json").exists()  # written in the emptyDir, not on the host
+    [report] = [p for p in (tmp_path / "fakekube").rglob("report.json") if p.parent.name == "scratch"]
+    assert report.parent.parent.name == "volumes"
+    assert json.loads(report.read_text()) == {"prefix": str(venv), "hostFileSeen": False}
+
+
 # Any local image with a Python 3 on its PATH; nothing is pulled.
 ENGINE_IMAGE = os.environ.get("FAKEKUBE_TEST_ENGINE_IMAGE", "nanofaas/python-runtime:dev")
 SERVE_NAMESPACE = (

@@ -9,7 +9,9 @@ visible outside; it all goes when the process ends.
 
 A mount point that does not exist on the host (``/etc/nanofaas``, ``/var/run/secrets/...``) is
 made on an overlay of its nearest existing ancestor, whose upper layer is a tmpfs: the host's
-file system is never written. ``SPEC`` is JSON: ``netns`` (path), ``scratch`` (an empty directory
+file system is never written. The process's own files are the host's (it has no image): those
+a volume would hide (a venv under an ``emptyDir`` at ``/tmp``) are bound back at their places inside
+it (``imagefs.py``). ``SPEC`` is JSON: ``netns`` (path), ``scratch`` (an empty directory
 for the overlays), ``mounts`` (``[source, target, read_only]``), ``readOnlyRoot``.
 """
 
@@ -23,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import netns
+from . import imagefs, netns
 
 if TYPE_CHECKING:
     from .volumes import PodVolumes
@@ -64,31 +66,57 @@ def _overlay_ancestor(target: Path, scratch: Path, overlaid: list[Path]) -> None
     overlaid.append(ancestor)
 
 
-def prepare(spec: dict[str, Any]) -> None:
+def _mount_point(
+    target: Path, directory: bool, volumes: dict[Path, Path], above: list[Path], scratch: Path, overlaid: list[Path]
+) -> None:
+    """Make ``target`` exist where it will be mounted on: in the volume mounted above it, if any.
+
+    As a container runtime does, a mount point inside another volume is made in that volume's
+    own directory (the per-pod one); one elsewhere that the host lacks, on an overlay.
+    """
+    outer = imagefs.deepest_ancestor(target, above)
+    if outer is not None and outer in volumes:
+        place = volumes[outer] / target.relative_to(outer)
+    elif os.path.lexists(target):
+        return
+    else:
+        _overlay_ancestor(target, scratch, overlaid)
+        place = target
+    if directory:
+        place.mkdir(parents=True, exist_ok=True)
+    else:
+        place.parent.mkdir(parents=True, exist_ok=True)
+        place.touch()
+
+
+def prepare(spec: dict[str, Any], command: list[str]) -> None:
     netns.setns(str(spec["netns"]))
     netns.unshare(netns.CLONE_NEWNS)
     netns.mount(None, "/", None, netns.MS_REC | netns.MS_PRIVATE)
-    mounts = sorted(spec.get("mounts") or (), key=lambda m: str(m[1]))
+    mounts = [
+        (Path(source), Path(os.path.realpath(target)), bool(read_only))
+        for source, target, read_only in spec.get("mounts") or ()
+    ]
     # Sources are opened first: a mount on /tmp would hide sources that live under it.
-    sources = [os.open(str(source), os.O_PATH | os.O_CLOEXEC) for source, _, _ in mounts]
+    sources = [os.open(source, os.O_PATH | os.O_CLOEXEC) for source, _, _ in mounts]
     scratch = Path(spec["scratch"])
     netns.mount("tmpfs", str(scratch), "tmpfs", 0, "size=16m,mode=0755")
+    read_only_root = bool(spec.get("readOnlyRoot"))
+    volumes = {target: source for source, target, _ in mounts}
+    images = imagefs.hidden(imagefs.image_paths(command, os.environ, scratch.parent), volumes)
     overlaid: list[Path] = []
-    targets = [Path(os.path.realpath(target)) for _, target, _ in mounts]
-    for (source, _, _), target in zip(mounts, targets, strict=True):
-        if not os.path.lexists(target):
-            _overlay_ancestor(target, scratch, overlaid)
-            if Path(source).is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.touch()
-    for fd, target, (_, _, read_only) in zip(sources, targets, mounts, strict=True):
+    for target, directory in [(t, s.is_dir()) for s, t, _ in mounts] + [(i, True) for i in images]:
+        _mount_point(target, directory, volumes, [*volumes, *images], scratch, overlaid)
+    # The image's paths are opened once their mount points exist (maybe on an overlay), and bound
+    # back, after the volume above each, read-only as the rest of the image when the root is.
+    binds = [(fd, target, read_only) for fd, (_, target, read_only) in zip(sources, mounts, strict=True)]
+    binds += [(os.open(image, os.O_PATH | os.O_CLOEXEC), image, read_only_root) for image in images]
+    for fd, target, read_only in sorted(binds, key=lambda bind: bind[1].parts):
         netns.mount(f"/proc/self/fd/{fd}", str(target), None, netns.MS_BIND | netns.MS_REC)
         if read_only:
             netns.mount(None, str(target), None, netns.MS_BIND | netns.MS_REMOUNT | netns.MS_RDONLY)
         os.close(fd)
-    if spec.get("readOnlyRoot"):
+    if read_only_root:
         netns.mount(None, "/", None, netns.MS_BIND | netns.MS_REMOUNT | netns.MS_RDONLY)
 
 
@@ -98,7 +126,7 @@ def main(argv: list[str]) -> int:
         return 128
     command = argv[3:]
     try:
-        prepare(json.loads(argv[1]))
+        prepare(json.loads(argv[1]), command)
         os.execvpe(command[0], command, dict(os.environ))
     except OSError as error:
         # What a container runtime reports as StartError (the kubelet sees exit 128).
