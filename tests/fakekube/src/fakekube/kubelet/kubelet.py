@@ -582,11 +582,13 @@ class Kubelet:
 
         Real pods have network namespaces of their own; ours share the host's, so an address
         where another process (outside this cluster) answers on one of the pod's ports is
-        skipped, or probes and requests meant for the pod would reach that process.
+        skipped, or probes and requests meant for the pod would reach that process. With the pod
+        network they do have their own, and the host's view of ``10.244.x.y`` says nothing about
+        it (a transparent proxy on the host's route may accept any address): nothing is checked.
         """
         used = {w.ip for w in self.workers.values()} | set(self._dying)
         prefix = self.node_ip.rsplit(".", 1)[0]
-        ports = _container_ports(pod)
+        ports = _container_ports(pod) if self.cluster.network is None else []
         for _ in range(253):
             candidate = f"{prefix}.{self._next_ip}"
             self._next_ip = 2 if self._next_ip >= 254 else self._next_ip + 1
