@@ -85,6 +85,11 @@ def pod(name: str, remote: str | None = None) -> dict[str, Any]:
     }
 
 
+def phase(pod: dict[str, Any] | None) -> str | None:
+    found: str | None = ((pod or {}).get("status") or {}).get("phase")
+    return found
+
+
 def apply(cluster: FakeCluster, kubeconfig: Path, manifest: dict[str, Any]) -> None:
     subprocess.run(
         ["kubectl", "--kubeconfig", str(kubeconfig), "apply", "-f", "-"],
@@ -137,12 +142,13 @@ def test_pods_have_their_own_network_and_in_cluster_config(cluster: FakeCluster,
 WRITE_REPORT = (
     "import json, pathlib, sys\n"
     "root = pathlib.Path(__file__).parent.parent\n"
-    "seen = {'prefix': sys.prefix, 'hostFileSeen': (root / 'host-only.txt').exists()}\n"
+    "seen = {'prefix': sys.prefix, 'hostFileSeen': (root / 'host-only.txt').exists(),\n"
+    "        'cacheMounted': (root / 'cache').is_mount()}\n"
     "(root / 'report.json').write_text(json.dumps(seen))\n"
 )
 
 
-def test_a_volume_over_the_programs_directory_hides_only_the_rest(cluster: FakeCluster, tmp_path: Path) -> None:
+def test_a_volume_over_a_programs_directory_hides_only_the_rest(cluster: FakeCluster, tmp_path: Path) -> None:
     """An emptyDir over the directory holding a process image's venv and program (a clone under /tmp)."""
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not installed")
@@ -165,21 +171,27 @@ def test_a_volume_over_the_programs_directory_hides_only_the_rest(cluster: FakeC
                     "name": "write",
                     "image": "write:1",
                     "securityContext": {"readOnlyRootFilesystem": True},
-                    "volumeMounts": [{"name": "scratch", "mountPath": str(image)}],
+                    "volumeMounts": [
+                        {"name": "scratch", "mountPath": str(image)},
+                        {"name": "cache", "mountPath": str(image / "cache")},  # made in `scratch`
+                    ],
                 }
             ],
-            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "cache", "emptyDir": {}}],
         },
     }
     apply(cluster, cluster.write_kubeconfig(tmp_path / "kc"), manifest)
-    done = cluster.wait_for(
-        "pods", "default", "covered", lambda p: (p or {}).get("status", {}).get("phase") in ("Succeeded", "Failed")
-    )
-    assert done is not None and done["status"]["phase"] == "Succeeded", done["status"]
+    done = cluster.wait_for("pods", "default", "covered", lambda p: phase(p) in ("Succeeded", "Failed"))
+    assert phase(done) == "Succeeded", (done or {}).get("status")
     assert not (image / "report.json").exists()  # written in the emptyDir, not on the host
     [report] = [p for p in (tmp_path / "fakekube").rglob("report.json") if p.parent.name == "scratch"]
     assert report.parent.parent.name == "volumes"
-    assert json.loads(report.read_text()) == {"prefix": str(venv), "hostFileSeen": False}
+    assert json.loads(report.read_text()) == {
+        "prefix": str(venv),
+        "hostFileSeen": False,
+        "cacheMounted": True,
+    }
+    assert not (image / "cache").exists()
 
 
 # Any local image with a Python 3 on its PATH; nothing is pulled.

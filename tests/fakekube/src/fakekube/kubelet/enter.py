@@ -67,7 +67,13 @@ def _overlay_ancestor(target: Path, scratch: Path, overlaid: list[Path]) -> None
 
 
 def _mount_point(
-    target: Path, directory: bool, volumes: dict[Path, Path], above: list[Path], scratch: Path, overlaid: list[Path]
+    target: Path,
+    *,
+    directory: bool,
+    volumes: dict[Path, Path],
+    above: list[Path],
+    scratch: Path,
+    overlaid: list[Path],
 ) -> None:
     """Make ``target`` exist where it will be mounted on: in the volume mounted above it, if any.
 
@@ -106,7 +112,14 @@ def prepare(spec: dict[str, Any], command: list[str]) -> None:
     images = imagefs.hidden(imagefs.image_paths(command, os.environ, scratch.parent), volumes)
     overlaid: list[Path] = []
     for target, directory in [(t, s.is_dir()) for s, t, _ in mounts] + [(i, True) for i in images]:
-        _mount_point(target, directory, volumes, [*volumes, *images], scratch, overlaid)
+        _mount_point(
+            target,
+            directory=directory,
+            volumes=volumes,
+            above=[*volumes, *images],
+            scratch=scratch,
+            overlaid=overlaid,
+        )
     # The image's paths are opened once their mount points exist (maybe on an overlay), and bound
     # back, after the volume above each, read-only as the rest of the image when the root is.
     binds = [(fd, target, read_only) for fd, (_, target, read_only) in zip(sources, mounts, strict=True)]
