@@ -142,8 +142,8 @@ def test_pods_have_their_own_network_and_in_cluster_config(cluster: FakeCluster,
 WRITE_REPORT = (
     "import json, pathlib, sys\n"
     "root = pathlib.Path(__file__).parent.parent\n"
-    "seen = {'prefix': sys.prefix, 'hostFileSeen': (root / 'host-only.txt').exists(),\n"
-    "        'cacheMounted': (root / 'cache').is_mount()}\n"
+    "seen = {'prefix': sys.prefix, 'hostFileSeen': (root / 'host-only.txt').exists()}\n"
+    "(root / 'cache' / 'cached.txt').write_text('in the cache volume')\n"
     "(root / 'report.json').write_text(json.dumps(seen))\n"
 )
 
@@ -184,13 +184,11 @@ def test_a_volume_over_a_programs_directory_hides_only_the_rest(cluster: FakeClu
     done = cluster.wait_for("pods", "default", "covered", lambda p: phase(p) in ("Succeeded", "Failed"))
     assert phase(done) == "Succeeded", (done or {}).get("status")
     assert not (image / "report.json").exists()  # written in the emptyDir, not on the host
-    [report] = [p for p in (tmp_path / "fakekube").rglob("report.json") if p.parent.name == "scratch"]
-    assert report.parent.parent.name == "volumes"
-    assert json.loads(report.read_text()) == {
-        "prefix": str(venv),
-        "hostFileSeen": False,
-        "cacheMounted": True,
-    }
+    [report] = (tmp_path / "fakekube").rglob("report.json")  # the pod's files are the cluster's
+    assert report.parent.name == "scratch" and report.parent.parent.name == "volumes"
+    assert json.loads(report.read_text()) == {"prefix": str(venv), "hostFileSeen": False}
+    [cached] = (tmp_path / "fakekube").rglob("cached.txt")  # in its own volume, not in `scratch`
+    assert cached.parent.name == "cache" and cached.parent.parent.name == "volumes"
     assert not (image / "cache").exists()
 
 
