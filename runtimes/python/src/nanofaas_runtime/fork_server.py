@@ -163,6 +163,7 @@ class ForkServer:
                         self._read_control()
         finally:
             kill_descendants()
+            _reap_all()  # no child is left a zombie for whoever inherits it
         return 0
 
     def _stop(self, _signum: int, _frame: object) -> None:
@@ -275,6 +276,13 @@ class ForkServer:
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+
+def _reap_all() -> None:
+    """Wait for every child (all were just killed, so this is quick)."""
+    with contextlib.suppress(ChildProcessError):
+        while True:
+            os.waitpid(-1, 0)
 
 
 def _set_invocation_environment(env: dict[str, str]) -> None:
