@@ -43,6 +43,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import gc
 import os
 import random
 import select
@@ -322,7 +323,9 @@ def _exit_child(code: int) -> NoReturn:
     with contextlib.suppress(BaseException):
         atexit._run_exitfuncs()
     with contextlib.suppress(BaseException):
-        kill_descendants()
+        # A subreaper with no child has no descendant at all: skip the scan of /proc then.
+        if children(os.getpid()):
+            kill_descendants()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(BaseException):
             stream.flush()
@@ -346,4 +349,7 @@ def run() -> int:
         return EXIT_UNSAFE
     become_subreaper()
     capture.install()
+    # What the imports built is never collected here: the children's collections skip it too,
+    # instead of touching (and so copying) every page of it.
+    gc.freeze()
     return server.serve()
