@@ -119,12 +119,17 @@ async def test_a_dead_fork_server_is_restarted_by_the_next_attempt_and_reported(
         first = output(await call(backend, spec, 0))
         os.kill(first["ppid"], signal.SIGKILL)
         with caplog.at_level(logging.WARNING):
-            # The kill may not have been noticed yet: at worst this attempt crashes (and is retried).
-            outcome = await call(backend, spec, 1)
-            second = output(outcome if outcome.kind is OutcomeKind.SUCCESS else await call(backend, spec, 2))
+            # Until the death is noticed an attempt may crash (and be retried) or get a spawned
+            # process; the one after that finds a new fork server.
+            parents = [
+                orjson.loads(o.output)["ppid"]
+                for o in [await call(backend, spec, n) for n in range(3)]
+                if o.kind is OutcomeKind.SUCCESS
+            ]
     finally:
         await backend.close()
-    assert second["ppid"] != first["ppid"]
+    new_servers = set(parents) - {first["ppid"], os.getpid()}
+    assert len(new_servers) == 1, parents
     assert any("fork server" in record.getMessage() for record in caplog.records)
 
 

@@ -320,7 +320,7 @@ class ForkServers:
                 "fork server exited, restarting it",
                 extra={"functionName": spec.name, "exit": _exit_of(entry.task)},
             )
-            del self._by_function[spec.name]
+            self.drop(spec.name)
             entry = None
         started = time.perf_counter()
         if entry is None:
@@ -331,9 +331,18 @@ class ForkServers:
         entry.last_used = time.monotonic()
         try:
             server = await asyncio.shield(entry.task)
-            child = await server.fork(env)
         except (StartError, ForkRefused, OSError) as exc:
+            self._refuse(spec, entry, exc)  # it could not start
+            return None
+        try:
+            child = await server.fork(env)
+        except ForkRefused as exc:
             self._refuse(spec, entry, exc)
+            return None
+        except (StartError, OSError) as exc:
+            # It died since it started: this attempt gets a process, the next one a new server.
+            log.warning("fork server exited", extra={"functionName": spec.name, "error": str(exc)})
+            self._forget(spec.name, entry)
             return None
         return child, (time.perf_counter() - started if cold else 0.0)
 
@@ -343,8 +352,11 @@ class ForkServers:
             extra={"functionName": spec.name, "error": str(exc)},
         )
         self._refused[spec.name] = (spec.revision, time.monotonic() + _REFUSED_S)
-        if self._by_function.get(spec.name) is entry:
-            self.drop(spec.name)
+        self._forget(spec.name, entry)
+
+    def _forget(self, name: str, entry: _Entry) -> None:
+        if self._by_function.get(name) is entry:
+            self.drop(name)
 
     def _arm_idle(self, name: str, entry: _Entry) -> None:
         delay = max(entry.last_used + self._idle_s - time.monotonic(), 0.01)
