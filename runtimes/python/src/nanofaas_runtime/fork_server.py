@@ -317,14 +317,7 @@ def _serve_invocation(handler: Handler, listen_fd: int) -> int:
     from nanofaas_runtime.server import RuntimeApp
 
     tracing.setup_tracing()
-    # single_use: a child forked ahead of its invocation learns it from the request's headers.
-    app = RuntimeApp(
-        handler,
-        1,
-        os.environ.get("FUNCTION_NAME", ""),
-        tracing.active_tracer_provider(),
-        single_use=True,
-    )
+    app = RuntimeApp(handler, 1, os.environ.get("FUNCTION_NAME", ""), tracing.active_tracer_provider())
     listener = socket.socket(fileno=listen_fd)
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

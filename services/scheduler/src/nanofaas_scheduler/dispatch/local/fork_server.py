@@ -78,12 +78,10 @@ class ForkedChild:
         self.pid = pid
         self.invoke_url = _UNIX_BASE + INVOKE_PATH
         self._path = path
-        self._session: aiohttp.ClientSession | None = None
+        self._session = new_session(aiohttp.UnixConnector(path=path))
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     def session(self, _shared: aiohttp.ClientSession) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = new_session(aiohttp.UnixConnector(path=self._path))
         return self._session
 
     def alive(self) -> bool:
@@ -100,8 +98,7 @@ class ForkedChild:
             if not self.exited.done():  # the server does not answer: it goes, and its children with it
                 await self.server.stop(grace=0.0)
         finally:
-            if self._session is not None:
-                await self._session.close()
+            await self._session.close()
             with contextlib.suppress(OSError):
                 os.unlink(self._path)
 
@@ -286,12 +283,6 @@ class _Entry:
     revision: int
     task: asyncio.Task[ForkServer]
     last_used: float = field(default_factory=time.monotonic)
-    # The next attempt's child, forked as the previous attempt took its own.
-    spare: asyncio.Task[ForkedChild] | None = None
-
-    def take_spare(self) -> asyncio.Task[ForkedChild] | None:
-        spare, self.spare = self.spare, None
-        return spare
 
 
 class ForkServers:
@@ -344,9 +335,7 @@ class ForkServers:
             self._refuse(spec, entry, exc)  # it could not start
             return None
         try:
-            child = await self._spare_child(entry, server)
-            if child is None:
-                child = await server.fork(env)
+            child = await server.fork(env)
         except ForkRefused as exc:
             self._refuse(spec, entry, exc)
             return None
@@ -355,27 +344,7 @@ class ForkServers:
             log.warning("fork server exited", extra={"functionName": spec.name, "error": str(exc)})
             self._forget(spec.name, entry)
             return None
-        if self._by_function.get(spec.name) is entry and entry.spare is None:
-            entry.spare = asyncio.ensure_future(server.fork({}))
-            entry.spare.add_done_callback(_retrieve)
         return child, (time.perf_counter() - started if cold else 0.0)
-
-    async def _spare_child(self, entry: _Entry, server: ForkServer) -> ForkedChild | None:
-        """The child forked ahead (awaited if still on its way: never slower than forking now)."""
-        spare = entry.take_spare()
-        if spare is None:
-            return None
-        try:
-            child = await asyncio.shield(spare)
-        except asyncio.CancelledError:
-            self._track(_stop_spare(spare))  # nobody will use it now
-            raise
-        except (StartError, ForkRefused, OSError):
-            return None
-        if child.alive() and child.server is server:
-            return child
-        self._track(child.stop(grace=0.0))
-        return None
 
     def _refuse(self, spec: types_pb2.FunctionSpec, entry: _Entry, exc: Exception) -> None:
         log.warning(
@@ -396,8 +365,7 @@ class ForkServers:
     def _expire(self, name: str, entry: _Entry) -> None:
         if self._by_function.get(name) is not entry:
             return
-        spare = 1 if entry.spare is not None else 0
-        busy = entry.task.done() and _running(entry.task) and entry.task.result().busy > spare
+        busy = entry.task.done() and _running(entry.task) and entry.task.result().busy > 0
         if busy or time.monotonic() - entry.last_used < self._idle_s:
             self._arm_idle(name, entry)
             return
@@ -407,14 +375,13 @@ class ForkServers:
         """The function changed, went away or idled: its server stops once its running children end."""
         entry = self._by_function.pop(name, None)
         if entry is not None:
-            self._track(_retire(entry.task, entry.take_spare()))
+            self._track(_retire(entry.task))
 
     async def close(self) -> None:
         entries, self._by_function = list(self._by_function.values()), {}
         for entry in entries:
             entry.task.cancel()
-        stops = (_stop(entry.task, entry.take_spare(), grace=1.0) for entry in entries)
-        await asyncio.gather(*stops, return_exceptions=True)
+        await asyncio.gather(*(_stop(entry.task, grace=1.0) for entry in entries), return_exceptions=True)
 
 
 def _running(task: asyncio.Task[ForkServer]) -> bool:
@@ -428,22 +395,8 @@ def _exit_of(task: asyncio.Task[ForkServer]) -> str:
     return describe_exit(code) if code is not None else "control channel closed"
 
 
-def _retrieve(task: asyncio.Task[ForkedChild]) -> None:
-    """A spare that could not be forked is simply not there: its error needs no report."""
-    if not task.cancelled():
-        task.exception()
-
-
-async def _stop_spare(spare: asyncio.Task[ForkedChild]) -> None:
-    with contextlib.suppress(Exception, asyncio.CancelledError):
-        child = await spare
-        await child.stop(grace=0.0)
-
-
-async def _retire(task: asyncio.Task[ForkServer], spare: asyncio.Task[ForkedChild] | None) -> None:
+async def _retire(task: asyncio.Task[ForkServer]) -> None:
     """Running attempts keep their children: the server stops when the last one has exited."""
-    if spare is not None:
-        await _stop_spare(spare)
     try:
         server = await task
     except BaseException:
@@ -452,11 +405,7 @@ async def _retire(task: asyncio.Task[ForkServer], spare: asyncio.Task[ForkedChil
     await server.stop(grace=1.0)
 
 
-async def _stop(
-    task: asyncio.Task[ForkServer], spare: asyncio.Task[ForkedChild] | None, grace: float
-) -> None:
-    if spare is not None:
-        await _stop_spare(spare)
+async def _stop(task: asyncio.Task[ForkServer], grace: float) -> None:
     try:
         server = await task
     except BaseException:
