@@ -23,6 +23,12 @@ from nanofaas_runtime.fork_server import CONTROL_FD_ENV
 from nanofaas_runtime.lifeline import LIFELINE_FD_ENV
 
 from .support import handler_env, pid_alive, runtime_command, wait_pid_gone
+from .test_runtime_tracing_process import (
+    TRACEPARENT,
+    OtlpReceiver,
+    assert_invoke_and_handler,
+    receiver,  # noqa: F401  (the OTLP sink fixture)
+)
 
 HANDLERS = Path(__file__).resolve().parent / "handlers"
 WAIT_S = 10.0
@@ -126,13 +132,13 @@ async def parent_of(tmp_path: Path) -> AsyncIterator[Callable[[str], Parent]]:
         stop_parent(parent)
 
 
-async def invoke(path: str, execution_id: str = "e-1") -> tuple[int, Any]:
+async def invoke(path: str, execution_id: str = "e-1", **headers: str) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path)) as session,
         session.post(
             "http://localhost/invoke",
             json={"input": None, "metadata": {}},
-            headers={"X-Execution-Id": execution_id, "X-Attempt": "1"},
+            headers={"X-Execution-Id": execution_id, "X-Attempt": "1", **headers},
             timeout=aiohttp.ClientTimeout(total=WAIT_S),
         ) as response,
     ):
@@ -239,3 +245,21 @@ def test_a_handler_that_cannot_be_imported_fails_like_any_mode(tmp_path: Path) -
         assert parent.process.wait(WAIT_S) == 3
     finally:
         stop_parent(parent)
+
+
+async def test_with_tracing_on_the_parent_stays_single_threaded_and_each_child_exports(
+    tmp_path: Path,
+    receiver: OtlpReceiver,  # noqa: F811
+) -> None:
+    parent, first = start_parent(
+        tmp_path, "echo", module="funcs", **receiver.tracing_env(FUNCTION_NAME="traced-fn")
+    )
+    try:
+        assert first == "ready"  # the SDK and exporter are imported, no provider (thread) made
+        pid, path = parent.fork(EXECUTION_ID="exec-f", TRACEPARENT=TRACEPARENT)
+        status, _ = await invoke(path, "exec-f", traceparent=TRACEPARENT)
+        assert status == 200
+        assert await asyncio.to_thread(parent.wait_exit, pid) == 0
+    finally:
+        stop_parent(parent)
+    assert_invoke_and_handler(receiver, "exec-f")  # exported by the child before it exited
