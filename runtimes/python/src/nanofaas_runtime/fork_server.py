@@ -94,7 +94,7 @@ def _preload() -> None:
 
     import uvloop  # noqa: F401
 
-    from nanofaas_runtime import one_request, server, tracing
+    from nanofaas_runtime import one_request, server, tracing  # noqa: F401
 
     if tracing.tracing_enabled():
         # The SDK and the OTLP exporter (~150 ms of imports); the provider, whose batch
@@ -104,7 +104,6 @@ def _preload() -> None:
         import opentelemetry.sdk.trace.export  # noqa: F401
 
         from nanofaas_runtime import invocation_spans  # noqa: F401
-    del one_request, server
 
 
 def _die_with(parent: int) -> Callable[[], None]:
