@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,11 @@ import pytest
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.dispatch.local import LocalBackend, fork_server
+from nanofaas_scheduler.dispatch.local.lifeline import Lifeline
+from nanofaas_scheduler.dispatch.local.process_tree import children
+from nanofaas_scheduler.dispatch.local.replica import SocketDirectory
 
-from .conftest import RecordingObserver, make_attempt, make_spec, pid_alive
+from .conftest import RecordingObserver, child_env, make_attempt, make_spec, pid_alive
 
 HANDLER = """
 import os, time
@@ -174,3 +179,27 @@ async def test_the_setting_turns_the_fork_server_off(
     assert out["ppid"] == os.getpid()
     monkeypatch.setenv(fork_server.SETTING, "1")
     assert fork_server.enabled()
+
+
+async def test_a_fork_the_attempt_gave_up_on_is_stopped_when_it_is_reported(handler_dir: Path) -> None:
+    sockets, lifeline = SocketDirectory(), Lifeline()
+    server = await fork_server.ForkServer.start(
+        [sys.executable, "-m", "nanofaas_runtime"],
+        child_env(PYTHONPATH=str(handler_dir), HANDLER_MODULE="handler"),
+        sockets=sockets,
+        lifeline=lifeline,
+        log_sink=lambda _line: None,
+    )
+    try:
+        abandoned = asyncio.ensure_future(server.fork({}))
+        await asyncio.sleep(0)  # sent, not yet answered
+        abandoned.cancel()
+        # Replies come in order: once the second child is known, so is the first.
+        child = await server.fork({"EXECUTION_ID": "e-2"})
+        await child.stop(grace=0.0)
+        await asyncio.wait_for(server.drained(), 10)
+        assert not children(server.process.pid)
+    finally:
+        await server.stop(grace=0.0)
+        sockets.remove()
+        lifeline.close()

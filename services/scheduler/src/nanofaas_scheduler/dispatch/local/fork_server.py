@@ -111,13 +111,14 @@ class ForkServer:
         self._control = control
         self._sockets = sockets
         self._ids = itertools.count(1)
-        self._forks: dict[int, asyncio.Future[int]] = {}
+        # Forks asked for: the future the child is handed to, and the socket it listens on.
+        self._forks: dict[int, tuple[asyncio.Future[ForkedChild], str]] = {}
         self._children: dict[int, ForkedChild] = {}
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._stopping: set[asyncio.Future[None]] = set()  # children nobody waited for
         self._drained = asyncio.Event()  # set while no child is running
         self._drained.set()
         self._reader = asyncio.ensure_future(self._read())
-        self.started = time.perf_counter()
 
     @classmethod
     async def start(
@@ -193,26 +194,20 @@ class ForkServer:
             raise StartError("fork server is not running")
         sock, path = self._sockets.new_socket()
         request_id = next(self._ids)
-        forked: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._forks[request_id] = forked
+        forked: asyncio.Future[ForkedChild] = asyncio.get_running_loop().create_future()
+        self._forks[request_id] = (forked, path)
         try:
-            try:
-                request = orjson.dumps({"fork": request_id, "env": env})
-                socket.send_fds(self._control, [request], [sock.fileno()])
-            except OSError as exc:
-                raise StartError(f"fork server unreachable: {exc}") from exc
-            finally:
-                sock.close()  # the server holds its own copy now
-            pid = await forked
-        except BaseException:
-            self._forks.pop(request_id, None)
+            request = orjson.dumps({"fork": request_id, "env": env})
+            socket.send_fds(self._control, [request], [sock.fileno()])
+        except OSError as exc:
+            del self._forks[request_id]
             with contextlib.suppress(OSError):
                 os.unlink(path)
-            raise
-        child = ForkedChild(self, pid, path)
-        self._children[pid] = child
-        self._drained.clear()
-        return child
+            raise StartError(f"fork server unreachable: {exc}") from exc
+        finally:
+            sock.close()  # the server holds its own copy now
+        # Cancelled meanwhile, the request stays pending: its child is stopped when it is reported.
+        return await forked
 
     def kill(self, pid: int) -> None:
         with contextlib.suppress(OSError):
@@ -238,14 +233,26 @@ class ForkServer:
             if not self._children:
                 self._drained.set()
         elif "id" in message:
-            forked = self._forks.pop(message["id"], None)
-            if forked is None or forked.done():
-                if "pid" in message:  # the attempt gave up while it was forked: nobody will call
-                    self.kill(int(message["pid"]))
-            elif "pid" in message:
-                forked.set_result(int(message["pid"]))
+            pending = self._forks.pop(message["id"], None)
+            if pending is None:
+                return
+            forked, path = pending
+            if "pid" not in message:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                if not forked.done():
+                    forked.set_exception(ForkRefused(str(message.get("error", "fork refused"))))
+                return
+            # Known from now on, so its exit (which may come next) is never missed.
+            child = ForkedChild(self, int(message["pid"]), path)
+            self._children[child.pid] = child
+            self._drained.clear()
+            if forked.done():  # the attempt gave up while it was forked: nobody will call
+                stopping = asyncio.ensure_future(child.stop(grace=0.0))
+                self._stopping.add(stopping)
+                stopping.add_done_callback(self._stopping.discard)
             else:
-                forked.set_exception(ForkRefused(str(message.get("error", "fork refused"))))
+                forked.set_result(child)
         elif "ready" in message and not self._ready.done():
             self._ready.set_result(None)
         elif "unsafe" in message and not self._ready.done():
@@ -256,7 +263,7 @@ class ForkServer:
         error = StartError("fork server exited")
         if not self._ready.done():
             self._ready.set_exception(error)
-        for forked in self._forks.values():
+        for forked, _path in self._forks.values():
             if not forked.done():
                 forked.set_exception(error)
         for child in self._children.values():
