@@ -112,6 +112,7 @@ async def test_a_child_that_dies_is_a_crash_and_the_server_stays(handler_dir: Pa
     finally:
         await backend.close()
     assert crashed.kind is OutcomeKind.CRASH  # retried by the scheduler
+    assert crashed.message.endswith("(process exited with code 7)")
     assert after["ppid"] == first["ppid"]
 
 
