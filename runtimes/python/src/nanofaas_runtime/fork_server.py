@@ -7,8 +7,9 @@ NANOFAAS_FORK_CONTROL_FD): each request carries a listening socket (SCM_RIGHTS)
 and the invocation's variables; the parent forks, the child serves exactly that one
 invocation over the function HTTP protocol on that socket and exits. A child is
 never reused and is forked from the parent, which runs no invocation itself, so
-what one invocation changes (a module global, the RNG, an open file) is never seen
-by another: a child shares with its siblings only what the handler's import built.
+what one invocation changes in its process (a module global, the RNG, a file it
+opened) is never seen by another: a child shares with its siblings only what the
+handler's import built.
 
 Kept safe, in order (docs/runtime.md "JOB mode through a fork server"):
 
