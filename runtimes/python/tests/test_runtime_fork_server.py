@@ -263,3 +263,11 @@ async def test_with_tracing_on_the_parent_stays_single_threaded_and_each_child_e
     finally:
         stop_parent(parent)
     assert_invoke_and_handler(receiver, "exec-f")  # exported by the child before it exited
+
+
+async def test_a_parent_killed_outright_takes_its_children_along(parent_of: Callable[[str], Parent]) -> None:
+    parent = parent_of("identity")
+    child, _ = parent.fork()
+    os.kill(parent.process.pid, signal.SIGKILL)
+    await wait_pid_gone(child, WAIT_S)  # the parent-death signal, as nobody could kill it
+    await asyncio.to_thread(parent.process.wait, WAIT_S)
