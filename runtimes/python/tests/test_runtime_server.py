@@ -276,3 +276,13 @@ async def test_serves_an_inherited_listening_socket(handler_dir: Path, http: aio
             assert orjson.loads(raw)["input"] == "fd"
         finally:
             await server.stop()
+
+
+async def test_a_single_use_process_exports_its_invocation_into_the_environment(
+    start_runtime: StartRuntime, http: aiohttp.ClientSession
+) -> None:
+    url = await start_runtime("invocation_environment", NANOFAAS_SINGLE_USE="1")
+    headers = {"X-Execution-Id": "e-9", "X-Attempt": "3", "X-Trace-Id": "t-9"}
+    status, _, body = await post(http, url, b'{"input": null}', **headers)
+    assert status == 200
+    assert orjson.loads(body) == {"EXECUTION_ID": "e-9", "NANOFAAS_ATTEMPT": "3", "TRACE_ID": "t-9"}

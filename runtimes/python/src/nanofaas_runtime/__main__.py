@@ -1,4 +1,6 @@
-"""`python -m nanofaas_runtime [--mode http|stdio|file|job]` (or env NANOFAAS_RUNTIME_MODE; default http).
+"""`python -m nanofaas_runtime [--mode http|stdio|file|job|fork-server]`.
+
+The mode may also come from env NANOFAAS_RUNTIME_MODE; default http.
 
 Each mode imports only what it needs: the HTTP server never loads the watchdog
 or aiohttp, and the one-shot modes never load uvicorn.
@@ -10,9 +12,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-MODES = ("http", "stdio", "file", "job")
+MODES = ("http", "stdio", "file", "job", "fork-server")
 EXIT_USAGE = 2
-USAGE = "usage: nanofaas-runtime [--mode http|stdio|file|job]  (default: $NANOFAAS_RUNTIME_MODE or http)\n"
+USAGE = (
+    "usage: nanofaas-runtime [--mode http|stdio|file|job|fork-server]"
+    "  (default: $NANOFAAS_RUNTIME_MODE or http)\n"
+)
 
 
 class UsageError(Exception):
@@ -60,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         capture.install()
         serve(handler, log_level)
         return
+    if mode == "fork-server":
+        from nanofaas_runtime import fork_server
+
+        raise SystemExit(fork_server.run())
     if mode == "job":
         from nanofaas_runtime import job
 

@@ -47,6 +47,25 @@ def _processes() -> dict[int, tuple[int, int]]:
     return table
 
 
+def children(parent: int) -> set[int]:
+    """The direct children of `parent`, zombies included (from /proc/<pid>/task/*/children)."""
+    task_dir = _PROC / str(parent) / "task"
+    try:
+        tasks = os.listdir(task_dir)
+    except OSError:
+        return set()
+    found: set[int] = set()
+    for tid in tasks:
+        try:
+            found.update(int(pid) for pid in (task_dir / tid / "children").read_text().split())
+        except FileNotFoundError:
+            if (task_dir / tid).exists():  # the kernel has no such file: scan instead
+                return {pid for pid, (ppid, _) in _processes().items() if ppid == parent}
+        except OSError:
+            continue  # the thread exited meanwhile
+    return found
+
+
 def descendants(root: int) -> set[int]:
     """The live processes below `root` by parentage, plus its group's members (root excluded)."""
     table = _processes()

@@ -54,6 +54,8 @@ class BadRequest(Exception):
 def _export_invocation_environment(headers: dict[bytes, bytes], context: Context) -> None:
     os.environ["EXECUTION_ID"] = context.execution_id
     os.environ["TRACE_ID"] = context.trace_id
+    if _H_ATTEMPT in headers:
+        os.environ["NANOFAAS_ATTEMPT"] = str(context.attempt)
     if traceparent := headers.get(_H_TRACEPARENT, b"").decode("latin-1"):
         os.environ["TRACEPARENT"] = traceparent
 
@@ -72,7 +74,7 @@ class RuntimeApp:
         """Spans are recorded only with a `tracer_provider`; without one no OpenTelemetry code runs.
 
         `single_use`: the process was started ahead of time for exactly one JOB invocation,
-        so that invocation's variables (EXECUTION_ID, TRACE_ID, TRACEPARENT) are exported
+        so that invocation's variables (EXECUTION_ID, NANOFAAS_ATTEMPT, TRACE_ID, TRACEPARENT) are exported
         into the environment when it arrives, as if the process had been started for it.
         """
         self._single_use = single_use

@@ -133,3 +133,8 @@ def loaded_modules(request: dict[str, Any], context: Context | None = None) -> A
     """The imported modules named `input` or below it (cold-start tests: what did the runtime load?)."""
     prefix = str(request["input"])
     return sorted(name for name in sys.modules if name == prefix or name.startswith(prefix + "."))
+
+
+def invocation_environment(request: dict[str, Any], context: Context | None = None) -> Any:
+    """The invocation's variables as the handler's process sees them."""
+    return {name: os.environ.get(name) for name in ("EXECUTION_ID", "NANOFAAS_ATTEMPT", "TRACE_ID")}

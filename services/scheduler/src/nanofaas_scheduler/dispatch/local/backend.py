@@ -6,8 +6,10 @@ STDIO/FILE function's command once per invocation. So JOB, WARM, STDIO and
 FILE all end in one POST; only how long a server lives differs:
 
 * WARM (HTTP): a pool of servers, reused, sized by the autoscaler (docs/autoscaling.md).
-* JOB (HTTP): a fresh server per attempt, stopped after it (the project's
-  runtime is started one invocation ahead, see standby.py).
+* JOB (HTTP): a fresh server per attempt, stopped after it: for the project's
+  runtime a child forked by the function's fork server (fork_server.py), else
+  (or when that is off or cannot start) a process started one invocation ahead
+  (standby.py).
 * STDIO / FILE, in either mode: the command is fresh per invocation anyway,
   so the watchdogs around it are pooled like WARM servers.
 """
@@ -26,6 +28,7 @@ from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash, function_error
 from nanofaas_scheduler.dispatch.base import NO_REPLICAS, Attempt, Dispatcher, ReplicaCounts
 from nanofaas_scheduler.dispatch.http_invoke import new_session, post_invocation
+from nanofaas_scheduler.dispatch.local import fork_server
 from nanofaas_scheduler.dispatch.local.command import (
     UnrunnableFunction,
     argv_for,
@@ -35,6 +38,7 @@ from nanofaas_scheduler.dispatch.local.command import (
     replica_environment,
     uses_project_runtime,
 )
+from nanofaas_scheduler.dispatch.local.forked_job import invoke_forked
 from nanofaas_scheduler.dispatch.local.function_logs import function_log_sink
 from nanofaas_scheduler.dispatch.local.lifeline import Lifeline
 from nanofaas_scheduler.dispatch.local.orphans import REAPER
@@ -62,12 +66,21 @@ class LocalBackend(Dispatcher):
     """Runs functions as child processes of the scheduler, each in its own process group."""
 
     def __init__(
-        self, callback_url: str = "", log_book: LogBook | None = None, *, reap_orphans: bool = False
+        self,
+        callback_url: str = "",
+        log_book: LogBook | None = None,
+        *,
+        reap_orphans: bool = False,
+        job_fork_server: bool | None = None,
     ) -> None:
         """`reap_orphans`: make this process a child subreaper that kills what dead servers left
         behind (orphans.py). Only for a process whose every child is a function server (the
-        scheduler's), since any other child of it would be taken for an orphan."""
+        scheduler's), since any other child of it would be taken for an orphan.
+        `job_fork_server`: JOB attempts of the project's runtime in forked children (default:
+        NANOFAAS_JOB_FORK_SERVER, on unless 0)."""
         self._callback_url = callback_url
+        self._fork_servers = fork_server.ForkServers(self._start_fork_server, self._track)
+        self._fork_enabled = fork_server.enabled() if job_fork_server is None else job_fork_server
         self.log_book = log_book or LogBook()
         self._session: aiohttp.ClientSession | None = None
         self._pools: dict[str, WarmPool] = {}
@@ -99,6 +112,12 @@ class LocalBackend(Dispatcher):
         """JOB over HTTP: a fresh server process for this one attempt (a ready standby if any)."""
         spec = attempt.spec
         replica: Replica | None = None
+        if uses_project_runtime(spec) and self._fork_enabled:
+            outcome = await invoke_forked(
+                self._fork_servers, attempt, self.session, self.observer, self._track
+            )
+            if outcome is not None:
+                return outcome
         if uses_project_runtime(spec):
             try:
                 async with asyncio.timeout(attempt.timeout):
@@ -133,6 +152,15 @@ class LocalBackend(Dispatcher):
     def _start_standby(self, spec: types_pb2.FunctionSpec) -> Awaitable[Replica]:
         env = {**replica_environment(spec, self._callback_url), "NANOFAAS_SINGLE_USE": "1"}
         return self._start(spec, argv_for(spec), env)
+
+    def _start_fork_server(self, spec: types_pb2.FunctionSpec) -> Awaitable[fork_server.ForkServer]:
+        return fork_server.ForkServer.start(
+            argv_for(spec),
+            replica_environment(spec, self._callback_url),
+            sockets=self._sockets,
+            lifeline=self._lifeline,
+            log_sink=function_log_sink(spec.name, self.log_book),
+        )
 
     def _start(
         self, spec: types_pb2.FunctionSpec, argv: list[str], env: dict[str, str]
@@ -224,12 +252,14 @@ class LocalBackend(Dispatcher):
 
     async def function_changed(self, spec: types_pb2.FunctionSpec) -> None:
         self._standbys.drop(spec.name)
+        self._fork_servers.drop(spec.name)
         pool = self._pools.get(spec.name)
         if pool is not None and pool.spec.revision != spec.revision:
             self._drop_pool(spec.name)
 
     async def function_removed(self, name: str) -> None:
         self._standbys.drop(name)
+        self._fork_servers.drop(name)
         self._drop_pool(name)
         self.log_book.forget(name)
 
@@ -269,6 +299,7 @@ class LocalBackend(Dispatcher):
     async def close(self) -> None:
         self._closed = True
         await self._standbys.close()
+        await self._fork_servers.close()
         pools, self._pools = list(self._pools.values()), {}
         await asyncio.gather(*(pool.close() for pool in pools), *self._retiring, return_exceptions=True)
         if self._session is not None:

@@ -117,12 +117,18 @@ def replica_environment(spec: types_pb2.FunctionSpec, callback_url: str = "") ->
     return env
 
 
-def job_environment(attempt: Attempt, callback_url: str = "") -> dict[str, str]:
-    """A process started for exactly one attempt also gets that attempt's identity."""
-    env = replica_environment(attempt.spec, callback_url)
-    env["EXECUTION_ID"] = attempt.execution_id
-    env["NANOFAAS_ATTEMPT"] = str(attempt.number)
-    env["TRACE_ID"] = attempt.trace_id
+def invocation_environment(attempt: Attempt) -> dict[str, str]:
+    """The attempt's identity, as a process started (or forked) for it sees it."""
+    env = {
+        "EXECUTION_ID": attempt.execution_id,
+        "NANOFAAS_ATTEMPT": str(attempt.number),
+        "TRACE_ID": attempt.trace_id,
+    }
     if attempt.traceparent:
         env["TRACEPARENT"] = attempt.traceparent
     return env
+
+
+def job_environment(attempt: Attempt, callback_url: str = "") -> dict[str, str]:
+    """A process started for exactly one attempt also gets that attempt's identity."""
+    return {**replica_environment(attempt.spec, callback_url), **invocation_environment(attempt)}
