@@ -58,7 +58,11 @@ def _header(name: str, description: str, schema: dict[str, Any] | None = None) -
 
 
 _COMMON_HEADERS = [
-    _header("Idempotency-Key", "Repeated within the TTL, returns the same execution"),
+    _header(
+        "Idempotency-Key",
+        "Repeated within the TTL, returns the same execution (NANOFAAS_MAX_IDEMPOTENCY_KEY_BYTES)",
+        {"type": "string", "maxLength": 256},
+    ),
     _header("X-Trace-Id", "Trace id stored on the execution and passed to the function"),
     _header("traceparent", "W3C trace context"),
 ]
@@ -77,13 +81,20 @@ INVOKE_EXTRA: dict[str, Any] = {
             "X-Timeout-Ms",
             "Lowers the function's timeout: milliseconds, from 1 to the registry's largest timeoutMs "
             "(300000 today)",
-            {"type": "integer"},
+            {"type": "integer", "minimum": 1, "maximum": 300_000},
         ),
     ],
 }
 ENQUEUE_EXTRA: dict[str, Any] = {
     "requestBody": _INVOCATION_BODY,
-    "parameters": [*_COMMON_HEADERS, _header("X-Callback-Url", "Receives the ExecutionStatus at the end")],
+    "parameters": [
+        *_COMMON_HEADERS,
+        _header(
+            "X-Callback-Url",
+            "Receives the ExecutionStatus at the end: an http(s) URL the outbound policy allows",
+            {"type": "string", "maxLength": 8192},
+        ),
+    ],
 }
 COMPLETE_EXTRA: dict[str, Any] = {
     "requestBody": {

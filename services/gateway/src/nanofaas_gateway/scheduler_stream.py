@@ -17,11 +17,14 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from nanofaas.v1 import scheduler_pb2, scheduler_pb2_grpc
+from nanofaas.v1 import scheduler_pb2, scheduler_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+_PAYLOAD_TOO_LARGE = types_pb2.ErrorCode.Name(types_pb2.ERROR_CODE_PAYLOAD_TOO_LARGE).removeprefix(
+    "ERROR_CODE_"
+)
 
 
 def _rpc_error(
@@ -32,8 +35,17 @@ def _rpc_error(
 
 
 class SchedulerStream:
-    def __init__(self, stub: scheduler_pb2_grpc.SchedulerAsyncStub) -> None:
+    """The shared stream; `max_message_bytes` is the channel's limit, which no call may pass.
+
+    One message over the limit would end the stream for every call on it, so each call is
+    measured before it is sent (and refused alone, as 413). When the stream breaks anyway
+    (the scheduler went away), its pending calls fail with UNAVAILABLE, never with the
+    stream's own status (a RESOURCE_EXHAUSTED there is no queue refusal: no 429).
+    """
+
+    def __init__(self, stub: scheduler_pb2_grpc.SchedulerAsyncStub, max_message_bytes: int = 0) -> None:
         self._stub = stub
+        self._max_message_bytes = max_message_bytes
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[scheduler_pb2.StreamResponse]] = {}
         self._outbox: asyncio.Queue[scheduler_pb2.StreamRequest | None] | None = None
@@ -65,6 +77,13 @@ class SchedulerStream:
         self, message: scheduler_pb2.StreamRequest, timeout: float
     ) -> scheduler_pb2.StreamResponse | None:
         """The call's response, or None when the scheduler has no Stream (use the unary RPC)."""
+        size = message.ByteSize()
+        if self._max_message_bytes and size > self._max_message_bytes:
+            raise _rpc_error(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request is {size} bytes, over the limit of {self._max_message_bytes} bytes",
+                {"x-error-code": _PAYLOAD_TOO_LARGE},
+            )
         outbox = self._open()
         call_id = message.call_id = next(self._ids)
         answer: asyncio.Future[scheduler_pb2.StreamResponse] = asyncio.get_running_loop().create_future()
@@ -120,9 +139,13 @@ class SchedulerStream:
                 if answer is not None and not answer.done():
                     answer.set_result(response)
         except grpc.aio.AioRpcError as exc:
-            failure = exc
-            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                failure = exc
+            else:
                 log.warning("scheduler stream failed", extra={"code": exc.code().name})
+                failure = _rpc_error(
+                    grpc.StatusCode.UNAVAILABLE, f"the stream to the scheduler broke ({exc.code().name})"
+                )
         except asyncio.CancelledError:
             call.cancel()
             raise

@@ -42,6 +42,9 @@ class RegistrySettings:
     # kubeconfig: $KUBECONFIG or ~/.kube/config).
     namespace: str = "default"
     in_cluster: bool = False
+    # Size limits of a FunctionSpec (docs/limits.md); validation.SizeLimits.
+    max_spec_bytes: int = 1024 * 1024
+    max_env_bytes: int = 256 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RegistrySettings:
@@ -57,6 +60,9 @@ class RegistrySettings:
             data_dir=default_data_dir(source),
             namespace=source.get("NANOFAAS_NAMESPACE", "").strip() or _pod_namespace(),
             in_cluster=bool(source.get("KUBERNETES_SERVICE_HOST")),
+            # At most 16 MiB: a spec travels whole in one gRPC message (server.py's limit).
+            max_spec_bytes=_int_var(source, "NANOFAAS_MAX_SPEC_BYTES", 1024 * 1024, 1024, 16 * 1024 * 1024),
+            max_env_bytes=_int_var(source, "NANOFAAS_MAX_ENV_BYTES", 256 * 1024, 0, 16 * 1024 * 1024),
         )
 
 

@@ -18,9 +18,11 @@ from nanofaas_scheduler.core.outcome import Outcome, crash, function_error, succ
 from nanofaas_scheduler.core.outcome import timeout as timed_out
 from nanofaas_scheduler.core.scheduler import Scheduler, Submission
 from nanofaas_scheduler.core.store import UnknownCursor
+from nanofaas_scheduler.dispatch.http_invoke import max_output_bytes, output_too_large
 from nanofaas_scheduler.dispatch.logs import LogLine, LogQuery, TooManyFollowers
 from nanofaas_scheduler.observability.tracing import rpc_span
 from nanofaas_scheduler.registry_cache import FunctionCache
+from nanofaas_scheduler.request_limits import RequestLimits, RequestRefused, check_invoke_request
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -100,6 +102,8 @@ def _completion(message: scheduler_pb2.CompleteExecutionRequest) -> Outcome:
     A code the contract does not list is reported as FUNCTION_ERROR (its message kept).
     """
     if message.status == types_pb2.EXECUTION_STATE_SUCCESS:
+        if len(message.output.data) > max_output_bytes():
+            return output_too_large(len(message.output.data))
         return success(message.output.data or b"null", message.output.content_type or JSON)
     code, text = message.error.code, message.error.message
     if message.status == types_pb2.EXECUTION_STATE_TIMEOUT or code == codes.TIMEOUT:
@@ -147,8 +151,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         tracer: Tracer | None = None,
         *,
         callbacks: CallbackOutbox | None = None,
+        limits: RequestLimits | None = None,
     ) -> None:
         self._scheduler = scheduler
+        self._limits = limits or RequestLimits()
         self._functions = functions
         self._tracer = tracer
         self._callbacks = callbacks
@@ -158,8 +164,11 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def _admit(
         self, request: scheduler_pb2.InvokeRequest, *, sync: bool, traceparent: str, budget_ms: int | None
     ) -> tuple[Execution, bool]:
-        if not request.function_name:
-            raise CallFailed(grpc.StatusCode.INVALID_ARGUMENT, "function_name: required")
+        try:
+            check_invoke_request(request, self._limits)
+        except RequestRefused as refused:
+            trailer = (("x-error-code", refused.error_code),) if refused.error_code else ()
+            raise CallFailed(refused.status, refused.message, trailer) from None
         content_type = request.input.content_type or JSON
         if content_type not in (JSON, OCTET_STREAM):
             raise CallFailed(
