@@ -58,7 +58,12 @@ class _HeadRefused(Exception):
         self.code = code
 
 
-_REASONS = {408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -74,6 +79,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._header_count = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        self._refusal: _HeadRefused | None = None
         self.idle_since = time.monotonic()
 
     # -- connection lifecycle --------------------------------------------------
@@ -103,10 +109,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._in_head:
             self._head_bytes += len(data)
-        try:
-            super().data_received(data)
-        except _HeadRefused as refused:
-            self._refuse(refused)
+        super().data_received(data)  # a refusal raised in a callback comes back as send_400_response
+        if self.transport.is_closing():
             return
         limits = self.limits
         if self._in_head and self._head_bytes > limits.max_url_bytes + limits.max_header_bytes + 4096:
@@ -123,7 +127,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_url(url)
         if len(self.url) > self.limits.max_url_bytes:
             message = f"request URL exceeds the limit of {self.limits.max_url_bytes} bytes"
-            raise _HeadRefused(414, codes.URI_TOO_LONG, message)
+            raise self._refusing(_HeadRefused(414, codes.URI_TOO_LONG, message))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
@@ -131,9 +135,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         limits = self.limits
         if self._header_count > limits.max_header_count:
             message = f"request has more than {limits.max_header_count} header fields"
-            raise _HeadRefused(431, codes.HEADERS_TOO_LARGE, message)
+            raise self._refusing(_HeadRefused(431, codes.HEADERS_TOO_LARGE, message))
         if self._header_bytes > limits.max_header_bytes:
-            raise _HeadRefused(431, codes.HEADERS_TOO_LARGE, self._header_message())
+            raise self._refusing(_HeadRefused(431, codes.HEADERS_TOO_LARGE, self._header_message()))
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -145,6 +149,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         self.idle_since = time.monotonic()
         super().on_response_complete()
+
+    def _refusing(self, refused: _HeadRefused) -> _HeadRefused:
+        """Remember a refusal raised in a parser callback: httptools reports it as a parse error."""
+        self._refusal = refused
+        return refused
+
+    def send_400_response(self, msg: str) -> None:
+        """Every refused head is answered in JSON, like any other error of the gateway."""
+        refused = self._refusal or _HeadRefused(400, codes.INVALID_ARGUMENT, "invalid HTTP request")
+        self._refusal = None
+        self._refuse(refused)
 
     def _header_message(self) -> str:
         return f"request headers exceed the limit of {self.limits.max_header_bytes} bytes"

@@ -183,7 +183,7 @@ def allowed_methods(request: Request) -> str:
     path parameters hold none.
     """
     methods: set[str] = set()
-    for route in request.app.router.routes:
+    for route in getattr(request.app.state, "all_routes", request.app.router.routes):
         regex = getattr(route, "path_regex", None)
         match = regex.fullmatch(request.url.path) if regex is not None else None
         if match is not None and not any(":" in value for value in match.groupdict().values()):
