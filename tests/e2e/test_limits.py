@@ -168,7 +168,8 @@ async def test_grpc_entry_points_validate_like_rest(limited: Platform, fn_name: 
         big.input.data = b'"' + b"x" * (600 * 1024) + b'"'
         error = await refused(big)
         assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
-        trailers = {str(key): str(value) for key, value in error.trailing_metadata() or ()}
+        metadata: Any = error.trailing_metadata() or ()
+        trailers = {str(item[0]): str(item[1]) for item in metadata}
         assert trailers.get("x-error-code") == "PAYLOAD_TOO_LARGE"
         bad_json = scheduler_pb2.InvokeRequest(function_name=fn_name)
         bad_json.input.data = b"{not json"
