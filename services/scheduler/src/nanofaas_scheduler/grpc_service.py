@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, NoReturn
 
 import grpc
@@ -215,10 +215,17 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             ) from None
 
     async def invoke(
-        self, request: scheduler_pb2.InvokeRequest, budget_ms: int | None
+        self,
+        request: scheduler_pb2.InvokeRequest,
+        budget_ms: int | None,
+        on_admitted: Callable[[str], None] | None = None,
     ) -> scheduler_pb2.InvokeResponse:
+        """A sync call; `on_admitted` hears the execution id once admitted (the stream tells its
+        caller, so a call whose answer a broken stream loses is known to have been admitted)."""
         with rpc_span(self._tracer, "Invoke", request.traceparent, request.trace_id) as traceparent:
             execution, _ = await self._admit(request, sync=True, traceparent=traceparent, budget_ms=budget_ms)
+            if on_admitted is not None:
+                on_admitted(execution.id)
             execution.waiters += 1
             try:
                 await execution.done.wait()
@@ -431,7 +438,12 @@ class StreamSession:
         try:
             if kind == "invoke":
                 budget = message.deadline_ms or None
-                result = await self._service.invoke(message.invoke, budget)
+
+                def tell_admitted(execution_id: str) -> None:
+                    notice = scheduler_pb2.Admitted(execution_id=execution_id)
+                    self._out.put_nowait(scheduler_pb2.StreamResponse(call_id=call_id, admitted=notice))
+
+                result = await self._service.invoke(message.invoke, budget, tell_admitted)
                 self._out.put_nowait(scheduler_pb2.StreamResponse(call_id=call_id, invoke=result))
             else:
                 admitted = await self._service.enqueue(message.enqueue)
