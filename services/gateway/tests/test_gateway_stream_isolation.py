@@ -57,7 +57,7 @@ class BreakingScheduler(scheduler_pb2_grpc.SchedulerServicer):
 
 @pytest.fixture
 async def stream() -> AsyncIterator[tuple[SchedulerStream, BreakingScheduler]]:
-    servicer = BreakingScheduler()
+    servicer = BreakingScheduler()  # type: ignore[abstract]  # only the two RPCs used here
     server = grpc.aio.server()
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -66,7 +66,7 @@ async def stream() -> AsyncIterator[tuple[SchedulerStream, BreakingScheduler]]:
     calls = SchedulerStream(scheduler_pb2_grpc.SchedulerStub(channel), max_message_bytes=64 * 1024)
     yield calls, servicer
     await calls.close()
-    await channel.close()
+    await channel.close(None)
     await server.stop(0)
 
 
