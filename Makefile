@@ -29,9 +29,9 @@ up: $(BIN)/.installed
 test: $(BIN)/.dev
 	$(BIN)/tox run
 
-# `make fuzz`: the long schemathesis run (>= 20,000 cases, ~8 min on 2 cores); `make test` runs ~2,000.
+# `make fuzz`: the long schemathesis run (>= 20,000 cases, ~15 min on 2 cores); `make test` runs ~2,000.
 fuzz: $(BIN)/.dev
-	NANOFAAS_FUZZ_EXAMPLES=2000 NANOFAAS_FUZZ_MIN_CASES=20000 $(BIN)/tox run -e e2e -- tests/e2e/test_fuzz.py
+	NANOFAAS_FUZZ_EXAMPLES=2400 NANOFAAS_FUZZ_MIN_CASES=20000 $(BIN)/tox run -e e2e -- tests/e2e/test_fuzz.py
 
 lint: $(BIN)/.dev
 	$(BIN)/tox run -e lint

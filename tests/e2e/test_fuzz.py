@@ -1,7 +1,9 @@
 """Schemathesis against the gateway's OpenAPI document (issue 17, deliverable 8).
 
-`make test` runs a bounded run (about 2,100 cases, ~65 s on 2 cores); `make fuzz` the long
-one (NANOFAAS_FUZZ_EXAMPLES=2000: about 20,000 cases). Both require no platform error
+`make test` runs a bounded run (about 2,160 cases, ~95 s on 2 cores); `make fuzz` the long
+one (NANOFAAS_FUZZ_EXAMPLES=2400: about 21,600 cases, ~15 min). One worker: with two threads,
+hypothesis's ast.parse of lambdas trips a CPython 3.11 "AST constructor recursion depth
+mismatch" now and then (an error of the tool, not of the platform). Both require no platform error
 (fuzz/nanofaas_checks.py: no 500, no 5xx but a function's own 502/408) and responses that
 conform to the schema (status, content type, body). The stateful phase stays off: it would
 register generated specs and invoke them, running generated commands.
@@ -39,7 +41,7 @@ def test_schemathesis_finds_no_server_error(fuzzed: Platform, tmp_path: Path) ->
     command = [
         *(sys.executable, "-m", "schemathesis.cli", "run", f"{fuzzed.base_url}/openapi.json"),
         *("--max-examples", str(EXAMPLES), "--phases", "examples,fuzzing", "--checks", CHECKS),
-        *("--workers", "2", "--seed", os.environ.get("NANOFAAS_FUZZ_SEED", "17")),
+        *("--workers", "1", "--seed", os.environ.get("NANOFAAS_FUZZ_SEED", "17")),
         *("--report-dir", str(tmp_path)),
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3500, check=False)
