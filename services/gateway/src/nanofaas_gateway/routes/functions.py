@@ -72,9 +72,7 @@ def _checked_json(body: bytes) -> Any:
         orjson.dumps(document)
     except orjson.JSONEncodeError as exc:
         if "surrogates" in str(exc):
-            raise StarletteHTTPException(
-                400, "body: strings must be valid Unicode (a lone surrogate)"
-            ) from None
+            raise StarletteHTTPException(400, "body: a string holds a lone surrogate (not Unicode)") from None
         raise StarletteHTTPException(400, f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     return document
 
