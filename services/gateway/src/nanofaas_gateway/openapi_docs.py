@@ -29,6 +29,11 @@ _ERROR_DESCRIPTIONS = {
     429: "Queue full; retry after Retry-After seconds",
     503: "A backend service is unavailable",
 }
+# Answered by the HTTP protocol itself (connection_limits.py), to any operation.
+_HEAD_LIMIT_RESPONSES = {
+    "414": "URL longer than NANOFAAS_MAX_URL_BYTES (URI_TOO_LONG)",
+    "431": "Headers over NANOFAAS_MAX_HEADER_BYTES or NANOFAAS_MAX_HEADER_COUNT (HEADERS_TOO_LARGE)",
+}
 EXECUTION_ID_HEADER = {"X-Execution-Id": {"description": "The execution's id", "schema": _STRING}}
 RETRY_HEADERS = {
     "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}},
@@ -118,6 +123,14 @@ def refine_openapi(schema: dict[str, Any], keep_422: set[str]) -> None:
         for operation in path_item.values():
             if operation.get("operationId") not in keep_422:
                 operation.get("responses", {}).pop("422", None)
+            # Any request may break a connection limit (docs/limits.md), before any route runs.
+            for status, description in _HEAD_LIMIT_RESPONSES.items():
+                operation.setdefault("responses", {})[status] = {
+                    "description": description,
+                    "content": {
+                        "application/json": {"schema": {"$ref": _REF_TEMPLATE.format(model="ErrorBody")}}
+                    },
+                }
     if "HTTPValidationError" not in str(schema.get("paths")):
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
