@@ -44,7 +44,10 @@ def test_schemathesis_finds_no_server_error(fuzzed: Platform, tmp_path: Path) ->
         *("--workers", "1", "--seed", os.environ.get("NANOFAAS_FUZZ_SEED", "17")),
         *("--report-dir", str(tmp_path)),
     ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3500, check=False)
+    # In tmp_path: schemathesis keeps a cache of the failures it found in its working folder.
+    result = subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=3500, check=False
+    )
     output = result.stdout + result.stderr
     failures = output.find("FAILURES")
     assert result.returncode == 0, output[failures : failures + 12_000] if failures >= 0 else output[-8000:]
