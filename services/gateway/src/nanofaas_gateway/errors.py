@@ -114,7 +114,9 @@ def grpc_error_response(exc: grpc.aio.AioRpcError) -> Response:
     status_code = _NAMED_STATUS.get(code, status_code)
     if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
         retry_after = trailers.get("retry-after", "").strip()
-        headers["Retry-After"] = retry_after if retry_after.isdigit() else _DEFAULT_RETRY_AFTER
+        headers["Retry-After"] = (
+            retry_after if retry_after.isascii() and retry_after.isdigit() else _DEFAULT_RETRY_AFTER
+        )
         if reason := trailers.get("x-queue-reject-reason"):
             headers["X-Queue-Reject-Reason"] = reason
     return error_response(status_code, code, message, headers)
