@@ -8,7 +8,7 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: up test lint proto proto-check venv clean images
+.PHONY: up test fuzz lint proto proto-check venv clean images
 
 # The runtime environment: every package installed editable.
 $(BIN)/.installed: $(PYPROJECTS) constraints.txt
@@ -28,6 +28,10 @@ up: $(BIN)/.installed
 
 test: $(BIN)/.dev
 	$(BIN)/tox run
+
+# `make fuzz`: the long schemathesis run (>= 20,000 cases, ~15 min on 2 cores); `make test` runs ~2,000.
+fuzz: $(BIN)/.dev
+	NANOFAAS_FUZZ_EXAMPLES=2400 NANOFAAS_FUZZ_MIN_CASES=20000 $(BIN)/tox run -e e2e -- tests/e2e/test_fuzz.py
 
 lint: $(BIN)/.dev
 	$(BIN)/tox run -e lint

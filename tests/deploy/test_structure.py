@@ -183,6 +183,9 @@ def test_cluster_overlay(rendered: dict[str, list[Manifest]], overlay: str) -> N
         assert image_tag(image) not in {None, "latest", "dev"}, image
         assert not image.startswith("nanofaas/"), f"{image}: not from the user's registry"
     assert config_data(objects, "nanofaas-common")["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    # Callbacks and ENDPOINT functions never reach link-local (cloud metadata) addresses.
+    denied = config_data(objects, "nanofaas-common")["NANOFAAS_OUTBOUND_DENY_CIDRS"].split(",")
+    assert {"169.254.0.0/16", "fe80::/10"} <= set(denied)
     policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "NetworkPolicy"}
     ingress = policies["nanofaas-control-plane-ingress"]["spec"]
     assert {p["port"] for rule in ingress["ingress"] for p in rule["ports"]} == set(SERVICE_PORTS.values())

@@ -63,6 +63,8 @@ def start_platform(log_dir: Path, **overrides: str) -> Platform:
         NANOFAAS_REGISTRY_ADDRESS=f"127.0.0.1:{registry}",
         NANOFAAS_CALLBACK_URL=f"http://127.0.0.1:{gateway}",
         LOG_LEVEL="INFO",
+        # Link-local (cloud metadata) addresses denied, as the cluster overlay does (docs/limits.md).
+        NANOFAAS_OUTBOUND_DENY_CIDRS="169.254.0.0/16",
     )
     env.pop("KUBERNETES_SERVICE_HOST", None)
     env.update(overrides)

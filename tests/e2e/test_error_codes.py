@@ -232,6 +232,49 @@ async def invalid_endpoint(http: Http, platform: Platform, name: str, tmp: Path)
     return {code_of(body)}
 
 
+async def output_too_large(http: Http, platform: Platform, name: str, tmp: Path) -> set[str]:
+    """An endpoint declaring a body over the output limit (32 MiB): refused unread."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        await register(http, {"name": name, "image": "x", "endpointUrl": f"http://127.0.0.1:{port}/"})
+        status, _, body = await invoke(http, name, 1)
+    assert status == 502
+    return {code_of(body)}
+
+
+async def headers_too_large(http: Http, platform: Platform, name: str, tmp: Path) -> set[str]:
+    async with aiohttp.ClientSession(base_url=platform.base_url) as fresh:
+        status, body = await request(fresh, "GET", "/v1/functions", headers={"X-Big": "b" * 40_000})
+    assert status == 431
+    return {code_of(body)}
+
+
+async def uri_too_long(http: Http, platform: Platform, name: str, tmp: Path) -> set[str]:
+    async with aiohttp.ClientSession(base_url=platform.base_url) as fresh:
+        status, body = await request(fresh, "GET", "/v1/functions/" + "u" * 10_000)
+    assert status == 414
+    return {code_of(body)}
+
+
+async def url_not_allowed(http: Http, platform: Platform, name: str, tmp: Path) -> set[str]:
+    """A callback to the cloud metadata address (the e2e platform denies link-local addresses)."""
+    await register(http, python_spec(name, "echo"))
+    headers = {"X-Callback-Url": "http://169.254.169.254/latest/meta-data"}
+    status, body = await request(http, "POST", f"/v1/functions/{name}:enqueue", json={}, headers=headers)
+    assert status == 400
+    return {code_of(body)}
+
+
 async def function_deleted(http: Http, platform: Platform, name: str, tmp: Path) -> set[str]:
     await busy_function(http, name)
     queued = await enqueue(http, name, 0)
@@ -377,6 +420,10 @@ PATHS: dict[str, tuple[Path_, set[str]]] = {
     "invalid_request": (invalid_request, {"INVALID_REQUEST"}),
     "shutting_down": (shutting_down, {"SHUTTING_DOWN", "UNAVAILABLE"}),
     "unauthenticated": (unauthenticated, {"UNAUTHENTICATED", "PERMISSION_DENIED"}),
+    "output_too_large": (output_too_large, {"OUTPUT_TOO_LARGE"}),
+    "headers_too_large": (headers_too_large, {"HEADERS_TOO_LARGE"}),
+    "uri_too_long": (uri_too_long, {"URI_TOO_LONG"}),
+    "url_not_allowed": (url_not_allowed, {"URL_NOT_ALLOWED"}),
 }
 # What each path produced in this session, so the coverage check runs only what is missing.
 PRODUCED: dict[str, set[str]] = {}

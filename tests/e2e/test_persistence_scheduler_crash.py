@@ -86,8 +86,9 @@ async def test_executions_in_flight_are_lost_with_the_scheduler_functions_are_no
             await asyncio.to_thread(kill_scheduler, platform)
 
             status, _, body = await asyncio.wait_for(waiting, WAIT_S)
-            # The message is the transport's ("Stream removed (Socket closed)" or similar).
-            assert (status, body["error"]["code"]) == (503, "UNAVAILABLE")
+            # It was running: it may have run, so it is no retryable 503 but a CRASH (issue 17).
+            assert (status, body["error"]["code"]) == (502, "CRASH")
+            assert "may have run" in body["error"]["message"] and body["executionId"]
             async with http.get(f"/v1/executions/{execution_id}") as response:
                 assert response.status == 503
                 assert (await response.json())["error"]["code"] == "UNAVAILABLE"

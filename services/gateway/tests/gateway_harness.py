@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from nanofaas_gateway import GatewayClients, Settings, create_app
+from nanofaas_gateway.connection_limits import uvicorn_http_options
 
 from .gateway_fakes import FakeBackend, FakeRegistry, FakeScheduler
 
@@ -53,7 +54,9 @@ async def serve_gateway(
     app = create_app(settings, clients, metrics_registry=metrics)
     if on_app is not None:
         on_app(app)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", http="httptools")
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="off", **uvicorn_http_options(settings)
+    )
     server = _TestServer(config)
     sock = listening_socket()
     port = sock.getsockname()[1]

@@ -230,8 +230,25 @@ async def test_spec_without_content_type_is_read_as_json(gateway: Gateway) -> No
     assert gateway.registry.registered[-1].name == "plain"
 
 
-async def test_spec_as_form_data_is_415(gateway: Gateway) -> None:
+async def test_spec_sent_like_curl_d_is_read_as_json(gateway: Gateway) -> None:
+    """`curl -d '{...}'` labels its data form-urlencoded: the JSON in it is registered."""
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    body = b'{"name": "curled", "image": "img"}'
+    async with gateway.session.post(gateway.url("/v1/functions"), data=body, headers=form) as response:
+        assert response.status == 201
+    assert gateway.registry.registered[-1].name == "curled"
+
+
+async def test_real_form_data_is_400_invalid_json(gateway: Gateway) -> None:
     async with gateway.session.post(gateway.url("/v1/functions"), data={"name": "x"}) as response:
+        assert response.status == 400
+        error = (await response.json())["error"]
+        assert error["code"] == "INVALID_ARGUMENT" and "invalid JSON" in error["message"]
+
+
+async def test_spec_as_bytes_is_415(gateway: Gateway) -> None:
+    octets = {"Content-Type": "application/octet-stream"}
+    async with gateway.session.post(gateway.url("/v1/functions"), data=b"{}", headers=octets) as response:
         assert response.status == 415
         assert (await response.json())["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
 

@@ -143,6 +143,7 @@ async def test_logs_are_listed_with_filters(gateway: Gateway) -> None:
     ("query", "status_code", "message"),
     [
         ("since=yesterday", 400, "since: must be Unix epoch milliseconds or an ISO-8601 time"),
+        ("since=%C2%B9", 400, "since: must be Unix epoch milliseconds or an ISO-8601 time"),  # "¹"
         ("since=2024-05-01T12:00:00", 400, "since: an ISO-8601 time needs a zone (e.g. Z)"),
         ("tail=x", 400, "tail: must be an integer"),
         ("tail=-1", 400, "tail: must be between 0 and 10000"),

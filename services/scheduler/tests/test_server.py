@@ -174,7 +174,11 @@ async def test_stream_multiplexes_calls_errors_and_cancellation() -> None:
             outbox.put_nowait(invoke(3, "missing", b"1"))
             outbox.put_nowait(invoke(4, "fn", b"4", kind="enqueue"))
             responses = {}
+            admitted: set[int] = set()  # invoke calls the scheduler said it admitted
             async for response in call:
+                if response.WhichOneof("result") == "admitted":
+                    admitted.add(response.call_id)
+                    continue
                 responses[response.call_id] = response
                 if {3, 4} <= responses.keys():
                     break
@@ -186,9 +190,13 @@ async def test_stream_multiplexes_calls_errors_and_cancellation() -> None:
             assert len(cancelled) == 1
             release.set()
             async for response in call:
+                if response.WhichOneof("result") == "admitted":
+                    admitted.add(response.call_id)
+                    continue
                 responses[response.call_id] = response
                 if 1 in responses:
                     break
+            assert admitted == {1, 2}  # the missing function (3) was never admitted
             assert responses[1].invoke.status == types_pb2.EXECUTION_STATE_SUCCESS
             assert responses[1].invoke.output.data == b'"block"'
             assert 2 not in responses

@@ -19,8 +19,10 @@ from nanofaas_gateway.app import create_app
 from nanofaas_gateway.callbacks import CallbackDelivery, CallbackMetrics
 from nanofaas_gateway.clients import GatewayClients
 from nanofaas_gateway.config import ConfigError, Settings
+from nanofaas_gateway.connection_limits import uvicorn_http_options
 from nanofaas_gateway.log_follows import LogFollows
 from nanofaas_gateway.logging_setup import configure_logging
+from nanofaas_gateway.outbound_policy import policy_for
 from nanofaas_gateway.tracing import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("nanofaas_gateway")
@@ -76,7 +78,10 @@ async def serve(settings: Settings, stop: _StopRequest) -> None:
     registry = prometheus_client.REGISTRY
     app = create_app(settings, clients, metrics_registry=registry)
     callbacks = CallbackDelivery(
-        clients.scheduler, CallbackMetrics(registry), max_concurrent=settings.max_concurrent_callbacks
+        clients.scheduler,
+        CallbackMetrics(registry),
+        max_concurrent=settings.max_concurrent_callbacks,
+        outbound=policy_for(settings.outbound_deny, settings.outbound_allow),
     )
     metrics_server: Any = None
     if settings.metrics_port:
@@ -88,7 +93,7 @@ async def serve(settings: Settings, stop: _StopRequest) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        **uvicorn_http_options(settings),
         access_log=False,
         log_config=None,
         server_header=False,

@@ -105,7 +105,9 @@ def create_app(
     metrics = GatewayMetrics(metrics_registry if metrics_registry is not None else CollectorRegistry())
     # FastAPI keeps included routers as opaque entries in app.router.routes: list their routes
     # (the routers have no prefix, so their paths are the full templates).
-    templates = RouteTemplates([*app.router.routes, *(route for r in routers for route in r.routes)])
+    all_routes = [*app.router.routes, *(route for r in routers for route in r.routes)]
+    app.state.all_routes = all_routes  # for the Allow header of a 405 (errors.allowed_methods)
+    templates = RouteTemplates(all_routes)
     # Outside the body limit, so it also counts 413s and errors answered by the inner layers.
     app.wrap(MetricsMiddleware, metrics=metrics, templates=templates)
     # Outermost (a no-op when tracing is off): the server span covers everything, metrics included.

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from nanofaas.v1 import scheduler_pb2, scheduler_pb2_grpc
 from nanofaas_gateway.convert import JSON, execution_status_body
+from nanofaas_gateway.outbound_policy import OutboundPolicy, UrlNotAllowed
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +81,23 @@ def url_origin(url: str) -> str:
 
 
 async def post_callback(
-    session: aiohttp.ClientSession, url: str, body: bytes, policy: RetryPolicy
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    policy: RetryPolicy,
+    outbound: OutboundPolicy | None = None,
 ) -> str | None:
     """POST body to url under the policy; None once delivered, else what went wrong last.
 
     A 2xx is delivered; a 4xx other than 408/429 is final (the receiver refuses this body);
-    anything else, a timeout or a connection failure is tried again.
+    anything else, a timeout or a connection failure is tried again. A URL the outbound
+    policy denies (outbound_policy.py) is never called: that is final too.
     """
+    if outbound is not None:
+        try:
+            await outbound.check(url)
+        except UrlNotAllowed as exc:
+            return str(exc)
     timeout = aiohttp.ClientTimeout(total=policy.timeout_s)
     problem = ""
     for attempt in range(1, policy.attempts + 1):
@@ -121,8 +132,10 @@ class CallbackDelivery:
         max_concurrent: int = 64,
         policy: RetryPolicy | None = None,
         reconnect: Reconnect | None = None,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self._stub = stub
+        self._outbound = outbound
         self._metrics = metrics
         self._policy = policy or RetryPolicy()
         self._reconnect = reconnect or Reconnect()
@@ -218,7 +231,7 @@ class CallbackDelivery:
                 self._session = aiohttp.ClientSession()
             body = execution_status_body(due.status)
             try:
-                problem = await post_callback(self._session, due.url, body, self._policy)
+                problem = await post_callback(self._session, due.url, body, self._policy, self._outbound)
             except Exception as exc:  # a bug must not wedge the delivery: it is given up like a failure
                 log.exception("callback delivery failed", extra={"executionId": execution_id})
                 problem = type(exc).__name__

@@ -19,8 +19,12 @@ _MIN_MESSAGE_BYTES = 64 * 1024 * 1024
 _MESSAGE_MARGIN_BYTES = 1024 * 1024
 
 
+def max_message_bytes(max_body_bytes: int) -> int:
+    return max(_MIN_MESSAGE_BYTES, max_body_bytes + _MESSAGE_MARGIN_BYTES)
+
+
 def _channel_options(max_body_bytes: int) -> list[tuple[str, int]]:
-    limit = max(_MIN_MESSAGE_BYTES, max_body_bytes + _MESSAGE_MARGIN_BYTES)
+    limit = max_message_bytes(max_body_bytes)
     return [
         ("grpc.max_send_message_length", limit),
         ("grpc.max_receive_message_length", limit),
@@ -38,13 +42,18 @@ class GatewayClients:
     function at a registry revision no older than a change this gateway answered.
     """
 
-    def __init__(self, registry_channel: grpc.aio.Channel, scheduler_channel: grpc.aio.Channel) -> None:
+    def __init__(
+        self,
+        registry_channel: grpc.aio.Channel,
+        scheduler_channel: grpc.aio.Channel,
+        max_message_bytes: int = 0,
+    ) -> None:
         self._registry_channel = registry_channel
         self._scheduler_channel = scheduler_channel
         self.registry = registry_pb2_grpc.RegistryStub(registry_channel)
         self.scheduler = scheduler_pb2_grpc.SchedulerStub(scheduler_channel)
         # Invoke and enqueue: the hot path, multiplexed over one stream.
-        self.invocations = SchedulerStream(self.scheduler)
+        self.invocations = SchedulerStream(self.scheduler, max_message_bytes)
         self._registry_health = health_pb2_grpc.HealthStub(registry_channel)
         self._scheduler_health = health_pb2_grpc.HealthStub(scheduler_channel)
         self._min_registry_revision = 0
@@ -71,6 +80,7 @@ class GatewayClients:
             grpc.aio.insecure_channel(
                 settings.scheduler_address, options=options, interceptors=credentials or None
             ),
+            max_message_bytes(settings.max_body_bytes),
         )
 
     @property

@@ -246,6 +246,16 @@ def is_json_media_type(content_type: str) -> bool:
     return media_type in ("", JSON) or media_type.endswith("+json")
 
 
+# What `curl -d` sends without -H Content-Type: its data is the raw body, read as JSON here.
+FORM_URLENCODED = "application/x-www-form-urlencoded"
+
+
+def is_json_request_body(content_type: str) -> bool:
+    """A request body to read as JSON: a JSON type, none at all, or curl's default form type."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return is_json_media_type(content_type) or media_type == FORM_URLENCODED
+
+
 def json_or_null(data: bytes) -> bytes:
     """A JSON payload's bytes, ready to splice; an empty payload is JSON null."""
     return data if data.strip() else b"null"

@@ -47,6 +47,8 @@ _HTTP_CODES: dict[int, str] = {
     429: codes.RESOURCE_EXHAUSTED,
     503: codes.UNAVAILABLE,
 }
+# Codes a service may name in trailing metadata that have a status of their own.
+_NAMED_STATUS: dict[str, int] = {codes.PAYLOAD_TOO_LARGE: 413}
 _DEFAULT_RETRY_AFTER = "1"
 INTERNAL_MESSAGE = "internal error"
 
@@ -121,9 +123,13 @@ def grpc_error_response(exc: grpc.aio.AioRpcError) -> Response:
     # A service may name the precise REST error code (e.g. SHUTTING_DOWN for UNAVAILABLE).
     named = trailers.get("x-error-code", "")
     code = named if named in codes.ALL_CODES else code
+    # A permanent refusal with its own status (e.g. a spec or payload over a size limit: 413).
+    status_code = _NAMED_STATUS.get(code, status_code)
     if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
         retry_after = trailers.get("retry-after", "").strip()
-        headers["Retry-After"] = retry_after if retry_after.isdigit() else _DEFAULT_RETRY_AFTER
+        headers["Retry-After"] = (
+            retry_after if retry_after.isascii() and retry_after.isdigit() else _DEFAULT_RETRY_AFTER
+        )
         if reason := trailers.get("x-queue-reject-reason"):
             headers["X-Queue-Reject-Reason"] = reason
     return error_response(status_code, code, message, headers)
@@ -176,12 +182,30 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
         exc = StarletteHTTPException(404, f"no route for {request.method} {request.url.path}")
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
-        exc = StarletteHTTPException(405, message, exc.headers)
+        exc = StarletteHTTPException(405, message, {"Allow": allowed_methods(request)})
     return http_error_response(exc)
 
 
 async def _on_unexpected_error(_: Request, exc: Exception) -> Response:
     return internal_error_response()
+
+
+def allowed_methods(request: Request) -> str:
+    """Allow for a 405: the methods of every route the path matches.
+
+    Starlette names only the first route that matches the path, and `{name}` matches
+    `hello:invoke` too; no name or id holds a ':', so a route is counted only if its
+    path parameters hold none.
+    """
+    methods: set[str] = set()
+    for route in getattr(request.app.state, "all_routes", request.app.router.routes):
+        regex = getattr(route, "path_regex", None)
+        match = regex.fullmatch(request.url.path) if regex is not None else None
+        if match is not None and not any(":" in value for value in match.groupdict().values()):
+            methods.update(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
 
 
 def install_error_handlers(app: FastAPI) -> None:

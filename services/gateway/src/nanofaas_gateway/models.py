@@ -110,21 +110,32 @@ class FunctionSpec(_RestModel):
     env: dict[str, StrictStr] | None = None
     resources: Resources | None = None
     timeoutMs: StrictInt | None = Field(
-        default=None, description="milliseconds; default 30000; the registry accepts 1 to 300000"
+        json_schema_extra={"minimum": 1, "maximum": 300000},
+        default=None,
+        description="milliseconds; default 30000; the registry accepts 1 to 300000",
     )
     concurrency: StrictInt | None = Field(
-        default=None, description="default 4; the registry accepts 1 to 10000"
+        json_schema_extra={"minimum": 1, "maximum": 10000},
+        default=None,
+        description="default 4; the registry accepts 1 to 10000",
     )
     queueSize: StrictInt | None = Field(
-        default=None, description="default 100; the registry accepts 1 to 1000000"
+        json_schema_extra={"minimum": 1, "maximum": 1000000},
+        default=None,
+        description="default 100; the registry accepts 1 to 1000000",
     )
-    maxRetries: StrictInt | None = Field(default=None, description="default 3; the registry accepts 0 to 100")
+    maxRetries: StrictInt | None = Field(
+        json_schema_extra={"minimum": 0, "maximum": 100},
+        default=None,
+        description="default 3; the registry accepts 0 to 100",
+    )
     executionMode: ExecutionModeIn | None = Field(
         default=None, description="default JOB, or ENDPOINT when endpointUrl is set"
     )
     runtimeMode: RuntimeMode | None = Field(default=None, description="default HTTP")
     endpointUrl: StrictStr | None = Field(default=None, description="required for ENDPOINT")
     rateLimitPerSecond: StrictFloat | None = Field(
+        json_schema_extra={"minimum": 0, "maximum": 1000000},
         default=None,
         description="admissions per second for this function; default 0 = no limit; "
         "the registry accepts 0 to 1000000",
@@ -204,7 +215,9 @@ class InvocationRequest(BaseModel):
     """The application/json body of invoke and enqueue."""
 
     input: Any = None
-    metadata: dict[str, str] | None = None
+    metadata: dict[str, str] | None = Field(
+        default=None, description="at most 64 entries and 16 KiB (NANOFAAS_MAX_METADATA_*)", max_length=64
+    )
 
 
 class InvocationResponse(BaseModel):

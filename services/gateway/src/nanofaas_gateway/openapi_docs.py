@@ -31,6 +31,11 @@ _ERROR_DESCRIPTIONS = {
     429: "Queue full; retry after Retry-After seconds",
     503: "A backend service is unavailable",
 }
+# Answered by the HTTP protocol itself (connection_limits.py), to any operation.
+_HEAD_LIMIT_RESPONSES = {
+    "414": "URL longer than NANOFAAS_MAX_URL_BYTES (URI_TOO_LONG)",
+    "431": "Headers over NANOFAAS_MAX_HEADER_BYTES or NANOFAAS_MAX_HEADER_COUNT (HEADERS_TOO_LARGE)",
+}
 EXECUTION_ID_HEADER = {"X-Execution-Id": {"description": "The execution's id", "schema": _STRING}}
 RETRY_HEADERS = {
     "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}},
@@ -60,7 +65,11 @@ def _header(name: str, description: str, schema: dict[str, Any] | None = None) -
 
 
 _COMMON_HEADERS = [
-    _header("Idempotency-Key", "Repeated within the TTL, returns the same execution"),
+    _header(
+        "Idempotency-Key",
+        "Repeated within the TTL, returns the same execution (NANOFAAS_MAX_IDEMPOTENCY_KEY_BYTES)",
+        {"type": "string", "maxLength": 256},
+    ),
     _header("X-Trace-Id", "Trace id stored on the execution and passed to the function"),
     _header("traceparent", "W3C trace context"),
 ]
@@ -79,13 +88,20 @@ INVOKE_EXTRA: dict[str, Any] = {
             "X-Timeout-Ms",
             "Lowers the function's timeout: milliseconds, from 1 to the registry's largest timeoutMs "
             "(300000 today)",
-            {"type": "integer"},
+            {"type": "integer", "minimum": 1, "maximum": 300_000},
         ),
     ],
 }
 ENQUEUE_EXTRA: dict[str, Any] = {
     "requestBody": _INVOCATION_BODY,
-    "parameters": [*_COMMON_HEADERS, _header("X-Callback-Url", "Receives the ExecutionStatus at the end")],
+    "parameters": [
+        *_COMMON_HEADERS,
+        _header(
+            "X-Callback-Url",
+            "Receives the ExecutionStatus at the end: an http(s) URL the outbound policy allows",
+            {"type": "string", "maxLength": 8192},
+        ),
+    ],
 }
 COMPLETE_EXTRA: dict[str, Any] = {
     "parameters": [
@@ -116,6 +132,14 @@ def refine_openapi(schema: dict[str, Any], keep_422: set[str]) -> None:
         for operation in path_item.values():
             if operation.get("operationId") not in keep_422:
                 operation.get("responses", {}).pop("422", None)
+            # Any request may break a connection limit (docs/limits.md), before any route runs.
+            for status, description in _HEAD_LIMIT_RESPONSES.items():
+                operation.setdefault("responses", {})[status] = {
+                    "description": description,
+                    "content": {
+                        "application/json": {"schema": {"$ref": _REF_TEMPLATE.format(model="ErrorBody")}}
+                    },
+                }
     if "HTTPValidationError" not in str(schema.get("paths")):
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)

@@ -17,11 +17,14 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from nanofaas.v1 import scheduler_pb2, scheduler_pb2_grpc
+from nanofaas.v1 import scheduler_pb2, scheduler_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+_PAYLOAD_TOO_LARGE = types_pb2.ErrorCode.Name(types_pb2.ERROR_CODE_PAYLOAD_TOO_LARGE).removeprefix(
+    "ERROR_CODE_"
+)
 
 
 def _rpc_error(
@@ -31,14 +34,66 @@ def _rpc_error(
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details=message, debug_error_string=None)
 
 
+_NOT_RUN = "the stream to the scheduler broke before the call was admitted ({reason}): it did not run"
+# An enqueue is answered right after its admission: a break between the two cannot be told apart.
+_ENQUEUE_UNKNOWN = (
+    "the stream to the scheduler broke before the enqueue was answered: it may have been admitted; "
+    "retry with the same Idempotency-Key"
+)
+_TERMINAL = frozenset(
+    {types_pb2.EXECUTION_STATE_SUCCESS, types_pb2.EXECUTION_STATE_ERROR, types_pb2.EXECUTION_STATE_TIMEOUT}
+)
+_CANCELLED = types_pb2.ErrorCode.Name(types_pb2.ERROR_CODE_CANCELLED).removeprefix("ERROR_CODE_")
+_CRASH = types_pb2.ErrorCode.Name(types_pb2.ERROR_CODE_CRASH).removeprefix("ERROR_CODE_")
+_FOLLOW_FIRST_DELAY_S = 0.02
+_FOLLOW_MAX_DELAY_S = 1.0
+
+
+class _StreamBroken(Exception):
+    """The stream ended before a call's answer; execution_id is set if it had been admitted."""
+
+    def __init__(self, failure: grpc.aio.AioRpcError, execution_id: str) -> None:
+        super().__init__(failure.details())
+        self.failure = failure
+        self.execution_id = execution_id
+
+
+def _lost(execution_id: str) -> scheduler_pb2.InvokeResponse:
+    """An admitted execution nobody can follow any more: a CRASH, which says it may have run."""
+    message = (
+        "the scheduler went away while the execution was admitted or running: it may have run "
+        f"(GET /v1/executions/{execution_id})"
+    )
+    return scheduler_pb2.InvokeResponse(
+        execution_id=execution_id,
+        status=types_pb2.EXECUTION_STATE_ERROR,
+        error=types_pb2.ErrorInfo(code=_CRASH, message=message),
+    )
+
+
 class SchedulerStream:
-    def __init__(self, stub: scheduler_pb2_grpc.SchedulerAsyncStub) -> None:
+    """The shared stream; `max_message_bytes` is the channel's limit, which no call may pass.
+
+    One message over the limit would end the stream for every call on it, so each call is
+    measured before it is sent (and refused alone, as 413). When the stream breaks anyway
+    (the scheduler went away), a pending call that was not admitted yet did not run: it
+    fails with UNAVAILABLE (503, retryable), never with the stream's own status (a
+    RESOURCE_EXHAUSTED there is no queue refusal: no 429). An invoke the scheduler had
+    admitted (it said so: StreamResponse.admitted) may have run, so it is followed by
+    GetExecution to its real result; if the execution cannot be found, it ends as a CRASH
+    (502, "may have run") so that no client retries work that ran.
+    """
+
+    def __init__(self, stub: scheduler_pb2_grpc.SchedulerAsyncStub, max_message_bytes: int = 0) -> None:
         self._stub = stub
+        self._max_message_bytes = max_message_bytes
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[scheduler_pb2.StreamResponse]] = {}
         self._outbox: asyncio.Queue[scheduler_pb2.StreamRequest | None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._unary_only = False
+        # Invoke calls the scheduler admitted, by call id: their execution ids.
+        self._admitted: dict[int, str] = {}
 
     async def invoke(
         self, request: scheduler_pb2.InvokeRequest, timeout: float
@@ -46,7 +101,13 @@ class SchedulerStream:
         if self._unary_only:
             return await self._stub.Invoke(request, timeout=timeout)
         message = scheduler_pb2.StreamRequest(invoke=request, deadline_ms=max(int(timeout * 1000), 1))
-        response = await self._call(message, timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            response = await self._call(message, timeout)
+        except _StreamBroken as broken:
+            if not broken.execution_id:
+                raise broken.failure from None
+            return await self._follow(broken.execution_id, deadline)
         if response is None:
             return await self._stub.Invoke(request, timeout=timeout)
         return response.invoke
@@ -56,7 +117,10 @@ class SchedulerStream:
     ) -> scheduler_pb2.EnqueueResponse:
         if self._unary_only:
             return await self._stub.Enqueue(request, timeout=timeout)
-        response = await self._call(scheduler_pb2.StreamRequest(enqueue=request), timeout)
+        try:
+            response = await self._call(scheduler_pb2.StreamRequest(enqueue=request), timeout)
+        except _StreamBroken:
+            raise _rpc_error(grpc.StatusCode.UNAVAILABLE, _ENQUEUE_UNKNOWN) from None
         if response is None:
             return await self._stub.Enqueue(request, timeout=timeout)
         return response.enqueue
@@ -65,6 +129,13 @@ class SchedulerStream:
         self, message: scheduler_pb2.StreamRequest, timeout: float
     ) -> scheduler_pb2.StreamResponse | None:
         """The call's response, or None when the scheduler has no Stream (use the unary RPC)."""
+        size = message.ByteSize()
+        if self._max_message_bytes and size > self._max_message_bytes:
+            raise _rpc_error(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request is {size} bytes, over the limit of {self._max_message_bytes} bytes",
+                {"x-error-code": _PAYLOAD_TOO_LARGE},
+            )
         outbox = self._open()
         call_id = message.call_id = next(self._ids)
         answer: asyncio.Future[scheduler_pb2.StreamResponse] = asyncio.get_running_loop().create_future()
@@ -86,6 +157,7 @@ class SchedulerStream:
             raise
         finally:
             self._pending.pop(call_id, None)
+            self._admitted.pop(call_id, None)
         if response.WhichOneof("result") == "error":
             error = response.error
             raise _rpc_error(
@@ -113,16 +185,22 @@ class SchedulerStream:
         call: grpc.aio.StreamStreamCall[scheduler_pb2.StreamRequest, scheduler_pb2.StreamResponse],
         outbox: asyncio.Queue[scheduler_pb2.StreamRequest | None],
     ) -> None:
-        failure = _rpc_error(grpc.StatusCode.UNAVAILABLE, "the stream to the scheduler ended")
+        failure = _rpc_error(grpc.StatusCode.UNAVAILABLE, _NOT_RUN.format(reason="it ended"))
         try:
             async for response in call:
+                if response.WhichOneof("result") == "admitted":
+                    if response.call_id in self._pending:
+                        self._admitted[response.call_id] = response.admitted.execution_id
+                    continue
                 answer = self._pending.get(response.call_id)
                 if answer is not None and not answer.done():
                     answer.set_result(response)
         except grpc.aio.AioRpcError as exc:
-            failure = exc
-            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                failure = exc
+            else:
                 log.warning("scheduler stream failed", extra={"code": exc.code().name})
+                failure = _rpc_error(grpc.StatusCode.UNAVAILABLE, _NOT_RUN.format(reason=exc.code().name))
         except asyncio.CancelledError:
             call.cancel()
             raise
@@ -130,9 +208,40 @@ class SchedulerStream:
             if self._outbox is outbox:
                 self._outbox = None  # the next call opens a new stream
             outbox.put_nowait(None)
-            for answer in list(self._pending.values()):
-                if not answer.done():
+            for call_id, answer in list(self._pending.items()):
+                if answer.done():
+                    continue
+                if failure.code() == grpc.StatusCode.UNIMPLEMENTED:
                     answer.set_exception(failure)
+                else:
+                    answer.set_exception(_StreamBroken(failure, self._admitted.get(call_id, "")))
+
+    async def _follow(self, execution_id: str, deadline: float) -> scheduler_pb2.InvokeResponse:
+        """The result of an admitted invoke whose answer the broken stream lost."""
+        loop = asyncio.get_running_loop()
+        delay = _FOLLOW_FIRST_DELAY_S
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+            try:
+                status = await self._stub.GetExecution(
+                    scheduler_pb2.GetExecutionRequest(execution_id=execution_id), timeout=remaining
+                )
+            except grpc.aio.AioRpcError:
+                return _lost(execution_id)  # the scheduler is gone (or restarted without it)
+            if status.status in _TERMINAL:
+                if status.error.code == _CANCELLED:  # dropped while queued: it never ran
+                    raise _rpc_error(grpc.StatusCode.UNAVAILABLE, _NOT_RUN.format(reason="cancelled"))
+                return scheduler_pb2.InvokeResponse(
+                    execution_id=execution_id,
+                    status=status.status,
+                    output=status.output if status.HasField("output") else None,
+                    error=status.error if status.HasField("error") else None,
+                )
+            # Polling a rare failure path; each wait is bounded by the call's deadline.
+            await asyncio.sleep(min(delay, max(remaining, 0.0)))
+            delay = min(delay * 2, _FOLLOW_MAX_DELAY_S)
 
     async def close(self) -> None:
         if self._outbox is not None:

@@ -50,6 +50,9 @@ class RegistrySettings:
     external_port: int = 0
     api_tokens_file: str = ""  # "" = API authentication off
     open_methods: tuple[str, ...] = ("/grpc.health.v1.Health/",)
+    # Size limits of a FunctionSpec (docs/limits.md); validation.SizeLimits.
+    max_spec_bytes: int = 1024 * 1024
+    max_env_bytes: int = 256 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RegistrySettings:
@@ -70,6 +73,9 @@ class RegistrySettings:
             external_port=_int_var(source, "NANOFAAS_REGISTRY_EXTERNAL_PORT", 0, 0, 65535),
             api_tokens_file=source.get("NANOFAAS_API_TOKENS_FILE", "").strip(),
             open_methods=_list_var(source, "NANOFAAS_AUTH_OPEN_METHODS", ("/grpc.health.v1.Health/",)),
+            # At most 16 MiB: a spec travels whole in one gRPC message (server.py's limit).
+            max_spec_bytes=_int_var(source, "NANOFAAS_MAX_SPEC_BYTES", 1024 * 1024, 1024, 16 * 1024 * 1024),
+            max_env_bytes=_int_var(source, "NANOFAAS_MAX_ENV_BYTES", 256 * 1024, 0, 16 * 1024 * 1024),
         )
         if settings.api_tokens_file:
             _check_tokens_file(settings.api_tokens_file)

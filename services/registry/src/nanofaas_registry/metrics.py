@@ -6,6 +6,7 @@ servers live in one process, as the tests do, without their numbers mixing.
 
 from __future__ import annotations
 
+import prometheus_client
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -15,6 +16,10 @@ from prometheus_client import (
     Gauge,
     Histogram,
 )
+
+# A `_created` series beside every counter and histogram doubles the series count for a
+# timestamp nobody graphs: off, process-wide, before any metric is collected.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Registry RPCs are in-memory map operations: sub-millisecond buckets matter most.
 RPC_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from nanofaas.v1 import registry_pb2, registry_pb2_grpc
-from nanofaas_registry import SERVICE_NAME, tracing
+from nanofaas_registry import SERVICE_NAME, tracing, validation
 from nanofaas_registry.api_auth import BearerAuth, TokenFile
 from nanofaas_registry.config import RegistrySettings
 from nanofaas_registry.metrics import RegistryMetrics
@@ -35,6 +35,11 @@ _SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    # Above the largest spec (NANOFAAS_MAX_SPEC_BYTES, at most 16 MiB) and what the gateway may
+    # send (64 MiB): an oversized spec reaches validation and gets its permanent 413/400,
+    # instead of gRPC's RESOURCE_EXHAUSTED, which callers read as "retry later".
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
 
 
@@ -60,6 +65,11 @@ class RegistryServer:
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._settings = settings
+        validation.configure_sizes(
+            validation.SizeLimits(
+                max_spec_bytes=settings.max_spec_bytes, max_env_bytes=settings.max_env_bytes
+            )
+        )
         self._tracer_provider = tracer_provider
         # None until start() opens the store the settings name (unless one was handed in).
         self._store: FunctionStore | None = store

@@ -20,7 +20,7 @@ from nanofaas_registry.registry import (
     RegistryError,
 )
 from nanofaas_registry.store import StoreError
-from nanofaas_registry.validation import SpecValidationError, limits
+from nanofaas_registry.validation import SpecTooLargeError, SpecValidationError, limits
 from nanofaas_registry.watch import WatchClosedError, WatchOverflowError
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ T = TypeVar("T")
 EPOCH_METADATA = "nanofaas-registry-epoch"
 Context = grpc.aio.ServicerContext[Any, Any]
 
+_PAYLOAD_TOO_LARGE = types_pb2.ErrorCode.Name(types_pb2.ERROR_CODE_PAYLOAD_TOO_LARGE).removeprefix(
+    "ERROR_CODE_"
+)
 _STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (SpecValidationError, grpc.StatusCode.INVALID_ARGUMENT),
     (NameMismatchError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -134,7 +137,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         except (RegistryError, SpecValidationError, StoreError) as exc:
             code = status_for(exc)
             self._record(method, code, started)
-            await context.abort(code, str(exc))
+            # A size refusal names its REST code, so the gateway answers 413 (not 400).
+            trailer = (("x-error-code", _PAYLOAD_TOO_LARGE),) if isinstance(exc, SpecTooLargeError) else ()
+            await context.abort(code, str(exc), trailing_metadata=trailer)
         except asyncio.CancelledError:
             self._record(method, grpc.StatusCode.CANCELLED, started)
             raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 from urllib.parse import urlsplit
@@ -64,6 +65,7 @@ def normalize_spec(spec: types_pb2.FunctionSpec) -> types_pb2.FunctionSpec:
     Registry-owned fields (timestamps, revision) and the informational execution mode
     alias are cleared, so the caller can never set them.
     """
+    _validate_size(spec)
     result = types_pb2.FunctionSpec()
     result.CopyFrom(spec)
     validate_name(result.name)
@@ -161,7 +163,10 @@ def _validate_runtime_command(runtime_command: str, *, has_command: bool) -> Non
 
 
 def _validate_env(env: dict[str, str]) -> None:
-    """Keys and values must survive being put into a process environment."""
+    """Keys and values must survive being put into a process environment, and fit in one."""
+    size = sum(len(key.encode()) + len(value.encode()) + 2 for key, value in env.items())
+    if size > _sizes.max_env_bytes:
+        raise SpecValidationError("env", f"keys and values exceed {_sizes.max_env_bytes} bytes")
     for key, value in env.items():
         if not key:
             raise SpecValidationError("env", "keys must not be empty")
@@ -431,3 +436,31 @@ def _apply_scaling_defaults(spec: types_pb2.FunctionSpec) -> None:
         spec.scale_down_delay_ms = DEFAULT_SCALE_DOWN_DELAY_MS
     if not 0 <= spec.scale_down_delay_ms <= MAX_SCALE_DOWN_DELAY_MS:
         raise SpecValidationError("scaleDownDelayMs", f"must be between 0 and {MAX_SCALE_DOWN_DELAY_MS}")
+
+
+# -- size limits (docs/limits.md) ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SizeLimits:
+    max_spec_bytes: int = 1024 * 1024
+    max_env_bytes: int = 256 * 1024
+
+
+_sizes = SizeLimits()
+
+
+def configure_sizes(sizes: SizeLimits) -> None:
+    """Set once by the server from its settings (NANOFAAS_MAX_SPEC_BYTES, NANOFAAS_MAX_ENV_BYTES)."""
+    global _sizes
+    _sizes = sizes
+
+
+class SpecTooLargeError(SpecValidationError):
+    """A spec over the size limit: permanent, answered 413 over REST (x-error-code PAYLOAD_TOO_LARGE)."""
+
+
+def _validate_size(spec: types_pb2.FunctionSpec) -> None:
+    size = spec.ByteSize()
+    if size > _sizes.max_spec_bytes:
+        raise SpecTooLargeError("spec", f"{size} bytes exceeds the limit of {_sizes.max_spec_bytes} bytes")

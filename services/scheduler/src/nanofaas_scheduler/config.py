@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -76,6 +77,15 @@ class Settings:
     autoscale_stable_window_s: float = 60.0
     autoscale_panic_window_s: float = 6.0
     autoscale_panic_threshold: float = 2.0
+    # -- input limits (docs/limits.md) --
+    max_output_bytes: int = 32 * 1024 * 1024
+    max_payload_bytes: int = 10 * 1024 * 1024
+    max_idempotency_key_bytes: int = 256
+    max_metadata_entries: int = 64
+    max_metadata_bytes: int = 16 * 1024
+    # Outbound URLs (ENDPOINT functions' endpointUrl): CIDRs refused, and exceptions to them.
+    outbound_deny: tuple[str, ...] = ()
+    outbound_allow: tuple[str, ...] = ()
     # The kubernetes backend (docs/kubernetes.md); ignored by the others.
     k8s_namespace: str = ""  # blank: the pod's namespace, else the kubeconfig context's, else default
     k8s_pod_template: str = ""  # a file path; blank: no operator template
@@ -123,6 +133,16 @@ class Settings:
             autoscale_panic_window_s=_int_var(env, "NANOFAAS_AUTOSCALE_PANIC_WINDOW_MS", 6_000, 0, 3_600_000)
             / 1000,
             autoscale_panic_threshold=_number_var(env, "NANOFAAS_AUTOSCALE_PANIC_THRESHOLD", 2.0),
+            # Outputs travel in one gRPC message of at most 64 MiB (server.py).
+            max_output_bytes=_int_var(
+                env, "NANOFAAS_MAX_OUTPUT_BYTES", 32 * 1024 * 1024, 1, 60 * 1024 * 1024
+            ),
+            max_payload_bytes=_int_var(env, "NANOFAAS_MAX_BODY_BYTES", 10 * 1024 * 1024, 1, 60 * 1024 * 1024),
+            max_idempotency_key_bytes=_int_var(env, "NANOFAAS_MAX_IDEMPOTENCY_KEY_BYTES", 256, 1, 2**16),
+            max_metadata_entries=_int_var(env, "NANOFAAS_MAX_METADATA_ENTRIES", 64, 0, 100_000),
+            max_metadata_bytes=_int_var(env, "NANOFAAS_MAX_METADATA_BYTES", 16 * 1024, 0, 2**24),
+            outbound_deny=_cidrs_var(env, "NANOFAAS_OUTBOUND_DENY_CIDRS"),
+            outbound_allow=_cidrs_var(env, "NANOFAAS_OUTBOUND_ALLOW_CIDRS"),
             k8s_namespace=_str_var(env, "NANOFAAS_K8S_NAMESPACE", ""),
             k8s_pod_template=_str_var(env, "NANOFAAS_K8S_POD_TEMPLATE", ""),
             k8s_image_pull_policy=_choice_var(
@@ -161,6 +181,17 @@ def _check_tokens_file(path: str) -> None:
         TokenFile(path)
     except TokenFileError as exc:
         raise ConfigError(f"NANOFAAS_API_TOKENS_FILE: {exc}") from exc
+
+
+def _cidrs_var(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of CIDRs (addresses alone are /32 or /128), each checked here."""
+    items = tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} is not a CIDR (e.g. 169.254.0.0/16)") from None
+    return items
 
 
 def _check_pod_template(path: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, NoReturn
 
 import grpc
@@ -18,9 +18,11 @@ from nanofaas_scheduler.core.outcome import Outcome, crash, function_error, succ
 from nanofaas_scheduler.core.outcome import timeout as timed_out
 from nanofaas_scheduler.core.scheduler import Scheduler, Submission
 from nanofaas_scheduler.core.store import UnknownCursor
+from nanofaas_scheduler.dispatch.http_invoke import max_output_bytes, output_too_large
 from nanofaas_scheduler.dispatch.logs import LogLine, LogQuery, TooManyFollowers
 from nanofaas_scheduler.observability.tracing import rpc_span
 from nanofaas_scheduler.registry_cache import FunctionCache
+from nanofaas_scheduler.request_limits import RequestLimits, RequestRefused, check_invoke_request
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -107,6 +109,8 @@ def _completion(message: scheduler_pb2.CompleteExecutionRequest) -> Outcome:
     if message.status not in _REPORTABLE_STATES:
         raise CallFailed(grpc.StatusCode.INVALID_ARGUMENT, "status: must be SUCCESS, ERROR or TIMEOUT")
     if message.status == types_pb2.EXECUTION_STATE_SUCCESS:
+        if len(message.output.data) > max_output_bytes():
+            return output_too_large(len(message.output.data))
         return success(message.output.data or b"null", message.output.content_type or JSON)
     code, text = message.error.code, message.error.message
     if message.status == types_pb2.EXECUTION_STATE_TIMEOUT or code == codes.TIMEOUT:
@@ -155,11 +159,13 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         *,
         callbacks: CallbackOutbox | None = None,
         operator_completions: bool = False,
+        limits: RequestLimits | None = None,
     ) -> None:
         # True when API authentication is on: every caller that got this far presented an
         # API token, so a completion without a completion token is an operator's act.
         self._operator_completions = operator_completions
         self._scheduler = scheduler
+        self._limits = limits or RequestLimits()
         self._functions = functions
         self._tracer = tracer
         self._callbacks = callbacks
@@ -169,8 +175,11 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def _admit(
         self, request: scheduler_pb2.InvokeRequest, *, sync: bool, traceparent: str, budget_ms: int | None
     ) -> tuple[Execution, bool]:
-        if not request.function_name:
-            raise CallFailed(grpc.StatusCode.INVALID_ARGUMENT, "function_name: required")
+        try:
+            check_invoke_request(request, self._limits)
+        except RequestRefused as refused:
+            trailer = (("x-error-code", refused.error_code),) if refused.error_code else ()
+            raise CallFailed(refused.status, refused.message, trailer) from None
         content_type = request.input.content_type or JSON
         if content_type not in (JSON, OCTET_STREAM):
             raise CallFailed(
@@ -219,10 +228,17 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             ) from None
 
     async def invoke(
-        self, request: scheduler_pb2.InvokeRequest, budget_ms: int | None
+        self,
+        request: scheduler_pb2.InvokeRequest,
+        budget_ms: int | None,
+        on_admitted: Callable[[str], None] | None = None,
     ) -> scheduler_pb2.InvokeResponse:
+        """A sync call; `on_admitted` hears the execution id once admitted (the stream tells its
+        caller, so a call whose answer a broken stream loses is known to have been admitted)."""
         with rpc_span(self._tracer, "Invoke", request.traceparent, request.trace_id) as traceparent:
             execution, _ = await self._admit(request, sync=True, traceparent=traceparent, budget_ms=budget_ms)
+            if on_admitted is not None:
+                on_admitted(execution.id)
             execution.waiters += 1
             try:
                 await execution.done.wait()
@@ -455,7 +471,12 @@ class StreamSession:
         try:
             if kind == "invoke":
                 budget = message.deadline_ms or None
-                result = await self._service.invoke(message.invoke, budget)
+
+                def tell_admitted(execution_id: str) -> None:
+                    notice = scheduler_pb2.Admitted(execution_id=execution_id)
+                    self._out.put_nowait(scheduler_pb2.StreamResponse(call_id=call_id, admitted=notice))
+
+                result = await self._service.invoke(message.invoke, budget, tell_admitted)
                 self._out.put_nowait(scheduler_pb2.StreamResponse(call_id=call_id, invoke=result))
             else:
                 admitted = await self._service.enqueue(message.enqueue)

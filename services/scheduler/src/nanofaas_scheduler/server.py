@@ -22,7 +22,9 @@ from nanofaas_scheduler.core.reports import ReportBoard
 from nanofaas_scheduler.core.scheduler import Scheduler
 from nanofaas_scheduler.dispatch.base import Dispatcher, Observers
 from nanofaas_scheduler.dispatch.endpoint import EndpointDispatcher
+from nanofaas_scheduler.dispatch.http_invoke import set_max_output_bytes
 from nanofaas_scheduler.dispatch.out_of_band import OutOfBandCompletion
+from nanofaas_scheduler.dispatch.outbound_policy import OutboundPolicy
 from nanofaas_scheduler.dispatch.router import ModeRouter
 from nanofaas_scheduler.grpc_service import SchedulerService, status_message
 from nanofaas_scheduler.observability import tracing
@@ -36,6 +38,7 @@ from nanofaas_scheduler.observability.metrics import (
 )
 from nanofaas_scheduler.policies.autoscale import Windows
 from nanofaas_scheduler.registry_cache import FunctionCache
+from nanofaas_scheduler.request_limits import RequestLimits
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -54,6 +57,9 @@ _SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
 ]
+# The registry's Watch sends whole specs, up to its spec limit (NANOFAAS_MAX_SPEC_BYTES, at most
+# 16 MiB): gRPC's 4 MiB default would end the watch on one large spec.
+_REGISTRY_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES)]
 
 
 def grpc_address(host: str, port: int) -> str:
@@ -74,6 +80,15 @@ def build_backend(settings: Settings, metrics_registry: CollectorRegistry = REGI
 
         return kubernetes_backend(settings, metrics_registry)
     raise ValueError(f"NANOFAAS_BACKEND: unknown backend {settings.backend!r}")  # config.py checks it
+
+
+def _request_limits(settings: Settings) -> RequestLimits:
+    return RequestLimits(
+        max_payload_bytes=settings.max_payload_bytes,
+        max_idempotency_key_bytes=settings.max_idempotency_key_bytes,
+        max_metadata_entries=settings.max_metadata_entries,
+        max_metadata_bytes=settings.max_metadata_bytes,
+    )
 
 
 class SchedulerServer:
@@ -111,7 +126,9 @@ class SchedulerServer:
         through metrics and tracing exactly like an in-band one.
         """
         observers = Observers(BackendMetrics(metrics))
-        dispatcher: Dispatcher = OutOfBandCompletion(ModeRouter(backend, EndpointDispatcher()), reports)
+        outbound = OutboundPolicy(self.settings.outbound_deny, self.settings.outbound_allow)
+        endpoints = EndpointDispatcher(outbound)
+        dispatcher: Dispatcher = OutOfBandCompletion(ModeRouter(backend, endpoints), reports)
         dispatcher = MeteredDispatcher(dispatcher, metrics)
         if self._span_exporter is not None or tracing.tracing_configured():
             self._provider = tracing.make_provider(self._span_exporter)
@@ -124,6 +141,7 @@ class SchedulerServer:
 
     async def start(self) -> None:
         settings = self.settings
+        set_max_output_bytes(settings.max_output_bytes)
         metrics = SchedulerMetrics(self.metrics_registry)
         reports = ReportBoard()
         backend = self._backend or build_backend(settings, self.metrics_registry)
@@ -168,14 +186,21 @@ class SchedulerServer:
 
         tokens = TokenFile(settings.api_tokens_file) if settings.api_tokens_file else None
         credentials = bearer_credentials(tokens) if tokens else None
-        self._channel = grpc.aio.insecure_channel(settings.registry_address, interceptors=credentials)
+        self._channel = grpc.aio.insecure_channel(
+            settings.registry_address, options=_REGISTRY_CHANNEL_OPTIONS, interceptors=credentials
+        )
         functions = FunctionCache(
             registry_pb2_grpc.RegistryStub(self._channel),
             function_changed,
         )
         tracer = self._provider.get_tracer("nanofaas.scheduler") if self._provider else None
         service = SchedulerService(
-            scheduler, functions, tracer, callbacks=callbacks, operator_completions=tokens is not None
+            scheduler,
+            functions,
+            tracer,
+            callbacks=callbacks,
+            operator_completions=tokens is not None,
+            limits=_request_limits(settings),
         )
         # The pod-local listener is authenticated only when authentication is on; the
         # external one always is (with it off, it serves nothing but the open methods).

@@ -338,6 +338,7 @@ class StreamResponse(_message.Message):
     INVOKE_FIELD_NUMBER: _builtins.int
     ENQUEUE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    ADMITTED_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     @_builtins.property
     def invoke(self) -> Global___InvokeResponse: ...
@@ -345,6 +346,13 @@ class StreamResponse(_message.Message):
     def enqueue(self) -> Global___EnqueueResponse: ...
     @_builtins.property
     def error(self) -> Global___CallError: ...
+    @_builtins.property
+    def admitted(self) -> Global___Admitted:
+        """Not a result: an invoke call was admitted as this execution (its result follows).
+        If the stream breaks before the result, the caller knows the call may have run and
+        follows the execution (GetExecution) instead of failing it as retryable.
+        """
+
     def __init__(
         self,
         *,
@@ -352,16 +360,36 @@ class StreamResponse(_message.Message):
         invoke: Global___InvokeResponse | None = ...,
         enqueue: Global___EnqueueResponse | None = ...,
         error: Global___CallError | None = ...,
+        admitted: Global___Admitted | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["enqueue", b"enqueue", "error", b"error", "invoke", b"invoke", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["admitted", b"admitted", "enqueue", b"enqueue", "error", b"error", "invoke", b"invoke", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "enqueue", b"enqueue", "error", b"error", "invoke", b"invoke", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admitted", b"admitted", "call_id", b"call_id", "enqueue", b"enqueue", "error", b"error", "invoke", b"invoke", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["invoke", "enqueue", "error"]  # noqa: Y015
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["invoke", "enqueue", "error", "admitted"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
 Global___StreamResponse: _TypeAlias = StreamResponse  # noqa: Y015
+
+@_typing.final
+class Admitted(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Admitted: _TypeAlias = Admitted  # noqa: Y015
 
 @_typing.final
 class CallError(_message.Message):

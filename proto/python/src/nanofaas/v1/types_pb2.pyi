@@ -131,6 +131,16 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """Credentials that do not grant this act: a completion token that is not the
     one of the attempt reported. HTTP 403.
     """
+    ERROR_CODE_OUTPUT_TOO_LARGE: _ErrorCode.ValueType  # 40
+    """-- input limits (docs/limits.md) --
+    The function's output is over the scheduler's output limit; that execution ends. Not retried.
+    """
+    ERROR_CODE_HEADERS_TOO_LARGE: _ErrorCode.ValueType  # 41
+    """The request's headers are over the gateway's size or count limit. HTTP 431."""
+    ERROR_CODE_URI_TOO_LONG: _ErrorCode.ValueType  # 42
+    """The request's URL is over the gateway's length limit. HTTP 414."""
+    ERROR_CODE_URL_NOT_ALLOWED: _ErrorCode.ValueType  # 43
+    """A callback or endpoint URL names an address the outbound policy denies. HTTP 400."""
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """Every error code the platform produces, in execution errors (ErrorInfo.code)
@@ -193,6 +203,16 @@ ERROR_CODE_PERMISSION_DENIED: ErrorCode.ValueType  # 56
 """Credentials that do not grant this act: a completion token that is not the
 one of the attempt reported. HTTP 403.
 """
+ERROR_CODE_OUTPUT_TOO_LARGE: ErrorCode.ValueType  # 40
+"""-- input limits (docs/limits.md) --
+The function's output is over the scheduler's output limit; that execution ends. Not retried.
+"""
+ERROR_CODE_HEADERS_TOO_LARGE: ErrorCode.ValueType  # 41
+"""The request's headers are over the gateway's size or count limit. HTTP 431."""
+ERROR_CODE_URI_TOO_LONG: ErrorCode.ValueType  # 42
+"""The request's URL is over the gateway's length limit. HTTP 414."""
+ERROR_CODE_URL_NOT_ALLOWED: ErrorCode.ValueType  # 43
+"""A callback or endpoint URL names an address the outbound policy denies. HTTP 400."""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 class _ExecutionState:

@@ -5,20 +5,26 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from nanofaas.v1 import registry_pb2
 from nanofaas_gateway.convert import (
-    is_json_media_type,
+    FORM_URLENCODED,
+    JSON,
+    is_json_request_body,
     loads_clamped,
     spec_to_json,
     spec_to_proto,
     summary_to_json,
 )
 from nanofaas_gateway.errors import invalid_argument, unsupported_media_type
+from nanofaas_gateway.invocation_body import MAX_JSON_DEPTH
 from nanofaas_gateway.models import FunctionSpec, FunctionSpecOut, FunctionSummary
 from nanofaas_gateway.openapi_docs import error_responses
 from nanofaas_gateway.responses import (
@@ -30,8 +36,11 @@ from nanofaas_gateway.responses import (
 
 
 def require_json_body(request: Request) -> None:
-    """A spec sent as form data or bytes is refused with 415 rather than a confusing 422."""
-    if not is_json_media_type(request.headers.get("content-type", "")):
+    """A spec sent as bytes is refused with 415 rather than a confusing 422.
+
+    `curl -d` without -H Content-Type labels JSON as form data: that is read as JSON.
+    """
+    if not is_json_request_body(request.headers.get("content-type", "")):
         raise unsupported_media_type("Content-Type must be application/json")
 
 
@@ -44,8 +53,28 @@ class _SpecRequest(Request):
 
     async def json(self) -> Any:
         if not hasattr(self, "_clamped_json"):
-            self._clamped_json = loads_clamped(await self.body())
+            self._clamped_json = _checked_json(await self.body())
         return self._clamped_json
+
+
+def _checked_json(body: bytes) -> Any:
+    """The clamped JSON, refused with 400 when no message could carry it.
+
+    JSON may spell lone surrogates ("\\ud800") that no UTF-8 string (so no gRPC message)
+    can hold, and nest deeper than any encoder goes: both are bad input, not a 500.
+    Re-encoding with orjson finds both (it refuses surrogates and more than 254 levels).
+    """
+    try:
+        document = loads_clamped(body)
+    except RecursionError:
+        raise StarletteHTTPException(400, "body: JSON nested too deeply") from None
+    try:
+        orjson.dumps(document)
+    except orjson.JSONEncodeError as exc:
+        if "surrogates" in str(exc):
+            raise StarletteHTTPException(400, "body: a string holds a lone surrogate (not Unicode)") from None
+        raise StarletteHTTPException(400, f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    return document
 
 
 class _SpecRoute(APIRoute):
@@ -55,9 +84,18 @@ class _SpecRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
-            return await handler(_SpecRequest(request.scope, request.receive))
+            return await handler(_SpecRequest(_form_as_json(request.scope), request.receive))
 
         return handle
+
+
+def _form_as_json(scope: Scope) -> Scope:
+    """curl's default form type relabelled as JSON, which is what `curl -d '{...}'` sends."""
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    if not any(k == b"content-type" and v.lower().startswith(FORM_URLENCODED.encode()) for k, v in headers):
+        return scope
+    relabelled = [(k, JSON.encode() if k == b"content-type" else v) for k, v in headers]
+    return {**scope, "headers": relabelled}
 
 
 router = APIRouter(tags=["functions"], route_class=_SpecRoute)

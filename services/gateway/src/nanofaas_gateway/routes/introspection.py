@@ -68,7 +68,8 @@ def _integer(name: str, value: str) -> int:
 
 def _since_ms(value: str) -> int:
     text = value.strip()
-    if text.isdigit() and len(text) <= 16:
+    # ASCII only: str.isdigit() is true for "¹" and "٣", which int() refuses (found by fuzzing).
+    if text.isascii() and text.isdigit() and len(text) <= 16:
         return int(text)
     try:
         stamp = datetime.fromisoformat(text)

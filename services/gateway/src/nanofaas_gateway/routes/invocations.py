@@ -29,6 +29,7 @@ from nanofaas_gateway.errors import internal_error_response, invalid_argument
 from nanofaas_gateway.invocation_body import (
     TIMEOUT_HEADER,
     build_invoke_request,
+    callback_url,
     parse_timeout_ms,
     payload_media_type,
 )
@@ -40,6 +41,7 @@ from nanofaas_gateway.openapi_docs import (
     INVOKE_EXTRA,
     error_responses,
 )
+from nanofaas_gateway.outbound_policy import policy_for
 from nanofaas_gateway.responses import (
     gateway_clients,
     gateway_settings,
@@ -98,6 +100,7 @@ async def invoke(
         timeout_ms=timeout_ms,
         min_registry_revision=clients.min_registry_revision,
         min_registry_epoch=clients.min_registry_epoch,
+        settings=settings,
     )
     deadline_s = _wait_s(timeout_ms, settings) + settings.invoke_deadline_margin_s
     call = asyncio.ensure_future(clients.invocations.invoke(request, deadline_s))
@@ -197,7 +200,8 @@ async def enqueue(
         timeout_ms=None,
         min_registry_revision=clients.min_registry_revision,
         min_registry_epoch=clients.min_registry_epoch,
-        callback_url=headers.get("x-callback-url", ""),
+        settings=settings,
+        callback_url=callback_url(headers, policy_for(settings.outbound_deny, settings.outbound_allow)),
     )
     admitted = await clients.invocations.enqueue(request, settings.rpc_timeout_s)
     execution_id = admitted.execution_id

@@ -24,6 +24,8 @@ UNRUNNABLE_FUNCTION = code_name(types_pb2.ERROR_CODE_UNRUNNABLE_FUNCTION)
 INVALID_ENDPOINT = code_name(types_pb2.ERROR_CODE_INVALID_ENDPOINT)
 FUNCTION_DELETED = code_name(types_pb2.ERROR_CODE_FUNCTION_DELETED)
 SHUTTING_DOWN = code_name(types_pb2.ERROR_CODE_SHUTTING_DOWN)
+OUTPUT_TOO_LARGE = code_name(types_pb2.ERROR_CODE_OUTPUT_TOO_LARGE)
+URL_NOT_ALLOWED = code_name(types_pb2.ERROR_CODE_URL_NOT_ALLOWED)
 
 # Every code that may appear in ErrorInfo.code of an execution.
 EXECUTION_CODES = frozenset(
@@ -38,5 +40,7 @@ EXECUTION_CODES = frozenset(
         INVALID_ENDPOINT,
         FUNCTION_DELETED,
         SHUTTING_DOWN,
+        OUTPUT_TOO_LARGE,
+        URL_NOT_ALLOWED,
     }
 )

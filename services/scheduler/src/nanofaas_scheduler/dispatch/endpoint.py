@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import aiohttp
 
-from nanofaas_scheduler.core.outcome import Outcome
+from nanofaas_scheduler.core import codes
+from nanofaas_scheduler.core.outcome import Outcome, function_error
 from nanofaas_scheduler.dispatch.base import Attempt, Dispatcher
 from nanofaas_scheduler.dispatch.http_invoke import new_session, post_invocation
+from nanofaas_scheduler.dispatch.outbound_policy import OutboundPolicy, UrlNotAllowed
 
 
 class EndpointDispatcher(Dispatcher):
-    def __init__(self) -> None:
+    """Calls endpointUrl, unless the outbound policy denies its address (checked per call,
+    after resolving the name, so a name cannot be pointed at a denied address later)."""
+
+    def __init__(self, outbound: OutboundPolicy | None = None) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._outbound = outbound or OutboundPolicy()
 
     async def dispatch(self, attempt: Attempt) -> Outcome:
+        url = attempt.spec.endpoint_url
+        try:
+            await self._outbound.check(url)
+        except UrlNotAllowed as exc:
+            return function_error(f"endpointUrl: {exc}", codes.URL_NOT_ALLOWED)
         if self._session is None:
             self._session = new_session()
-        return await post_invocation(self._session, attempt.spec.endpoint_url, attempt)
+        return await post_invocation(self._session, url, attempt)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -17,6 +17,47 @@ from nanofaas_scheduler.dispatch.function_protocol import (
     request_headers,
 )
 
+# The largest output read from a function (NANOFAAS_MAX_OUTPUT_BYTES; set once at start by the
+# server). Process-wide like the gRPC message limit it keeps outputs under: an output that would
+# not fit in one message to the gateway ends only its own execution, never the shared stream.
+DEFAULT_MAX_OUTPUT_BYTES = 32 * 1024 * 1024
+_max_output_bytes = DEFAULT_MAX_OUTPUT_BYTES
+_READ_CHUNK = 256 * 1024
+
+
+def set_max_output_bytes(limit: int) -> None:
+    global _max_output_bytes
+    _max_output_bytes = limit
+
+
+def max_output_bytes() -> int:
+    return _max_output_bytes
+
+
+def output_too_large(size: int | None = None) -> Outcome:
+    """The outcome of an output over the limit: that execution fails, nothing else."""
+    seen = f"{size} bytes" if size is not None else "more"
+    return function_error(
+        f"output is {seen}, over the limit of {_max_output_bytes} bytes", codes.OUTPUT_TOO_LARGE
+    )
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes | None:
+    """The body, or None once it passes the output limit (the rest is never read)."""
+    limit = _max_output_bytes
+    if response.content_length is not None:
+        if response.content_length > limit:
+            return None
+        return await response.read()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
 
 def new_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
     """One session per dispatcher (or per Unix-socket replica): connections are reused."""
@@ -59,7 +100,10 @@ async def post_invocation(
         async with session.post(
             url, data=request_body(attempt), headers=headers, timeout=timeout
         ) as response:
-            body = await response.read()
+            body = await _read_capped(response)
+            if body is None:
+                response.close()  # the connection is not reused: the rest of the body is unread
+                return output_too_large(response.content_length)
             return decode_response(response.status, response.headers.get("Content-Type"), body)
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.IncompleteReadError) as exc:
         if on_connection_failure is not None:
