@@ -64,7 +64,7 @@ class WaitTimedOut(NanofaasError):
 
 
 class InvalidRequest(NanofaasError):
-    """The request breaks a rule or the schema (400, 405, 413, 415, 422); retrying will not help."""
+    """The request breaks a rule, a limit or the schema (400, 405, 413-415, 422, 431): do not retry."""
 
 
 class Unauthenticated(NanofaasError):
@@ -123,6 +123,10 @@ FAMILIES: dict[str, type[NanofaasError]] = {
     "INTERNAL": InternalError,
     "UNAUTHENTICATED": Unauthenticated,
     "PERMISSION_DENIED": Unauthenticated,
+    "OUTPUT_TOO_LARGE": ExecutionFailed,
+    "HEADERS_TOO_LARGE": InvalidRequest,
+    "URI_TOO_LONG": InvalidRequest,
+    "URL_NOT_ALLOWED": InvalidRequest,
 }
 # Without a (known) code, the HTTP status decides.
 _BY_STATUS: dict[int, type[NanofaasError]] = {
@@ -134,9 +138,11 @@ _BY_STATUS: dict[int, type[NanofaasError]] = {
     408: ExecutionTimeout,
     409: AlreadyExists,
     413: InvalidRequest,
+    414: InvalidRequest,
     415: InvalidRequest,
     422: InvalidRequest,
     429: RateLimited,
+    431: InvalidRequest,
     503: Unavailable,
 }
 
