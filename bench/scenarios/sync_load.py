@@ -107,9 +107,18 @@ def run_platform_warm(ctx: Context) -> dict[str, Any]:
 
 
 def _profile(ctx: Context, platform: Platform, url: str) -> None:
-    """py-spy the gateway and the scheduler during one extra 32-connection run (collapsed stacks)."""
+    """py-spy the gateway, the scheduler and one warm replica during one extra 32-connection run.
+
+    One replica of the pool stands for all of them (they share the load); profiling every
+    replica would put a profiler per replica on the same cores. Collapsed stacks;
+    `python -m bench.profile_summary` summarises them.
+    """
     spy = str(Path(sys.executable).parent / "py-spy")
     duration = max(5, ctx.config.duration_s)
+    targets = {name: platform.children[name].pid for name in ("gateway", "scheduler")}
+    replicas = platform.pids()["functions"]
+    if replicas:
+        targets["runtime"] = min(replicas)
     procs = [
         subprocess.Popen(
             [
@@ -123,14 +132,14 @@ def _profile(ctx: Context, platform: Platform, url: str) -> None:
                 "-d",
                 str(duration),
                 "-p",
-                str(platform.children[name].pid),
+                str(pid),
                 "-o",
                 str(ctx.out_dir / f"profile-{name}.txt"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for name in ("gateway", "scheduler")
+        for name, pid in targets.items()
     ]
     try:
         run_wrk(url, 32, duration)
@@ -141,7 +150,7 @@ def _profile(ctx: Context, platform: Platform, url: str) -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    log("profiles written to profile-gateway.txt / profile-scheduler.txt")
+    log(f"profiles written to {', '.join(f'profile-{name}.txt' for name in targets)}")
 
 
 def run_floor(ctx: Context) -> dict[str, Any]:
