@@ -1,8 +1,9 @@
 """The shared invocation stream when it breaks, or when one call would break it (issue 17, finding 1).
 
 A real gRPC server plays a scheduler whose stream breaks the way a too-large message
-breaks it (RESOURCE_EXHAUSTED). A call it never admitted did not run: UNAVAILABLE,
-never the 429-looking RESOURCE_EXHAUSTED. A call it had admitted may have run: it is
+breaks it (RESOURCE_EXHAUSTED). A call never handed to the stream did not run: UNAVAILABLE,
+never the 429-looking RESOURCE_EXHAUSTED; one sent but not seen admitted may have run (a
+CRASH, 502). A call it had admitted may have run: it is
 followed to its result with GetExecution, or reported as a CRASH when that is lost.
 An oversized call is refused before it is sent, and the stream keeps serving.
 """
@@ -74,15 +75,50 @@ def _invoke(name: str, data: bytes = b"1") -> scheduler_pb2.InvokeRequest:
     return scheduler_pb2.InvokeRequest(function_name=name, input=types_pb2.Payload(data=data))
 
 
-async def test_a_call_not_admitted_fails_retryably_and_the_stream_is_reopened(
+async def test_a_sent_call_whose_admission_was_not_seen_may_have_run_and_the_stream_is_reopened(
     stream: tuple[SchedulerStream, BreakingScheduler],
 ) -> None:
+    """The scheduler took the call; its admitted notice may have been queued behind others."""
     calls, _ = stream
+    assert (await calls.invoke(_invoke("ok"), timeout=10)).execution_id == "e-ok"  # it answers here
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await calls.invoke(_invoke("breaks"), timeout=10)
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE  # not RESOURCE_EXHAUSTED: no 429
-    assert "did not run" in (caught.value.details() or "")
+    assert "may have run" in (caught.value.details() or "")
+    trailers: dict[str, Any] = dict(caught.value.trailing_metadata() or ())  # type: ignore[arg-type]
+    assert trailers["x-error-code"] == "CRASH"  # 502, not 503
     assert (await calls.invoke(_invoke("ok"), timeout=10)).execution_id == "e-ok"
+
+
+async def test_a_call_on_a_stream_the_scheduler_never_answered_on_did_not_run(
+    stream: tuple[SchedulerStream, BreakingScheduler],
+) -> None:
+    """Nothing says such a call reached the scheduler (it might be unreachable): retryable."""
+    calls, _ = stream
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await calls.invoke(_invoke("breaks"), timeout=10)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "did not run" in (caught.value.details() or "")
+
+
+async def test_a_call_never_handed_to_the_stream_did_not_run(
+    stream: tuple[SchedulerStream, BreakingScheduler],
+) -> None:
+    """A call still waiting in the outbox when the stream breaks reached nobody: retryable.
+
+    White box, to be deterministic: a pending call that gRPC never took from the outbox
+    (never marked sent) is there when another call breaks the stream.
+    """
+    calls, _ = stream
+    assert (await calls.invoke(_invoke("ok"), timeout=10)).execution_id == "e-ok"  # established
+    waiting: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    calls._pending[10**9] = waiting  # as _call registers it, before the outbox hands it on
+    with pytest.raises(grpc.aio.AioRpcError):
+        await calls.invoke(_invoke("breaks"), timeout=10)
+    broken = waiting.exception()
+    assert broken is not None and "did not run" in str(broken)
+    assert "x-error-code" not in dict(broken.failure.trailing_metadata() or ())  # type: ignore[attr-defined]
+    calls._pending.pop(10**9)
 
 
 async def test_an_admitted_call_is_followed_to_its_result(

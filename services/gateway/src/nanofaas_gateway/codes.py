@@ -23,6 +23,7 @@ ALL_CODES = frozenset(
 
 FUNCTION_ERROR = code_name(types_pb2.ERROR_CODE_FUNCTION_ERROR)
 TIMEOUT = code_name(types_pb2.ERROR_CODE_TIMEOUT)
+CRASH = code_name(types_pb2.ERROR_CODE_CRASH)
 INTERNAL = code_name(types_pb2.ERROR_CODE_INTERNAL)
 FUNCTION_DELETED = code_name(types_pb2.ERROR_CODE_FUNCTION_DELETED)
 SHUTTING_DOWN = code_name(types_pb2.ERROR_CODE_SHUTTING_DOWN)

@@ -48,7 +48,7 @@ _HTTP_CODES: dict[int, str] = {
     503: codes.UNAVAILABLE,
 }
 # Codes a service may name in trailing metadata that have a status of their own.
-_NAMED_STATUS: dict[str, int] = {codes.PAYLOAD_TOO_LARGE: 413}
+_NAMED_STATUS: dict[str, int] = {codes.PAYLOAD_TOO_LARGE: 413, codes.CRASH: 502}
 _DEFAULT_RETRY_AFTER = "1"
 INTERNAL_MESSAGE = "internal error"
 

@@ -35,6 +35,11 @@ def _rpc_error(
 
 
 _NOT_RUN = "the stream to the scheduler broke before the call was admitted ({reason}): it did not run"
+# Sent but not (yet) known to be admitted: the notice may have been on its way.
+_MAY_HAVE_RUN = (
+    "the stream to the scheduler broke after the call was sent and before its admission was seen "
+    "({reason}): it may have run; retry only with an Idempotency-Key"
+)
 # An enqueue is answered right after its admission: a break between the two cannot be told apart.
 _ENQUEUE_UNKNOWN = (
     "the stream to the scheduler broke before the enqueue was answered: it may have been admitted; "
@@ -76,9 +81,12 @@ class SchedulerStream:
 
     One message over the limit would end the stream for every call on it, so each call is
     measured before it is sent (and refused alone, as 413). When the stream breaks anyway
-    (the scheduler went away), a pending call that was not admitted yet did not run: it
-    fails with UNAVAILABLE (503, retryable), never with the stream's own status (a
-    RESOURCE_EXHAUSTED there is no queue refusal: no 429). An invoke the scheduler had
+    (the scheduler went away), a pending call that was never handed to the stream did not
+    run: it fails with UNAVAILABLE (503, retryable), never with the stream's own status (a
+    RESOURCE_EXHAUSTED there is no queue refusal: no 429). One that was sent on a stream the
+    scheduler had answered on, but whose admission was not seen, may have run (the notice
+    queues behind other answers): a CRASH (502), so that no client retries it blindly. An
+    invoke the scheduler had
     admitted (it said so: StreamResponse.admitted) may have run, so it is followed by
     GetExecution to its real result; if the execution cannot be found, it ends as a CRASH
     (502, "may have run") so that no client retries work that ran.
@@ -94,6 +102,8 @@ class SchedulerStream:
         self._unary_only = False
         # Invoke calls the scheduler admitted, by call id: their execution ids.
         self._admitted: dict[int, str] = {}
+        # Calls handed to the stream (taken from the outbox), by call id.
+        self._sent: set[int] = set()
 
     async def invoke(
         self, request: scheduler_pb2.InvokeRequest, timeout: float
@@ -158,6 +168,7 @@ class SchedulerStream:
         finally:
             self._pending.pop(call_id, None)
             self._admitted.pop(call_id, None)
+            self._sent.discard(call_id)
         if response.WhichOneof("result") == "error":
             error = response.error
             raise _rpc_error(
@@ -176,7 +187,7 @@ class SchedulerStream:
         if self._outbox is None:
             outbox: asyncio.Queue[scheduler_pb2.StreamRequest | None] = asyncio.Queue()
             self._outbox = outbox
-            call = self._stub.Stream(_drain(outbox))
+            call = self._stub.Stream(_drain(outbox, self._sent))
             self._reader = asyncio.get_running_loop().create_task(self._read(call, outbox))
         return self._outbox
 
@@ -185,9 +196,14 @@ class SchedulerStream:
         call: grpc.aio.StreamStreamCall[scheduler_pb2.StreamRequest, scheduler_pb2.StreamResponse],
         outbox: asyncio.Queue[scheduler_pb2.StreamRequest | None],
     ) -> None:
-        failure = _rpc_error(grpc.StatusCode.UNAVAILABLE, _NOT_RUN.format(reason="it ended"))
+        reason = "it ended"
+        failure = _rpc_error(grpc.StatusCode.UNAVAILABLE, _NOT_RUN.format(reason=reason))
+        # Until the scheduler has answered on this stream, nothing says it ever got there (a
+        # scheduler that cannot be reached takes no call, even one gRPC took from the outbox).
+        established = False
         try:
             async for response in call:
+                established = True
                 if response.WhichOneof("result") == "admitted":
                     if response.call_id in self._pending:
                         self._admitted[response.call_id] = response.admitted.execution_id
@@ -200,7 +216,8 @@ class SchedulerStream:
                 failure = exc
             else:
                 log.warning("scheduler stream failed", extra={"code": exc.code().name})
-                failure = _rpc_error(grpc.StatusCode.UNAVAILABLE, _NOT_RUN.format(reason=exc.code().name))
+                reason = exc.code().name
+                failure = _rpc_error(grpc.StatusCode.UNAVAILABLE, _NOT_RUN.format(reason=reason))
         except asyncio.CancelledError:
             call.cancel()
             raise
@@ -213,6 +230,10 @@ class SchedulerStream:
                     continue
                 if failure.code() == grpc.StatusCode.UNIMPLEMENTED:
                     answer.set_exception(failure)
+                elif established and call_id in self._sent and call_id not in self._admitted:
+                    message = _MAY_HAVE_RUN.format(reason=reason)
+                    unknown = _rpc_error(grpc.StatusCode.UNAVAILABLE, message, {"x-error-code": _CRASH})
+                    answer.set_exception(_StreamBroken(unknown, ""))
                 else:
                     answer.set_exception(_StreamBroken(failure, self._admitted.get(call_id, "")))
 
@@ -252,7 +273,10 @@ class SchedulerStream:
 
 
 async def _drain(
-    outbox: asyncio.Queue[scheduler_pb2.StreamRequest | None],
+    outbox: asyncio.Queue[scheduler_pb2.StreamRequest | None], sent: set[int]
 ) -> AsyncIterator[scheduler_pb2.StreamRequest]:
+    """The outbox's messages, each call marked sent as gRPC takes it (from then on it may run)."""
     while (message := await outbox.get()) is not None:
+        if message.HasField("invoke"):
+            sent.add(message.call_id)
         yield message
