@@ -14,14 +14,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.config import BenchConfig, parse_config
-from bench.environment import describe
+from bench.environment import describe, loadavg
 from bench.loadgen import require_wrk
-from bench.report import write_report
+from bench.report import goals_table, write_report
 from bench.scenarios import Context, log
 from bench.scenarios.async_enqueue import run_async
 from bench.scenarios.autoscaling import run_autoscaling
 from bench.scenarios.dispatch import run_dispatch
 from bench.scenarios.job import run_job
+from bench.scenarios.kubernetes import run_kubernetes
 from bench.scenarios.memory import run_memory
 from bench.scenarios.sync_load import overhead, run_ceiling, run_floor, run_peers, run_platform_warm
 from bench.scenarios.tracing import run_tracing
@@ -38,6 +39,7 @@ SCENARIOS: dict[str, Scenario] = {
     "g": run_memory,
     "h": run_tracing,
     "i": run_autoscaling,
+    "j": run_kubernetes,
 }
 
 
@@ -52,13 +54,15 @@ def run(config: BenchConfig) -> int:
         "config": {k: str(v) if k == "out_dir" else v for k, v in asdict(config).items()},
         "environment": describe(),
         "scenarios": {},
+        "loadavg": {"start": loadavg(), "scenarios": {}},
     }
     clock = time.monotonic()
     try:
         for key, scenario in SCENARIOS.items():
             if key not in config.scenarios:
                 continue
-            log(f"scenario {key} ...")
+            report["loadavg"]["scenarios"][key] = loadavg()
+            log(f"scenario {key} ... (load average {report['loadavg']['scenarios'][key]})")
             try:
                 report["scenarios"][key] = scenario(ctx)
             except Exception as exc:  # one broken scenario must not lose the others' numbers
@@ -69,7 +73,9 @@ def run(config: BenchConfig) -> int:
             report["scenarios"]["overhead"] = overhead(a["results"], b["results"])
     finally:
         report["elapsed_s"] = time.monotonic() - clock
+        report["loadavg"]["end"] = loadavg()
         write_report(report, out_dir)
+        print("\n".join(goals_table(report)), flush=True)
         log(f"report: {out_dir / 'report.md'}")
     failed = [k for k, v in report["scenarios"].items() if isinstance(v, dict) and "error" in v]
     return 1 if failed else 0

@@ -25,7 +25,7 @@ class BenchConfig:
     dispatch_hot: int = 100
     dispatch_connections: int = 32
     memory_executions: int = 100_000
-    scenarios: tuple[str, ...] = ("ceiling", "a", "b", "c", "d", "e", "f", "g", "h", "i")
+    scenarios: tuple[str, ...] = ("ceiling", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j")
     profile: bool = False
     quick: bool = False
     out_dir: Path = field(default_factory=lambda: BENCH_DIR / "results")
@@ -58,7 +58,7 @@ def parse_config(argv: list[str] | None = None) -> BenchConfig:
     parser.add_argument("--connections", default=os.environ.get("BENCH_CONNECTIONS"), help="e.g. 1,8,32")
     parser.add_argument("--memory-executions", type=int, default=os.environ.get("BENCH_MEMORY_EXECUTIONS"))
     parser.add_argument(
-        "--scenarios", default=os.environ.get("BENCH_SCENARIOS"), help="subset of ceiling,a,b,c,d,e,f,g,h,i"
+        "--scenarios", default=os.environ.get("BENCH_SCENARIOS"), help="subset of ceiling,a,b,c,d,e,f,g,h,i,j"
     )
     parser.add_argument("--profile", action="store_true", default=_truthy("BENCH_PROFILE"), help="py-spy")
     parser.add_argument("--out", type=Path, default=os.environ.get("BENCH_OUT"), help="results directory")

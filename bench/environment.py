@@ -74,11 +74,15 @@ def _commit() -> str:
     return done.stdout.strip() or "unknown"
 
 
+def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages: other work on a shared machine skews every figure."""
+    return [float(part) for part in Path("/proc/loadavg").read_text().split()[:3]]
+
+
 def describe() -> dict[str, Any]:
-    """Load average is recorded because other work on a shared machine skews every figure."""
     return {
         "commit": _commit(),
-        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+        "loadavg_at_start": loadavg(),
         "nproc": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "mem_total": _mem_total(),

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from bench.goals import judge
-from bench.scenarios import autoscaling
+from bench.goals import judge, status
+from bench.scenarios import autoscaling, kubernetes
+from bench.stats import fmt_spread as _f
 
 SYNC_TARGETS = (("a", "platform (gateway->scheduler->runtime)"), ("b", "runtime floor (no platform)"))
-
-
-def _f(spread: dict[str, float], digits: int = 2) -> str:
-    """'median (min-max)' for one figure."""
-    if not spread or any(math.isnan(spread[k]) for k in ("min", "median", "max")):
-        return "n/a"
-    fmt = f"{{:,.{digits}f}}"
-    return f"{fmt.format(spread['median'])} ({fmt.format(spread['min'])}-{fmt.format(spread['max'])})"
 
 
 def sync_series(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -95,11 +87,6 @@ def render_markdown(report: dict[str, Any]) -> str:
         "Figures are `median (min-max)` over the repeated runs.",
         "",
     ]
-    out += ["## Goals", "", "| goal | status | measured |", "|---|---|---|"]
-    for goal in report["goals"]:
-        status = "n/a" if goal["met"] is None else ("met" if goal["met"] else "**not met**")
-        out.append(f"| {goal['goal']} | {status} | {goal['measured']} |")
-    out += [""]
     if "ceiling" in s and "post" in s["ceiling"]:
         out += ["## Load generator ceiling (wrk -> trivial raw-ASGI server)", "", s["ceiling"]["server"], ""]
         out += _sync_table({"wrk post": s["ceiling"]["post"], "wrk collect ids": s["ceiling"]["collect_ids"]})
@@ -204,11 +191,35 @@ def render_markdown(report: dict[str, Any]) -> str:
     out += _tracing_section(s.get("h", {}))
     if "i" in s:
         out += autoscaling.render(s["i"])
+    if "j" in s:
+        out += kubernetes.render(s["j"])
     errors = {k: v["error"] for k, v in s.items() if isinstance(v, dict) and "error" in v}
     if errors:
         out += ["## Scenario errors", ""] + [f"- {k}: {v}" for k, v in errors.items()] + [""]
     out += ["## Plots", "", "![throughput](throughput_vs_concurrency.png)", "", "![cdf](latency_cdf.png)", ""]
+    out += [*goals_table(report), ""]
     return "\n".join(out)
+
+
+def _load(values: Any) -> str:
+    return " / ".join(f"{v:.2f}" for v in values) if values else "n/a"
+
+
+def goals_table(report: dict[str, Any]) -> list[str]:
+    """The goals of issue #16 and the load average through the run (a noisy run shows here)."""
+    load = report.get("loadavg") or {}
+    per_scenario = ", ".join(f"{k} {_load(v)}" for k, v in (load.get("scenarios") or {}).items())
+    out = [
+        "## Goals (issue #16)",
+        "",
+        f"Load average (1 / 5 / 15 min) at the start {_load(load.get('start'))}, at the end "
+        f"{_load(load.get('end'))}; at the start of each scenario: {per_scenario or 'n/a'}.",
+        "",
+        "| goal | status | measured |",
+        "|---|---|---|",
+    ]
+    out += [f"| {g['goal']} | {status(g)} | {g['measured']} |" for g in report.get("goals") or judge(report)]
+    return out
 
 
 def plot(report: dict[str, Any], out_dir: Path) -> list[str]:

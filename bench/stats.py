@@ -21,3 +21,11 @@ def percentile(values: list[float], point: float) -> float:
         return float("nan")
     rank = max(1, min(len(data), math.ceil(point / 100 * len(data))))
     return data[rank - 1]
+
+
+def fmt_spread(value: dict[str, float] | None, digits: int = 2) -> str:
+    """'median (min-max)' for one figure of the report; 'n/a' when it was not measured."""
+    if not value or any(math.isnan(value[k]) for k in ("min", "median", "max")):
+        return "n/a"
+    fmt = f"{{:,.{digits}f}}"
+    return f"{fmt.format(value['median'])} ({fmt.format(value['min'])}-{fmt.format(value['max'])})"

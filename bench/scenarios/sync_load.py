@@ -51,19 +51,30 @@ def sweep(
     script: str = "post",
     env: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    cfg = ctx.config
     results = []
     for conns in connections:
-        runs = []
-        for repeat in range(cfg.repeats):
-            run = run_wrk(url, conns, cfg.duration_s, script=script, env=env, cpu_of=cpu_of)
-            log(
-                f"{label} c={conns} #{repeat + 1}: {run.rps:,.0f} req/s p50 {run.p50_ms:.2f} ms "
-                f"p99 {run.p99_ms:.2f} ms non2xx {run.non2xx}"
-            )
-            runs.append(run)
+        runs = [
+            measure(ctx, f"{label} c={conns} #{n + 1}", url, conns, cpu_of=cpu_of, script=script, env=env)
+            for n in range(ctx.config.repeats)
+        ]
         results.append(summarise(runs))
     return results
+
+
+def measure(
+    ctx: Context,
+    label: str,
+    url: str,
+    conns: int,
+    *,
+    cpu_of: Callable[[], ProcessGroups] | None = None,
+    script: str = "post",
+    env: dict[str, str] | None = None,
+) -> WrkRun:
+    """One wrk run of the configured duration, logged; `sweep` repeats it, (j) interleaves it."""
+    run = run_wrk(url, conns, ctx.config.duration_s, script=script, env=env, cpu_of=cpu_of)
+    log(f"{label}: {run.rps:,.0f} req/s p50 {run.p50_ms:.2f} ms p99 {run.p99_ms:.2f} ms non2xx {run.non2xx}")
+    return run
 
 
 def run_ceiling(ctx: Context) -> dict[str, Any]:
