@@ -145,6 +145,7 @@ def _measure_all(ctx: Context, targets: dict[str, Target]) -> dict[str, Any]:
     cfg = ctx.config
     connections = tuple(c for c in cfg.connections if c in (1, 32)) or cfg.connections[:1]
     rows: dict[str, list[dict[str, Any]]] = {backend: [] for backend in targets}
+    pairs: dict[str, list[float]] = {}
     for conns in connections:
         runs: dict[str, list[WrkRun]] = {backend: [] for backend in targets}
         replicas: dict[str, list[dict[str, int]]] = {backend: [] for backend in targets}
@@ -157,11 +158,15 @@ def _measure_all(ctx: Context, targets: dict[str, Target]) -> dict[str, Any]:
                 runs[backend].append(measure(ctx, label, target.url, conns, cpu_of=target.pids))
         for backend in targets:
             rows[backend].append(_cell(runs[backend], replicas[backend]))
+        pairs[str(conns)] = [
+            _platform_cpu(k8s) / _platform_cpu(local)
+            for local, k8s in zip(runs["local"], runs["kubernetes"], strict=True)
+        ]
     ratio = {}
-    for local, k8s in zip(rows["local"], rows["kubernetes"], strict=True):
-        base = local["cpu_us_per_request"]["platform"]["median"]
-        ratio[str(local["connections"])] = k8s["cpu_us_per_request"]["platform"]["median"] / base
-    return {**rows, "cpu_ratio_k8s_local": ratio}
+    for local_row, k8s_row in zip(rows["local"], rows["kubernetes"], strict=True):
+        base = local_row["cpu_us_per_request"]["platform"]["median"]
+        ratio[str(local_row["connections"])] = k8s_row["cpu_us_per_request"]["platform"]["median"] / base
+    return {**rows, "cpu_ratio_k8s_local": ratio, "cpu_ratio_per_repeat": pairs}
 
 
 def run_kubernetes(ctx: Context) -> dict[str, Any]:
@@ -204,10 +209,15 @@ def render(j: dict[str, Any]) -> list[str]:
     out = ["## j: the Kubernetes backend (fake cluster) vs the local backend", ""]
     if "cpu_ratio_k8s_local" not in j:
         return [*out, str(j.get("error") or "not run"), ""]
-    ratio = ", ".join(f"{c} conns **{r:.2f}**" for c, r in j["cpu_ratio_k8s_local"].items())
+    pairs = j.get("cpu_ratio_per_repeat") or {}
+    ratio = ", ".join(
+        f"{c} conns **{r:.2f}** (per repeat: {', '.join(f'{p:.2f}' for p in pairs.get(c, ()))})"
+        for c, r in j["cpu_ratio_k8s_local"].items()
+    )
     out += [
         f"Warm no-op as in (a); the two backends alternate per repeat. Platform CPU per invocation "
-        f"(gateway + scheduler + registry + function processes), kubernetes / local: {ratio}.",
+        f"(gateway + scheduler + registry + function processes), kubernetes / local, ratio of the "
+        f"medians: {ratio}.",
         "",
         "| backend | conns | req/s | p50 ms | p99 ms | gateway | scheduler | registry | functions "
         "| platform | fake cluster | replicas before runs | non-2xx |",
