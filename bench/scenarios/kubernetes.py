@@ -35,7 +35,7 @@ from typing import Any
 from bench.config import ROOT
 from bench.loadgen import WrkRun
 from bench.platform import RUNTIME_IMAGE, Platform, noop_spec, register, request_json, start_platform, warm_up
-from bench.procs import Child, descendants, spawn
+from bench.procs import Child, descendants, spawn, start_time
 from bench.scenarios import Context, log
 from bench.scenarios.sync_load import measure, summarise
 from bench.stats import fmt_spread, spread
@@ -122,12 +122,17 @@ def fake_cluster(log_dir: Path) -> Iterator[tuple[Child, Path]]:
 
 
 def _stop_cluster(child: Child) -> None:
-    """SIGTERM (the cluster kills its pods' process groups); pods left if it had to be killed die too."""
-    pods = descendants(child.pid)
+    """SIGTERM (the cluster kills its pods' process groups); pods left if it had to be killed die too.
+
+    Each pod leads a session of its own, so killing the cluster's group misses them; a pod is
+    killed only if its pid still names the same process (same start time), never a newcomer.
+    """
+    pods = {pid: start_time(pid) for pid in descendants(child.pid)}
     child.stop(grace_s=30)
-    for pid in pods:  # each in a session of its own, so the cluster's group kill missed them
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+    for pid, started in pods.items():
+        if started is not None and start_time(pid) == started:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 def _platform_cpu(run: WrkRun) -> float:
