@@ -35,7 +35,7 @@ from typing import Any
 from bench.config import ROOT
 from bench.loadgen import WrkRun
 from bench.platform import RUNTIME_IMAGE, Platform, noop_spec, register, request_json, start_platform, warm_up
-from bench.procs import Child, descendants, spawn, start_time
+from bench.procs import Child, cpu_seconds_between, descendants, snapshot, spawn, start_time
 from bench.scenarios import Context, log
 from bench.scenarios.sync_load import measure, summarise
 from bench.stats import fmt_spread, spread
@@ -135,6 +135,23 @@ def _stop_cluster(child: Child) -> None:
                 os.killpg(pid, signal.SIGKILL)
 
 
+def _idle(targets: dict[str, Target], seconds: float) -> dict[str, dict[str, float]]:
+    """CPU ms per second of each group with no load, both platforms over the same window.
+
+    What a backend costs per second whatever the traffic (the kubernetes client's watches,
+    the probes), which per invocation weighs most at 1 connection. Time is what is measured.
+    """
+    before = {backend: snapshot(target.pids()) for backend, target in targets.items()}
+    time.sleep(seconds)
+    return {
+        backend: {
+            name: spent * 1000 / seconds
+            for name, spent in cpu_seconds_between(before[backend], snapshot(target.pids())).items()
+        }
+        for backend, target in targets.items()
+    }
+
+
 def _platform_cpu(run: WrkRun) -> float:
     return sum(run.cpu_us_per_request.get(name, 0.0) for name in PLATFORM_GROUPS)
 
@@ -195,6 +212,8 @@ def run_kubernetes(ctx: Context) -> dict[str, Any]:
                 register(target.platform.base_url, spec)
                 counts = _warm(ctx, target)
                 log(f"j/{target.backend}: warm, replicas {counts}")
+            idle = _idle(targets, max(5.0, cfg.duration_s))
+            log(f"j: idle CPU ms/s {_rounded(idle)}")
             result = _measure_all(ctx, targets)
             stray = descendants(targets["kubernetes"].platform.children["scheduler"].pid)
         finally:
@@ -206,8 +225,13 @@ def run_kubernetes(ctx: Context) -> dict[str, Any]:
         "function": spec,
         "cluster": "tests/fakekube in its own process, pods as local processes (bench/fake_cluster.py)",
         "scheduler_children_on_kubernetes": len(stray),
+        "idle_cpu_ms_per_s": idle,
         **result,
     }
+
+
+def _rounded(idle: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {backend: {name: round(ms, 1) for name, ms in groups.items()} for backend, groups in idle.items()}
 
 
 def render(j: dict[str, Any]) -> list[str]:
@@ -241,4 +265,16 @@ def render(j: dict[str, Any]) -> list[str]:
             ]
             out.append(f"| {backend} | {row['connections']} | " + " | ".join(cells) + " |")
     out += ["", "CPU columns: µs per invocation, median (min-max) over the repeats.", ""]
+    if idle := j.get("idle_cpu_ms_per_s"):
+        names = [*PLATFORM_GROUPS, "fakekube"]
+        out += [
+            "Idle, both warm pools at rest over the same window (CPU ms per second):",
+            "",
+            "| backend | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
+        for backend in BACKENDS:
+            cells = [f"{idle[backend][n]:.1f}" if n in idle[backend] else "n/a" for n in names]
+            out.append(f"| {backend} | " + " | ".join(cells) + " |")
+        out += [""]
     return out

@@ -54,6 +54,16 @@ def test_j_table_and_goals_at_the_end() -> None:
         "kubernetes": [_row(1, 1100.0, 50.0), _row(32, 840.0, 40.0)],
         "cpu_ratio_k8s_local": {"1": 1.1, "32": 1.05},
         "cpu_ratio_per_repeat": {"1": [1.08, 1.12], "32": [1.04, 1.06]},
+        "idle_cpu_ms_per_s": {
+            "local": {"gateway": 1.0, "scheduler": 2.0, "registry": 0.0, "functions": 0.5},
+            "kubernetes": {
+                "gateway": 1.0,
+                "scheduler": 12.5,
+                "registry": 0.0,
+                "functions": 4.0,
+                "fakekube": 9.0,
+            },
+        },
     }
     text = render_markdown(_report(j))
     assert "1 conns **1.10** (per repeat: 1.08, 1.12), 32 conns **1.05** (per repeat: 1.04, 1.06)" in text
@@ -61,6 +71,8 @@ def test_j_table_and_goals_at_the_end() -> None:
     assert "| 840 (756-924) | 40 (36-44) | ready [8] | 0 |" in k8s_32
     local_1 = next(line for line in text.splitlines() if line.startswith("| local | 1 |"))
     assert "| 1,000 (900-1,100) | n/a |" in local_1  # no fake cluster on the local backend
+    assert "| local | 1.0 | 2.0 | 0.0 | 0.5 | n/a |" in text
+    assert "| kubernetes | 1.0 | 12.5 | 0.0 | 4.0 | 9.0 |" in text
     # The goals table is the report's last section, after the plots.
     tail = text[text.index("## Plots") :]
     assert "## Goals (issue #16)" in tail
