@@ -54,7 +54,8 @@ images:
 	$(PYTHON) -m scripts.images --tag $(TAG) $(if $(BASE_IMAGE),--base-image $(BASE_IMAGE)) $(if $(OFFLINE),--offline)
 
 # `make bench` (BENCH_QUICK=1 for a ~3 min run; BENCH_ARGS="--scenarios a,b" etc.): a separate
-# virtualenv with the platform editable plus bench-only packages, wrk from Debian's packages.
+# virtualenv with the platform and the fake cluster (tests/fakekube: scenarios i and j) editable
+# plus bench-only packages, wrk from Debian's packages.
 BENCH_VENV := .venv-bench
 .PHONY: bench
 bench:
