@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import get_current_span
 from prometheus_client import CollectorRegistry
 
 from nanofaas_scheduler.core.errors import Rejected
@@ -190,6 +191,9 @@ def test_the_scheduler_opens_a_server_span_only_as_the_edge() -> None:
     given = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01"
     with rpc_span(tracer, "Invoke", given, "x-1") as continued:
         assert continued == given  # the gateway's span is the parent, as is
+        current = get_current_span().get_span_context()  # what log lines meanwhile carry
+        assert (f"{current.trace_id:032x}", f"{current.span_id:016x}") == (CALLER_TRACE_ID, CALLER_SPAN_ID)
+    assert not get_current_span().get_span_context().is_valid
     assert exporter.get_finished_spans() == ()
     with rpc_span(tracer, "Invoke", "", "x-2") as started:
         assert parse_traceparent(started) is not None

@@ -117,13 +117,21 @@ def rpc_span(tracer: Tracer | None, method: str, traceparent: str, x_trace_id: s
     """Yields the traceparent the execution's spans continue.
 
     With a valid traceparent the caller (the gateway) already has a server span: it is
-    continued as is, without a scheduler span in between. Without one the scheduler is
-    the edge: a server span starts the trace (and takes the sampling decision).
+    continued as is, without a scheduler span in between; the caller's span is the
+    current one meanwhile, so a line logged while serving the call carries its traceId
+    and spanId. Without one the scheduler is the edge: a server span starts the trace
+    (and takes the sampling decision).
     """
-    if tracer is None or parse_traceparent(traceparent) is not None:
+    if tracer is None:
         yield traceparent
         return
-    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace import SpanKind, get_current_span, use_span
+
+    parent = parse_traceparent(traceparent)
+    if parent is not None:
+        with use_span(get_current_span(parent)):
+            yield traceparent
+        return
 
     attributes = {"rpc.system": "grpc", "rpc.service": "nanofaas.v1.Scheduler", "rpc.method": method}
     if x_trace_id:
