@@ -120,6 +120,37 @@ async def test_incoming_traceparent_is_continued_and_handed_to_the_scheduler(tra
     assert sent.trace_id == "caller-trace-7"
 
 
+async def test_the_server_span_carries_only_the_few_attributes_a_user_reads(traced: TracedGateway) -> None:
+    async with traced.session.post(traced.url("/v1/functions/echo:invoke"), json={"input": 1}) as response:
+        assert response.status == 200
+    server = await traced.spans.wait_for(named(INVOKE_SPAN))
+    assert dict(server.attributes or {}) == {
+        "http.request.method": "POST",
+        "url.path": "/v1/functions/echo:invoke",
+        "http.route": "/v1/functions/{name}:invoke",
+        "http.response.status_code": 200,
+    }
+
+
+async def test_a_not_sampled_caller_gets_no_span_and_its_trace_still_reaches_the_scheduler(
+    traced: TracedGateway,
+) -> None:
+    """Parent-based sampling (the SDK default): the caller's "not sampled" flag is followed."""
+    url = traced.url("/v1/functions/echo:invoke")
+    headers = {"traceparent": f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-00"}
+    async with traced.session.post(url, json={"input": 1}, headers=headers) as response:
+        assert response.status == 200
+    version, trace_id, span_id, flags = traced.scheduler.invokes[-1].traceparent.split("-")
+    assert (version, trace_id, flags) == ("00", CALLER_TRACE_ID, "00") and len(span_id) == 16
+    # Spans are exported as they end, in order: once a sampled call's span has arrived, a span
+    # of the earlier call would be there too.
+    async with traced.session.post(url, json={"input": 2}) as response:
+        assert response.status == 200
+    sampled = await traced.spans.wait_for(named(INVOKE_SPAN))
+    assert [span_ids(span) for span in traced.spans.get_finished_spans()] == [span_ids(sampled)]
+    assert span_ids(sampled)[0] != CALLER_TRACE_ID
+
+
 async def test_enqueue_without_traceparent_starts_a_trace_the_scheduler_joins(traced: TracedGateway) -> None:
     async with traced.session.post(traced.url("/v1/functions/echo:enqueue"), json={}) as response:
         assert response.status == 202
