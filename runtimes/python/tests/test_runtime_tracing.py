@@ -16,10 +16,15 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    TraceIdRatioBased,
+)
 
 from nanofaas_runtime.handler import Context, Handler
-from nanofaas_runtime.invocation_spans import parse_traceparent
+from nanofaas_runtime.invocation_spans import follows_unsampled_parents, parse_traceparent
 from nanofaas_runtime.server import RuntimeApp
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -217,7 +222,7 @@ async def test_a_not_sampled_traceparent_records_nothing_and_still_gives_the_tra
     assert response.status == 200
     result = response.json()
     assert result["context_trace_id"] == TRACE_ID
-    assert result["current"]["trace_id"] == TRACE_ID
+    assert result["current"] == {"trace_id": TRACE_ID, "span_id": PARENT_SPAN_ID}  # the caller's, as is
     assert exporter.get_finished_spans() == ()
     provider.shutdown()
 
@@ -250,3 +255,24 @@ def test_a_valid_traceparent_is_continued_with_its_sampled_flag() -> None:
     # A later version may append fields; its first four are still read.
     assert parse_traceparent(f"01-{TRACE_ID}-{PARENT_SPAN_ID}-01-future") is not None
 
+
+async def test_a_sampler_that_ignores_the_parent_still_decides_on_a_not_sampled_call() -> None:
+    """Only a parent-based sampler lets the runtime skip its span; ALWAYS_ON samples anyway."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = RuntimeApp(HANDLERS["sync"], function_name="fn-env", tracer_provider=provider)
+    response = await call(app, b'{"input": 1}', {"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN_ID}-00"})
+    assert response.status == 200
+    (invoke,) = exporter.get_finished_spans()
+    assert invoke.parent is not None and trace.format_span_id(invoke.parent.span_id) == PARENT_SPAN_ID
+    provider.shutdown()
+
+
+def test_parent_based_samplers_are_recognised_from_their_description() -> None:
+    assert follows_unsampled_parents(ParentBased(ALWAYS_ON))
+    assert follows_unsampled_parents(ParentBasedTraceIdRatio(0.05))
+    assert not follows_unsampled_parents(ALWAYS_ON)
+    assert not follows_unsampled_parents(TraceIdRatioBased(0.05))
+    assert not follows_unsampled_parents(ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON))
+    assert not follows_unsampled_parents(None)

@@ -305,3 +305,13 @@ async def test_process_exports_its_spans_over_otlp_when_stopped() -> None:
     assert attributes[X_TRACE_ID_ATTRIBUTE] == "t-1"
     expected = (span.trace_id.hex(), span.span_id.hex())
     assert traceparent_ids(scheduler_fake.invokes[-1].traceparent) == expected
+
+
+def test_parent_based_samplers_are_recognised_from_their_description() -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, ParentBasedTraceIdRatio
+
+    from nanofaas_gateway.otel_tracing import follows_unsampled_parents
+
+    assert follows_unsampled_parents(ParentBasedTraceIdRatio(0.05))
+    assert not follows_unsampled_parents(ALWAYS_ON)
+    assert not follows_unsampled_parents(ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON))

@@ -50,18 +50,40 @@ def parse_traceparent(traceparent: str) -> Any:
     return trace.set_span_in_context(trace.NonRecordingSpan(parent))
 
 
+def follows_unsampled_parents(sampler: object) -> bool:
+    """Whether `sampler` never samples a span whose remote parent was not sampled.
+
+    True for every OTEL_TRACES_SAMPLER=parentbased_* (and the default): the SDK's
+    ParentBased sampler, with its AlwaysOff delegate for a remote parent not sampled.
+    Read from the sampler's description, the SDK's public account of its configuration.
+    """
+    describe = getattr(sampler, "get_description", None)
+    return callable(describe) and "remoteParentNotSampled:AlwaysOffSampler" in str(describe())
+
+
 class InvocationSpans:
     """Starts the span of one invocation with a tracer of the given provider."""
 
     def __init__(self, tracer_provider: trace.TracerProvider) -> None:
         self._tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME)
+        self._skip_unsampled = follows_unsampled_parents(getattr(tracer_provider, "sampler", None))
 
     @contextmanager
     def invoke(self, traceparent: str, trigger: str = "http") -> Iterator[Span]:
-        """The invocation's server span, a child of `traceparent` when one is given (else a new trace)."""
-        with self._tracer.start_as_current_span(
-            INVOKE_SPAN, context=parse_traceparent(traceparent) if traceparent else None, kind=SpanKind.SERVER
-        ) as span:
+        """The invocation's server span, a child of `traceparent` when one is given (else a new trace).
+
+        Under a parent-based sampler a caller's "not sampled" needs no span of ours: the
+        caller's context becomes the current one (so the handler and the logs still see
+        the trace id) and nothing else is done.
+        """
+        parent = parse_traceparent(traceparent) if traceparent else None
+        if parent is not None and self._skip_unsampled:
+            caller = trace.get_current_span(parent)
+            if not caller.get_span_context().trace_flags.sampled:
+                with trace.use_span(caller):
+                    yield caller
+                return
+        with self._tracer.start_as_current_span(INVOKE_SPAN, context=parent, kind=SpanKind.SERVER) as span:
             if span.is_recording():
                 span.set_attribute("faas.trigger", trigger)
             yield span

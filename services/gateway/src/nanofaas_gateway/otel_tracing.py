@@ -89,6 +89,17 @@ class ActiveTracing:
         self.provider.shutdown()
 
 
+def follows_unsampled_parents(sampler: object) -> bool:
+    """Whether `sampler` never samples a span whose remote parent was not sampled.
+
+    True for every OTEL_TRACES_SAMPLER=parentbased_* (and the default): the SDK's
+    ParentBased sampler, with its AlwaysOff delegate for a remote parent not sampled.
+    Read from the sampler's description, the SDK's public account of its configuration.
+    """
+    describe = getattr(sampler, "get_description", None)
+    return callable(describe) and "remoteParentNotSampled:AlwaysOffSampler" in str(describe())
+
+
 class ServerSpans:
     """The gateway's server span per HTTP request: "METHOD /route/{template}" (or the method alone).
 
@@ -111,6 +122,7 @@ class ServerSpans:
         self._tracer = tracer
         self._templates = templates
         self._excluded = excluded_urls
+        self._skip_unsampled = follows_unsampled_parents(getattr(tracer, "sampler", None))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,6 +137,15 @@ class ServerSpans:
         method = scope.get("method", "")
         method = method if method in KNOWN_METHODS else "HTTP"
         parent = propagate.extract(carrier)
+        if self._skip_unsampled:
+            caller = trace.get_current_span(parent)
+            caller_context = caller.get_span_context()
+            if caller_context.is_valid and not caller_context.trace_flags.sampled:
+                # The caller decided "not sampled" and the sampler follows it: no span of
+                # ours; the caller's context is handed on as it came (flags 00).
+                with use_span(caller):
+                    await self.app(scope, receive, send)
+                return
         span = self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
         if not span.is_recording():
             with use_span(span, end_on_exit=True):

@@ -104,6 +104,17 @@ def parse_traceparent(traceparent: str) -> Any:
     return trace.set_span_in_context(trace.NonRecordingSpan(context))
 
 
+def follows_unsampled_parents(sampler: object) -> bool:
+    """Whether `sampler` never samples a span whose remote parent was not sampled.
+
+    True for every OTEL_TRACES_SAMPLER=parentbased_* (and the default): the SDK's
+    ParentBased sampler, with its AlwaysOff delegate for a remote parent not sampled.
+    Read from the sampler's description, the SDK's public account of its configuration.
+    """
+    describe = getattr(sampler, "get_description", None)
+    return callable(describe) and "remoteParentNotSampled:AlwaysOffSampler" in str(describe())
+
+
 def format_traceparent(span: Span) -> str:
     """The W3C traceparent naming `span` as the parent ("" for an invalid span)."""
     context = span.get_span_context()
@@ -152,11 +163,20 @@ class TracingDispatcher(DispatcherWrapper):
     def __init__(self, inner: Dispatcher, tracer: Tracer) -> None:
         super().__init__(inner)
         self._tracer = tracer
+        # Under a parent-based sampler a not-sampled execution is handed down untouched:
+        # the SDK would only make a non-recording span with a new id that nobody sees.
+        self._skip_unsampled = follows_unsampled_parents(getattr(tracer, "sampler", None))
 
     async def dispatch(self, attempt: Attempt) -> Outcome:
-        from opentelemetry.trace import Status, StatusCode, use_span
+        from opentelemetry.trace import Status, StatusCode, get_current_span, use_span
 
         parent = parse_traceparent(attempt.traceparent)
+        if (
+            self._skip_unsampled
+            and parent is not None
+            and not get_current_span(parent).get_span_context().trace_flags.sampled
+        ):
+            return await self.inner.dispatch(attempt)
         span = self._tracer.start_span("dispatch", context=parent)
         recording = span.is_recording()
         if recording:
