@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import orjson
@@ -315,3 +316,51 @@ def test_parent_based_samplers_are_recognised_from_their_description() -> None:
     assert follows_unsampled_parents(ParentBasedTraceIdRatio(0.05))
     assert not follows_unsampled_parents(ALWAYS_ON)
     assert not follows_unsampled_parents(ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON))
+
+
+async def test_server_spans_mark_a_5xx_and_honour_the_excluded_urls() -> None:
+    """ServerSpans alone, around a tiny ASGI app: a 503 is an error; an excluded URL gets no span."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+    from opentelemetry.util.http import ExcludeList
+    from starlette.routing import Route
+
+    from nanofaas_gateway.otel_tracing import ServerSpans
+    from nanofaas_gateway.route_templates import RouteTemplates
+
+    async def unavailable(scope: object, receive: object, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    templates = RouteTemplates([Route("/v1/functions/{name}:invoke", unavailable, methods=["POST"])])
+    app = ServerSpans(
+        unavailable,
+        tracer=provider.get_tracer("t"),
+        templates=templates,
+        excluded_urls=ExcludeList(["readyz"]),
+    )
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    for path in ("/readyz", "/v1/functions/f:invoke"):
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "headers": [(b"host", b"gw")],
+        }
+        await app(scope, receive, send)
+    (span,) = exporter.get_finished_spans()
+    assert span.name == INVOKE_SPAN and span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None and span.attributes["http.response.status_code"] == 503
+    provider.shutdown()

@@ -6,9 +6,10 @@ tracer is all that runs, and the wrappers below are not even installed.
 Spans are few on purpose (each costs CPU to build and to export): per execution a
 `queue wait` and per attempt a `dispatch`, both children of the caller's span. The
 scheduler opens a server span of its own only when it is the edge (a call without a
-traceparent), so that the execution still forms one trace. A span that is not sampled
-gets no attributes and no queue-wait sibling: at low sampling ratios the rest costs
-~nothing but the traceparent hand-over.
+traceparent), so that the execution still forms one trace. Under a parent-based
+sampler an execution its caller did not sample gets no span at all (its traceparent
+is handed down as it came); with any other sampler a span that is not sampled gets
+no attributes and no queue-wait sibling.
 """
 
 from __future__ import annotations
