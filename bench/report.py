@@ -61,15 +61,22 @@ def _tracing_section(h: dict[str, Any]) -> list[str]:
         f"Warm no-op through the platform, {h['exporter']}; "
         f"{h['spans_received']:,} spans arrived at the sink.",
         "",
-        *_sync_table({"tracing off": h["off"], "tracing on": h["on"]}),
+        *_sync_table({"tracing off": h["off"], "tracing on": h["on"], "tracing 5 %": h.get("sampled", [])}),
         "",
-        "CPU µs per invocation per process group, tracing off then on:",
+        "CPU µs per invocation per process group, tracing off, on, then 5 % sampled:",
         "",
         *_cpu_table(h["off"]),
         "",
         *_cpu_table(h["on"]),
         "",
+        *([*_cpu_table(h["sampled"]), ""] if h.get("sampled") else []),
     ]
+    for case, by_conns in h.get("throughput_cost", {}).items():
+        cells = ", ".join(
+            f"{conns} conns {cost:.1%} (+{h['cpu_added_us'][case].get(conns, 0.0):,.0f} µs CPU)"
+            for conns, cost in by_conns.items()
+        )
+        out += [f"Throughput cost at {case}: {cells}.", ""]
     return out
 
 

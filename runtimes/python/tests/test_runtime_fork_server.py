@@ -26,7 +26,7 @@ from .support import handler_env, pid_alive, runtime_command, wait_pid_gone
 from .test_runtime_tracing_process import (
     TRACEPARENT,
     OtlpReceiver,
-    assert_invoke_and_handler,
+    assert_one_invoke_span,
     receiver,  # noqa: F401  (the OTLP sink fixture)
 )
 
@@ -262,7 +262,7 @@ async def test_with_tracing_on_the_parent_stays_single_threaded_and_each_child_e
         assert await asyncio.to_thread(parent.wait_exit, pid) == 0
     finally:
         stop_parent(parent)
-    assert_invoke_and_handler(receiver, "exec-f")  # exported by the child before it exited
+    assert_one_invoke_span(receiver, "exec-f")  # exported by the child before it exited
 
 
 async def test_a_parent_killed_outright_takes_its_children_along(parent_of: Callable[[str], Parent]) -> None:

@@ -16,8 +16,15 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    TraceIdRatioBased,
+)
 
 from nanofaas_runtime.handler import Context, Handler
+from nanofaas_runtime.invocation_spans import follows_unsampled_parents, parse_traceparent
 from nanofaas_runtime.server import RuntimeApp
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -26,7 +33,7 @@ TRACEPARENT = f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01"
 
 
 def current_ids() -> dict[str, str]:
-    """What the user's code sees as the current span (proves it runs inside `handler`)."""
+    """What the user's code sees as the current span (proves it runs inside `invoke`)."""
     span_context = trace.get_current_span().get_span_context()
     return {
         "trace_id": trace.format_trace_id(span_context.trace_id),
@@ -116,32 +123,28 @@ def attributes(span: ReadableSpan) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-async def test_invoke_and_handler_spans_continue_the_traceparent(traced: Traced, kind: str) -> None:
+async def test_one_invoke_span_continues_the_traceparent(traced: Traced, kind: str) -> None:
     headers = {"Content-Type": "application/json", "traceparent": TRACEPARENT, "X-Execution-Id": "exec-1"}
     response = await call(traced.make_app(kind), b'{"input": 1}', headers)
     assert response.status == 200
     spans = traced.spans()
-    assert set(spans) == {"invoke", "handler"}
-    invoke, handler = spans["invoke"], spans["handler"]
+    assert set(spans) == {"invoke"}
+    invoke = spans["invoke"]
     assert invoke.kind is trace.SpanKind.SERVER
     assert trace.format_trace_id(invoke.context.trace_id) == TRACE_ID
     assert invoke.parent is not None and invoke.parent.is_remote
     assert trace.format_span_id(invoke.parent.span_id) == PARENT_SPAN_ID
-    assert handler.kind is trace.SpanKind.INTERNAL
-    assert handler.context.trace_id == invoke.context.trace_id
-    assert handler.parent is not None and handler.parent.span_id == invoke.context.span_id
     assert attributes(invoke) == {
         "faas.trigger": "http",
-        "faas.execution": "exec-1",
         "nanofaas.execution_id": "exec-1",
         "faas.name": "fn-env",
         "http.response.status_code": 200,
     }
-    # The user's code runs inside `handler` (also in the worker thread of a sync handler).
+    # The user's code runs inside `invoke` (also in the worker thread of a sync handler).
     result = response.json()
     assert result["current"] == {
         "trace_id": TRACE_ID,
-        "span_id": trace.format_span_id(handler.context.span_id),
+        "span_id": trace.format_span_id(invoke.context.span_id),
     }
     assert result["context_trace_id"] == TRACE_ID
 
@@ -165,18 +168,18 @@ async def test_x_trace_id_is_kept_and_recorded(traced: Traced) -> None:
     assert trace.format_trace_id(invoke.context.trace_id) == TRACE_ID
 
 
-async def test_handler_error_marks_both_spans(traced: Traced) -> None:
+async def test_handler_error_is_recorded_on_the_invoke_span(traced: Traced) -> None:
     response = await call(traced.make_app("sync"), b'{"input": "fail"}', {"traceparent": TRACEPARENT})
     assert response.status == 500
-    spans = traced.spans()
-    handler, invoke = spans["handler"], spans["invoke"]
-    assert handler.status.status_code is trace.StatusCode.ERROR
-    assert [event.name for event in handler.events] == ["exception"]
+    invoke = traced.spans()["invoke"]
+    assert [event.name for event in invoke.events] == ["exception"]
+    assert invoke.events[0].attributes is not None
+    assert invoke.events[0].attributes["exception.type"] == "ValueError"
     assert invoke.status.status_code is trace.StatusCode.ERROR
     assert attributes(invoke)["http.response.status_code"] == 500
 
 
-async def test_bad_request_gets_an_invoke_span_without_handler(traced: Traced) -> None:
+async def test_bad_request_gets_an_invoke_span_without_an_exception(traced: Traced) -> None:
     response = await call(traced.make_app("sync"), b"not json", {"traceparent": TRACEPARENT})
     assert response.status == 400
     spans = traced.spans()
@@ -206,3 +209,70 @@ async def test_without_a_provider_no_span_and_traceparent_still_gives_the_trace_
     result = response.json()
     assert result["context_trace_id"] == TRACE_ID
     assert result["current"]["trace_id"] == "0" * 32  # no span: the API's invalid span
+
+
+async def test_a_not_sampled_traceparent_records_nothing_and_still_gives_the_trace_id() -> None:
+    """Parent-based sampling: the caller decided "not sampled" (flags 00); nothing is exported,
+    yet the handler still sees the caller's trace id and a span context continuing it."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = RuntimeApp(HANDLERS["sync"], function_name="fn-env", tracer_provider=provider)
+    response = await call(app, b'{"input": 1}', {"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN_ID}-00"})
+    assert response.status == 200
+    result = response.json()
+    assert result["context_trace_id"] == TRACE_ID
+    assert result["current"] == {"trace_id": TRACE_ID, "span_id": PARENT_SPAN_ID}  # the caller's, as is
+    assert exporter.get_finished_spans() == ()
+    provider.shutdown()
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "",
+        "garbage",
+        f"00-{'0' * 32}-{PARENT_SPAN_ID}-01",  # all-zero trace id
+        f"00-{TRACE_ID}-{'0' * 16}-01",  # all-zero span id
+        f"ff-{TRACE_ID}-{PARENT_SPAN_ID}-01",  # forbidden version
+        f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01-extra",  # version 00 has exactly four fields
+        f"00-{TRACE_ID[:-1]}x-{PARENT_SPAN_ID}-01",  # not hex
+    ],
+)
+def test_an_invalid_traceparent_is_not_continued(traceparent: str) -> None:
+    assert parse_traceparent(traceparent) is None
+
+
+def test_a_valid_traceparent_is_continued_with_its_sampled_flag() -> None:
+    for flags, sampled in (("01", True), ("00", False), ("03", True)):
+        context = parse_traceparent(f"00-{TRACE_ID}-{PARENT_SPAN_ID}-{flags}")
+        parent = trace.get_current_span(context).get_span_context()
+        assert (trace.format_trace_id(parent.trace_id), trace.format_span_id(parent.span_id)) == (
+            TRACE_ID,
+            PARENT_SPAN_ID,
+        )
+        assert parent.is_remote and parent.trace_flags.sampled is sampled
+    # A later version may append fields; its first four are still read.
+    assert parse_traceparent(f"01-{TRACE_ID}-{PARENT_SPAN_ID}-01-future") is not None
+
+
+async def test_a_sampler_that_ignores_the_parent_still_decides_on_a_not_sampled_call() -> None:
+    """Only a parent-based sampler lets the runtime skip its span; ALWAYS_ON samples anyway."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = RuntimeApp(HANDLERS["sync"], function_name="fn-env", tracer_provider=provider)
+    response = await call(app, b'{"input": 1}', {"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN_ID}-00"})
+    assert response.status == 200
+    (invoke,) = exporter.get_finished_spans()
+    assert invoke.parent is not None and trace.format_span_id(invoke.parent.span_id) == PARENT_SPAN_ID
+    provider.shutdown()
+
+
+def test_parent_based_samplers_are_recognised_from_their_description() -> None:
+    assert follows_unsampled_parents(ParentBased(ALWAYS_ON))
+    assert follows_unsampled_parents(ParentBasedTraceIdRatio(0.05))
+    assert not follows_unsampled_parents(ALWAYS_ON)
+    assert not follows_unsampled_parents(TraceIdRatioBased(0.05))
+    assert not follows_unsampled_parents(ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON))
+    assert not follows_unsampled_parents(None)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import orjson
@@ -118,6 +119,37 @@ async def test_incoming_traceparent_is_continued_and_handed_to_the_scheduler(tra
     # The scheduler continues from the gateway's span, not from the gateway's caller.
     assert sent.traceparent == f"00-{CALLER_TRACE_ID}-{span_id}-01"
     assert sent.trace_id == "caller-trace-7"
+
+
+async def test_the_server_span_carries_only_the_few_attributes_a_user_reads(traced: TracedGateway) -> None:
+    async with traced.session.post(traced.url("/v1/functions/echo:invoke"), json={"input": 1}) as response:
+        assert response.status == 200
+    server = await traced.spans.wait_for(named(INVOKE_SPAN))
+    assert dict(server.attributes or {}) == {
+        "http.request.method": "POST",
+        "url.path": "/v1/functions/echo:invoke",
+        "http.route": "/v1/functions/{name}:invoke",
+        "http.response.status_code": 200,
+    }
+
+
+async def test_a_not_sampled_caller_gets_no_span_and_its_trace_still_reaches_the_scheduler(
+    traced: TracedGateway,
+) -> None:
+    """Parent-based sampling (the SDK default): the caller's "not sampled" flag is followed."""
+    url = traced.url("/v1/functions/echo:invoke")
+    headers = {"traceparent": f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-00"}
+    async with traced.session.post(url, json={"input": 1}, headers=headers) as response:
+        assert response.status == 200
+    version, trace_id, span_id, flags = traced.scheduler.invokes[-1].traceparent.split("-")
+    assert (version, trace_id, flags) == ("00", CALLER_TRACE_ID, "00") and len(span_id) == 16
+    # Spans are exported as they end, in order: once a sampled call's span has arrived, a span
+    # of the earlier call would be there too.
+    async with traced.session.post(url, json={"input": 2}) as response:
+        assert response.status == 200
+    sampled = await traced.spans.wait_for(named(INVOKE_SPAN))
+    assert [span_ids(span) for span in traced.spans.get_finished_spans()] == [span_ids(sampled)]
+    assert span_ids(sampled)[0] != CALLER_TRACE_ID
 
 
 async def test_enqueue_without_traceparent_starts_a_trace_the_scheduler_joins(traced: TracedGateway) -> None:
@@ -274,3 +306,61 @@ async def test_process_exports_its_spans_over_otlp_when_stopped() -> None:
     assert attributes[X_TRACE_ID_ATTRIBUTE] == "t-1"
     expected = (span.trace_id.hex(), span.span_id.hex())
     assert traceparent_ids(scheduler_fake.invokes[-1].traceparent) == expected
+
+
+def test_parent_based_samplers_are_recognised_from_their_description() -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, ParentBasedTraceIdRatio
+
+    from nanofaas_gateway.otel_tracing import follows_unsampled_parents
+
+    assert follows_unsampled_parents(ParentBasedTraceIdRatio(0.05))
+    assert not follows_unsampled_parents(ALWAYS_ON)
+    assert not follows_unsampled_parents(ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON))
+
+
+async def test_server_spans_mark_a_5xx_and_honour_the_excluded_urls() -> None:
+    """ServerSpans alone, around a tiny ASGI app: a 503 is an error; an excluded URL gets no span."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+    from opentelemetry.util.http import ExcludeList
+    from starlette.routing import Route
+
+    from nanofaas_gateway.otel_tracing import ServerSpans
+    from nanofaas_gateway.route_templates import RouteTemplates
+
+    async def unavailable(scope: object, receive: object, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    templates = RouteTemplates([Route("/v1/functions/{name}:invoke", unavailable, methods=["POST"])])
+    app = ServerSpans(
+        unavailable,
+        tracer=provider.get_tracer("t"),
+        templates=templates,
+        excluded_urls=ExcludeList(["readyz"]),
+    )
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    for path in ("/readyz", "/v1/functions/f:invoke"):
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "headers": [(b"host", b"gw")],
+        }
+        await app(scope, receive, send)
+    (span,) = exporter.get_finished_spans()
+    assert span.name == INVOKE_SPAN and span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None and span.attributes["http.response.status_code"] == 503
+    provider.shutdown()

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import get_current_span
 from prometheus_client import CollectorRegistry
 
 from nanofaas_scheduler.core.errors import Rejected
@@ -20,7 +21,13 @@ from nanofaas_scheduler.observability.metrics import (
     MeteredDispatcher,
     SchedulerMetrics,
 )
-from nanofaas_scheduler.observability.tracing import ColdStartMarker, TracingDispatcher, make_provider
+from nanofaas_scheduler.observability.tracing import (
+    ColdStartMarker,
+    TracingDispatcher,
+    make_provider,
+    parse_traceparent,
+    rpc_span,
+)
 from nanofaas_scheduler.policies.retry import RetryPolicy
 
 from .conftest import make_spec
@@ -145,3 +152,80 @@ async def test_without_a_traceparent_tracing_still_gives_an_otel_trace_id() -> N
     assert len(execution.trace_id) == 32 and execution.trace_id in execution.traceparent
     assert execution.caller_trace_id == "mine"
     await execution.done.wait()
+
+
+CALLER_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN_ID = "00f067aa0ba902b7"
+
+
+async def test_a_not_sampled_parent_gets_no_spans_and_its_trace_is_still_handed_down() -> None:
+    """Parent-based sampling (the SDK default) follows the gateway's "not sampled" decision:
+    no queue wait, no dispatch span, but the function still gets a traceparent of the trace."""
+    exporter = InMemorySpanExporter()
+    provider = make_provider(exporter)
+    seen: list[Attempt] = []
+
+    async def record(attempt: Attempt) -> Outcome:
+        seen.append(attempt)
+        return OUTCOMES["ok"]
+
+    scheduler = Scheduler(TracingDispatcher(StubDispatcher(record), provider.get_tracer("test")))
+    scheduler.otel_trace_ids = True
+    traceparent = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-00"
+    execution, _ = scheduler.submit(
+        make_spec(),
+        Submission(request=Request(b"1", "application/json", {}), sync=False, traceparent=traceparent),
+    )
+    await execution.done.wait()
+    provider.force_flush()
+    assert exporter.get_finished_spans() == ()
+    assert execution.trace_id == CALLER_TRACE_ID
+    version, trace_id, _, flags = seen[0].traceparent.split("-")
+    assert (version, trace_id, flags) == ("00", CALLER_TRACE_ID, "00")
+
+
+def test_the_scheduler_opens_a_server_span_only_as_the_edge() -> None:
+    exporter = InMemorySpanExporter()
+    provider = make_provider(exporter)
+    tracer = provider.get_tracer("test")
+    given = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01"
+    with rpc_span(tracer, "Invoke", given, "x-1") as continued:
+        assert continued == given  # the gateway's span is the parent, as is
+        current = get_current_span().get_span_context()  # what log lines meanwhile carry
+        assert (f"{current.trace_id:032x}", f"{current.span_id:016x}") == (CALLER_TRACE_ID, CALLER_SPAN_ID)
+    assert not get_current_span().get_span_context().is_valid
+    assert exporter.get_finished_spans() == ()
+    with rpc_span(tracer, "Invoke", "", "x-2") as started:
+        assert parse_traceparent(started) is not None
+    (server,) = exporter.get_finished_spans()
+    assert server.name == "nanofaas.v1.Scheduler/Invoke" and server.parent is None
+    assert server.context is not None and started.split("-")[2] == f"{server.context.span_id:016x}"
+    assert server.attributes is not None and server.attributes["nanofaas.x_trace_id"] == "x-2"
+    with rpc_span(None, "Invoke", "", "") as untraced:
+        assert untraced == ""
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    ["", "garbage", f"00-{'0' * 32}-{CALLER_SPAN_ID}-01", f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01-x"],
+)
+def test_an_invalid_traceparent_is_not_continued(traceparent: str) -> None:
+    assert parse_traceparent(traceparent) is None
+
+
+async def test_a_sampler_that_ignores_the_parent_still_records_a_not_sampled_dispatch() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    scheduler = Scheduler(TracingDispatcher(StubDispatcher(), provider.get_tracer("test")))
+    traceparent = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-00"
+    execution, _ = scheduler.submit(
+        make_spec(),
+        Submission(request=Request(b"1", "application/json", {}), sync=False, traceparent=traceparent),
+    )
+    await execution.done.wait()
+    assert sorted(span.name for span in exporter.get_finished_spans()) == ["dispatch", "queue wait"]

@@ -1,5 +1,10 @@
-"""The runtime's spans: `invoke` (kind SERVER, continuing the caller's W3C traceparent) and,
-as its child, `handler` around the user's code.
+"""The runtime's span: `invoke` (kind SERVER, continuing the caller's W3C traceparent),
+around the request and the user's code.
+
+One span per invocation on purpose: every span costs CPU to build and to export, and a
+separate span around the handler told a user nothing the `invoke` span does not (an
+exception the handler raises is recorded on `invoke`). A span that is not sampled gets
+no attributes.
 
 Imported only when tracing is on (or a test injects a tracer provider): it loads the
 OpenTelemetry API, which a runtime with tracing off must never pay for.
@@ -9,36 +14,94 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
+from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from nanofaas_runtime.handler import Context
 
 INVOKE_SPAN = "invoke"
-HANDLER_SPAN = "handler"
 INSTRUMENTATION_NAME = "nanofaas_runtime"
 
 
+def parse_traceparent(traceparent: str) -> Any:
+    """The context continuing a W3C traceparent, or None when it is absent or malformed.
+
+    Parsed directly: the header is W3C by the function protocol, whatever OTEL_PROPAGATORS
+    says, and this is a few string operations instead of the propagators' regex and baggage.
+    """
+    parts = traceparent.split("-")
+    if len(parts) < 4 or len(parts[0]) != 2 or parts[0] == "ff":
+        return None
+    version, trace_hex, span_hex, flags_hex = parts[:4]
+    if len(trace_hex) != 32 or len(span_hex) != 16 or len(flags_hex) != 2:
+        return None
+    if version == "00" and len(parts) != 4:
+        return None
+    try:
+        trace_id, span_id, flags = int(trace_hex, 16), int(span_hex, 16), int(flags_hex, 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    parent = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags & 0x01))
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
+
+
+def follows_unsampled_parents(sampler: object) -> bool:
+    """Whether `sampler` never samples a span whose remote parent was not sampled.
+
+    True for every OTEL_TRACES_SAMPLER=parentbased_* (and the default): the SDK's
+    ParentBased sampler, with its AlwaysOff delegate for a remote parent not sampled.
+    Read from the sampler's description, the SDK's public account of its configuration.
+    """
+    describe = getattr(sampler, "get_description", None)
+    return callable(describe) and "remoteParentNotSampled:AlwaysOffSampler" in str(describe())
+
+
 class InvocationSpans:
-    """Starts the spans of one invocation with a tracer of the given provider."""
+    """Starts the span of one invocation with a tracer of the given provider."""
 
     def __init__(self, tracer_provider: trace.TracerProvider) -> None:
         self._tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME)
+        self._skip_unsampled = follows_unsampled_parents(getattr(tracer_provider, "sampler", None))
 
     @contextmanager
     def invoke(self, traceparent: str, trigger: str = "http") -> Iterator[Span]:
-        """The invocation's server span, a child of `traceparent` when one is given (else a new trace)."""
-        parent = propagate.extract({"traceparent": traceparent}) if traceparent else None
-        with self._tracer.start_as_current_span(
-            INVOKE_SPAN, context=parent, kind=SpanKind.SERVER, attributes={"faas.trigger": trigger}
-        ) as span:
+        """The invocation's server span, a child of `traceparent` when one is given (else a new trace).
+
+        Under a parent-based sampler a caller's "not sampled" needs no span of ours: the
+        caller's context becomes the current one (so the handler and the logs still see
+        the trace id) and nothing else is done.
+        """
+        parent = parse_traceparent(traceparent) if traceparent else None
+        if parent is not None and self._skip_unsampled:
+            caller = trace.get_current_span(parent)
+            if not caller.get_span_context().trace_flags.sampled:
+                with trace.use_span(caller):
+                    yield caller
+                return
+        with self._tracer.start_as_current_span(INVOKE_SPAN, context=parent, kind=SpanKind.SERVER) as span:
+            if span.is_recording():
+                span.set_attribute("faas.trigger", trigger)
             yield span
 
-    def handler(self) -> AbstractContextManager[Span]:
-        """The span around the user's code; an exception it raises is recorded on it."""
-        return self._tracer.start_as_current_span(HANDLER_SPAN)
+    @contextmanager
+    def handler(self) -> Iterator[None]:
+        """Around the user's code: an exception it raises is recorded on the current (invoke) span.
+
+        No span of its own (see the module docstring); the exception still propagates.
+        """
+        try:
+            yield
+        except BaseException as exc:
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
 
 
 def annotate(context: Context, *, keep_trace_id: bool) -> Context:
@@ -46,18 +109,18 @@ def annotate(context: Context, *, keep_trace_id: bool) -> Context:
 
     Unless the caller named a trace id itself (X-Trace-Id / TRACE_ID, `keep_trace_id`),
     the context's trace_id becomes the OpenTelemetry trace id, so logs and the handler
-    see the id a user can paste into Jaeger.
+    see the id a user can paste into Jaeger (also when the span is not sampled).
     """
     span = trace.get_current_span()
-    attributes: dict[str, str] = {}
-    if context.execution_id:
-        attributes["faas.execution"] = context.execution_id
-        attributes["nanofaas.execution_id"] = context.execution_id
-    if context.function_name:
-        attributes["faas.name"] = context.function_name
-    if keep_trace_id and context.trace_id:
-        attributes["nanofaas.x_trace_id"] = context.trace_id
-    span.set_attributes(attributes)
+    if span.is_recording():
+        attributes: dict[str, str] = {}
+        if context.execution_id:
+            attributes["nanofaas.execution_id"] = context.execution_id
+        if context.function_name:
+            attributes["faas.name"] = context.function_name
+        if keep_trace_id and context.trace_id:
+            attributes["nanofaas.x_trace_id"] = context.trace_id
+        span.set_attributes(attributes)
     span_context = span.get_span_context()
     if keep_trace_id or not span_context.is_valid:
         return context
@@ -65,6 +128,8 @@ def annotate(context: Context, *, keep_trace_id: bool) -> Context:
 
 
 def record_http_status(span: Span, status: int) -> None:
+    if not span.is_recording():
+        return
     span.set_attribute("http.response.status_code", status)
     if status >= 500:
         span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
@@ -72,13 +137,16 @@ def record_http_status(span: Span, status: int) -> None:
 
 def record_exit_code(span: Span, exit_code: int) -> None:
     """A one-shot invocation failed when its process exits non-zero."""
+    if not span.is_recording():
+        return
     span.set_attribute("process.exit.code", exit_code)
     if exit_code != 0:
         span.set_status(Status(StatusCode.ERROR, f"exit code {exit_code}"))
 
 
 def current_traceparent() -> str:
-    """The traceparent of the current span (for the Job's completion callback), or ""."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier.get("traceparent", "")
+    """The W3C traceparent of the current span (for the Job's completion callback), or ""."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return ""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"

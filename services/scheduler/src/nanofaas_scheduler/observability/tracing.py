@@ -2,6 +2,14 @@
 
 With no exporter configured nothing here imports the SDK: the API's no-op
 tracer is all that runs, and the wrappers below are not even installed.
+
+Spans are few on purpose (each costs CPU to build and to export): per execution a
+`queue wait` and per attempt a `dispatch`, both children of the caller's span. The
+scheduler opens a server span of its own only when it is the edge (a call without a
+traceparent), so that the execution still forms one trace. Under a parent-based
+sampler an execution its caller did not sample gets no span at all (its traceparent
+is handed down as it came); with any other sampler a span that is not sampled gets
+no attributes and no queue-wait sibling.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver, Dispatche
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
-    from opentelemetry.trace import Tracer
+    from opentelemetry.trace import Span, Tracer
 
     from nanofaas_scheduler.core.outcome import Outcome
 
@@ -39,7 +47,10 @@ def tracing_configured(env: Mapping[str, str] | None = None) -> bool:
 
 
 def make_provider(exporter: SpanExporter | None = None) -> TracerProvider:
-    """A provider exporting over OTLP/gRPC (or to `exporter`, for tests)."""
+    """A provider exporting over OTLP/gRPC (or to `exporter`, for tests).
+
+    The sampler is the SDK's, from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG.
+    """
     from opentelemetry.sdk.resources import OTELResourceDetector, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
@@ -64,42 +75,87 @@ def shutdown(provider: TracerProvider | None) -> None:
         provider.shutdown()
 
 
-def _parent(traceparent: str) -> Any:
-    from opentelemetry.propagate import extract
+def parse_traceparent(traceparent: str) -> Any:
+    """The OpenTelemetry context continuing a W3C traceparent, or None when it is absent or invalid.
 
-    return extract({"traceparent": traceparent}) if traceparent else None
+    The field is W3C by contract (InvokeRequest.traceparent, the runtime's header), so it
+    is parsed as such rather than through the configured propagators (which might not
+    include W3C, and run a regex plus the baggage propagator for nothing).
+    """
+    from opentelemetry import trace
+
+    parts = traceparent.split("-")
+    if len(parts) < 4 or len(parts[0]) != 2 or parts[0] == "ff":
+        return None
+    version, trace_hex, span_hex, flags_hex = parts[:4]
+    if (
+        len(trace_hex) != 32
+        or len(span_hex) != 16
+        or len(flags_hex) != 2
+        or (version == "00" and len(parts) != 4)
+    ):
+        return None
+    try:
+        trace_id, span_id, flags = int(trace_hex, 16), int(span_hex, 16), int(flags_hex, 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    context = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags & 0x01))
+    return trace.set_span_in_context(trace.NonRecordingSpan(context))
 
 
-def _traceparent() -> str:
-    from opentelemetry.propagate import inject
+def follows_unsampled_parents(sampler: object) -> bool:
+    """Whether `sampler` never samples a span whose remote parent was not sampled.
 
-    carrier: dict[str, str] = {}
-    inject(carrier)
-    return carrier.get("traceparent", "")
+    True for every OTEL_TRACES_SAMPLER=parentbased_* (and the default): the SDK's
+    ParentBased sampler, with its AlwaysOff delegate for a remote parent not sampled.
+    Read from the sampler's description, the SDK's public account of its configuration.
+    """
+    describe = getattr(sampler, "get_description", None)
+    return callable(describe) and "remoteParentNotSampled:AlwaysOffSampler" in str(describe())
+
+
+def format_traceparent(span: Span) -> str:
+    """The W3C traceparent naming `span` as the parent ("" for an invalid span)."""
+    context = span.get_span_context()
+    if not context.is_valid:
+        return ""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
 @contextlib.contextmanager
 def rpc_span(tracer: Tracer | None, method: str, traceparent: str, x_trace_id: str) -> Iterator[str]:
-    """The scheduler's server span for one RPC; yields the traceparent its children continue."""
+    """Yields the traceparent the execution's spans continue.
+
+    With a valid traceparent the caller (the gateway) already has a server span: it is
+    continued as is, without a scheduler span in between; the caller's span is the
+    current one meanwhile, so a line logged while serving the call carries its traceId
+    and spanId. Without one the scheduler is the edge: a server span starts the trace
+    (and takes the sampling decision).
+    """
     if tracer is None:
         yield traceparent
         return
-    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace import SpanKind, get_current_span, use_span
+
+    parent = parse_traceparent(traceparent)
+    if parent is not None:
+        with use_span(get_current_span(parent)):
+            yield traceparent
+        return
 
     attributes = {"rpc.system": "grpc", "rpc.service": "nanofaas.v1.Scheduler", "rpc.method": method}
     if x_trace_id:
         attributes["nanofaas.x_trace_id"] = x_trace_id
     with tracer.start_as_current_span(
-        f"nanofaas.v1.Scheduler/{method}",
-        context=_parent(traceparent),
-        kind=SpanKind.SERVER,
-        attributes=attributes,
-    ):
-        yield _traceparent()
+        f"nanofaas.v1.Scheduler/{method}", kind=SpanKind.SERVER, attributes=attributes
+    ) as span:
+        yield format_traceparent(span)
 
 
 class TracingDispatcher(DispatcherWrapper):
-    """`queue wait` once per execution and a `dispatch` span per attempt, around the real dispatcher.
+    """A `dispatch` span per attempt and, before the first, `queue wait`, around the real dispatcher.
 
     The function process continues the dispatch span: its traceparent replaces
     the execution's on the attempt handed down.
@@ -108,34 +164,43 @@ class TracingDispatcher(DispatcherWrapper):
     def __init__(self, inner: Dispatcher, tracer: Tracer) -> None:
         super().__init__(inner)
         self._tracer = tracer
+        # Under a parent-based sampler a not-sampled execution is handed down untouched:
+        # the SDK would only make a non-recording span with a new id that nobody sees.
+        self._skip_unsampled = follows_unsampled_parents(getattr(tracer, "sampler", None))
 
     async def dispatch(self, attempt: Attempt) -> Outcome:
-        from opentelemetry.trace import Status, StatusCode
+        from opentelemetry.trace import Status, StatusCode, get_current_span, use_span
 
-        parent = _parent(attempt.traceparent)
-        attributes: dict[str, str | int | bool] = {
-            "faas.name": attempt.function_name,
-            "faas.execution": attempt.execution_id,
-            "nanofaas.execution_id": attempt.execution_id,
-            "nanofaas.attempt": attempt.number,
-            "faas.coldstart": False,
-        }
-        if attempt.number == 1:
-            wait = self._tracer.start_span(
-                "queue wait",
-                context=parent,
-                start_time=attempt.enqueued_at_ms * 1_000_000,
-                attributes={
+        parent = parse_traceparent(attempt.traceparent)
+        if (
+            self._skip_unsampled
+            and parent is not None
+            and not get_current_span(parent).get_span_context().trace_flags.sampled
+        ):
+            return await self.inner.dispatch(attempt)
+        span = self._tracer.start_span("dispatch", context=parent)
+        recording = span.is_recording()
+        if recording:
+            span.set_attributes(
+                {
                     "faas.name": attempt.function_name,
                     "nanofaas.execution_id": attempt.execution_id,
-                },
+                    "nanofaas.attempt": attempt.number,
+                    "faas.coldstart": False,
+                }
             )
-            wait.end()
-        with self._tracer.start_as_current_span("dispatch", context=parent, attributes=attributes) as span:
-            outcome = await self.inner.dispatch(replace(attempt, traceparent=_traceparent()))
-            span.set_attribute("nanofaas.outcome", outcome.kind.value)
-            if outcome.kind is not OutcomeKind.SUCCESS:
-                span.set_status(Status(StatusCode.ERROR, outcome.message[:200]))
+            if attempt.number == 1:
+                # Admission to this dispatch; it ends where the dispatch span starts.
+                wait = self._tracer.start_span(
+                    "queue wait", context=parent, start_time=attempt.enqueued_at_ms * 1_000_000
+                )
+                wait.end(end_time=getattr(span, "start_time", None))
+        with use_span(span, end_on_exit=True):
+            outcome = await self.inner.dispatch(replace(attempt, traceparent=format_traceparent(span)))
+            if recording:
+                span.set_attribute("nanofaas.outcome", outcome.kind.value)
+                if outcome.kind is not OutcomeKind.SUCCESS:
+                    span.set_status(Status(StatusCode.ERROR, outcome.message[:200]))
             return outcome
 
 
