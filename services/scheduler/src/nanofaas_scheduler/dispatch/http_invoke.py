@@ -1,4 +1,9 @@
-"""POST an attempt to a function's HTTP endpoint over a keep-alive pool."""
+"""POST an attempt to a function's HTTP server over a keep-alive pool.
+
+Two clients, one protocol (function_protocol.py): `invoke` over the lean
+hop client for the processes and pods we run, `post_invocation` over aiohttp
+for ENDPOINT functions (any URL, https).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,12 @@ from nanofaas_scheduler.core.outcome import Outcome, crash, function_error
 from nanofaas_scheduler.dispatch.base import Attempt
 from nanofaas_scheduler.dispatch.function_protocol import (
     HEADER_POD_UID,
+    INVOKE_PATH,
     decode_response,
     request_body,
     request_headers,
 )
+from nanofaas_scheduler.dispatch.hop_client import HopClient, HopError, InvalidHeader, Target
 
 # The largest output read from a function (NANOFAAS_MAX_OUTPUT_BYTES; set once at start by the
 # server). Process-wide like the gRPC message limit it keeps outputs under: an output that would
@@ -70,6 +77,46 @@ def new_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.Clien
     )
 
 
+def _headers(attempt: Attempt, pod_uid: str) -> dict[str, str]:
+    headers = request_headers(attempt)
+    if pod_uid:
+        headers[HEADER_POD_UID] = pod_uid
+    return headers
+
+
+async def invoke(
+    client: HopClient,
+    target: Target,
+    attempt: Attempt,
+    *,
+    keep_alive: bool = True,
+    pod_uid: str = "",
+    connect_timeout: float | None = None,
+    on_connection_failure: Callable[[], None] | None = None,
+) -> Outcome:
+    """One attempt to a process or pod we run; the arguments are post_invocation's."""
+    try:
+        response = await client.request(
+            target,
+            "POST",
+            INVOKE_PATH,
+            _headers(attempt, pod_uid),
+            request_body(attempt),
+            max_body=_max_output_bytes,
+            keep_alive=keep_alive,
+            connect_timeout=connect_timeout,
+        )
+    except HopError as exc:
+        if on_connection_failure is not None:
+            on_connection_failure()
+        return crash(f"{target.url(INVOKE_PATH)}: {exc}")
+    except InvalidHeader as exc:
+        return function_error(str(exc))
+    if response.body is None:
+        return output_too_large(response.content_length)
+    return decode_response(response.status, response.content_type, response.body)
+
+
 async def post_invocation(
     session: aiohttp.ClientSession,
     url: str,
@@ -90,11 +137,9 @@ async def post_invocation(
     `on_connection_failure` is told when the failure was the connection's (refused,
     reset, cut, not accepted in time) rather than an answer's.
     """
-    headers = request_headers(attempt)
+    headers = _headers(attempt, pod_uid)
     if not keep_alive:
         headers["Connection"] = "close"
-    if pod_uid:
-        headers[HEADER_POD_UID] = pod_uid
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)  # None: as the session's
     try:
         async with session.post(
