@@ -32,6 +32,36 @@ class HopError(Exception):
     """The connection failed (refused, reset, cut, not accepted in time) or the answer is not HTTP."""
 
 
+class Late(Exception):
+    """The deadline passed before the answer; the request stays open and its answer may still come.
+
+    No task per request to keep it: the caller decides (`answer` or `drop`), on the rare path.
+    """
+
+    def __init__(self, client: HopClient, connection: _Connection, keep_alive: bool) -> None:
+        super().__init__("the deadline passed before the answer")
+        self._client = client
+        self._connection = connection
+        self._keep_alive = keep_alive
+
+    async def answer(self, grace: float) -> Response | None:
+        """The answer if it comes within `grace` seconds (else None, and the connection is closed)."""
+        try:
+            async with asyncio.timeout(grace):
+                response = await self._connection.late
+        except (TimeoutError, HopError):
+            self.drop()
+            return None
+        except BaseException:
+            self.drop()
+            raise
+        self._client._done(self._connection, self._keep_alive)
+        return response
+
+    def drop(self) -> None:
+        self._connection.close()
+
+
 class InvalidHeader(ValueError):
     """A header value that would break the request's framing (a CR or LF in it)."""
 
@@ -80,7 +110,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.reusable = False
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[Response] | None = None
+        self._waiter: asyncio.Future[Response | None] | None = None
         self._max_body = 0
         self._reset()
 
@@ -152,7 +182,20 @@ class _Connection(asyncio.Protocol):
 
     # the request side
 
-    def send(self, data: bytes, max_body: int) -> asyncio.Future[Response]:
+    def expire(self) -> None:
+        """The deadline passed: wake the caller (with None) but keep reading the answer (`late`)."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        self._waiter = self._client.loop.create_future()
+        waiter.set_result(None)
+
+    @property
+    def late(self) -> asyncio.Future[Response | None]:
+        assert self._waiter is not None
+        return self._waiter
+
+    def send(self, data: bytes, max_body: int) -> asyncio.Future[Response | None]:
         assert self.transport is not None
         self._reset()
         self.reusable = False
@@ -205,25 +248,40 @@ class HopClient:
         max_body: int,
         keep_alive: bool = True,
         connect_timeout: float | None = None,
+        deadline: float | None = None,
     ) -> Response:
         """One request and its answer; HopError when the connection fails.
 
-        Cancelled (the attempt's deadline, the caller gone), the connection is closed:
-        an answer may still be on its way, so it is never reused.
+        Cancelled (the caller gone, an enclosing timeout), the connection is closed: an
+        answer may still be on its way, so it is never reused. At `deadline` (loop time)
+        Late is raised instead, the request left open (one timer, no task).
         """
         head = _head(method, path, target, headers, len(body), keep_alive=keep_alive)
-        connection = self._take(target) or await self._connect(target, connect_timeout)
+        connection = self._take(target)
+        if connection is None:
+            # TimeoutError when the deadline passes first (a process that does not accept).
+            async with asyncio.timeout_at(deadline):
+                connection = await self._connect(target, connect_timeout)
         waiter = connection.send(head + body if len(body) < 65536 else b"".join((head, body)), max_body)
+        timer = None if deadline is None else self.loop.call_at(deadline, connection.expire)
         try:
             response = await waiter
         except BaseException:
             connection.close()
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if response is None:
+            raise Late(self, connection, keep_alive)
+        self._done(connection, keep_alive)
+        return response
+
+    def _done(self, connection: _Connection, keep_alive: bool) -> None:
         if keep_alive and connection.reusable and not self._closed:
             self._give_back(connection)
         else:
             connection.close()
-        return response
 
     def forget(self, target: Target) -> None:
         """Close the idle connections to a target that is gone (a stopped replica)."""

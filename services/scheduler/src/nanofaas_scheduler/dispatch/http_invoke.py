@@ -22,7 +22,7 @@ from nanofaas_scheduler.dispatch.function_protocol import (
     request_body,
     request_headers,
 )
-from nanofaas_scheduler.dispatch.hop_client import HopClient, HopError, InvalidHeader, Target
+from nanofaas_scheduler.dispatch.hop_client import HopClient, HopError, InvalidHeader, Response, Target
 
 # The largest output read from a function (NANOFAAS_MAX_OUTPUT_BYTES; set once at start by the
 # server). Process-wide like the gRPC message limit it keeps outputs under: an output that would
@@ -93,8 +93,12 @@ async def invoke(
     pod_uid: str = "",
     connect_timeout: float | None = None,
     on_connection_failure: Callable[[], None] | None = None,
+    deadline: float | None = None,
 ) -> Outcome:
-    """One attempt to a process or pod we run; the arguments are post_invocation's."""
+    """One attempt to a process or pod we run; the arguments are post_invocation's.
+
+    With a `deadline` (loop time) hop_client.Late is raised when it passes first.
+    """
     try:
         response = await client.request(
             target,
@@ -105,6 +109,7 @@ async def invoke(
             max_body=_max_output_bytes,
             keep_alive=keep_alive,
             connect_timeout=connect_timeout,
+            deadline=deadline,
         )
     except HopError as exc:
         if on_connection_failure is not None:
@@ -112,6 +117,11 @@ async def invoke(
         return crash(f"{target.url(INVOKE_PATH)}: {exc}")
     except InvalidHeader as exc:
         return function_error(str(exc))
+    return outcome_of(response)
+
+
+def outcome_of(response: Response) -> Outcome:
+    """A hop answer judged by the protocol (an output over the cap was never read)."""
     if response.body is None:
         return output_too_large(response.content_length)
     return decode_response(response.status, response.content_type, response.body)

@@ -25,6 +25,8 @@ from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash, function_error
 from nanofaas_scheduler.dispatch.base import NO_REPLICAS, Attempt, Dispatcher, ReplicaCounts
+from nanofaas_scheduler.dispatch.hop_client import Late
+from nanofaas_scheduler.dispatch.http_invoke import outcome_of
 from nanofaas_scheduler.dispatch.local import fork_server
 from nanofaas_scheduler.dispatch.local.command import (
     UnrunnableFunction,
@@ -164,38 +166,39 @@ class LocalBackend(Dispatcher):
         pool = self._pool_for(attempt.spec)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + attempt.timeout
+        replica = pool.take_idle()  # the warm path: no timer needed to wait for one
+        if replica is None:
+            try:
+                async with asyncio.timeout(attempt.timeout):
+                    replica = await pool.acquire(attempt.timeout)
+            except TimeoutError:
+                return timeout_outcome(attempt.timeout_ms)
+            except (StartError, OSError) as exc:
+                return _start_failed(exc)
         try:
-            async with asyncio.timeout(attempt.timeout):
-                replica = await pool.acquire(attempt.timeout)
-        except TimeoutError:
+            outcome = await replica.invoke(attempt, deadline=deadline)
+        except Late as late:
+            self._track(self._abandon(pool, replica, late, attempt.spec))
             return timeout_outcome(attempt.timeout_ms)
-        except (StartError, OSError) as exc:
-            return _start_failed(exc)
-        request = loop.create_task(replica.invoke(attempt))
-        try:
-            await asyncio.wait({request}, timeout=max(deadline - loop.time(), 0.0))
+        except TimeoutError:  # not even connected by the deadline
+            self._track(pool.release(replica, healthy=False))
+            return timeout_outcome(attempt.timeout_ms)
         except asyncio.CancelledError:
-            request.cancel()
             await asyncio.shield(pool.release(replica, healthy=False))
             raise
-        if request.done():
-            outcome = request.result()
-            await pool.release(replica, healthy=_still_serving(replica, outcome, attempt.spec))
-            return outcome
-        self._track(self._abandon(pool, replica, request, attempt.spec))
-        return timeout_outcome(attempt.timeout_ms)
+        await pool.release(replica, healthy=_still_serving(replica, outcome, attempt.spec))
+        return outcome
 
     async def _abandon(
-        self, pool: WarmPool, replica: Replica, request: asyncio.Task[Outcome], spec: types_pb2.FunctionSpec
+        self, pool: WarmPool, replica: Replica, late: Late, spec: types_pb2.FunctionSpec
     ) -> None:
         """A timed-out request may still be answered soon; only a replica that stays busy is recycled."""
-        await asyncio.wait({request}, timeout=_RECYCLE_GRACE_S)
-        answered = (
-            request.done() and not request.cancelled() and _still_serving(replica, request.result(), spec)
-        )
-        if not request.done():
-            request.cancel()
-        await pool.release(replica, healthy=answered)
+        healthy = False
+        try:
+            response = await late.answer(_RECYCLE_GRACE_S)
+            healthy = response is not None and _still_serving(replica, outcome_of(response), spec)
+        finally:
+            await pool.release(replica, healthy=healthy)
 
     def _pool_for(self, spec: types_pb2.FunctionSpec) -> WarmPool:
         """The function's pool at this revision; the command is worked out once, when it is made."""

@@ -110,8 +110,11 @@ class Replica:
         self._client = HopClient()
         self._path = path
 
-    def invoke(self, attempt: Attempt, *, keep_alive: bool = True) -> Coroutine[Any, Any, Outcome]:
-        return invoke(self._client, self.target, attempt, keep_alive=keep_alive)
+    def invoke(
+        self, attempt: Attempt, *, keep_alive: bool = True, deadline: float | None = None
+    ) -> Coroutine[Any, Any, Outcome]:
+        """The attempt's outcome; at `deadline` (loop time) hop_client.Late, the request still open."""
+        return invoke(self._client, self.target, attempt, keep_alive=keep_alive, deadline=deadline)
 
     def alive(self) -> bool:
         return self.server.alive()
