@@ -283,11 +283,6 @@ class HopClient:
         else:
             connection.close()
 
-    def forget(self, target: Target) -> None:
-        """Close the idle connections to a target that is gone (a stopped replica)."""
-        for connection in self._idle.pop(target, ()):
-            connection.close()
-
     async def close(self) -> None:
         self._closed = True
         if self._sweep is not None:

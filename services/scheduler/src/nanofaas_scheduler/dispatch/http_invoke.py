@@ -66,17 +66,6 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes | None:
     return b"".join(chunks)
 
 
-def new_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
-    """One session per dispatcher (or per Unix-socket replica): connections are reused."""
-    return aiohttp.ClientSession(
-        connector=connector or aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
-        cookie_jar=aiohttp.DummyCookieJar(),  # runtimes set no cookies; skip the jar's work per request
-        timeout=aiohttp.ClientTimeout(total=None),
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept-Encoding"),
-    )
-
-
 def _headers(attempt: Attempt, pod_uid: str) -> dict[str, str]:
     headers = request_headers(attempt)
     if pod_uid:
@@ -95,9 +84,16 @@ async def invoke(
     on_connection_failure: Callable[[], None] | None = None,
     deadline: float | None = None,
 ) -> Outcome:
-    """One attempt to a process or pod we run; the arguments are post_invocation's.
+    """One attempt to a process or pod we run; connection failures are CRASH so the scheduler retries.
 
-    With a `deadline` (loop time) hop_client.Late is raised when it passes first.
+    `keep_alive=False` for a server that stops right after: an idle pooled
+    connection would only make its graceful shutdown wait. `pod_uid`: the pod
+    meant (Kubernetes), which any other process on that address refuses.
+    `connect_timeout`: a pod address that does not accept within it is dead (a
+    lost node drops SYNs: without a bound the attempt would wait to its deadline).
+    `on_connection_failure` is told when the failure was the connection's (refused,
+    reset, cut, not accepted in time, not HTTP) rather than an answer's.
+    `deadline` (loop time): hop_client.Late is raised when it passes first.
     """
     try:
         response = await client.request(
@@ -127,33 +123,22 @@ def outcome_of(response: Response) -> Outcome:
     return decode_response(response.status, response.content_type, response.body)
 
 
-async def post_invocation(
-    session: aiohttp.ClientSession,
-    url: str,
-    attempt: Attempt,
-    *,
-    keep_alive: bool = True,
-    pod_uid: str = "",
-    connect_timeout: float | None = None,
-    on_connection_failure: Callable[[], None] | None = None,
-) -> Outcome:
-    """One HTTP attempt; connection failures are CRASH so the scheduler retries them.
+def new_session() -> aiohttp.ClientSession:
+    """The ENDPOINT dispatcher's session: connections are reused."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
+        cookie_jar=aiohttp.DummyCookieJar(),  # functions set no cookies; skip the jar's work per request
+        timeout=aiohttp.ClientTimeout(total=None),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+    )
 
-    `keep_alive=False` for a server that stops right after: an idle pooled
-    connection would only make its graceful shutdown wait. `pod_uid`: the pod
-    meant (Kubernetes), which any other process on that address refuses.
-    `connect_timeout`: a pod address that does not accept within it is dead (a
-    lost node drops SYNs: without a bound the attempt would wait to its deadline).
-    `on_connection_failure` is told when the failure was the connection's (refused,
-    reset, cut, not accepted in time) rather than an answer's.
-    """
-    headers = _headers(attempt, pod_uid)
-    if not keep_alive:
-        headers["Connection"] = "close"
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)  # None: as the session's
+
+async def post_invocation(session: aiohttp.ClientSession, url: str, attempt: Attempt) -> Outcome:
+    """One attempt to an ENDPOINT function's URL (any URL, https); failures as `invoke`'s."""
     try:
         async with session.post(
-            url, data=request_body(attempt), headers=headers, timeout=timeout
+            url, data=request_body(attempt), headers=request_headers(attempt)
         ) as response:
             body = await _read_capped(response)
             if body is None:
@@ -161,8 +146,6 @@ async def post_invocation(
                 return output_too_large(response.content_length)
             return decode_response(response.status, response.headers.get("Content-Type"), body)
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.IncompleteReadError) as exc:
-        if on_connection_failure is not None:
-            on_connection_failure()
         return crash(f"{url}: {exc or type(exc).__name__}")
     except aiohttp.InvalidURL as exc:
         return function_error(str(exc), codes.INVALID_ENDPOINT)
