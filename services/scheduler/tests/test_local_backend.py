@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -24,6 +25,8 @@ import os, time
 def handle(request, context=None):
     if request["input"] == "sleep":
         time.sleep(60)
+    if request["input"] == "nap":
+        time.sleep(1.4)
     return {"pid": os.getpid(), "input": request["input"], "trace": context.trace_id,
             "execution": os.environ.get("EXECUTION_ID")}
 """
@@ -90,6 +93,52 @@ async def test_warm_pool_reuses_and_replaces_dead_replica(handler_dir: Path) -> 
         assert third["pid"] != first["pid"]
         await backend.function_removed(spec.name)
         assert events.replicas[spec.name] == 0
+    finally:
+        await backend.close()
+
+
+async def test_warm_deadline_keeps_a_replica_that_answers_within_the_grace(handler_dir: Path) -> None:
+    """Past its deadline an attempt is TIMEOUT at once; its replica is kept if it answers soon after."""
+    backend = LocalBackend()
+    spec = runtime_spec(handler_dir, execution_mode=types_pb2.EXECUTION_MODE_WARM, concurrency=1)
+    try:
+        first = orjson.loads((await backend.dispatch(invocation(spec, 1))).output)
+        late = await backend.dispatch(invocation(spec, "nap", timeout=1.0))  # answers 0.4 s late
+        assert late.kind is OutcomeKind.TIMEOUT
+        # One replica: this waits until the late answer came and the replica was given back.
+        again = orjson.loads((await backend.dispatch(invocation(spec, 2))).output)
+        assert again["pid"] == first["pid"]
+    finally:
+        await backend.close()
+
+
+async def test_warm_deadline_recycles_a_replica_that_stays_busy(handler_dir: Path) -> None:
+    backend = LocalBackend()
+    spec = runtime_spec(handler_dir, execution_mode=types_pb2.EXECUTION_MODE_WARM, concurrency=1)
+    try:
+        first = orjson.loads((await backend.dispatch(invocation(spec, 1))).output)
+        stuck = await backend.dispatch(invocation(spec, "sleep", timeout=1.0))
+        assert stuck.kind is OutcomeKind.TIMEOUT
+        again = orjson.loads((await backend.dispatch(invocation(spec, 2))).output)
+        assert again["pid"] != first["pid"]
+    finally:
+        await backend.close()
+
+
+async def test_warm_attempt_cancelled_stops_its_busy_replica(handler_dir: Path) -> None:
+    """The caller gone mid-attempt: the replica (still running the handler) is not reused."""
+    backend = LocalBackend()
+    spec = runtime_spec(handler_dir, execution_mode=types_pb2.EXECUTION_MODE_WARM, concurrency=1)
+    try:
+        first = orjson.loads((await backend.dispatch(invocation(spec, 1))).output)
+        attempt = asyncio.ensure_future(backend.dispatch(invocation(spec, "sleep")))
+        done, _ = await asyncio.wait({attempt}, timeout=0.5)
+        assert not done
+        attempt.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await attempt
+        again = orjson.loads((await backend.dispatch(invocation(spec, 2))).output)
+        assert again["pid"] != first["pid"]
     finally:
         await backend.close()
 

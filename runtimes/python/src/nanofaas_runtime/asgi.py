@@ -194,7 +194,7 @@ def serve(
         proxy_headers=False,
         server_header=False,
         date_header=False,
-        # Longer than a typical client keep-alive (aiohttp: 15 s) so the client, not we, closes
+        # Longer than the scheduler's client keep-alive (15 s) so the client, not we, closes
         # idle connections: no request is ever sent on a connection we are closing.
         timeout_keep_alive=75,
         timeout_graceful_shutdown=None if graceful_timeout is None else math.ceil(graceful_timeout),

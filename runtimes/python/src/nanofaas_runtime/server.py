@@ -1,18 +1,16 @@
 """WARM/JOB mode: the handler behind the HTTP function protocol, as a raw ASGI app run by uvicorn.
 
 Routes, listening and the uvicorn set-up are shared with the watchdog (`asgi`).
-Sync handlers run in worker threads so `/health` stays responsive while a
-handler is busy.
+Sync handlers run in worker threads (workers.py) so `/health` stays responsive
+while a handler is busy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from nanofaas_runtime import asgi, protocol, tracing
@@ -29,6 +27,7 @@ from nanofaas_runtime.handler import (
     parse_request,
 )
 from nanofaas_runtime.outcome import CODE_FUNCTION_ERROR, CONTENT_TYPE_BYTES
+from nanofaas_runtime.workers import Workers
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -81,11 +80,7 @@ class RuntimeApp:
         self._handler = handler
         self._function_name = function_name
         self._semaphore = asyncio.Semaphore(concurrency)
-        self._executor = (
-            None
-            if handler.is_async
-            else ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="handler")
-        )
+        self._workers = None if handler.is_async else Workers(concurrency)
         self._spans: InvocationSpans | None = None
         if tracer_provider is not None:
             from nanofaas_runtime.invocation_spans import InvocationSpans
@@ -167,15 +162,10 @@ class RuntimeApp:
         return 200, payload, _BYTES if content_type == CONTENT_TYPE_BYTES else JSON
 
     async def _call(self, request: dict[str, Any], context: Context) -> Any:
-        if self._executor is None:
+        if self._workers is None:
             result = self._handler.call(request, context)
         else:
-            # The copied context carries the invocation into the worker thread (for captured prints).
-            run_in_context = contextvars.copy_context().run
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(
-                self._executor, run_in_context, self._handler.call, request, context
-            )
+            result = await self._workers.run(self._handler.call, request, context)
         if inspect.isawaitable(result):
             result = await result
         return result

@@ -1,4 +1,9 @@
-"""POST an attempt to a function's HTTP endpoint over a keep-alive pool."""
+"""POST an attempt to a function's HTTP server over a keep-alive pool.
+
+Two clients, one protocol (function_protocol.py): `invoke` over the lean
+hop client for the processes and pods we run, `post_invocation` over aiohttp
+for ENDPOINT functions (any URL, https).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,12 @@ from nanofaas_scheduler.core.outcome import Outcome, crash, function_error
 from nanofaas_scheduler.dispatch.base import Attempt
 from nanofaas_scheduler.dispatch.function_protocol import (
     HEADER_POD_UID,
+    INVOKE_PATH,
     decode_response,
     request_body,
     request_headers,
 )
+from nanofaas_scheduler.dispatch.hop_client import HopClient, HopError, InvalidHeader, Response, Target
 
 # The largest output read from a function (NANOFAAS_MAX_OUTPUT_BYTES; set once at start by the
 # server). Process-wide like the gRPC message limit it keeps outputs under: an output that would
@@ -59,28 +66,25 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes | None:
     return b"".join(chunks)
 
 
-def new_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
-    """One session per dispatcher (or per Unix-socket replica): connections are reused."""
-    return aiohttp.ClientSession(
-        connector=connector or aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
-        cookie_jar=aiohttp.DummyCookieJar(),  # runtimes set no cookies; skip the jar's work per request
-        timeout=aiohttp.ClientTimeout(total=None),
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept-Encoding"),
-    )
+def _headers(attempt: Attempt, pod_uid: str) -> dict[str, str]:
+    headers = request_headers(attempt)
+    if pod_uid:
+        headers[HEADER_POD_UID] = pod_uid
+    return headers
 
 
-async def post_invocation(
-    session: aiohttp.ClientSession,
-    url: str,
+async def invoke(
+    client: HopClient,
+    target: Target,
     attempt: Attempt,
     *,
     keep_alive: bool = True,
     pod_uid: str = "",
     connect_timeout: float | None = None,
     on_connection_failure: Callable[[], None] | None = None,
+    deadline: float | None = None,
 ) -> Outcome:
-    """One HTTP attempt; connection failures are CRASH so the scheduler retries them.
+    """One attempt to a process or pod we run; connection failures are CRASH so the scheduler retries.
 
     `keep_alive=False` for a server that stops right after: an idle pooled
     connection would only make its graceful shutdown wait. `pod_uid`: the pod
@@ -88,17 +92,53 @@ async def post_invocation(
     `connect_timeout`: a pod address that does not accept within it is dead (a
     lost node drops SYNs: without a bound the attempt would wait to its deadline).
     `on_connection_failure` is told when the failure was the connection's (refused,
-    reset, cut, not accepted in time) rather than an answer's.
+    reset, cut, not accepted in time, not HTTP) rather than an answer's.
+    `deadline` (loop time): hop_client.Late is raised when it passes first.
     """
-    headers = request_headers(attempt)
-    if not keep_alive:
-        headers["Connection"] = "close"
-    if pod_uid:
-        headers[HEADER_POD_UID] = pod_uid
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)  # None: as the session's
+    try:
+        response = await client.request(
+            target,
+            "POST",
+            INVOKE_PATH,
+            _headers(attempt, pod_uid),
+            request_body(attempt),
+            max_body=_max_output_bytes,
+            keep_alive=keep_alive,
+            connect_timeout=connect_timeout,
+            deadline=deadline,
+        )
+    except HopError as exc:
+        if on_connection_failure is not None:
+            on_connection_failure()
+        return crash(f"{target.url(INVOKE_PATH)}: {exc}")
+    except InvalidHeader as exc:
+        return function_error(str(exc))
+    return outcome_of(response)
+
+
+def outcome_of(response: Response) -> Outcome:
+    """A hop answer judged by the protocol (an output over the cap was never read)."""
+    if response.body is None:
+        return output_too_large(response.content_length)
+    return decode_response(response.status, response.content_type, response.body)
+
+
+def new_session() -> aiohttp.ClientSession:
+    """The ENDPOINT dispatcher's session: connections are reused."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
+        cookie_jar=aiohttp.DummyCookieJar(),  # functions set no cookies; skip the jar's work per request
+        timeout=aiohttp.ClientTimeout(total=None),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+    )
+
+
+async def post_invocation(session: aiohttp.ClientSession, url: str, attempt: Attempt) -> Outcome:
+    """One attempt to an ENDPOINT function's URL (any URL, https); failures as `invoke`'s."""
     try:
         async with session.post(
-            url, data=request_body(attempt), headers=headers, timeout=timeout
+            url, data=request_body(attempt), headers=request_headers(attempt)
         ) as response:
             body = await _read_capped(response)
             if body is None:
@@ -106,8 +146,6 @@ async def post_invocation(
                 return output_too_large(response.content_length)
             return decode_response(response.status, response.headers.get("Content-Type"), body)
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.IncompleteReadError) as exc:
-        if on_connection_failure is not None:
-            on_connection_failure()
         return crash(f"{url}: {exc or type(exc).__name__}")
     except aiohttp.InvalidURL as exc:
         return function_error(str(exc), codes.INVALID_ENDPOINT)

@@ -18,16 +18,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
-import aiohttp
-
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.config import ConfigError
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash, function_error
 from nanofaas_scheduler.dispatch.base import NO_REPLICAS, Attempt, BackendObserver, Dispatcher, ReplicaCounts
-from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH, MISDIRECTED
-from nanofaas_scheduler.dispatch.http_invoke import new_session, post_invocation
+from nanofaas_scheduler.dispatch.function_protocol import MISDIRECTED
+from nanofaas_scheduler.dispatch.hop_client import HopClient, Target
+from nanofaas_scheduler.dispatch.http_invoke import invoke
 from nanofaas_scheduler.dispatch.kubernetes import naming
 from nanofaas_scheduler.dispatch.kubernetes.api import JOBS, PODS, ApiError, KubeApi
 from nanofaas_scheduler.dispatch.kubernetes.logs import PodLogs
@@ -75,7 +74,7 @@ class KubernetesBackend(Dispatcher):
         self._options = options
         self._namespace = options.pod.namespace
         self._pods = PodTracker(options.unschedulable_after_s)
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HopClient | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._watchers: list[Watcher] = []
         self._warm = WarmFunctions(
@@ -91,10 +90,10 @@ class KubernetesBackend(Dispatcher):
         self._logs = PodLogs(api, self._namespace, watch_timeout_s=options.watch_timeout_s)
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = new_session()
-        return self._session
+    def client(self) -> HopClient:
+        if self._client is None:
+            self._client = HopClient()
+        return self._client
 
     async def start(self) -> None:
         """Start once; every caller (dispatch, function_changed) waits until it is done.
@@ -144,7 +143,7 @@ class KubernetesBackend(Dispatcher):
         await self.start()
         try:
             if attempt.spec.execution_mode == types_pb2.EXECUTION_MODE_WARM:
-                return await self._warm.dispatch(attempt, self.session)
+                return await self._warm.dispatch(attempt, self.client)
             return await self._job(attempt)
         except UnrunnableFunction as exc:
             return function_error(str(exc), codes.UNRUNNABLE_FUNCTION)
@@ -191,11 +190,10 @@ class KubernetesBackend(Dispatcher):
         if ended is not None:
             return await with_last_words(self._api, self._namespace, pod.name, ended)
         self.observer.cold_start(attempt.function_name, time.perf_counter() - started)
-        url = f"http://{pod.ready.result()}:{PORT}{INVOKE_PATH}"
         request = asyncio.ensure_future(
-            post_invocation(
-                self.session,
-                url,
+            invoke(
+                self.client,
+                Target(pod.ready.result(), PORT),
                 attempt,
                 keep_alive=False,
                 pod_uid=pod.uid,
@@ -264,6 +262,6 @@ class KubernetesBackend(Dispatcher):
             for task in pending:
                 task.cancel()
         self._logs.close()
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            await self._client.close()
         self._api.close()

@@ -21,15 +21,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash
 from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver, ReplicaCounts
-from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH, MISDIRECTED
-from nanofaas_scheduler.dispatch.http_invoke import post_invocation
+from nanofaas_scheduler.dispatch.function_protocol import MISDIRECTED
+from nanofaas_scheduler.dispatch.hop_client import HopClient, Target
+from nanofaas_scheduler.dispatch.http_invoke import invoke
 from nanofaas_scheduler.dispatch.kubernetes import naming
 from nanofaas_scheduler.dispatch.kubernetes.api import (
     DEPLOYMENTS,
@@ -387,16 +386,16 @@ class WarmFunctions:
         ready = len(pool.ready_ips()) if pool is not None else 0
         return ReplicaCounts(current, ready, desired, bounds.min_replicas, bounds.max_replicas)
 
-    async def dispatch(self, attempt: Attempt, session: aiohttp.ClientSession) -> Outcome:
+    async def dispatch(self, attempt: Attempt, client: HopClient) -> Outcome:
         pool = self._pool(attempt.spec)
         pool.users += 1
         try:
-            return await self._dispatch(pool, attempt, session)
+            return await self._dispatch(pool, attempt, client)
         finally:
             pool.users -= 1
             self._notify(pool)
 
-    async def _dispatch(self, pool: Pool, attempt: Attempt, session: aiohttp.ClientSession) -> Outcome:
+    async def _dispatch(self, pool: Pool, attempt: Attempt, client: HopClient) -> Outcome:
         deadline = asyncio.get_running_loop().time() + attempt.timeout  # waiting and the request share it
         try:
             async with asyncio.timeout_at(deadline):
@@ -416,9 +415,9 @@ class WarmFunctions:
         pair = (endpoint.ip, endpoint.uid)
         try:
             async with asyncio.timeout_at(deadline):
-                outcome = await post_invocation(
-                    session,
-                    f"http://{endpoint.ip}:{PORT}{INVOKE_PATH}",
+                outcome = await invoke(
+                    client,
+                    Target(endpoint.ip, PORT),
                     attempt,
                     pod_uid=endpoint.uid,
                     connect_timeout=CONNECT_TIMEOUT_S,

@@ -20,14 +20,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable
 
-import aiohttp
-
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind, crash, function_error
 from nanofaas_scheduler.dispatch.base import NO_REPLICAS, Attempt, Dispatcher, ReplicaCounts
-from nanofaas_scheduler.dispatch.http_invoke import new_session, post_invocation
+from nanofaas_scheduler.dispatch.hop_client import Late
+from nanofaas_scheduler.dispatch.http_invoke import outcome_of
 from nanofaas_scheduler.dispatch.local import fork_server
 from nanofaas_scheduler.dispatch.local.command import (
     UnrunnableFunction,
@@ -82,7 +81,6 @@ class LocalBackend(Dispatcher):
         self._fork_servers = fork_server.ForkServers(self._start_fork_server, self._track)
         self._fork_enabled = fork_server.enabled() if job_fork_server is None else job_fork_server
         self.log_book = log_book or LogBook()
-        self._session: aiohttp.ClientSession | None = None
         self._pools: dict[str, WarmPool] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._sockets = SocketDirectory()
@@ -92,12 +90,6 @@ class LocalBackend(Dispatcher):
             REAPER.enable()
         self._standbys = Standbys(self._start_standby, self._track)
         self._closed = False
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = new_session()
-        return self._session
 
     async def dispatch(self, attempt: Attempt) -> Outcome:
         spec = attempt.spec
@@ -113,9 +105,7 @@ class LocalBackend(Dispatcher):
         spec = attempt.spec
         replica: Replica | None = None
         if uses_project_runtime(spec) and self._fork_enabled:
-            outcome = await invoke_forked(
-                self._fork_servers, attempt, self.session, self.observer, self._track
-            )
+            outcome = await invoke_forked(self._fork_servers, attempt, self.observer, self._track)
             if outcome is not None:
                 return outcome
         if uses_project_runtime(spec):
@@ -136,9 +126,7 @@ class LocalBackend(Dispatcher):
                     spawned = time.perf_counter()
                     await replica.wait_ready(attempt.timeout)
                     self.observer.cold_start(spec.name, time.perf_counter() - spawned)
-                return await post_invocation(
-                    replica.session(self.session), replica.invoke_url, attempt, keep_alive=False
-                )
+                return await replica.invoke(attempt, keep_alive=False)
         except TimeoutError:
             # Killed and gone before the slot is given back: the handler may still be running.
             await asyncio.shield(replica.stop(grace=0.0))
@@ -178,40 +166,39 @@ class LocalBackend(Dispatcher):
         pool = self._pool_for(attempt.spec)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + attempt.timeout
+        replica = pool.take_idle()  # the warm path: no timer needed to wait for one
+        if replica is None:
+            try:
+                async with asyncio.timeout(attempt.timeout):
+                    replica = await pool.acquire(attempt.timeout)
+            except TimeoutError:
+                return timeout_outcome(attempt.timeout_ms)
+            except (StartError, OSError) as exc:
+                return _start_failed(exc)
         try:
-            async with asyncio.timeout(attempt.timeout):
-                replica = await pool.acquire(attempt.timeout)
-        except TimeoutError:
+            outcome = await replica.invoke(attempt, deadline=deadline)
+        except Late as late:
+            self._track(self._abandon(pool, replica, late, attempt.spec))
             return timeout_outcome(attempt.timeout_ms)
-        except (StartError, OSError) as exc:
-            return _start_failed(exc)
-        request = loop.create_task(
-            post_invocation(replica.session(self.session), replica.invoke_url, attempt)
-        )
-        try:
-            await asyncio.wait({request}, timeout=max(deadline - loop.time(), 0.0))
+        except TimeoutError:  # not even connected by the deadline
+            self._track(pool.release(replica, healthy=False))
+            return timeout_outcome(attempt.timeout_ms)
         except asyncio.CancelledError:
-            request.cancel()
             await asyncio.shield(pool.release(replica, healthy=False))
             raise
-        if request.done():
-            outcome = request.result()
-            await pool.release(replica, healthy=_still_serving(replica, outcome, attempt.spec))
-            return outcome
-        self._track(self._abandon(pool, replica, request, attempt.spec))
-        return timeout_outcome(attempt.timeout_ms)
+        await pool.release(replica, healthy=_still_serving(replica, outcome, attempt.spec))
+        return outcome
 
     async def _abandon(
-        self, pool: WarmPool, replica: Replica, request: asyncio.Task[Outcome], spec: types_pb2.FunctionSpec
+        self, pool: WarmPool, replica: Replica, late: Late, spec: types_pb2.FunctionSpec
     ) -> None:
         """A timed-out request may still be answered soon; only a replica that stays busy is recycled."""
-        await asyncio.wait({request}, timeout=_RECYCLE_GRACE_S)
-        answered = (
-            request.done() and not request.cancelled() and _still_serving(replica, request.result(), spec)
-        )
-        if not request.done():
-            request.cancel()
-        await pool.release(replica, healthy=answered)
+        healthy = False
+        try:
+            response = await late.answer(_RECYCLE_GRACE_S)
+            healthy = response is not None and _still_serving(replica, outcome_of(response), spec)
+        finally:
+            await pool.release(replica, healthy=healthy)
 
     def _pool_for(self, spec: types_pb2.FunctionSpec) -> WarmPool:
         """The function's pool at this revision; the command is worked out once, when it is made."""
@@ -302,8 +289,6 @@ class LocalBackend(Dispatcher):
         await self._fork_servers.close()
         pools, self._pools = list(self._pools.values()), {}
         await asyncio.gather(*(pool.close() for pool in pools), *self._retiring, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
         self._sockets.remove()
         self._lifeline.close()
 

@@ -35,12 +35,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 
 from nanofaas.v1 import types_pb2
-from nanofaas_scheduler.dispatch.function_protocol import INVOKE_PATH
-from nanofaas_scheduler.dispatch.http_invoke import new_session
+from nanofaas_scheduler.core.outcome import Outcome
+from nanofaas_scheduler.dispatch.base import Attempt
+from nanofaas_scheduler.dispatch.hop_client import HopClient, Target
+from nanofaas_scheduler.dispatch.http_invoke import invoke
 from nanofaas_scheduler.dispatch.local.lifeline import LIFELINE_FD_ENV, Lifeline
 from nanofaas_scheduler.dispatch.local.process import ServerProcess, StartError, describe_exit
 from nanofaas_scheduler.dispatch.local.replica import SocketDirectory
@@ -58,7 +59,6 @@ _REFUSED_S = 30.0
 # How long a child that was told to die may take before the whole server goes instead.
 _KILL_WAIT_S = 2.0
 _MAX_MESSAGE = 64 * 1024
-_UNIX_BASE = "http://localhost"
 
 
 def enabled() -> bool:
@@ -76,13 +76,14 @@ class ForkedChild:
     def __init__(self, server: ForkServer, pid: int, path: str) -> None:
         self.server = server
         self.pid = pid
-        self.invoke_url = _UNIX_BASE + INVOKE_PATH
+        self.target = Target.unix(path)
         self._path = path
-        self._session = new_session(aiohttp.UnixConnector(path=path))
+        self._client = HopClient()
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
-    def session(self, _shared: aiohttp.ClientSession) -> aiohttp.ClientSession:
-        return self._session
+    def invoke(self, attempt: Attempt) -> Awaitable[Outcome]:
+        """The one attempt it serves (it exits after answering: no keep-alive)."""
+        return invoke(self._client, self.target, attempt, keep_alive=False)
 
     def alive(self) -> bool:
         return not self.exited.done()
@@ -98,7 +99,7 @@ class ForkedChild:
             if not self.exited.done():  # the server does not answer: it goes, and its children with it
                 await self.server.stop(grace=0.0)
         finally:
-            await self._session.close()
+            await self._client.close()
             with contextlib.suppress(OSError):
                 os.unlink(self._path)
 

@@ -13,12 +13,9 @@ import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
 
-import aiohttp
-
 from nanofaas_scheduler.core.execution import timeout as timeout_outcome
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver
-from nanofaas_scheduler.dispatch.http_invoke import post_invocation
 from nanofaas_scheduler.dispatch.local.command import invocation_environment
 from nanofaas_scheduler.dispatch.local.fork_server import ForkedChild, ForkServers
 from nanofaas_scheduler.dispatch.local.process import describe_exit
@@ -32,7 +29,6 @@ _CRASH_REPORT_S = 0.5
 async def invoke_forked(
     servers: ForkServers,
     attempt: Attempt,
-    session: aiohttp.ClientSession,
     observer: BackendObserver,
     track: Callable[[Awaitable[None]], None],
 ) -> Outcome | None:
@@ -46,9 +42,7 @@ async def invoke_forked(
             child, cold_s = forked
             if cold_s:
                 observer.cold_start(attempt.spec.name, cold_s)
-            outcome = await post_invocation(
-                child.session(session), child.invoke_url, attempt, keep_alive=False
-            )
+            outcome = await child.invoke(attempt)
     except TimeoutError:
         if child is not None:
             # Killed and gone before the slot is given back: the handler may still be running.

@@ -17,17 +17,19 @@ import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
-import aiohttp
-
-from nanofaas_scheduler.dispatch.function_protocol import HEALTH_PATH, INVOKE_PATH
-from nanofaas_scheduler.dispatch.http_invoke import new_session
+from nanofaas_scheduler.core.outcome import Outcome
+from nanofaas_scheduler.dispatch.base import Attempt
+from nanofaas_scheduler.dispatch.function_protocol import HEALTH_PATH
+from nanofaas_scheduler.dispatch.hop_client import HopClient, HopError, Target
+from nanofaas_scheduler.dispatch.http_invoke import invoke
 from nanofaas_scheduler.dispatch.local.lifeline import LIFELINE_FD_ENV, Lifeline
 from nanofaas_scheduler.dispatch.local.process import ServerProcess, StartError, describe_exit, free_port
 
-_UNIX_BASE = "http://localhost"
+_HEALTH_MAX_BYTES = 64 * 1024
 
 
 # nanofaas-<owner pid>-<random>: the scheduler's socket directory; nanofaas-file-<pid>-<random>:
@@ -100,38 +102,40 @@ class SocketDirectory:
 
 
 class Replica:
-    """One server process plus the session and URL that reach it."""
+    """One server process plus the client and target that reach it."""
 
-    def __init__(
-        self, server: ServerProcess, url: str, session: aiohttp.ClientSession | None, path: str | None
-    ) -> None:
+    def __init__(self, server: ServerProcess, target: Target, path: str | None) -> None:
         self.server = server
-        self.invoke_url = url + INVOKE_PATH
-        self._health_url = url + HEALTH_PATH
-        self._own_session = session
+        self.target = target
+        self._client = HopClient()
         self._path = path
 
-    def session(self, shared: aiohttp.ClientSession) -> aiohttp.ClientSession:
-        return self._own_session or shared
+    def invoke(
+        self, attempt: Attempt, *, keep_alive: bool = True, deadline: float | None = None
+    ) -> Coroutine[Any, Any, Outcome]:
+        """The attempt's outcome; at `deadline` (loop time) hop_client.Late, the request still open."""
+        return invoke(self._client, self.target, attempt, keep_alive=keep_alive, deadline=deadline)
 
     def alive(self) -> bool:
         return self.server.alive()
 
     async def wait_ready(self, timeout: float) -> None:
         """Return when the server serves; StartError (process stopped) if it dies or times out."""
-        if self._own_session is None:
+        if self._path is None:
             await self.server.wait_ready(timeout)
             return
         try:
             async with asyncio.timeout(timeout):
                 # Queued by the kernel until the runtime accepts: one request, no polling.
-                async with self._own_session.get(self._health_url) as response:
-                    if response.status == 200:
-                        return
-                    problem = f"health answered HTTP {response.status}"
+                response = await self._client.request(
+                    self.target, "GET", HEALTH_PATH, {}, max_body=_HEALTH_MAX_BYTES
+                )
+                if response.status == 200:
+                    return
+                problem = f"health answered HTTP {response.status}"
         except TimeoutError:
             problem = f"not ready within {timeout:g}s"
-        except aiohttp.ClientError as exc:
+        except HopError as exc:
             problem = f"{type(exc).__name__}: {exc}"
         raise await self._start_failed(problem)
 
@@ -153,8 +157,7 @@ class Replica:
         try:
             await self.server.stop(grace)
         finally:
-            if self._own_session is not None:
-                await self._own_session.close()
+            await self._client.close()
             if self._path is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(self._path)
@@ -177,7 +180,7 @@ async def start_replica(
         server = await ServerProcess.start(
             argv, env=env, port=free_port(), log_sink=log_sink, preexec=lifeline.preexec
         )
-        return Replica(server, f"http://127.0.0.1:{server.port}", None, None)
+        return Replica(server, Target("127.0.0.1", server.port), None)
     sock, path = sockets.new_socket()
     lifeline_fd = lifeline.read_fd()
     try:
@@ -193,5 +196,4 @@ async def start_replica(
         raise
     finally:
         sock.close()  # the child has its own copy; if it dies, connecting fails at once
-    session = new_session(aiohttp.UnixConnector(path=path))
-    return Replica(server, _UNIX_BASE, session, path)
+    return Replica(server, Target.unix(path), path)

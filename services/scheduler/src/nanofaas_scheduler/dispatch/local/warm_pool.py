@@ -101,6 +101,12 @@ class WarmPool:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    def take_idle(self) -> Replica | None:
+        """An idle live replica at once, else None (then `acquire`, which also clears dead ones)."""
+        if self._idle and self._idle[-1].alive():
+            return self._idle.pop()
+        return None
+
     async def acquire(self, ready_timeout: float) -> Replica:
         """An idle replica, a new one if the pool is below its limit, else the next one freed."""
         while True:
