@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from uvicorn.protocols.http.flow_control import FlowControl
@@ -122,3 +122,19 @@ async def test_the_disconnect_callback_runs_once_and_only_while_watched() -> Non
 
 def test_another_servers_scope_has_no_watch() -> None:
     assert watch_disconnect({"type": "http"}, lambda: None) is None
+
+
+async def test_a_paused_transport_is_drained_before_anything_is_written() -> None:
+    transport = RecordingTransport()
+    cycle = cycle_for(transport)
+    cycle.flow.pause_writing()
+    start = asyncio.create_task(
+        cycle.send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    )
+    await asyncio.sleep(0)
+    assert not start.done()
+    assert cycle.transport is cast(object, transport)  # no stand-in while it waits
+    cycle.flow.resume_writing()
+    await asyncio.wait_for(start, 5)
+    await cycle.send({"type": "http.response.body", "body": b"ok"})
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]

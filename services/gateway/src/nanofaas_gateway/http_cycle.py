@@ -83,6 +83,10 @@ class GatewayCycle(RequestResponseCycle):
         self.on_disconnect = None
 
     async def send(self, message: ASGISendEvent) -> None:
+        # uvicorn's send awaits only this drain; done first, nothing else runs while a
+        # stand-in is the cycle's transport.
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
         if message["type"] == "http.response.start" and not self.response_started:
             transport, holder = self.transport, _HeadHolder()
             self.transport = holder  # type: ignore[assignment]
