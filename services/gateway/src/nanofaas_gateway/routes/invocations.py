@@ -128,6 +128,7 @@ async def invoke(
         raise _named_for_the_caller(exc) from None
     finally:
         stop_watching()
+        hang_up.disarm()  # a report still on its way (a watcher's done callback) cancels nothing
     return invocation_result_response(result)
 
 
@@ -144,6 +145,9 @@ class _HangUp:
         if self.task is None and self._current is not None:
             self.task = self._current
             self.task.cancel()
+
+    def disarm(self) -> None:
+        self._current = None
 
 
 def _wait_s(timeout_ms: int | None, settings: Settings) -> float:
