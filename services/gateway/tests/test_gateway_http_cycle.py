@@ -15,6 +15,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from nanofaas_gateway.http_cycle import GatewayCycle, watch_disconnect
+from nanofaas_gateway.routes.invocations import watch_client_gone
 
 
 class RecordingTransport:
@@ -138,3 +139,27 @@ async def test_a_paused_transport_is_drained_before_anything_is_written() -> Non
     await asyncio.wait_for(start, 5)
     await cycle.send({"type": "http.response.body", "body": b"ok"})
     assert transport.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
+
+
+async def test_under_another_server_a_task_watches_receive() -> None:
+    # No GatewayCycle in the scope: watch_client_gone falls back to a task on `receive`.
+    messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    gone = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        return await messages.get()
+
+    stop = watch_client_gone({"type": "http"}, receive, gone.set)
+    messages.put_nowait({"type": "http.request", "body": b""})
+    messages.put_nowait({"type": "http.disconnect"})
+    await asyncio.wait_for(gone.wait(), 5)
+    stop()
+    # Stopped at once: the task never reads, so the disconnect stays queued and nobody is told.
+    late: list[str] = []
+    quiet = watch_client_gone({"type": "http"}, receive, lambda: late.append("late"))
+    quiet()
+    messages.put_nowait({"type": "http.disconnect"})
+    for _ in range(3):
+        await asyncio.sleep(0)  # a few loop turns for a task that would run
+    assert messages.qsize() == 1
+    assert late == []
