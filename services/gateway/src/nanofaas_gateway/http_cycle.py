@@ -14,7 +14,9 @@
 
 uvicorn builds the cycle inside `on_headers_complete` with no hook for the
 class, so the gateway's protocol re-classes each new cycle to this subclass
-(connection_limits.py); it only overrides `send` and adds one attribute.
+(connection_limits.py). Of uvicorn's behaviour it changes only where `send`'s
+bytes go: it relies on `send` writing through `self.transport`, which
+test_gateway_http_cycle.py checks against the pinned uvicorn.
 """
 
 from __future__ import annotations
