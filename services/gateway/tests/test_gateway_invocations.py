@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -421,3 +422,27 @@ async def test_large_json_input_round_trips(gateway: Gateway) -> None:
     async with gateway.session.post(gateway.url(INVOKE), data=body, headers=headers) as response:
         assert response.status == 200
         assert (await response.json())["output"] == value
+
+
+async def test_a_client_hanging_up_cancels_its_call_and_the_gateway_serves_on(gateway: Gateway) -> None:
+    # The connection reports the hang-up (no watcher task): the call is cancelled at the
+    # scheduler, and the request's task, cancelled and answered, serves the next request.
+    gateway.scheduler.hang_invoke = True
+    hung_up = {"route": "/v1/functions/{name}:invoke", "method": "POST", "status": "499"}
+    before = gateway.metrics.get_sample_value("gateway_requests_total", hung_up) or 0.0
+    host, port = gateway.base_url.removeprefix("http://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST " + INVOKE.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 12\r\n\r\n{"input": 1}'
+    )
+    await writer.drain()
+    await asyncio.wait_for(gateway.scheduler.invoke_received.wait(), 10)
+    writer.close()
+    await asyncio.wait_for(gateway.scheduler.invoke_cancelled.wait(), 10)
+    # Answered (499, to nobody) in the same step that queued the cancel: already counted.
+    assert gateway.metrics.get_sample_value("gateway_requests_total", hung_up) == before + 1
+    gateway.scheduler.hang_invoke = False
+    async with gateway.session.post(gateway.url(INVOKE), json={"input": {"again": 1}}) as response:
+        assert response.status == 200
+        assert (await response.json())["output"] == {"again": 1}

@@ -208,3 +208,10 @@ async def test_process_subscribes_to_callbacks_at_start_and_delivers() -> None:
         await scheduler.stop()
         await registry.stop()
     assert not any(b"Traceback" in line for line in gateway.raw_lines)
+
+
+async def test_aiohttp_is_not_loaded_until_a_callback_is_delivered() -> None:
+    # ~9 MiB of resident memory that a gateway without callbacks never needs (callbacks.py).
+    check = "import sys, nanofaas_gateway.__main__; sys.exit('aiohttp' in sys.modules)"
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", check)
+    assert await asyncio.wait_for(process.wait(), 60) == 0

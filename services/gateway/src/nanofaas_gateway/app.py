@@ -96,7 +96,7 @@ def create_app(
     for router in routers:
         app.include_router(router)
     # Invoke and enqueue skip FastAPI altogether (inside the body limit and metrics).
-    app.wrap(InvocationFastPath, clients=clients, settings=settings)
+    app.wrap(InvocationFastPath, clients=clients, settings=settings, routes=invocations.fast_routes())
     app.wrap(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.api_tokens_file:  # before anything reads a body; inside metrics, which count the 401s
         app.wrap(

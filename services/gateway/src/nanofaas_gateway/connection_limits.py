@@ -11,6 +11,9 @@ its head keeps a socket (and a file descriptor) forever. So each connection:
   pass their limit (then closed: the rest of the head is never read);
 * counts toward `max_connections`: past it, the connection idle the longest is
   closed to make room, so a flood of idle sockets cannot lock out a live client.
+
+Its requests run in a GatewayCycle (http_cycle.py: one write per response, a
+disconnect callback).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from nanofaas_gateway import codes
 from nanofaas_gateway.config import Settings
 from nanofaas_gateway.errors import error_body
+from nanofaas_gateway.http_cycle import GatewayCycle
 
 # File descriptors kept free of HTTP connections for the gRPC channels, metrics and logs.
 _RESERVED_FDS = 128
@@ -92,7 +96,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if isinstance(cycle, GatewayCycle):
+            cycle.connection_lost()
 
     def _make_room(self) -> None:
         """Close the connection idle the longest (this one if every other is busy)."""
@@ -145,6 +152,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._disarm_head_timer()
         super().on_headers_complete()
+        if self.cycle is not None:  # the cycle uvicorn just made (the ASGI task has not run yet)
+            GatewayCycle.adopt(self.cycle)
 
     def on_response_complete(self) -> None:
         self.idle_since = time.monotonic()

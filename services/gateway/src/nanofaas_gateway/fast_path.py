@@ -9,16 +9,18 @@ with those routes; this handler just reaches it directly.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from functools import partial
 
 import grpc
 from starlette.datastructures import Headers
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nanofaas_gateway.clients import GatewayClients
 from nanofaas_gateway.config import Settings
 from nanofaas_gateway.errors import ApiError, error_response, grpc_error_response, internal_error_response
-from nanofaas_gateway.routes.invocations import enqueue, invoke, wait_client_gone
+from nanofaas_gateway.routes.invocations import enqueue, invoke, watch_client_gone
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +28,19 @@ _PREFIX = "/v1/functions/"
 
 
 class InvocationFastPath:
-    def __init__(self, app: ASGIApp, clients: GatewayClients, settings: Settings) -> None:
+    """`routes`: the FastAPI routes it stands in for, by action ("invoke", "enqueue").
+
+    The one serving a request goes into the scope as a router would put it, so
+    the metrics name its template without matching the path against every route.
+    """
+
+    def __init__(
+        self, app: ASGIApp, clients: GatewayClients, settings: Settings, routes: Mapping[str, BaseRoute]
+    ) -> None:
         self.app = app
         self._clients = clients
         self._settings = settings
+        self._routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -37,6 +48,7 @@ class InvocationFastPath:
             if path.startswith(_PREFIX):
                 name, _, action = path[len(_PREFIX) :].rpartition(":")
                 if action in ("invoke", "enqueue") and name and "/" not in name:
+                    scope["route"] = self._routes[action]
                     await self._serve(scope, receive, send, name, action)
                     return
         await self.app(scope, receive, send)
@@ -52,7 +64,7 @@ class InvocationFastPath:
                     name,
                     headers,
                     body,
-                    client_gone=partial(wait_client_gone, receive),
+                    watch_client=partial(watch_client_gone, scope, receive),
                 )
             else:
                 response = await enqueue(self._clients, self._settings, name, headers, body)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import grpc
 from fastapi import APIRouter
+from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive
+from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope
 
 from nanofaas.v1 import scheduler_pb2, types_pb2
 from nanofaas_gateway import codes
@@ -26,6 +28,7 @@ from nanofaas_gateway.convert import (
     state_name,
 )
 from nanofaas_gateway.errors import internal_error_response, invalid_argument
+from nanofaas_gateway.http_cycle import watch_disconnect
 from nanofaas_gateway.invocation_body import (
     TIMEOUT_HEADER,
     build_invoke_request,
@@ -75,8 +78,12 @@ _EXECUTION_ERROR_DOC = {"model": InvocationResponse, "headers": EXECUTION_ID_HEA
 async def invoke_function(name: str, request: Request) -> Response:
     return await invoke(
         gateway_clients(request), gateway_settings(request), name, request.headers, await request.body(),
-        client_gone=partial(wait_client_gone, request.receive),
+        watch_client=partial(watch_client_gone, request.scope, request.receive),
     )  # fmt: skip
+
+
+# Given the function to call when the client hangs up, starts watching; returns the stop.
+ClientWatch = Callable[[Callable[[], None]], Callable[[], None]]
 
 
 async def invoke(
@@ -86,9 +93,14 @@ async def invoke(
     headers: Headers,
     body: bytes,
     *,
-    client_gone: Callable[[], Coroutine[Any, Any, None]],
+    watch_client: ClientWatch,
 ) -> Response:
-    """A sync invocation, independent of how the request arrived (FastAPI route or fast path)."""
+    """A sync invocation, independent of how the request arrived (FastAPI route or fast path).
+
+    The call runs in the request's own task; a client hanging up cancels that
+    task, so the stream sends the scheduler a CancelCall (it drops the queued
+    item) and the request ends with a 499 nobody reads.
+    """
     require_function_name(name)
     media_type = payload_media_type(headers)
     timeout_ms = parse_timeout_ms(headers)
@@ -103,21 +115,39 @@ async def invoke(
         settings=settings,
     )
     deadline_s = _wait_s(timeout_ms, settings) + settings.invoke_deadline_margin_s
-    call = asyncio.ensure_future(clients.invocations.invoke(request, deadline_s))
-    watcher = asyncio.create_task(client_gone())
-    watcher.add_done_callback(lambda _: call.cancel())
+    hang_up = _HangUp()
+    stop_watching = watch_client(hang_up)
     try:
-        result = await call
+        result = await clients.invocations.invoke(request, deadline_s)
     except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled():
-            # The caller hung up; the cancelled RPC lets the scheduler drop its queued item.
+        if hang_up.task is not None:
+            hang_up.task.uncancel()  # our own cancel, answered here: the task goes on
             return Response(status_code=499)
         raise
     except grpc.aio.AioRpcError as exc:
         raise _named_for_the_caller(exc) from None
     finally:
-        watcher.cancel()
+        stop_watching()
+        hang_up.disarm()  # a report still on its way (a watcher's done callback) cancels nothing
     return invocation_result_response(result)
+
+
+class _HangUp:
+    """Cancels the task that was current when it was made; remembers that it did (task is set)."""
+
+    __slots__ = ("_current", "task")
+
+    def __init__(self) -> None:
+        self._current = asyncio.current_task()
+        self.task: asyncio.Task[Any] | None = None
+
+    def __call__(self) -> None:
+        if self.task is None and self._current is not None:
+            self.task = self._current
+            self.task.cancel()
+
+    def disarm(self) -> None:
+        self._current = None
 
 
 def _wait_s(timeout_ms: int | None, settings: Settings) -> float:
@@ -139,8 +169,21 @@ def _named_for_the_caller(exc: grpc.aio.AioRpcError) -> Exception:
     return exc
 
 
-async def wait_client_gone(receive: Receive) -> None:
-    """Returns when the client disconnects (the body has been read, so only that can arrive)."""
+def watch_client_gone(scope: Scope, receive: Receive, hang_up: Callable[[], None]) -> Callable[[], None]:
+    """Calls `hang_up` when the client disconnects (the body has been read, so only that can arrive).
+
+    Served by the gateway's own protocol, the connection reports it (no task per
+    request); under another server a task waits on `receive` for the disconnect.
+    """
+    stop = watch_disconnect(scope, hang_up)
+    if stop is not None:
+        return stop
+    watcher = asyncio.create_task(_wait_client_gone(receive))
+    watcher.add_done_callback(lambda done: None if done.cancelled() else hang_up())
+    return watcher.cancel  # type: ignore[return-value]
+
+
+async def _wait_client_gone(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
 
@@ -211,3 +254,13 @@ async def enqueue(
         202,
         {"X-Execution-Id": execution_id, "Location": f"/v1/executions/{execution_id}"},
     )
+
+
+def fast_routes() -> dict[str, BaseRoute]:
+    """This router's invoke and enqueue routes by action, for the fast path that serves them."""
+    endpoints = {invoke_function: "invoke", enqueue_function: "enqueue"}
+    return {
+        endpoints[route.endpoint]: route
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.endpoint in endpoints
+    }
