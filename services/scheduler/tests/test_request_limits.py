@@ -15,7 +15,7 @@ from nanofaas.v1 import scheduler_pb2, types_pb2
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.execution import Request
 from nanofaas_scheduler.core.outcome import OutcomeKind
-from nanofaas_scheduler.dispatch import http_invoke
+from nanofaas_scheduler.dispatch import endpoint_client, http_invoke
 from nanofaas_scheduler.dispatch.base import Attempt
 from nanofaas_scheduler.request_limits import RequestLimits, RequestRefused, check_invoke_request
 
@@ -106,7 +106,7 @@ async def test_an_output_over_the_cap_is_output_too_large(big_output: str, query
     http_invoke.set_max_output_bytes(1024)
     try:
         async with aiohttp.ClientSession() as session:
-            outcome = await http_invoke.post_invocation(session, big_output + query, _attempt())
+            outcome = await endpoint_client.post_invocation(session, big_output + query, _attempt())
     finally:
         http_invoke.set_max_output_bytes(http_invoke.DEFAULT_MAX_OUTPUT_BYTES)
     assert outcome.kind is OutcomeKind.FUNCTION_ERROR

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -190,3 +191,13 @@ async def test_concurrent_start_ready(handler_dir: Path) -> None:
         assert all(server.alive() for server in servers)
     finally:
         await asyncio.gather(*(server.stop() for server in servers))
+
+
+def test_aiohttp_is_not_loaded_until_an_endpoint_function_is_called() -> None:
+    # ~9 MiB of resident memory that a scheduler without ENDPOINT functions never needs
+    # (dispatch/endpoint_client.py); the server and both backends' modules are imported.
+    check = (
+        "import sys, nanofaas_scheduler.__main__, nanofaas_scheduler.server, "
+        "nanofaas_scheduler.dispatch.kubernetes.backend; sys.exit('aiohttp' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", check], check=False, timeout=60).returncode == 0

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import aiohttp
+from typing import TYPE_CHECKING
 
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.outcome import Outcome, function_error
 from nanofaas_scheduler.dispatch.base import Attempt, Dispatcher
-from nanofaas_scheduler.dispatch.http_invoke import new_session, post_invocation
 from nanofaas_scheduler.dispatch.outbound_policy import OutboundPolicy, UrlNotAllowed
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class EndpointDispatcher(Dispatcher):
@@ -25,9 +27,13 @@ class EndpointDispatcher(Dispatcher):
             await self._outbound.check(url)
         except UrlNotAllowed as exc:
             return function_error(f"endpointUrl: {exc}", codes.URL_NOT_ALLOWED)
+        # Imported at the first ENDPOINT call, not at start: aiohttp is RSS a scheduler
+        # without ENDPOINT functions never needs (endpoint_client.py).
+        from nanofaas_scheduler.dispatch import endpoint_client
+
         if self._session is None:
-            self._session = new_session()
-        return await post_invocation(self._session, url, attempt)
+            self._session = endpoint_client.new_session()
+        return await endpoint_client.post_invocation(self._session, url, attempt)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -6,7 +6,7 @@ TCP port, a pod IP. aiohttp's `ClientSession` cost ~163 µs of CPU per call on
 that hop against ~53 µs for this client (one write per request, the answer
 parsed by httptools straight from the protocol's callbacks; docs/performance.md,
 "Round two, perf-hop"). ENDPOINT functions (any URL, https, redirects, the
-outbound policy) keep aiohttp (http_invoke.post_invocation).
+outbound policy) keep aiohttp (endpoint_client.post_invocation).
 
 The function protocol itself (headers, body, how an answer is judged) is not
 here: function_protocol.py holds it for both clients.

@@ -1,16 +1,13 @@
 """POST an attempt to a function's HTTP server over a keep-alive pool.
 
-Two clients, one protocol (function_protocol.py): `invoke` over the lean
-hop client for the processes and pods we run, `post_invocation` over aiohttp
-for ENDPOINT functions (any URL, https).
+Two clients, one protocol (function_protocol.py): `invoke` here, over the lean
+hop client for the processes and pods we run; `post_invocation` in
+endpoint_client.py, over aiohttp for ENDPOINT functions (any URL, https).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-
-import aiohttp
 
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.outcome import Outcome, crash, function_error
@@ -29,7 +26,6 @@ from nanofaas_scheduler.dispatch.hop_client import HopClient, HopError, InvalidH
 # not fit in one message to the gateway ends only its own execution, never the shared stream.
 DEFAULT_MAX_OUTPUT_BYTES = 32 * 1024 * 1024
 _max_output_bytes = DEFAULT_MAX_OUTPUT_BYTES
-_READ_CHUNK = 256 * 1024
 
 
 def set_max_output_bytes(limit: int) -> None:
@@ -47,23 +43,6 @@ def output_too_large(size: int | None = None) -> Outcome:
     return function_error(
         f"output is {seen}, over the limit of {_max_output_bytes} bytes", codes.OUTPUT_TOO_LARGE
     )
-
-
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes | None:
-    """The body, or None once it passes the output limit (the rest is never read)."""
-    limit = _max_output_bytes
-    if response.content_length is not None:
-        if response.content_length > limit:
-            return None
-        return await response.read()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(_READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _headers(attempt: Attempt, pod_uid: str) -> dict[str, str]:
@@ -121,31 +100,3 @@ def outcome_of(response: Response) -> Outcome:
     if response.body is None:
         return output_too_large(response.content_length)
     return decode_response(response.status, response.content_type, response.body)
-
-
-def new_session() -> aiohttp.ClientSession:
-    """The ENDPOINT dispatcher's session: connections are reused."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
-        cookie_jar=aiohttp.DummyCookieJar(),  # functions set no cookies; skip the jar's work per request
-        timeout=aiohttp.ClientTimeout(total=None),
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept-Encoding"),
-    )
-
-
-async def post_invocation(session: aiohttp.ClientSession, url: str, attempt: Attempt) -> Outcome:
-    """One attempt to an ENDPOINT function's URL (any URL, https); failures as `invoke`'s."""
-    try:
-        async with session.post(
-            url, data=request_body(attempt), headers=request_headers(attempt)
-        ) as response:
-            body = await _read_capped(response)
-            if body is None:
-                response.close()  # the connection is not reused: the rest of the body is unread
-                return output_too_large(response.content_length)
-            return decode_response(response.status, response.headers.get("Content-Type"), body)
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.IncompleteReadError) as exc:
-        return crash(f"{url}: {exc or type(exc).__name__}")
-    except aiohttp.InvalidURL as exc:
-        return function_error(str(exc), codes.INVALID_ENDPOINT)
