@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 
 from nanofaas.v1 import scheduler_pb2, scheduler_pb2_grpc, types_pb2
 from nanofaas_scheduler.core import codes
-from nanofaas_scheduler.core.errors import CompletionRefused, Rejected, ShuttingDown
+from nanofaas_scheduler.core.errors import CompletionRefused, NameTaken, Rejected, ShuttingDown
 from nanofaas_scheduler.core.execution import Execution, Request, State
+from nanofaas_scheduler.core.execution_names import valid_execution_name
 from nanofaas_scheduler.core.outcome import Outcome, crash, function_error, success
 from nanofaas_scheduler.core.outcome import timeout as timed_out
 from nanofaas_scheduler.core.scheduler import Scheduler, Submission
@@ -186,6 +187,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"input.content_type: unsupported media type {content_type!r}",
             )
+        if request.execution_id and not valid_execution_name(request.execution_id):
+            raise CallFailed(
+                grpc.StatusCode.INVALID_ARGUMENT, "execution_id: must be 32 lowercase hex digits"
+            )
         if request.HasField("timeout_ms"):  # bounded by the registry's limit (registry_cache.py)
             max_timeout_ms = await self._functions.max_timeout_ms()
             if max_timeout_ms is None:
@@ -213,6 +218,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             timeout_ms=timeout_ms if sync else None,
             idempotency_key=request.idempotency_key,
             callback_url=request.callback_url,
+            execution_id=request.execution_id,
         )
         try:
             return self._scheduler.submit(spec, submission)
@@ -226,19 +232,15 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             raise CallFailed(
                 grpc.StatusCode.UNAVAILABLE, str(exc), (("x-error-code", codes.SHUTTING_DOWN),)
             ) from None
+        except NameTaken as exc:  # never merged into the execution that has the name
+            raise CallFailed(grpc.StatusCode.ALREADY_EXISTS, str(exc)) from None
 
     async def invoke(
-        self,
-        request: scheduler_pb2.InvokeRequest,
-        budget_ms: int | None,
-        on_admitted: Callable[[str], None] | None = None,
+        self, request: scheduler_pb2.InvokeRequest, budget_ms: int | None
     ) -> scheduler_pb2.InvokeResponse:
-        """A sync call; `on_admitted` hears the execution id once admitted (the stream tells its
-        caller, so a call whose answer a broken stream loses is known to have been admitted)."""
+        """A sync call: admitted, then waited for to its end."""
         with rpc_span(self._tracer, "Invoke", request.traceparent, request.trace_id) as traceparent:
             execution, _ = await self._admit(request, sync=True, traceparent=traceparent, budget_ms=budget_ms)
-            if on_admitted is not None:
-                on_admitted(execution.id)
             execution.waiters += 1
             try:
                 await execution.done.wait()
@@ -311,7 +313,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def GetExecution(
         self, request: scheduler_pb2.GetExecutionRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> types_pb2.ExecutionStatus:
-        execution = self._scheduler.store.get(request.execution_id)
+        if request.retire_if_missing and valid_execution_name(request.execution_id):
+            execution = self._scheduler.find_or_retire(request.execution_id)
+        else:
+            execution = self._scheduler.store.get(request.execution_id)
         if execution is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"execution '{request.execution_id}' not found")
         return status_message(execution)
@@ -470,13 +475,7 @@ class StreamSession:
         call_id = message.call_id
         try:
             if kind == "invoke":
-                budget = message.deadline_ms or None
-
-                def tell_admitted(execution_id: str) -> None:
-                    notice = scheduler_pb2.Admitted(execution_id=execution_id)
-                    self._out.put_nowait(scheduler_pb2.StreamResponse(call_id=call_id, admitted=notice))
-
-                result = await self._service.invoke(message.invoke, budget, tell_admitted)
+                result = await self._service.invoke(message.invoke, message.deadline_ms or None)
                 self._out.put_nowait(scheduler_pb2.StreamResponse(call_id=call_id, invoke=result))
             else:
                 admitted = await self._service.enqueue(message.enqueue)
