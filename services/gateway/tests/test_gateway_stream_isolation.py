@@ -182,15 +182,23 @@ async def test_a_found_call_that_is_lost_is_a_crash_not_a_retry(
     assert "may have run" in result.error.message
 
 
-async def test_a_sent_call_that_cannot_be_looked_up_in_time_is_a_deadline_not_a_retry(
+async def test_a_sent_call_the_scheduler_cannot_be_asked_about_is_answered_after_bounded_retries(
     stream: tuple[SchedulerStream, BreakingScheduler],
 ) -> None:
+    """Unreachable after a few attempts: on a stream never answered on it did not run (503);
+    on one the scheduler had answered on it may have run (a CRASH naming the execution)."""
     calls, scheduler = stream
     scheduler.unreachable_lookups = 10**6
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await calls.invoke(_invoke("breaks"), timeout=0.3)
-    assert caught.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
-    assert len(scheduler.lookups) <= 4  # bounded retries
+        await calls.invoke(_invoke("breaks"), timeout=10)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "did not run" in (caught.value.details() or "")
+    assert len(scheduler.lookups) == 4  # bounded retries
+    assert (await calls.invoke(_invoke("ok"), timeout=10)).execution_id == "e-ok"
+    request = _invoke("breaks")
+    result = await calls.invoke(request, timeout=10)
+    assert (result.status, result.error.code) == (types_pb2.EXECUTION_STATE_ERROR, "CRASH")
+    assert result.execution_id == request.execution_id and "may have run" in result.error.message
 
 
 async def test_a_found_enqueue_is_answered_and_a_lost_one_is_not_a_blind_retry(

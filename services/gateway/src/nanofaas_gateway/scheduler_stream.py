@@ -142,6 +142,10 @@ class SchedulerStream:
             if not broken.sent:
                 raise broken.failure from None
             status = await self._look_up(name, deadline, broken)
+            if status is None:  # the scheduler cannot be reached (gone, or restarting)
+                if not broken.established:
+                    raise broken.failure from None
+                return _lost(name)
             return await self._follow(status, deadline)
         if response is None:
             return await self._stub.Invoke(request, timeout=timeout)
@@ -160,10 +164,12 @@ class SchedulerStream:
             if not broken.sent:
                 raise broken.failure from None
             try:
-                await self._look_up(name, deadline, broken)
+                found = await self._look_up(name, deadline, broken)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise
+                found = None
+            if found is None:
                 raise _rpc_error(grpc.StatusCode.UNAVAILABLE, _ENQUEUE_UNKNOWN) from None
             # Found under our name: this call created it (as a new admission says, QUEUED).
             return scheduler_pb2.EnqueueResponse(execution_id=name, status=types_pb2.EXECUTION_STATE_QUEUED)
@@ -267,12 +273,13 @@ class SchedulerStream:
 
     async def _look_up(
         self, execution_id: str, deadline: float, broken: _StreamBroken
-    ) -> types_pb2.ExecutionStatus:
-        """The execution a sent call named, or the broken call's failure if the scheduler has none.
+    ) -> types_pb2.ExecutionStatus | None:
+        """The execution a sent call named; None if the scheduler cannot be reached.
 
-        The name is retired if missing, so NOT_FOUND stays true: the request cannot be admitted
-        after this (it may still be in the scheduler's hands, e.g. waiting for the registry).
-        While the scheduler cannot be reached, a few attempts, bounded by the call's deadline.
+        Not found, the broken call's failure is raised (broken.unknown()). The name is then
+        retired, so NOT_FOUND stays true: the request cannot be admitted after this (it may
+        still be in the scheduler's hands, e.g. waiting for the registry). While the scheduler
+        cannot be reached, a few attempts, bounded by the call's deadline.
         """
         loop = asyncio.get_running_loop()
         request = scheduler_pb2.GetExecutionRequest(execution_id=execution_id, retire_if_missing=True)
@@ -292,7 +299,7 @@ class SchedulerStream:
             delay *= 2
         if loop.time() >= deadline:
             raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
-        raise broken.unknown()
+        return None
 
     async def _follow(
         self, status: types_pb2.ExecutionStatus, deadline: float
