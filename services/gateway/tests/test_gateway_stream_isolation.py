@@ -33,32 +33,36 @@ class BreakingScheduler(scheduler_pb2_grpc.SchedulerServicer):
     def __init__(self) -> None:
         self.executions: dict[str, types_pb2.ExecutionStatus] = {}
         self.lookups: list[scheduler_pb2.GetExecutionRequest] = []
+        self.batches: list[scheduler_pb2.StreamRequests] = []
         self.unreachable_lookups = 0
         # Set once `lookups_wanted` lookups have come.
         self.lookups_wanted = 1
         self.lookups_reached = asyncio.Event()
 
     async def Stream(
-        self, request_iterator: AsyncIterator[scheduler_pb2.StreamRequest], context: Context
-    ) -> AsyncIterator[scheduler_pb2.StreamResponse]:
-        async for message in request_iterator:
-            call = message.enqueue if message.HasField("enqueue") else message.invoke
-            name = call.function_name
-            if name == "ok":
-                result = scheduler_pb2.InvokeResponse(
-                    execution_id="e-ok", status=types_pb2.EXECUTION_STATE_SUCCESS
-                )
-                yield scheduler_pb2.StreamResponse(call_id=message.call_id, invoke=result)
-            elif name.startswith("run-"):
-                execution_id = call.execution_id
-                self.executions[execution_id] = types_pb2.ExecutionStatus(
-                    execution_id=execution_id,
-                    status=types_pb2.ExecutionState.Value(f"EXECUTION_STATE_{name[4:].upper()}"),
-                    output=types_pb2.Payload(data=b'"ran once"', content_type="application/json"),
-                )
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "message larger than max")
-            else:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "message larger than max")
+        self, request_iterator: AsyncIterator[scheduler_pb2.StreamRequests], context: Context
+    ) -> AsyncIterator[scheduler_pb2.StreamResponses]:
+        async for batch in request_iterator:
+            self.batches.append(batch)
+            for message in batch.calls:
+                call = message.enqueue if message.HasField("enqueue") else message.invoke
+                name = call.function_name
+                if name == "ok":
+                    result = scheduler_pb2.InvokeResponse(
+                        execution_id="e-ok", status=types_pb2.EXECUTION_STATE_SUCCESS
+                    )
+                    response = scheduler_pb2.StreamResponse(call_id=message.call_id, invoke=result)
+                    yield scheduler_pb2.StreamResponses(results=[response])
+                elif name.startswith("run-"):
+                    execution_id = call.execution_id
+                    self.executions[execution_id] = types_pb2.ExecutionStatus(
+                        execution_id=execution_id,
+                        status=types_pb2.ExecutionState.Value(f"EXECUTION_STATE_{name[4:].upper()}"),
+                        output=types_pb2.Payload(data=b'"ran once"', content_type="application/json"),
+                    )
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "message larger than max")
+                else:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "message larger than max")
 
     async def GetExecution(
         self, request: scheduler_pb2.GetExecutionRequest, context: Context
@@ -227,3 +231,20 @@ async def test_an_oversized_call_is_refused_alone_before_it_is_sent(
     metadata: Any = caught.value.trailing_metadata() or ()
     assert {str(item[0]): str(item[1]) for item in metadata}.get("x-error-code") == "PAYLOAD_TOO_LARGE"
     assert (await ok).execution_id == "e-ok"
+
+
+async def test_calls_waiting_together_share_a_message_within_the_channel_limit(
+    stream: tuple[SchedulerStream, BreakingScheduler],
+) -> None:
+    """Five small calls go as one batch; three that fit alone but not together go apart."""
+    calls, scheduler = stream
+    small = await asyncio.gather(*(calls.invoke(_invoke("ok"), timeout=10) for _ in range(5)))
+    assert [result.execution_id for result in small] == ["e-ok"] * 5
+    assert len(scheduler.batches) < 5
+    scheduler.batches.clear()
+    large = await asyncio.gather(
+        *(calls.invoke(_invoke("ok", b"x" * (40 * 1024)), timeout=10) for _ in range(3))
+    )
+    assert [result.execution_id for result in large] == ["e-ok"] * 3
+    assert [len(batch.calls) for batch in scheduler.batches] == [1, 1, 1]
+    assert all(batch.ByteSize() <= 64 * 1024 for batch in scheduler.batches)

@@ -115,9 +115,9 @@ async def test_a_name_found_missing_is_never_admitted_even_from_a_request_alread
     running.registry.get_gate.clear()
     outbox: asyncio.Queue[scheduler_pb2.StreamRequest | None] = asyncio.Queue()
 
-    async def requests() -> AsyncIterator[scheduler_pb2.StreamRequest]:
+    async def requests() -> AsyncIterator[scheduler_pb2.StreamRequests]:
         while (message := await outbox.get()) is not None:
-            yield message
+            yield scheduler_pb2.StreamRequests(calls=[message])
 
     call = running.stub.Stream(requests())
     outbox.put_nowait(scheduler_pb2.StreamRequest(call_id=1, invoke=_request(name), deadline_ms=10_000))
@@ -127,7 +127,7 @@ async def test_a_name_found_missing_is_never_admitted_even_from_a_request_alread
         await running.stub.GetExecution(lookup, timeout=WAIT_S)
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
     running.registry.get_gate.set()
-    response = await asyncio.wait_for(anext(aiter(call)), WAIT_S)
+    (response,) = (await asyncio.wait_for(anext(aiter(call)), WAIT_S)).results
     assert response.call_id == 1
     assert response.error.code == grpc.StatusCode.ALREADY_EXISTS.value[0]
     assert not running.admitted  # it did not run: the NOT_FOUND stays true

@@ -157,9 +157,9 @@ async def test_stream_multiplexes_calls_errors_and_cancellation() -> None:
     server.scheduler.on_end.append(on_end)
     outbox: asyncio.Queue[scheduler_pb2.StreamRequest | None] = asyncio.Queue()
 
-    async def requests() -> AsyncIterator[scheduler_pb2.StreamRequest]:
+    async def requests() -> AsyncIterator[scheduler_pb2.StreamRequests]:
         while (message := await outbox.get()) is not None:
-            yield message
+            yield scheduler_pb2.StreamRequests(calls=[message])
 
     def invoke(
         call_id: int, function: str, value: bytes, kind: str = "invoke"
@@ -179,8 +179,9 @@ async def test_stream_multiplexes_calls_errors_and_cancellation() -> None:
             outbox.put_nowait(invoke(3, "missing", b"1"))
             outbox.put_nowait(invoke(4, "fn", b"4", kind="enqueue"))
             responses = {}
-            async for response in call:
-                responses[response.call_id] = response
+            async for batch in call:
+                for response in batch.results:
+                    responses[response.call_id] = response
                 if {3, 4} <= responses.keys():
                     break
             assert responses[3].error.code == grpc.StatusCode.NOT_FOUND.value[0]
@@ -190,8 +191,9 @@ async def test_stream_multiplexes_calls_errors_and_cancellation() -> None:
             await asyncio.wait_for(one_cancelled.wait(), 10)
             assert len(cancelled) == 1
             release.set()
-            async for response in call:
-                responses[response.call_id] = response
+            async for batch in call:
+                for response in batch.results:
+                    responses[response.call_id] = response
                 if 1 in responses:
                     break
             assert responses[1].invoke.status == types_pb2.EXECUTION_STATE_SUCCESS

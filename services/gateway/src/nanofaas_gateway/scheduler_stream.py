@@ -7,7 +7,9 @@ raised as the grpc.aio.AioRpcError a unary call would have raised, so error
 mapping is the same either way. Against a scheduler without Stream the calls
 fall back to unary RPCs.
 
-Every call names the execution it creates (InvokeRequest.execution_id, a uuid4),
+Each message on the stream is a batch of the calls waiting in the outbox when
+gRPC takes the next one: gRPC pays per message, so under load many calls share
+one. Every call names the execution it creates (InvokeRequest.execution_id, a uuid4),
 so when the stream breaks before a call's answer the gateway can ask the
 scheduler about it (GetExecution) instead of guessing.
 """
@@ -25,6 +27,9 @@ import grpc
 from nanofaas.v1 import scheduler_pb2, scheduler_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
+
+# Calls waiting for the stream, each with a bound of its encoded size; None ends the stream.
+_Outbox = asyncio.Queue[tuple[scheduler_pb2.StreamRequest, int] | None]
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 _PAYLOAD_TOO_LARGE = types_pb2.ErrorCode.Name(types_pb2.ERROR_CODE_PAYLOAD_TOO_LARGE).removeprefix(
@@ -56,6 +61,12 @@ _CANCELLED = types_pb2.ErrorCode.Name(types_pb2.ERROR_CODE_CANCELLED).removepref
 _CRASH = types_pb2.ErrorCode.Name(types_pb2.ERROR_CODE_CRASH).removeprefix("ERROR_CODE_")
 _FOLLOW_FIRST_DELAY_S = 0.02
 _FOLLOW_MAX_DELAY_S = 1.0
+# A batch: at most this many calls, this large together (a larger call goes alone).
+_BATCH_COUNT = 256
+_BATCH_BYTES = 1 << 20
+# What a call costs in a batch besides its own encoding (field tag and length), at most.
+_FRAME_BYTES = 16
+_CANCEL_BYTES = 32
 # Looking a call up after a break: attempts while the scheduler cannot be reached.
 _LOOKUP_ATTEMPTS = 4
 
@@ -121,8 +132,9 @@ class SchedulerStream:
         self._stub = stub
         self._max_message_bytes = max_message_bytes
         self._ids = itertools.count(1)
+        self._batch_bytes = min(_BATCH_BYTES, max_message_bytes) if max_message_bytes else _BATCH_BYTES
         self._pending: dict[int, asyncio.Future[scheduler_pb2.StreamResponse]] = {}
-        self._outbox: asyncio.Queue[scheduler_pb2.StreamRequest | None] | None = None
+        self._outbox: _Outbox | None = None
         self._reader: asyncio.Task[None] | None = None
         self._unary_only = False
         # Calls handed to the stream (taken from the outbox), by call id.
@@ -181,7 +193,7 @@ class SchedulerStream:
         self, message: scheduler_pb2.StreamRequest, timeout: float
     ) -> scheduler_pb2.StreamResponse | None:
         """The call's response, or None when the scheduler has no Stream (use the unary RPC)."""
-        size = message.ByteSize()
+        size = message.ByteSize() + _FRAME_BYTES
         if self._max_message_bytes and size > self._max_message_bytes:
             raise _rpc_error(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -192,7 +204,7 @@ class SchedulerStream:
         call_id = message.call_id = next(self._ids)
         answer: asyncio.Future[scheduler_pb2.StreamResponse] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = answer
-        outbox.put_nowait(message)
+        outbox.put_nowait((message, size))
         try:
             async with asyncio.timeout(timeout):
                 response = await answer
@@ -219,23 +231,22 @@ class SchedulerStream:
 
     def _cancel(self, call_id: int) -> None:
         if self._outbox is not None:
-            self._outbox.put_nowait(
-                scheduler_pb2.StreamRequest(call_id=call_id, cancel=scheduler_pb2.CancelCall())
-            )
+            cancel = scheduler_pb2.StreamRequest(call_id=call_id, cancel=scheduler_pb2.CancelCall())
+            self._outbox.put_nowait((cancel, _CANCEL_BYTES))
 
-    def _open(self) -> asyncio.Queue[scheduler_pb2.StreamRequest | None]:
+    def _open(self) -> _Outbox:
         """The outbox of the current stream, opening one if there is none."""
         if self._outbox is None:
-            outbox: asyncio.Queue[scheduler_pb2.StreamRequest | None] = asyncio.Queue()
+            outbox: _Outbox = asyncio.Queue()
             self._outbox = outbox
-            call = self._stub.Stream(_drain(outbox, self._sent))
+            call = self._stub.Stream(_drain(outbox, self._sent, self._batch_bytes))
             self._reader = asyncio.get_running_loop().create_task(self._read(call, outbox))
         return self._outbox
 
     async def _read(
         self,
-        call: grpc.aio.StreamStreamCall[scheduler_pb2.StreamRequest, scheduler_pb2.StreamResponse],
-        outbox: asyncio.Queue[scheduler_pb2.StreamRequest | None],
+        call: grpc.aio.StreamStreamCall[scheduler_pb2.StreamRequests, scheduler_pb2.StreamResponses],
+        outbox: _Outbox,
     ) -> None:
         reason = "it ended"
         failure = _rpc_error(grpc.StatusCode.UNAVAILABLE, _NOT_RUN.format(reason=reason))
@@ -243,11 +254,12 @@ class SchedulerStream:
         # scheduler that cannot be reached takes no call, even one gRPC took from the outbox).
         established = False
         try:
-            async for response in call:
+            async for batch in call:
                 established = True
-                answer = self._pending.get(response.call_id)
-                if answer is not None and not answer.done():
-                    answer.set_result(response)
+                for response in batch.results:
+                    answer = self._pending.get(response.call_id)
+                    if answer is not None and not answer.done():
+                        answer.set_result(response)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 failure = exc
@@ -340,10 +352,26 @@ class SchedulerStream:
 
 
 async def _drain(
-    outbox: asyncio.Queue[scheduler_pb2.StreamRequest | None], sent: set[int]
-) -> AsyncIterator[scheduler_pb2.StreamRequest]:
-    """The outbox's messages, each call marked sent as gRPC takes it (from then on it may run)."""
-    while (message := await outbox.get()) is not None:
-        if not message.HasField("cancel"):
-            sent.add(message.call_id)
-        yield message
+    outbox: _Outbox, sent: set[int], max_bytes: int
+) -> AsyncIterator[scheduler_pb2.StreamRequests]:
+    """The outbox as batches: all that waits when gRPC takes the next message, within the bounds.
+
+    Each call is marked sent as gRPC takes its batch (from then on it may run).
+    """
+    item = await outbox.get()
+    while item is not None:
+        batch, size = [item[0]], item[1]
+        carried = False  # item is taken but not in batch: it starts the next one
+        while not outbox.empty():
+            item = outbox.get_nowait()
+            if item is None or len(batch) == _BATCH_COUNT or size + item[1] > max_bytes:
+                carried = True
+                break
+            batch.append(item[0])
+            size += item[1]
+        for message in batch:
+            if not message.HasField("cancel"):
+                sent.add(message.call_id)
+        yield scheduler_pb2.StreamRequests(calls=batch)
+        if not carried:
+            item = await outbox.get()

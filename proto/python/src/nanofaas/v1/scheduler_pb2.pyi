@@ -277,6 +277,46 @@ class CallbackAck(_message.Message):
 Global___CallbackAck: _TypeAlias = CallbackAck  # noqa: Y015
 
 @_typing.final
+class StreamRequests(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamRequest]: ...
+    def __init__(
+        self,
+        *,
+        calls: _abc.Iterable[Global___StreamRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamRequests: _TypeAlias = StreamRequests  # noqa: Y015
+
+@_typing.final
+class StreamResponses(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamResponse]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___StreamResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamResponses: _TypeAlias = StreamResponses  # noqa: Y015
+
+@_typing.final
 class StreamRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
