@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from nanofaas.v1 import registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
 from nanofaas_scheduler.config import Settings
 from nanofaas_scheduler.core.execution import Execution
+from nanofaas_scheduler.core.execution_names import RetiredNames
 from nanofaas_scheduler.core.outcome import Outcome, OutcomeKind
 from nanofaas_scheduler.dispatch.base import Attempt
 from nanofaas_scheduler.dispatch.stub import StubDispatcher
@@ -133,3 +134,17 @@ async def test_a_name_found_missing_is_never_admitted_even_from_a_request_alread
     assert not running.admitted  # it did not run: the NOT_FOUND stays true
     outbox.put_nowait(None)
     call.cancel()
+
+
+def test_retired_names_expire_after_their_ttl_and_are_bounded() -> None:
+    now = [0.0]
+    retired = RetiredNames(10.0, lambda: now[0], max_names=2)
+    retired.retire("a")
+    now[0] = 5.0
+    retired.retire("b")
+    assert "a" in retired and "b" in retired and "c" not in retired
+    now[0] = 8.0
+    retired.retire("c")  # over the bound: the oldest goes first
+    assert "a" not in retired and "b" in retired and "c" in retired
+    now[0] = 16.0
+    assert "b" not in retired and "c" in retired  # b expired at 15, c expires at 18

@@ -29,9 +29,10 @@ def valid_execution_name(name: str) -> bool:
 class RetiredNames:
     """Names asked for and not found, kept `ttl_s` seconds (at most `max_names`, oldest dropped).
 
-    The TTL is the idempotency TTL: longer than any call waits for its answer.
-    The bound only matters to a caller that retires names in bulk (an API client
-    with a token); it then weakens only the guarantee for its own names.
+    The TTL is the idempotency TTL (15 min by default): a request that has waited
+    longer than that before admission is not one its caller still waits for. The
+    bound only matters when names are retired in bulk (only API callers with a
+    token can): the oldest then lose the guarantee first.
     """
 
     def __init__(self, ttl_s: float, clock: Callable[[], float], max_names: int = 100_000) -> None:
