@@ -263,8 +263,8 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
         )
 
     async def Stream(
-        self, requests: AsyncIterator[scheduler_pb2.StreamRequest], context: Context
-    ) -> AsyncIterator[scheduler_pb2.StreamResponse]:
+        self, requests: AsyncIterator[scheduler_pb2.StreamRequests], context: Context
+    ) -> AsyncIterator[scheduler_pb2.StreamResponses]:
         """The multiplexed hot path, answered by this fake's own Invoke and Enqueue."""
         self.stream_metadata.append(dict(context.invocation_metadata() or ()))
         out: asyncio.Queue[scheduler_pb2.StreamResponse | None] = asyncio.Queue()
@@ -288,18 +288,19 @@ class FakeScheduler(scheduler_pb2_grpc.SchedulerServicer):
                 pass
 
         async def read() -> None:
-            async for message in requests:
-                if message.WhichOneof("call") == "cancel":
-                    if (task := calls.get(message.call_id)) is not None:
-                        task.cancel()
-                else:
-                    calls[message.call_id] = asyncio.create_task(run(message))
+            async for batch in requests:
+                for message in batch.calls:
+                    if message.WhichOneof("call") == "cancel":
+                        if (task := calls.get(message.call_id)) is not None:
+                            task.cancel()
+                    else:
+                        calls[message.call_id] = asyncio.create_task(run(message))
             out.put_nowait(None)
 
         reader = asyncio.create_task(read())
         try:
             while (response := await out.get()) is not None:
-                yield response
+                yield scheduler_pb2.StreamResponses(results=[response])
         finally:
             reader.cancel()
             for task in calls.values():

@@ -37,8 +37,13 @@ class FakeRegistry(registry_pb2_grpc.RegistryServicer):
         self.specs = {spec.name: spec for spec in specs}
         self.sync_gate = asyncio.Event()  # cleared: the watch holds its SYNCED back
         self.sync_gate.set()
+        self.get_gate = asyncio.Event()  # cleared: Get waits (admission is then pending)
+        self.get_gate.set()
+        self.get_waiting = asyncio.Event()
 
     async def Get(self, request: registry_pb2.GetFunctionRequest, context: Any) -> types_pb2.FunctionSpec:
+        self.get_waiting.set()
+        await self.get_gate.wait()
         if request.name not in self.specs:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such function")
         return self.specs[request.name]
@@ -152,9 +157,9 @@ async def test_stream_multiplexes_calls_errors_and_cancellation() -> None:
     server.scheduler.on_end.append(on_end)
     outbox: asyncio.Queue[scheduler_pb2.StreamRequest | None] = asyncio.Queue()
 
-    async def requests() -> AsyncIterator[scheduler_pb2.StreamRequest]:
+    async def requests() -> AsyncIterator[scheduler_pb2.StreamRequests]:
         while (message := await outbox.get()) is not None:
-            yield message
+            yield scheduler_pb2.StreamRequests(calls=[message])
 
     def invoke(
         call_id: int, function: str, value: bytes, kind: str = "invoke"
@@ -174,12 +179,9 @@ async def test_stream_multiplexes_calls_errors_and_cancellation() -> None:
             outbox.put_nowait(invoke(3, "missing", b"1"))
             outbox.put_nowait(invoke(4, "fn", b"4", kind="enqueue"))
             responses = {}
-            admitted: set[int] = set()  # invoke calls the scheduler said it admitted
-            async for response in call:
-                if response.WhichOneof("result") == "admitted":
-                    admitted.add(response.call_id)
-                    continue
-                responses[response.call_id] = response
+            async for batch in call:
+                for response in batch.results:
+                    responses[response.call_id] = response
                 if {3, 4} <= responses.keys():
                     break
             assert responses[3].error.code == grpc.StatusCode.NOT_FOUND.value[0]
@@ -189,14 +191,11 @@ async def test_stream_multiplexes_calls_errors_and_cancellation() -> None:
             await asyncio.wait_for(one_cancelled.wait(), 10)
             assert len(cancelled) == 1
             release.set()
-            async for response in call:
-                if response.WhichOneof("result") == "admitted":
-                    admitted.add(response.call_id)
-                    continue
-                responses[response.call_id] = response
+            async for batch in call:
+                for response in batch.results:
+                    responses[response.call_id] = response
                 if 1 in responses:
                     break
-            assert admitted == {1, 2}  # the missing function (3) was never admitted
             assert responses[1].invoke.status == types_pb2.EXECUTION_STATE_SUCCESS
             assert responses[1].invoke.output.data == b'"block"'
             assert 2 not in responses

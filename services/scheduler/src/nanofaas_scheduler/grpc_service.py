@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 
 from nanofaas.v1 import scheduler_pb2, scheduler_pb2_grpc, types_pb2
 from nanofaas_scheduler.core import codes
-from nanofaas_scheduler.core.errors import CompletionRefused, Rejected, ShuttingDown
+from nanofaas_scheduler.core.errors import CompletionRefused, NameTaken, Rejected, ShuttingDown
 from nanofaas_scheduler.core.execution import Execution, Request, State
+from nanofaas_scheduler.core.execution_names import valid_execution_name
 from nanofaas_scheduler.core.outcome import Outcome, crash, function_error, success
 from nanofaas_scheduler.core.outcome import timeout as timed_out
 from nanofaas_scheduler.core.scheduler import Scheduler, Submission
@@ -145,6 +146,17 @@ class CallFailed(Exception):
         )
 
 
+# What an InvokeResponse holds besides its output and texts (ids, status, framing), at most.
+_RESPONSE_OVERHEAD_BYTES = 256  # framing in its batch included
+# One Stream message carries the responses waiting when it is sent, at most this many and
+# this large together (a larger response goes alone, as one message it always fits the
+# channel's limit: outputs are bounded by NANOFAAS_MAX_OUTPUT_BYTES, at most 60 MiB).
+STREAM_BATCH_COUNT = 256
+STREAM_BATCH_BYTES = 1 << 20
+# A response's field tag and length in its batch, at most.
+_FRAME_BYTES = 16
+
+
 def _rpc_budget_ms(context: grpc.aio.ServicerContext[object, object]) -> int | None:
     remaining = context.time_remaining()
     return None if remaining is None else max(int(remaining * 1000), 1)
@@ -186,6 +198,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"input.content_type: unsupported media type {content_type!r}",
             )
+        if request.execution_id and not valid_execution_name(request.execution_id):
+            raise CallFailed(
+                grpc.StatusCode.INVALID_ARGUMENT, "execution_id: must be 32 lowercase hex digits"
+            )
         if request.HasField("timeout_ms"):  # bounded by the registry's limit (registry_cache.py)
             max_timeout_ms = await self._functions.max_timeout_ms()
             if max_timeout_ms is None:
@@ -213,6 +229,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             timeout_ms=timeout_ms if sync else None,
             idempotency_key=request.idempotency_key,
             callback_url=request.callback_url,
+            execution_id=request.execution_id,
         )
         try:
             return self._scheduler.submit(spec, submission)
@@ -226,19 +243,23 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             raise CallFailed(
                 grpc.StatusCode.UNAVAILABLE, str(exc), (("x-error-code", codes.SHUTTING_DOWN),)
             ) from None
+        except NameTaken as exc:  # never merged into the execution that has the name
+            raise CallFailed(grpc.StatusCode.ALREADY_EXISTS, str(exc)) from None
 
     async def invoke(
-        self,
-        request: scheduler_pb2.InvokeRequest,
-        budget_ms: int | None,
-        on_admitted: Callable[[str], None] | None = None,
+        self, request: scheduler_pb2.InvokeRequest, budget_ms: int | None
     ) -> scheduler_pb2.InvokeResponse:
-        """A sync call; `on_admitted` hears the execution id once admitted (the stream tells its
-        caller, so a call whose answer a broken stream loses is known to have been admitted)."""
+        """A sync call: admitted, then waited for to its end."""
+        response, _ = await self.invoke_sized(request, budget_ms)
+        return response
+
+    async def invoke_sized(
+        self, request: scheduler_pb2.InvokeRequest, budget_ms: int | None
+    ) -> tuple[scheduler_pb2.InvokeResponse, int]:
+        """invoke() and a bound of the response's encoded size, known without encoding it
+        (the stream batches responses up to a size; a large output costs ms to measure)."""
         with rpc_span(self._tracer, "Invoke", request.traceparent, request.trace_id) as traceparent:
             execution, _ = await self._admit(request, sync=True, traceparent=traceparent, budget_ms=budget_ms)
-            if on_admitted is not None:
-                on_admitted(execution.id)
             execution.waiters += 1
             try:
                 await execution.done.wait()
@@ -248,12 +269,18 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 if execution.waiters == 0 and execution.sync:
                     self._scheduler.cancel_queued(execution)
                 raise
-            return scheduler_pb2.InvokeResponse(
+            output = _output(execution)
+            response = scheduler_pb2.InvokeResponse(
                 execution_id=execution.id,
                 status=STATE_TO_PROTO[execution.state],
-                output=_output(execution),
+                output=output,
                 error=_error_info(execution),
             )
+            # UTF-8 takes at most 4 bytes a character; ids, status and framing fit in the rest.
+            text = (
+                len(execution.error_code) + len(execution.error_message) + len(execution.output_content_type)
+            )
+            return response, (len(execution.output) if output else 0) + 4 * text + _RESPONSE_OVERHEAD_BYTES
 
     async def enqueue(self, request: scheduler_pb2.InvokeRequest) -> scheduler_pb2.EnqueueResponse:
         with rpc_span(self._tracer, "Enqueue", request.traceparent, request.trace_id) as traceparent:
@@ -286,9 +313,9 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
 
     async def Stream(
         self,
-        request_iterator: AsyncIterator[scheduler_pb2.StreamRequest],
+        request_iterator: AsyncIterator[scheduler_pb2.StreamRequests],
         context: grpc.aio.ServicerContext[object, object],
-    ) -> AsyncIterator[scheduler_pb2.StreamResponse]:
+    ) -> AsyncIterator[scheduler_pb2.StreamResponses]:
         # An async generator, so grpc.aio streams it from the event loop.
         async for response in StreamSession(self, request_iterator).responses():
             yield response
@@ -311,7 +338,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     async def GetExecution(
         self, request: scheduler_pb2.GetExecutionRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> types_pb2.ExecutionStatus:
-        execution = self._scheduler.store.get(request.execution_id)
+        if request.retire_if_missing and valid_execution_name(request.execution_id):
+            execution = self._scheduler.find_or_retire(request.execution_id)
+        else:
+            execution = self._scheduler.store.get(request.execution_id)
         if execution is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"execution '{request.execution_id}' not found")
         return status_message(execution)
@@ -429,37 +459,65 @@ async def _refuse(context: grpc.aio.ServicerContext[object, object], refused: Co
 
 
 class StreamSession:
-    """One Stream RPC: each call runs as its own task; responses leave through one queue."""
+    """One Stream RPC: each call runs as its own task; responses leave through one queue.
+
+    Each message on the stream is a batch: every call the gateway had waiting, and every
+    response waiting here when the writer gets its turn. gRPC pays per message (a core
+    op and a wake-up of the loop), so under load one message carries many calls.
+    """
 
     def __init__(
-        self, service: SchedulerService, requests: AsyncIterator[scheduler_pb2.StreamRequest]
+        self, service: SchedulerService, requests: AsyncIterator[scheduler_pb2.StreamRequests]
     ) -> None:
         self._service = service
         self._requests = requests
         self._calls: dict[int, asyncio.Task[None]] = {}
-        self._out: asyncio.Queue[scheduler_pb2.StreamResponse | None] = asyncio.Queue()
+        # Responses with a bound of their encoded size; None ends the stream.
+        self._out: asyncio.Queue[tuple[scheduler_pb2.StreamResponse, int] | None] = asyncio.Queue()
 
-    async def responses(self) -> AsyncIterator[scheduler_pb2.StreamResponse]:
+    async def responses(self) -> AsyncIterator[scheduler_pb2.StreamResponses]:
         reader = asyncio.get_running_loop().create_task(self._read())
+        out = self._out
         try:
-            while (response := await self._out.get()) is not None:
-                yield response
+            item = await out.get()
+            while item is not None:
+                batch, size = [item[0]], item[1]
+                carried = False  # item is taken but not in batch: it starts the next one
+                while not out.empty():
+                    item = out.get_nowait()
+                    if (
+                        item is None
+                        or len(batch) == STREAM_BATCH_COUNT
+                        or size + item[1] > STREAM_BATCH_BYTES
+                    ):
+                        carried = True
+                        break
+                    batch.append(item[0])
+                    size += item[1]
+                yield scheduler_pb2.StreamResponses(results=batch)
+                if not carried:
+                    item = await out.get()
         finally:
             reader.cancel()
             for task in list(self._calls.values()):
                 task.cancel()
 
+    def _answer(self, response: scheduler_pb2.StreamResponse, size: int = 0) -> None:
+        """Queue a response; `size` bounds its encoding (measured here when not given)."""
+        self._out.put_nowait((response, size or response.ByteSize() + _FRAME_BYTES))
+
     async def _read(self) -> None:
         try:
-            async for message in self._requests:
-                kind = message.WhichOneof("call")
-                if kind == "cancel":
-                    task = self._calls.get(message.call_id)
-                    if task is not None:
-                        task.cancel()
-                elif kind is not None:
-                    task = asyncio.get_running_loop().create_task(self._run(message, kind))
-                    self._calls[message.call_id] = task
+            async for batch in self._requests:
+                for message in batch.calls:
+                    kind = message.WhichOneof("call")
+                    if kind == "cancel":
+                        task = self._calls.get(message.call_id)
+                        if task is not None:
+                            task.cancel()
+                    elif kind is not None:
+                        task = asyncio.get_running_loop().create_task(self._run(message, kind))
+                        self._calls[message.call_id] = task
         finally:
             # The caller closed its side (or the RPC ended): end ours once calls are answered.
             if self._calls:
@@ -470,24 +528,18 @@ class StreamSession:
         call_id = message.call_id
         try:
             if kind == "invoke":
-                budget = message.deadline_ms or None
-
-                def tell_admitted(execution_id: str) -> None:
-                    notice = scheduler_pb2.Admitted(execution_id=execution_id)
-                    self._out.put_nowait(scheduler_pb2.StreamResponse(call_id=call_id, admitted=notice))
-
-                result = await self._service.invoke(message.invoke, budget, tell_admitted)
-                self._out.put_nowait(scheduler_pb2.StreamResponse(call_id=call_id, invoke=result))
+                result, size = await self._service.invoke_sized(message.invoke, message.deadline_ms or None)
+                self._answer(scheduler_pb2.StreamResponse(call_id=call_id, invoke=result), size)
             else:
                 admitted = await self._service.enqueue(message.enqueue)
-                self._out.put_nowait(scheduler_pb2.StreamResponse(call_id=call_id, enqueue=admitted))
+                self._answer(scheduler_pb2.StreamResponse(call_id=call_id, enqueue=admitted))
         except CallFailed as failed:
-            self._out.put_nowait(scheduler_pb2.StreamResponse(call_id=call_id, error=failed.as_message()))
+            self._answer(scheduler_pb2.StreamResponse(call_id=call_id, error=failed.as_message()))
         except asyncio.CancelledError:
             pass  # cancelled by its caller: nobody waits for an answer
         except Exception as exc:  # never let one call end the stream
             log.exception("stream call failed", extra={"callId": call_id})
             internal = CallFailed(grpc.StatusCode.INTERNAL, f"scheduler error: {exc}")
-            self._out.put_nowait(scheduler_pb2.StreamResponse(call_id=call_id, error=internal.as_message()))
+            self._answer(scheduler_pb2.StreamResponse(call_id=call_id, error=internal.as_message()))
         finally:
             self._calls.pop(call_id, None)

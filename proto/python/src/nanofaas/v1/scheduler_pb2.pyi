@@ -277,6 +277,46 @@ class CallbackAck(_message.Message):
 Global___CallbackAck: _TypeAlias = CallbackAck  # noqa: Y015
 
 @_typing.final
+class StreamRequests(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamRequest]: ...
+    def __init__(
+        self,
+        *,
+        calls: _abc.Iterable[Global___StreamRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamRequests: _TypeAlias = StreamRequests  # noqa: Y015
+
+@_typing.final
+class StreamResponses(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamResponse]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___StreamResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamResponses: _TypeAlias = StreamResponses  # noqa: Y015
+
+@_typing.final
 class StreamRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -338,7 +378,6 @@ class StreamResponse(_message.Message):
     INVOKE_FIELD_NUMBER: _builtins.int
     ENQUEUE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
-    ADMITTED_FIELD_NUMBER: _builtins.int
     call_id: _builtins.int
     @_builtins.property
     def invoke(self) -> Global___InvokeResponse: ...
@@ -346,13 +385,6 @@ class StreamResponse(_message.Message):
     def enqueue(self) -> Global___EnqueueResponse: ...
     @_builtins.property
     def error(self) -> Global___CallError: ...
-    @_builtins.property
-    def admitted(self) -> Global___Admitted:
-        """Not a result: an invoke call was admitted as this execution (its result follows).
-        If the stream breaks before the result, the caller knows the call may have run and
-        follows the execution (GetExecution) instead of failing it as retryable.
-        """
-
     def __init__(
         self,
         *,
@@ -360,36 +392,16 @@ class StreamResponse(_message.Message):
         invoke: Global___InvokeResponse | None = ...,
         enqueue: Global___EnqueueResponse | None = ...,
         error: Global___CallError | None = ...,
-        admitted: Global___Admitted | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["admitted", b"admitted", "enqueue", b"enqueue", "error", b"error", "invoke", b"invoke", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["enqueue", b"enqueue", "error", b"error", "invoke", b"invoke", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admitted", b"admitted", "call_id", b"call_id", "enqueue", b"enqueue", "error", b"error", "invoke", b"invoke", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "enqueue", b"enqueue", "error", b"error", "invoke", b"invoke", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["invoke", "enqueue", "error", "admitted"]  # noqa: Y015
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["invoke", "enqueue", "error"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
 Global___StreamResponse: _TypeAlias = StreamResponse  # noqa: Y015
-
-@_typing.final
-class Admitted(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    EXECUTION_ID_FIELD_NUMBER: _builtins.int
-    execution_id: _builtins.str
-    def __init__(
-        self,
-        *,
-        execution_id: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Admitted: _TypeAlias = Admitted  # noqa: Y015
 
 @_typing.final
 class CallError(_message.Message):
@@ -476,6 +488,7 @@ class InvokeRequest(_message.Message):
     CALLBACK_URL_FIELD_NUMBER: _builtins.int
     MIN_REGISTRY_REVISION_FIELD_NUMBER: _builtins.int
     MIN_REGISTRY_EPOCH_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
     function_name: _builtins.str
     idempotency_key: _builtins.str
     trace_id: _builtins.str
@@ -497,6 +510,16 @@ class InvokeRequest(_message.Message):
     the revision is then compared as it is. A revision of an earlier epoch than the one the
     scheduler follows is already covered (the registry restarted since): no waiting for it.
     """
+    execution_id: _builtins.str
+    """The caller's name for the execution it creates; empty = the scheduler names it.
+    32 lowercase hex digits (a uuid4's hex, like the ids the scheduler makes).
+    A caller that names its executions can find one with GetExecution even when
+    the answer to its call was lost (a broken Stream). Errors: INVALID_ARGUMENT
+    (shape), ALREADY_EXISTS (the name is in use, or was retired by a
+    GetExecutionRequest.retire_if_missing). With an idempotency_key that matches
+    an earlier execution, that execution is returned (its own id): the name is
+    then not used.
+    """
     @_builtins.property
     def input(self) -> _types_pb2.Payload:
         """The handler input: a JSON value, or raw bytes."""
@@ -516,10 +539,11 @@ class InvokeRequest(_message.Message):
         callback_url: _builtins.str = ...,
         min_registry_revision: _builtins.int = ...,
         min_registry_epoch: _builtins.int = ...,
+        execution_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_timeout_ms", b"_timeout_ms", "input", b"input", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_ms", b"_timeout_ms", "callback_url", b"callback_url", "function_name", b"function_name", "idempotency_key", b"idempotency_key", "input", b"input", "metadata", b"metadata", "min_registry_epoch", b"min_registry_epoch", "min_registry_revision", b"min_registry_revision", "timeout_ms", b"timeout_ms", "trace_id", b"trace_id", "traceparent", b"traceparent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timeout_ms", b"_timeout_ms", "callback_url", b"callback_url", "execution_id", b"execution_id", "function_name", b"function_name", "idempotency_key", b"idempotency_key", "input", b"input", "metadata", b"metadata", "min_registry_epoch", b"min_registry_epoch", "min_registry_revision", b"min_registry_revision", "timeout_ms", b"timeout_ms", "trace_id", b"trace_id", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__timeout_ms: _TypeAlias = _typing.Literal["timeout_ms"]  # noqa: Y015
     _WhichOneofArgType__timeout_ms: _TypeAlias = _typing.Literal["_timeout_ms", b"_timeout_ms"]  # noqa: Y015
@@ -584,15 +608,23 @@ class GetExecutionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    RETIRE_IF_MISSING_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
+    retire_if_missing: _builtins.bool
+    """When no such execution exists, retire the name: no execution with it is
+    admitted afterwards (for a while, at least the scheduler's idempotency TTL).
+    A caller that lost a call's answer sets it, so that NOT_FOUND means the
+    call did not run here (unless the scheduler restarted since, losing its state).
+    """
     def __init__(
         self,
         *,
         execution_id: _builtins.str = ...,
+        retire_if_missing: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "retire_if_missing", b"retire_if_missing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -57,8 +57,8 @@ class SchedulerStub:
                 _registered_method=True)
         self.Stream = channel.stream_stream(
                 '/nanofaas.v1.Scheduler/Stream',
-                request_serializer=nanofaas_dot_v1_dot_scheduler__pb2.StreamRequest.SerializeToString,
-                response_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.StreamResponse.FromString,
+                request_serializer=nanofaas_dot_v1_dot_scheduler__pb2.StreamRequests.SerializeToString,
+                response_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.StreamResponses.FromString,
                 _registered_method=True)
         self.Callbacks = channel.stream_stream(
                 '/nanofaas.v1.Scheduler/Callbacks',
@@ -130,7 +130,10 @@ class SchedulerServicer:
         hot path, which pays gRPC's per-call cost once instead of per invocation.
         Every request carries a call id that its one response echoes; responses
         come in completion order. A per-call failure is a CallError, never the
-        end of the stream.
+        end of the stream. Each message is a batch (whatever the writer had
+        waiting, bounded in count and size so that it always fits the channel's
+        message limit; a call or response too large to share goes alone); the
+        calls of one batch are independent, as if sent one by one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -199,8 +202,8 @@ def add_SchedulerServicer_to_server(servicer, server):
             ),
             'Stream': grpc.stream_stream_rpc_method_handler(
                     servicer.Stream,
-                    request_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.StreamRequest.FromString,
-                    response_serializer=nanofaas_dot_v1_dot_scheduler__pb2.StreamResponse.SerializeToString,
+                    request_deserializer=nanofaas_dot_v1_dot_scheduler__pb2.StreamRequests.FromString,
+                    response_serializer=nanofaas_dot_v1_dot_scheduler__pb2.StreamResponses.SerializeToString,
             ),
             'Callbacks': grpc.stream_stream_rpc_method_handler(
                     servicer.Callbacks,
@@ -356,8 +359,8 @@ class Scheduler:
             request_iterator,
             target,
             '/nanofaas.v1.Scheduler/Stream',
-            nanofaas_dot_v1_dot_scheduler__pb2.StreamRequest.SerializeToString,
-            nanofaas_dot_v1_dot_scheduler__pb2.StreamResponse.FromString,
+            nanofaas_dot_v1_dot_scheduler__pb2.StreamRequests.SerializeToString,
+            nanofaas_dot_v1_dot_scheduler__pb2.StreamResponses.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,12 +54,15 @@ class SchedulerStub:
     authority), PERMISSION_DENIED (not the token of the attempt reported),
     INVALID_ARGUMENT (status neither SUCCESS, ERROR nor TIMEOUT).
     """
-    Stream: _grpc.StreamStreamMultiCallable[_scheduler_pb2.StreamRequest, _scheduler_pb2.StreamResponse]
+    Stream: _grpc.StreamStreamMultiCallable[_scheduler_pb2.StreamRequests, _scheduler_pb2.StreamResponses]
     """Invoke and Enqueue multiplexed over one long-lived stream: the gateway's
     hot path, which pays gRPC's per-call cost once instead of per invocation.
     Every request carries a call id that its one response echoes; responses
     come in completion order. A per-call failure is a CallError, never the
-    end of the stream.
+    end of the stream. Each message is a batch (whatever the writer had
+    waiting, bounded in count and size so that it always fits the channel's
+    message limit; a call or response too large to share goes alone); the
+    calls of one batch are independent, as if sent one by one.
     """
     Callbacks: _grpc.StreamStreamMultiCallable[_scheduler_pb2.CallbackAck, _scheduler_pb2.CallbackDue]
     """Completion callbacks (InvokeRequest.callback_url) due for delivery. The
@@ -109,12 +112,15 @@ class SchedulerAsyncStub(SchedulerStub):
     authority), PERMISSION_DENIED (not the token of the attempt reported),
     INVALID_ARGUMENT (status neither SUCCESS, ERROR nor TIMEOUT).
     """
-    Stream: _aio.StreamStreamMultiCallable[_scheduler_pb2.StreamRequest, _scheduler_pb2.StreamResponse]  # type: ignore[assignment]
+    Stream: _aio.StreamStreamMultiCallable[_scheduler_pb2.StreamRequests, _scheduler_pb2.StreamResponses]  # type: ignore[assignment]
     """Invoke and Enqueue multiplexed over one long-lived stream: the gateway's
     hot path, which pays gRPC's per-call cost once instead of per invocation.
     Every request carries a call id that its one response echoes; responses
     come in completion order. A per-call failure is a CallError, never the
-    end of the stream.
+    end of the stream. Each message is a batch (whatever the writer had
+    waiting, bounded in count and size so that it always fits the channel's
+    message limit; a call or response too large to share goes alone); the
+    calls of one batch are independent, as if sent one by one.
     """
     Callbacks: _aio.StreamStreamMultiCallable[_scheduler_pb2.CallbackAck, _scheduler_pb2.CallbackDue]  # type: ignore[assignment]
     """Completion callbacks (InvokeRequest.callback_url) due for delivery. The
@@ -189,14 +195,17 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def Stream(
         self,
-        request_iterator: _MaybeAsyncIterator[_scheduler_pb2.StreamRequest],
+        request_iterator: _MaybeAsyncIterator[_scheduler_pb2.StreamRequests],
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_scheduler_pb2.StreamResponse], _abc.AsyncIterator[_scheduler_pb2.StreamResponse]]:
+    ) -> _typing.Union[_abc.Iterator[_scheduler_pb2.StreamResponses], _abc.AsyncIterator[_scheduler_pb2.StreamResponses]]:
         """Invoke and Enqueue multiplexed over one long-lived stream: the gateway's
         hot path, which pays gRPC's per-call cost once instead of per invocation.
         Every request carries a call id that its one response echoes; responses
         come in completion order. A per-call failure is a CallError, never the
-        end of the stream.
+        end of the stream. Each message is a batch (whatever the writer had
+        waiting, bounded in count and size so that it always fits the channel's
+        message limit; a call or response too large to share goes alone); the
+        calls of one batch are independent, as if sent one by one.
         """
 
     @_abc_1.abstractmethod

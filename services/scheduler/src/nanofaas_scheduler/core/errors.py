@@ -20,6 +20,10 @@ class ShuttingDown(Exception):
     pass
 
 
+class NameTaken(Exception):
+    """The caller's name for a new execution is in use, or was retired (execution_names.py)."""
+
+
 class CompletionRefused(Exception):
     """A completion report without the authority to end its attempt (docs/security.md).
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from nanofaas.v1 import types_pb2
 from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.completion_tokens import CompletionTokens
-from nanofaas_scheduler.core.errors import CompletionRefused, Rejected, ShuttingDown
+from nanofaas_scheduler.core.errors import CompletionRefused, NameTaken, Rejected, ShuttingDown
 from nanofaas_scheduler.core.execution import Execution, Request, State, failure, now_ms, timeout
+from nanofaas_scheduler.core.execution_names import RetiredNames, new_execution_id
 from nanofaas_scheduler.core.lane import Lane
 from nanofaas_scheduler.core.outcome import Outcome
 from nanofaas_scheduler.core.reports import ReportBoard
@@ -44,6 +45,8 @@ class Submission:
     timeout_ms: int | None = None
     idempotency_key: str = ""
     callback_url: str = ""
+    # The caller's name for the execution (checked for shape at the edge); "" = make one.
+    execution_id: str = ""
 
 
 def new_trace_id() -> str:
@@ -84,6 +87,7 @@ class Scheduler:
         self._loop = asyncio.get_running_loop()
         self.store = ExecutionStore(execution_ttl_s, max_executions, self._loop.time)
         self._idempotency = IdempotencyIndex(idempotency_ttl_s, self._loop.time)
+        self._retired = RetiredNames(idempotency_ttl_s, self._loop.time)
         self._lanes: dict[str, Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -100,6 +104,16 @@ class Scheduler:
 
     # -- admission -------------------------------------------------------
 
+    def find_or_retire(self, execution_id: str) -> Execution | None:
+        """The execution, or None, after which no execution is admitted under that name.
+
+        Synchronous, like submit(): a submission either came before (found) or is refused.
+        """
+        execution = self.store.get(execution_id)
+        if execution is None:
+            self._retired.retire(execution_id)
+        return execution
+
     def submit(self, spec: types_pb2.FunctionSpec, submission: Submission) -> tuple[Execution, bool]:
         """Admit an invocation; returns the execution and whether it is new.
 
@@ -114,7 +128,10 @@ class Scheduler:
             existing_id = self._idempotency.get(spec.name, key)
             existing = self.store.get(existing_id) if existing_id else None
             if existing is not None:
-                return existing, False
+                return existing, False  # its own id, not the caller's name for a new one
+        name = submission.execution_id
+        if name and (name in self._retired or self.store.get(name) is not None):
+            raise NameTaken(f"execution id '{name}' is already in use")
         lane = self._lane_for(spec)
         timeout_ms = spec.timeout_ms
         if submission.timeout_ms:
@@ -127,7 +144,7 @@ class Scheduler:
             raise
         trace_id, traceparent = self._trace_identity(submission)
         execution = Execution(
-            id=uuid.uuid4().hex,
+            id=name or new_execution_id(),
             function_name=spec.name,
             request=submission.request,
             trace_id=trace_id,
