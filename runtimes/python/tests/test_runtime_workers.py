@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import threading
 
 import pytest
@@ -11,6 +12,8 @@ import pytest
 from nanofaas_runtime.workers import Workers
 
 _WHO: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="")
+# A name per test run: threads a previous run shut down may still be exiting (shutdown does not join).
+_RUN = itertools.count()
 
 
 async def test_a_call_runs_off_the_loop_thread_in_the_callers_context() -> None:
@@ -41,10 +44,12 @@ async def test_exceptions_reach_the_caller_even_system_exit() -> None:
 
 
 async def test_no_thread_before_the_first_call_and_at_most_count() -> None:
-    def started() -> int:
-        return sum(thread.name.startswith("lazy_") for thread in threading.enumerate())
+    name = f"lazy{next(_RUN)}"
 
-    workers = Workers(2, name="lazy")
+    def started() -> int:
+        return sum(thread.name.startswith(f"{name}_") for thread in threading.enumerate())
+
+    workers = Workers(2, name=name)
     assert started() == 0  # a fork server's parent must stay one thread
     both = threading.Barrier(2, timeout=10)
     try:
