@@ -140,7 +140,9 @@ def test_grpc_inside_the_pod_goes_over_unix_sockets_in_a_shared_memory_volume(
     volume = next(v for v in pod["volumes"] if v["name"] == "grpc-sockets")
     assert volume["emptyDir"]["medium"] == "Memory"
     mounts = {
-        container["name"]: next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "grpc-sockets")
+        container["name"]: next(
+            m["mountPath"] for m in container["volumeMounts"] if m["name"] == "grpc-sockets"
+        )
         for container in pod["containers"]
     }
     assert set(mounts) == set(CONTAINERS) and len(set(mounts.values())) == 1, mounts

@@ -49,29 +49,28 @@ def _str_var(env: Mapping[str, str], name: str, default: str) -> str:
 MAX_SOCKET_PATH_BYTES = 107
 
 
-def _socket_path_error(name: str, path: str, raw: str) -> ConfigError | None:
+def _check_socket_path(name: str, path: str, raw: str) -> None:
     if not path.startswith("/"):
-        return ConfigError(f"{name}: a Unix socket needs an absolute path (got {raw!r})")
+        raise ConfigError(f"{name}: a Unix socket needs an absolute path (got {raw!r})")
     if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
-        return ConfigError(
+        raise ConfigError(
             f"{name}: a Unix socket path has at most {MAX_SOCKET_PATH_BYTES} bytes (got {raw!r})"
         )
-    return None
 
 
 def _socket_var(env: Mapping[str, str], name: str) -> str:
     """The absolute path of a Unix socket to listen on as well (unset or blank: none)."""
     raw = env.get(name, "").strip()
-    if raw and (error := _socket_path_error(name, raw, raw)):
-        raise error
+    if raw:
+        _check_socket_path(name, raw, raw)
     return raw
 
 
 def _address_var(env: Mapping[str, str], name: str, default: str) -> str:
     """A gRPC server to dial: host:port, or unix:/absolute/path for one on this machine."""
     value = _str_var(env, name, default)
-    if value.startswith("unix:") and (error := _socket_path_error(name, value.removeprefix("unix:"), value)):
-        raise error
+    if value.startswith("unix:"):
+        _check_socket_path(name, value.removeprefix("unix:"), value)
     return value
 
 
