@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
@@ -28,7 +26,6 @@ RUNTIME_IMAGE = "nanofaas/python-runtime:latest"
 class Platform:
     base_url: str
     children: dict[str, Child] = field(default_factory=dict)
-    socket_dir: str = ""  # the services' Unix sockets, removed by stop()
 
     def pids(self) -> dict[str, list[int]]:
         """The processes whose CPU we attribute: each service, and the function processes."""
@@ -40,19 +37,11 @@ class Platform:
         return {name: rss_bytes(child.pid) for name, child in self.children.items()}
 
     def stop(self) -> dict[str, int]:
-        codes = {name: self.children[name].stop() for name in reversed(SERVICES) if name in self.children}
-        if self.socket_dir:
-            shutil.rmtree(self.socket_dir, ignore_errors=True)
-        return codes
+        return {name: self.children[name].stop() for name in reversed(SERVICES) if name in self.children}
 
 
 def start_platform(log_dir: Path, **overrides: str) -> Platform:
-    """The three services on one machine, as `make up` runs them: gRPC between them over Unix
-    sockets in a private directory (TCP ports still open, for health checks and tools)."""
     gateway, scheduler, registry = free_port(), free_port(), free_port()
-    # Short and private: a socket path has at most 107 bytes, and only we may connect.
-    socket_dir = tempfile.mkdtemp(prefix="nanofaas-bench-")
-    scheduler_socket, registry_socket = f"{socket_dir}/scheduler.sock", f"{socket_dir}/registry.sock"
     env = dict(os.environ)
     env.pop("KUBERNETES_SERVICE_HOST", None)
     env.update(
@@ -62,15 +51,13 @@ def start_platform(log_dir: Path, **overrides: str) -> Platform:
         NANOFAAS_SCHEDULER_METRICS_PORT=str(free_port()),
         NANOFAAS_REGISTRY_PORT=str(registry),
         NANOFAAS_REGISTRY_METRICS_PORT=str(free_port()),
-        NANOFAAS_SCHEDULER_SOCKET=scheduler_socket,
-        NANOFAAS_REGISTRY_SOCKET=registry_socket,
-        NANOFAAS_SCHEDULER_ADDRESS=f"unix:{scheduler_socket}",
-        NANOFAAS_REGISTRY_ADDRESS=f"unix:{registry_socket}",
+        NANOFAAS_SCHEDULER_ADDRESS=f"127.0.0.1:{scheduler}",
+        NANOFAAS_REGISTRY_ADDRESS=f"127.0.0.1:{registry}",
         NANOFAAS_CALLBACK_URL=f"http://127.0.0.1:{gateway}",
         LOG_LEVEL="WARNING",
     )
     env.update(overrides)
-    platform = Platform(base_url=f"http://127.0.0.1:{gateway}", socket_dir=socket_dir)
+    platform = Platform(base_url=f"http://127.0.0.1:{gateway}")
     try:
         for name in SERVICES:
             platform.children[name] = spawn(name, [sys.executable, "-m", f"nanofaas_{name}"], env, log_dir)

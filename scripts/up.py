@@ -13,11 +13,6 @@ Functions are kept in the registry's sqlite store under the data directory
 (NANOFAAS_DATA_DIR, default $XDG_DATA_HOME/nanofaas or ~/.local/share/nanofaas),
 so what was registered is there again after the next `make up`
 (NANOFAAS_REGISTRY_STORE=memory forgets everything on exit instead).
-
-The services talk gRPC over Unix sockets in a private directory made for the run (cheaper
-than TCP loopback, docs/performance.md); the scheduler and registry keep their TCP ports for
-tools such as grpcurl. NANOFAAS_SCHEDULER_ADDRESS / NANOFAAS_REGISTRY_ADDRESS, when set,
-choose other addresses.
 """
 
 from __future__ import annotations
@@ -29,7 +24,6 @@ import ctypes
 import os
 import signal
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,17 +73,13 @@ def first_dead(names: tuple[str, ...], children: list[asyncio.subprocess.Process
     return None
 
 
-def service_env(args: argparse.Namespace, socket_dir: str) -> dict[str, str]:
+def service_env(args: argparse.Namespace) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         NANOFAAS_GATEWAY_PORT=str(args.port),
         NANOFAAS_CALLBACK_URL=f"http://127.0.0.1:{args.port}",
-        NANOFAAS_SCHEDULER_SOCKET=f"{socket_dir}/scheduler.sock",
-        NANOFAAS_REGISTRY_SOCKET=f"{socket_dir}/registry.sock",
         PYTHONUNBUFFERED="1",
     )
-    env.setdefault("NANOFAAS_SCHEDULER_ADDRESS", f"unix:{env['NANOFAAS_SCHEDULER_SOCKET']}")
-    env.setdefault("NANOFAAS_REGISTRY_ADDRESS", f"unix:{env['NANOFAAS_REGISTRY_SOCKET']}")
     env.setdefault("NANOFAAS_REGISTRY_STORE", "sqlite")
     if args.otlp_endpoint:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = args.otlp_endpoint
@@ -159,12 +149,7 @@ async def deploy_example(base: str) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    # Short (a socket path has at most 107 bytes) and 0700: only this user may connect.
-    with tempfile.TemporaryDirectory(prefix="nanofaas-") as socket_dir:
-        return await run_services(args, service_env(args, socket_dir))
-
-
-async def run_services(args: argparse.Namespace, env: dict[str, str]) -> int:
+    env = service_env(args)
     children: list[asyncio.subprocess.Process] = []
     pipes: list[asyncio.Task[None]] = []
     stop = asyncio.Event()

@@ -132,30 +132,6 @@ def test_settings_reach_the_containers(rendered: dict[str, list[Manifest]], over
 
 
 @pytest.mark.parametrize("overlay", [*OVERLAYS, "base"])
-def test_grpc_inside_the_pod_goes_over_unix_sockets_in_a_shared_memory_volume(
-    rendered: dict[str, list[Manifest]], overlay: str
-) -> None:
-    objects = rendered[overlay]
-    pod = control_plane(objects)["spec"]["template"]["spec"]
-    volume = next(v for v in pod["volumes"] if v["name"] == "grpc-sockets")
-    assert volume["emptyDir"]["medium"] == "Memory"
-    mounts = {
-        container["name"]: next(
-            m["mountPath"] for m in container["volumeMounts"] if m["name"] == "grpc-sockets"
-        )
-        for container in pod["containers"]
-    }
-    assert set(mounts) == set(CONTAINERS) and len(set(mounts.values())) == 1, mounts
-    directory = mounts["gateway"]
-    scheduler_socket = config_data(objects, "nanofaas-scheduler")["NANOFAAS_SCHEDULER_SOCKET"]
-    registry_socket = config_data(objects, "nanofaas-registry")["NANOFAAS_REGISTRY_SOCKET"]
-    assert {scheduler_socket.rsplit("/", 1)[0], registry_socket.rsplit("/", 1)[0]} == {directory}
-    common = config_data(objects, "nanofaas-common")  # read by the gateway and the scheduler
-    assert common["NANOFAAS_SCHEDULER_ADDRESS"] == f"unix:{scheduler_socket}"
-    assert common["NANOFAAS_REGISTRY_ADDRESS"] == f"unix:{registry_socket}"
-
-
-@pytest.mark.parametrize("overlay", [*OVERLAYS, "base"])
 def test_service(rendered: dict[str, list[Manifest]], overlay: str) -> None:
     objects = rendered[overlay]
     service = only(objects, "Service", "nanofaas")

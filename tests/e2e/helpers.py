@@ -159,20 +159,17 @@ async def read_until_up(stdout: asyncio.StreamReader, lines: list[str]) -> None:
 
 
 def up_env(data_dir: Path) -> dict[str, str]:
-    """The environment for scripts/up.py: free ports for every service, the given data directory.
-
-    No NANOFAAS_*_ADDRESS: the launcher's own choice, its Unix sockets, is what runs.
-    """
+    """The environment for scripts/up.py: free ports for every service, the given data directory."""
     env = dict(os.environ)
     env.pop("NANOFAAS_REGISTRY_STORE", None)  # up.py's own default: sqlite
     env.update(
         NANOFAAS_DATA_DIR=str(data_dir),
         NANOFAAS_GATEWAY_METRICS_PORT=str(free_port()),
-        NANOFAAS_SCHEDULER_PORT=str(free_port()),
+        NANOFAAS_SCHEDULER_PORT=str(scheduler := free_port()),
         NANOFAAS_SCHEDULER_METRICS_PORT=str(free_port()),
-        NANOFAAS_REGISTRY_PORT=str(free_port()),
+        NANOFAAS_REGISTRY_PORT=str(registry := free_port()),
         NANOFAAS_REGISTRY_METRICS_PORT=str(free_port()),
+        NANOFAAS_SCHEDULER_ADDRESS=f"127.0.0.1:{scheduler}",
+        NANOFAAS_REGISTRY_ADDRESS=f"127.0.0.1:{registry}",
     )
-    for name in ("NANOFAAS_SCHEDULER_ADDRESS", "NANOFAAS_REGISTRY_ADDRESS"):
-        env.pop(name, None)
     return env

@@ -429,26 +429,23 @@ class FakeBackend:
         await self.server.stop(grace=None)
 
 
-async def start_backend(add_servicer: Callable[[grpc.aio.Server], None], unix: str = "") -> FakeBackend:
-    """On a free loopback port, or on the Unix socket `unix` (an absolute path) when given."""
+async def start_backend(add_servicer: Callable[[grpc.aio.Server], None]) -> FakeBackend:
     server = grpc.aio.server()
     add_servicer(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    port = server.add_insecure_port(f"unix:{unix}" if unix else "127.0.0.1:0")
+    port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    return FakeBackend(server, f"unix:{unix}" if unix else f"127.0.0.1:{port}", health)
+    return FakeBackend(server, f"127.0.0.1:{port}", health)
 
 
-async def start_registry(fake: FakeRegistry, unix: str = "") -> FakeBackend:
+async def start_registry(fake: FakeRegistry) -> FakeBackend:
+    return await start_backend(lambda server: registry_pb2_grpc.add_RegistryServicer_to_server(fake, server))
+
+
+async def start_scheduler(fake: FakeScheduler) -> FakeBackend:
     return await start_backend(
-        lambda server: registry_pb2_grpc.add_RegistryServicer_to_server(fake, server), unix
-    )
-
-
-async def start_scheduler(fake: FakeScheduler, unix: str = "") -> FakeBackend:
-    return await start_backend(
-        lambda server: scheduler_pb2_grpc.add_SchedulerServicer_to_server(fake, server), unix
+        lambda server: scheduler_pb2_grpc.add_SchedulerServicer_to_server(fake, server)
     )
 
 

@@ -54,25 +54,6 @@ def _str_var(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(name, "").strip() or default
 
 
-# A Unix socket's path must fit sockaddr_un.sun_path: 108 bytes on Linux, the final NUL included.
-MAX_SOCKET_PATH_BYTES = 107
-
-
-def _address_var(env: Mapping[str, str], name: str, default: str) -> str:
-    """A gRPC server to dial: host:port, or unix:/absolute/path for one on this machine."""
-    value = _str_var(env, name, default)
-    if not value.startswith("unix:"):
-        return value
-    path = value.removeprefix("unix:")
-    if not path.startswith("/"):
-        raise ConfigError(f"{name}: a Unix socket needs an absolute path (got {value!r})")
-    if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
-        raise ConfigError(
-            f"{name}: a Unix socket path has at most {MAX_SOCKET_PATH_BYTES} bytes (got {value!r})"
-        )
-    return value
-
-
 def _list_var(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     """A comma-separated list; unset = `default`, set but blank = empty."""
     if name not in env:
@@ -88,7 +69,6 @@ class Settings:
     port: int = 8080  # 0: any free port (the "gateway listening" line tells which)
     metrics_port: int = 8081
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    # host:port, or unix:/absolute/path (the server's NANOFAAS_*_SOCKET) on the same machine.
     scheduler_address: str = "127.0.0.1:9090"
     registry_address: str = "127.0.0.1:9091"
     # As given (any case): logging_setup resolves it, falling back to INFO with a warning.
@@ -138,8 +118,8 @@ class Settings:
             port=_int_var(env, "NANOFAAS_GATEWAY_PORT", 8080, 0, 65535),
             metrics_port=_int_var(env, "NANOFAAS_GATEWAY_METRICS_PORT", 8081, 0, 65535),
             max_body_bytes=_int_var(env, "NANOFAAS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1, 2**31 - 1),
-            scheduler_address=_address_var(env, "NANOFAAS_SCHEDULER_ADDRESS", "127.0.0.1:9090"),
-            registry_address=_address_var(env, "NANOFAAS_REGISTRY_ADDRESS", "127.0.0.1:9091"),
+            scheduler_address=_str_var(env, "NANOFAAS_SCHEDULER_ADDRESS", "127.0.0.1:9090"),
+            registry_address=_str_var(env, "NANOFAAS_REGISTRY_ADDRESS", "127.0.0.1:9091"),
             log_level=_str_var(env, "LOG_LEVEL", "INFO"),
             max_url_bytes=_int_var(env, "NANOFAAS_MAX_URL_BYTES", DEFAULT_MAX_URL_BYTES, 256, 2**20),
             max_header_bytes=_int_var(

@@ -15,7 +15,6 @@ from nanofaas_registry.logging_setup import configure_logging
 from nanofaas_registry.server import start_server
 from nanofaas_registry.store import StoreError
 from nanofaas_registry.tracing import setup_tracing, shutdown_tracing
-from nanofaas_registry.unix_socket import SocketPathError
 
 logger = logging.getLogger("nanofaas_registry")
 
@@ -52,9 +51,6 @@ def main() -> int:
     except StoreError as exc:
         # An unusable store file is an operator's problem to fix, not a crash: one clear line.
         logger.error("function store unusable", extra={"reason": str(exc)})
-        return 1
-    except SocketPathError as exc:  # NANOFAAS_REGISTRY_SOCKET names a path that cannot be used
-        logger.error("cannot listen on the Unix socket", extra={"reason": str(exc)})
         return 1
     except Exception:
         logger.exception("registry failed")

@@ -28,9 +28,6 @@ class RegistrySettings:
 
     host: str = LOCAL_HOST
     port: int = DEFAULT_PORT
-    # A Unix socket the pod-local listener also answers on ("" = none): for the scheduler and
-    # gateway in the same pod or on the same machine, cheaper than TCP loopback.
-    socket: str = ""
     metrics_port: int = DEFAULT_METRICS_PORT
     # As given (any case): logging_setup resolves it, falling back to INFO with a warning.
     log_level: str = "INFO"
@@ -65,7 +62,6 @@ class RegistrySettings:
         settings = cls(
             host=source.get("NANOFAAS_REGISTRY_HOST", "").strip() or LOCAL_HOST,
             port=_int_var(source, "NANOFAAS_REGISTRY_PORT", DEFAULT_PORT, 0, 65535),
-            socket=_socket_var(source, "NANOFAAS_REGISTRY_SOCKET"),
             metrics_port=_int_var(source, "NANOFAAS_REGISTRY_METRICS_PORT", DEFAULT_METRICS_PORT, 0, 65535),
             log_level=source.get("LOG_LEVEL", "").strip() or "INFO",
             store=_store_var(source),
@@ -84,24 +80,6 @@ class RegistrySettings:
         if settings.api_tokens_file:
             _check_tokens_file(settings.api_tokens_file)
         return settings
-
-
-# A Unix socket's path must fit sockaddr_un.sun_path: 108 bytes on Linux, the final NUL included.
-MAX_SOCKET_PATH_BYTES = 107
-
-
-def _socket_var(env: Mapping[str, str], name: str) -> str:
-    """The absolute path of a Unix socket to listen on as well (unset or blank: none)."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return ""
-    if not raw.startswith("/"):
-        raise ConfigError(f"{name}: a Unix socket needs an absolute path (got {raw!r})")
-    if len(os.fsencode(raw)) > MAX_SOCKET_PATH_BYTES:
-        raise ConfigError(
-            f"{name}: a Unix socket path has at most {MAX_SOCKET_PATH_BYTES} bytes (got {raw!r})"
-        )
-    return raw
 
 
 def _list_var(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:

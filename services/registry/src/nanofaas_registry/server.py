@@ -21,7 +21,6 @@ from nanofaas_registry.metrics import RegistryMetrics
 from nanofaas_registry.registry import FunctionRegistry
 from nanofaas_registry.service import RegistryServicer
 from nanofaas_registry.store import FunctionStore, open_store
-from nanofaas_registry.unix_socket import SocketPathError, claim, release, secure
 from nanofaas_registry.watch import WatchHub
 
 if TYPE_CHECKING:
@@ -49,16 +48,6 @@ def grpc_address(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         return f"[{host}]:{port}"
     return f"{host}:{port}"
-
-
-def _listen_on_socket(server: grpc.aio.Server, path: str) -> int:
-    """The pod-local listener on the Unix socket `path` as well; returns the file's inode."""
-    try:
-        claim(path)
-        server.add_insecure_port(f"unix:{path}")
-        return secure(path)
-    except (OSError, RuntimeError) as exc:  # grpc raises RuntimeError when it cannot bind
-        raise SocketPathError(f"cannot listen on unix:{path}: {exc}") from None
 
 
 class RegistryServer:
@@ -91,7 +80,6 @@ class RegistryServer:
         self._registry: FunctionRegistry | None = None
         self._metrics_server: WSGIServer | None = None
         self._port = 0
-        self._socket_inode: int | None = None  # of the Unix socket file this server made
         self._stopped = asyncio.Event()
         self._follower: asyncio.Task[None] | None = None
 
@@ -136,8 +124,6 @@ class RegistryServer:
         server = self._grpc_server(servicer, BearerAuth(tokens, settings.open_methods) if tokens else None)
         self._server = server
         self._port = server.add_insecure_port(grpc_address(settings.host, settings.port))
-        if settings.socket:
-            self._socket_inode = _listen_on_socket(server, settings.socket)
         await server.start()
         if settings.external_host:
             address = grpc_address(settings.external_host, settings.external_port or self._port)
@@ -157,12 +143,7 @@ class RegistryServer:
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         logger.info(
             "registry listening",
-            extra={
-                "host": self._settings.host,
-                "port": self._port,
-                "socket": self._settings.socket,
-                "metricsPort": self.metrics_port,
-            },
+            extra={"host": self._settings.host, "port": self._port, "metricsPort": self.metrics_port},
         )
 
     def _grpc_server(self, servicer: RegistryServicer, auth: BearerAuth | None) -> grpc.aio.Server:
@@ -190,8 +171,6 @@ class RegistryServer:
         if self._registry is not None:
             self._registry.close()
         await asyncio.gather(*(server.stop(grace) for server in (self._server, self._external) if server))
-        if self._socket_inode is not None:
-            release(self._settings.socket, self._socket_inode)
         if self._metrics_server is not None:
             metrics_server = self._metrics_server
             await asyncio.to_thread(metrics_server.shutdown)

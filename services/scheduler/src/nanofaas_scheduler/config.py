@@ -45,35 +45,6 @@ def _str_var(env: Mapping[str, str], name: str, default: str) -> str:
     return env.get(name, "").strip() or default
 
 
-# A Unix socket's path must fit sockaddr_un.sun_path: 108 bytes on Linux, the final NUL included.
-MAX_SOCKET_PATH_BYTES = 107
-
-
-def _check_socket_path(name: str, path: str, raw: str) -> None:
-    if not path.startswith("/"):
-        raise ConfigError(f"{name}: a Unix socket needs an absolute path (got {raw!r})")
-    if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
-        raise ConfigError(
-            f"{name}: a Unix socket path has at most {MAX_SOCKET_PATH_BYTES} bytes (got {raw!r})"
-        )
-
-
-def _socket_var(env: Mapping[str, str], name: str) -> str:
-    """The absolute path of a Unix socket to listen on as well (unset or blank: none)."""
-    raw = env.get(name, "").strip()
-    if raw:
-        _check_socket_path(name, raw, raw)
-    return raw
-
-
-def _address_var(env: Mapping[str, str], name: str, default: str) -> str:
-    """A gRPC server to dial: host:port, or unix:/absolute/path for one on this machine."""
-    value = _str_var(env, name, default)
-    if value.startswith("unix:"):
-        _check_socket_path(name, value.removeprefix("unix:"), value)
-    return value
-
-
 BACKENDS = ("local", "kubernetes")
 IMAGE_PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 
@@ -89,9 +60,6 @@ def _choice_var(env: Mapping[str, str], name: str, default: str, choices: tuple[
 class Settings:
     host: str = "127.0.0.1"
     port: int = 9090  # 0: any free port (the "scheduler listening" line tells which)
-    # A Unix socket the pod-local listener also answers on ("" = none): for the gateway in
-    # the same pod or on the same machine, cheaper than TCP loopback (docs/performance.md).
-    socket: str = ""
     metrics_port: int = 9190  # 0: no metrics endpoint
     registry_address: str = "127.0.0.1:9091"
     backend: str = "local"
@@ -146,9 +114,8 @@ class Settings:
         settings = cls(
             host=_str_var(env, "NANOFAAS_SCHEDULER_HOST", "127.0.0.1"),
             port=_int_var(env, "NANOFAAS_SCHEDULER_PORT", 9090, 0, 65535),
-            socket=_socket_var(env, "NANOFAAS_SCHEDULER_SOCKET"),
             metrics_port=_int_var(env, "NANOFAAS_SCHEDULER_METRICS_PORT", 9190, 0, 65535),
-            registry_address=_address_var(env, "NANOFAAS_REGISTRY_ADDRESS", "127.0.0.1:9091"),
+            registry_address=_str_var(env, "NANOFAAS_REGISTRY_ADDRESS", "127.0.0.1:9091"),
             backend=_choice_var(env, "NANOFAAS_BACKEND", "local", BACKENDS),
             callback_url=_str_var(env, "NANOFAAS_CALLBACK_URL", "http://127.0.0.1:8080"),
             idempotency_ttl_s=_number_var(env, "NANOFAAS_IDEMPOTENCY_TTL_S", 900.0),

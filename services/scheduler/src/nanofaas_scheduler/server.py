@@ -39,7 +39,6 @@ from nanofaas_scheduler.observability.metrics import (
 from nanofaas_scheduler.policies.autoscale import Windows
 from nanofaas_scheduler.registry_cache import FunctionCache
 from nanofaas_scheduler.request_limits import RequestLimits
-from nanofaas_scheduler.unix_socket import claim, release, secure
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -92,16 +91,6 @@ def _request_limits(settings: Settings) -> RequestLimits:
     )
 
 
-def _listen_on_socket(server: grpc.aio.Server, path: str) -> int:
-    """The pod-local listener on the Unix socket `path` as well; returns the file's inode."""
-    try:
-        claim(path)
-        server.add_insecure_port(f"unix:{path}")
-        return secure(path)
-    except (OSError, RuntimeError) as exc:  # grpc raises RuntimeError when it cannot bind
-        raise SystemExit(f"cannot listen on unix:{path}: {exc}") from None
-
-
 class SchedulerServer:
     """The scheduler process: owns the event-loop-side objects and their lifecycle."""
 
@@ -122,7 +111,6 @@ class SchedulerServer:
         self._server: grpc.aio.Server | None = None
         self._external: grpc.aio.Server | None = None
         self._metrics_http: Any = None
-        self._socket_inode: int | None = None  # of the Unix socket file this server made
         self._channel: grpc.aio.Channel | None = None
         self._health = HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
@@ -220,8 +208,6 @@ class SchedulerServer:
         self.port = server.add_insecure_port(f"{settings.host}:{settings.port}")
         if self.port == 0:
             raise SystemExit(f"cannot listen on {settings.host}:{settings.port}")
-        if settings.socket:
-            self._socket_inode = _listen_on_socket(server, settings.socket)
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
@@ -251,7 +237,6 @@ class SchedulerServer:
             "scheduler listening",
             extra={
                 "address": f"{settings.host}:{self.port}",
-                "socket": settings.socket,
                 "externalAddress": external_address,
                 "apiAuth": tokens is not None,
             },
@@ -296,8 +281,6 @@ class SchedulerServer:
         if self._callbacks is not None:
             await self._callbacks.close(_CALLBACK_GRACE_S)
         await asyncio.gather(*(server.stop(1.0) for server in (self._server, self._external) if server))
-        if self._socket_inode is not None:
-            release(self.settings.socket, self._socket_inode)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
