@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
+import threading
 import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,8 +18,10 @@ from typing import Any
 import aiohttp
 
 from bench.loadgen import WrkRun, run_wrk
-from bench.platform import noop_spec, register, start_platform, warm_up
+from bench.platform import Platform, noop_spec, register, start_platform, warm_up
+from bench.procs import ProcessGroups
 from bench.scenarios import Context, log
+from bench.scenarios.dispatch import profiling
 from bench.stats import spread
 
 PENDING = ("queued", "running")
@@ -81,9 +88,71 @@ def _epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def enqueue_for(url: str, connections: int, duration_s: float, ids_file: Path, limit: int = 0) -> WrkRun:
+def enqueue_for(
+    url: str,
+    connections: int,
+    duration_s: float,
+    ids_file: Path,
+    limit: int = 0,
+    *,
+    cpu_of: Callable[[], ProcessGroups] | None = None,
+) -> WrkRun:
     env = {"BENCH_IDS": str(ids_file), "BENCH_LIMIT": str(limit)}
-    return run_wrk(url, connections, duration_s, script="collect", env=env)
+    return run_wrk(url, connections, duration_s, script="collect", env=env, cpu_of=cpu_of)
+
+
+@contextmanager
+def sampling_lane(status_url: str, samples: list[tuple[int, int]], every_s: float = 0.25) -> Iterator[None]:
+    """Sample (queued, in flight) of one function from its status endpoint while the block runs.
+
+    Shows whether enqueue outruns the executions (a growing queue) or the executions keep up
+    (the queue stays near empty and the accepted rate is what the platform completes).
+    """
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(every_s):
+            try:
+                with urllib.request.urlopen(status_url, timeout=2.0) as response:
+                    body = json.loads(response.read())
+                samples.append((int(body["queued"]), int(body["inFlight"])))
+            except OSError:
+                continue  # a sample lost under load is only a missing point
+
+    thread = threading.Thread(target=sample, name="lane-sampler", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5.0)
+
+
+def _lane_summary(samples: list[tuple[int, int]]) -> dict[str, float]:
+    if not samples:
+        return {"samples": 0}
+    queued = [q for q, _ in samples]
+    inflight = [i for _, i in samples]
+    return {
+        "samples": len(samples),
+        "queued_median": statistics.median(queued),
+        "queued_max": max(queued),
+        "inflight_median": statistics.median(inflight),
+    }
+
+
+def _profile(ctx: Context, platform: Platform, base: str, ids_file: Path) -> None:
+    """py-spy the gateway, the scheduler and one replica during one extra enqueue run."""
+    targets = {name: platform.children[name].pid for name in ("gateway", "scheduler")}
+    replicas = platform.pids()["functions"]
+    if replicas:
+        targets["runtime"] = min(replicas)
+    duration = max(5, ctx.config.duration_s)
+    with profiling(ctx, "e", targets, duration):
+        enqueue_for(
+            f"{base}/v1/functions/noop-async:enqueue", ctx.config.async_connections, duration, ids_file
+        )
+    asyncio.run(wait_all_done(base, read_ids(ids_file), timeout_s=300.0, tail_only=True))
 
 
 def run_async(ctx: Context) -> dict[str, Any]:
@@ -102,9 +171,15 @@ def run_async(ctx: Context) -> dict[str, Any]:
         )
         runs = []
         for repeat in range(cfg.repeats):
-            run = enqueue_for(
-                f"{base}/v1/functions/noop-async:enqueue", cfg.async_connections, cfg.duration_s, ids_file
-            )
+            samples: list[tuple[int, int]] = []
+            with sampling_lane(f"{base}/v1/functions/noop-async/status", samples):
+                run = enqueue_for(
+                    f"{base}/v1/functions/noop-async:enqueue",
+                    cfg.async_connections,
+                    cfg.duration_s,
+                    ids_file,
+                    cpu_of=platform.pids,
+                )
             ids = read_ids(ids_file)
             check = asyncio.run(wait_all_done(base, ids, timeout_s=max(300.0, 30.0 * cfg.duration_s)))
             accepted = len(ids)
@@ -120,6 +195,12 @@ def run_async(ctx: Context) -> dict[str, Any]:
                 "completed_per_s": accepted / (check["last_finished_at"] - run.started_at),
                 "lost": check["lost"] + (run.requests - run.non2xx - accepted),
                 "not_success": check["not_success"],
+                # CPU of each process during the enqueue run, per accepted execution (the
+                # executions that ran meanwhile included: that is what shares the cores).
+                "cpu_us_per_accepted": {
+                    name: us * run.requests / max(accepted, 1) for name, us in run.cpu_us_per_request.items()
+                },
+                "lane": _lane_summary(samples),
             }
             log(
                 f"e/async #{repeat + 1}: {row['accepted_per_s']:,.0f} accepted/s, "
@@ -127,10 +208,16 @@ def run_async(ctx: Context) -> dict[str, Any]:
                 f"lost {row['lost']}, not success {row['not_success']}"
             )
             runs.append(row)
+        if cfg.profile:
+            _profile(ctx, platform, base, ids_file)
         keys = ("accepted_per_s", "enqueue_p50_ms", "enqueue_p99_ms", "drain_s", "completed_per_s")
         summary: dict[str, Any] = {key: spread(float(r[key]) for r in runs) for key in keys}
         for key in ("accepted", "rejected_non2xx", "socket_errors", "lost", "not_success"):
             summary[key] = sum(int(r[key]) for r in runs)
+        names = sorted({name for r in runs for name in r["cpu_us_per_accepted"]})
+        summary["cpu_us_per_accepted"] = {
+            name: spread(float(r["cpu_us_per_accepted"].get(name, 0.0)) for r in runs) for name in names
+        }
         summary["connections"] = cfg.async_connections
         summary["runs"] = runs
         return summary

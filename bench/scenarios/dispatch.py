@@ -6,8 +6,14 @@ is spread round-robin over the first `dispatch_hot` of them (all of them when fe
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from bench.loadgen import run_wrk
 from bench.platform import endpoint_spec, register_many, start_platform, warm_up
 from bench.scenarios import Context, log
 from bench.scenarios.sync_load import sweep
@@ -54,6 +60,8 @@ def run_dispatch(ctx: Context) -> dict[str, Any]:
                     env={"BENCH_PATHS": str(paths_file)},
                 )[0]
                 cases.append({"registered": size, "hot": hot, **result})
+                if cfg.profile:
+                    _profile(ctx, size, pids(), platform.base_url + "/", paths_file)
         finally:
             platform.stop()
             paths_file.unlink(missing_ok=True)
@@ -67,3 +75,43 @@ def run_dispatch(ctx: Context) -> dict[str, Any]:
         / first["cpu_us_per_request"]["total"]["median"]
         - 1.0,
     }
+
+
+def _profile(ctx: Context, size: int, pids: dict[str, list[int]], url: str, paths_file: Path) -> None:
+    """py-spy the gateway, the scheduler and the endpoint runtime during one extra run of the same load."""
+    targets = {name: pids[name][0] for name in ("gateway", "scheduler", "endpoint-runtime")}
+    duration = max(5, ctx.config.duration_s)
+    with profiling(ctx, f"f{size}", targets, duration):
+        run_wrk(
+            url,
+            ctx.config.dispatch_connections,
+            duration,
+            script="round_robin",
+            env={"BENCH_PATHS": str(paths_file)},
+        )
+
+
+@contextmanager
+def profiling(ctx: Context, label: str, targets: dict[str, int], duration_s: int) -> Iterator[None]:
+    """py-spy each target pid for `duration_s` while the block runs the load (start it at once):
+    `profile-<label>-<name>.txt`, collapsed stacks for `python -m bench.profile_summary`."""
+    spy = str(Path(sys.executable).parent / "py-spy")
+    record = [spy, "record", "--format", "raw", "--rate", "200", "--native", "-d", str(duration_s)]
+    procs = [
+        subprocess.Popen(
+            [*record, "-p", str(pid), "-o", str(ctx.out_dir / f"profile-{label}-{name}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in targets.items()
+    ]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            try:
+                proc.wait(timeout=duration_s + 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    log(f"profiles written to {', '.join(f'profile-{label}-{name}.txt' for name in targets)}")

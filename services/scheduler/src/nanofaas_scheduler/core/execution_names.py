@@ -9,8 +9,8 @@ for the registry) cannot run after the caller was told it did not.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -18,8 +18,14 @@ from collections.abc import Callable
 _SHAPE = re.compile(r"[0-9a-f]{32}")
 
 
+def new_random_id() -> str:
+    """128 random bits as 32 lowercase hex digits: the shape of uuid4().hex, without
+    building a UUID object (a quarter of the cost; every id the scheduler mints)."""
+    return os.urandom(16).hex()
+
+
 def new_execution_id() -> str:
-    return uuid.uuid4().hex
+    return new_random_id()
 
 
 def valid_execution_name(name: str) -> bool:

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -16,7 +16,7 @@ from nanofaas_scheduler.core import codes
 from nanofaas_scheduler.core.completion_tokens import CompletionTokens
 from nanofaas_scheduler.core.errors import CompletionRefused, NameTaken, Rejected, ShuttingDown
 from nanofaas_scheduler.core.execution import Execution, Request, State, failure, now_ms, timeout
-from nanofaas_scheduler.core.execution_names import RetiredNames, new_execution_id
+from nanofaas_scheduler.core.execution_names import RetiredNames, new_execution_id, new_random_id
 from nanofaas_scheduler.core.lane import Lane
 from nanofaas_scheduler.core.outcome import Outcome
 from nanofaas_scheduler.core.reports import ReportBoard
@@ -50,7 +50,7 @@ class Submission:
 
 
 def new_trace_id() -> str:
-    return uuid.uuid4().hex
+    return new_random_id()
 
 
 def trace_id_from_traceparent(value: str) -> str:
@@ -181,7 +181,7 @@ class Scheduler:
         if from_parent:
             return from_parent, submission.traceparent
         trace_id = new_trace_id()
-        return trace_id, f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
+        return trace_id, f"00-{trace_id}-{os.urandom(8).hex()}-01"
 
     def _admit(self, lane: Lane, sync: bool, timeout_ms: int) -> None:
         """Reject early and honestly: rate, queue depth, then (sync only) the expected wait."""
