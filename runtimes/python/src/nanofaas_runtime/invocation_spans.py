@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -26,8 +27,8 @@ INVOKE_SPAN = "invoke"
 INSTRUMENTATION_NAME = "nanofaas_runtime"
 
 
-def parse_traceparent(traceparent: str) -> Any:
-    """The context continuing a W3C traceparent, or None when it is absent or malformed.
+def remote_parent(traceparent: str) -> trace.NonRecordingSpan | None:
+    """The caller's span named by a W3C traceparent, or None when it is absent or malformed.
 
     Parsed directly: the header is W3C by the function protocol, whatever OTEL_PROPAGATORS
     says, and this is a few string operations instead of the propagators' regex and baggage.
@@ -46,8 +47,15 @@ def parse_traceparent(traceparent: str) -> Any:
         return None
     if not trace_id or not span_id:
         return None
-    parent = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags & 0x01))
-    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
+    return trace.NonRecordingSpan(
+        trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags & 0x01))
+    )
+
+
+def parse_traceparent(traceparent: str) -> Any:
+    """The context continuing a W3C traceparent, or None when it is absent or malformed."""
+    caller = remote_parent(traceparent)
+    return None if caller is None else trace.set_span_in_context(caller)
 
 
 def follows_unsampled_parents(sampler: object) -> bool:
@@ -76,13 +84,17 @@ class InvocationSpans:
         caller's context becomes the current one (so the handler and the logs still see
         the trace id) and nothing else is done.
         """
-        parent = parse_traceparent(traceparent) if traceparent else None
-        if parent is not None and self._skip_unsampled:
-            caller = trace.get_current_span(parent)
-            if not caller.get_span_context().trace_flags.sampled:
-                with trace.use_span(caller):
-                    yield caller
-                return
+        caller = remote_parent(traceparent) if traceparent else None
+        if caller is not None and self._skip_unsampled and not caller.get_span_context().trace_flags.sampled:
+            # Attached directly (not trace.use_span, which builds a second context and
+            # wraps the body to record exceptions on a span that records nothing).
+            token = otel_context.attach(trace.set_span_in_context(caller))
+            try:
+                yield caller
+            finally:
+                otel_context.detach(token)
+            return
+        parent = None if caller is None else trace.set_span_in_context(caller)
         with self._tracer.start_as_current_span(INVOKE_SPAN, context=parent, kind=SpanKind.SERVER) as span:
             if span.is_recording():
                 span.set_attribute("faas.trigger", trigger)
@@ -124,7 +136,10 @@ def annotate(context: Context, *, keep_trace_id: bool) -> Context:
     span_context = span.get_span_context()
     if keep_trace_id or not span_context.is_valid:
         return context
-    return dataclasses.replace(context, trace_id=trace.format_trace_id(span_context.trace_id))
+    trace_id = trace.format_trace_id(span_context.trace_id)
+    if trace_id == context.trace_id:  # already read from the traceparent (a continued trace)
+        return context
+    return dataclasses.replace(context, trace_id=trace_id)
 
 
 def record_http_status(span: Span, status: int) -> None:
