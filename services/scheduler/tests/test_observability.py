@@ -238,3 +238,14 @@ async def test_a_sampler_that_ignores_the_parent_still_records_a_not_sampled_dis
     )
     await execution.done.wait()
     assert [span.name for span in exporter.get_finished_spans()] == ["dispatch"]
+
+
+def test_the_providers_resource_hashes_once_and_still_equals_the_sdks() -> None:
+    """The exporter groups spans by resource: the cached hash must agree with an equal Resource's."""
+    from opentelemetry.sdk.resources import Resource
+
+    resource = make_provider(InMemorySpanExporter()).resource
+    plain = Resource(resource.attributes, resource.schema_url)
+    assert resource.attributes["service.name"] == "nanofaas-scheduler"
+    assert resource == plain and hash(resource) == hash(plain)
+    assert {resource: 1}[plain] == 1

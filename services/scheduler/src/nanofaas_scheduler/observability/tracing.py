@@ -26,6 +26,7 @@ from nanofaas_scheduler.core.outcome import OutcomeKind
 from nanofaas_scheduler.dispatch.base import Attempt, BackendObserver, Dispatcher, DispatcherWrapper
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, Tracer
@@ -62,7 +63,7 @@ def make_provider(exporter: SpanExporter | None = None) -> TracerProvider:
     resource = Resource.create({"service.name": DEFAULT_SERVICE_NAME}).merge(OTELResourceDetector().detect())
     if "OTEL_SERVICE_NAME" in os.environ:
         resource = resource.merge(Resource.create({"service.name": os.environ["OTEL_SERVICE_NAME"]}))
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=hashed_once(resource))
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     else:
@@ -70,6 +71,27 @@ def make_provider(exporter: SpanExporter | None = None) -> TracerProvider:
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     return provider
+
+
+def hashed_once(resource: Resource) -> Resource:
+    """`resource` as a Resource that hashes once.
+
+    The OTLP encoder groups every exported span by its resource (a dict lookup per
+    span), and the SDK's Resource.__hash__ serialises all its attributes to JSON each
+    time (~4 µs, a sixth of encoding a span). A Resource is immutable, so the hash
+    cannot go stale.
+    """
+    from opentelemetry.sdk.resources import Resource
+
+    class HashedResource(Resource):
+        def __init__(self) -> None:
+            super().__init__(resource.attributes, resource.schema_url)
+            self._hash = super().__hash__()
+
+        def __hash__(self) -> int:
+            return self._hash
+
+    return HashedResource()
 
 
 def shutdown(provider: TracerProvider | None) -> None:
