@@ -69,6 +69,17 @@ def follows_unsampled_parents(sampler: object) -> bool:
     return callable(describe) and "remoteParentNotSampled:AlwaysOffSampler" in str(describe())
 
 
+@contextmanager
+def current(span: Span) -> Iterator[None]:
+    """`span` as the current span: attached directly, not through trace.use_span, which
+    also wraps the body to record exceptions on it (nothing to record on a caller's span)."""
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 class InvocationSpans:
     """Starts the span of one invocation with a tracer of the given provider."""
 
@@ -76,25 +87,32 @@ class InvocationSpans:
         self._tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME)
         self._skip_unsampled = follows_unsampled_parents(getattr(tracer_provider, "sampler", None))
 
+    def unsampled_caller(self, traceparent: str) -> Span | None:
+        """The caller's span when the caller did not sample this call and the sampler follows it.
+
+        Such a call needs no span of ours, no attributes and no exception recording: making
+        the caller's context the current one (so the handler and the logs still see the
+        trace id) is all there is to do, and the server does only that.
+        """
+        if not self._skip_unsampled or not traceparent:
+            return None
+        caller = remote_parent(traceparent)
+        if caller is None or caller.get_span_context().trace_flags.sampled:
+            return None
+        return caller
+
     @contextmanager
     def invoke(self, traceparent: str, trigger: str = "http") -> Iterator[Span]:
         """The invocation's server span, a child of `traceparent` when one is given (else a new trace).
 
-        Under a parent-based sampler a caller's "not sampled" needs no span of ours: the
-        caller's context becomes the current one (so the handler and the logs still see
-        the trace id) and nothing else is done.
+        A call `unsampled_caller` names gets the caller's span as the current one instead.
         """
-        caller = remote_parent(traceparent) if traceparent else None
-        if caller is not None and self._skip_unsampled and not caller.get_span_context().trace_flags.sampled:
-            # Attached directly (not trace.use_span, which builds a second context and
-            # wraps the body to record exceptions on a span that records nothing).
-            token = otel_context.attach(trace.set_span_in_context(caller))
-            try:
-                yield caller
-            finally:
-                otel_context.detach(token)
+        unsampled = self.unsampled_caller(traceparent)
+        if unsampled is not None:
+            with current(unsampled):
+                yield unsampled
             return
-        parent = None if caller is None else trace.set_span_in_context(caller)
+        parent = parse_traceparent(traceparent) if traceparent else None
         with self._tracer.start_as_current_span(INVOKE_SPAN, context=parent, kind=SpanKind.SERVER) as span:
             if span.is_recording():
                 span.set_attribute("faas.trigger", trigger)
