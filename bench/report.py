@@ -59,7 +59,8 @@ def _tracing_section(h: dict[str, Any]) -> list[str]:
         return [*out, str(h.get("error") or h.get("skipped") or "not run"), ""]
     out += [
         f"Warm no-op through the platform, {h['exporter']}; "
-        f"{h['spans_received']:,} spans arrived at the sink.",
+        f"{h['spans_received']:,} spans arrived at the sink."
+        + (f" Order: {h['order']}." if h.get("order") else ""),
         "",
         *_sync_table({"tracing off": h["off"], "tracing on": h["on"], "tracing 5 %": h.get("sampled", [])}),
         "",

@@ -276,3 +276,17 @@ def test_parent_based_samplers_are_recognised_from_their_description() -> None:
     assert not follows_unsampled_parents(TraceIdRatioBased(0.05))
     assert not follows_unsampled_parents(ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON))
     assert not follows_unsampled_parents(None)
+
+
+def test_the_providers_resource_hashes_once_and_still_equals_the_sdks() -> None:
+    """The exporter groups spans by resource: the cached hash must agree with an equal Resource's."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from nanofaas_runtime.tracing import create_tracer_provider
+
+    resource = create_tracer_provider(exporter=InMemorySpanExporter(), function_name="fn").resource
+    plain = Resource(resource.attributes, resource.schema_url)
+    assert resource.attributes["faas.name"] == "fn"
+    assert resource == plain and hash(resource) == hash(plain)
+    assert {resource: 1}[plain] == 1

@@ -364,3 +364,15 @@ async def test_server_spans_mark_a_5xx_and_honour_the_excluded_urls() -> None:
     assert span.name == INVOKE_SPAN and span.status.status_code is StatusCode.ERROR
     assert span.attributes is not None and span.attributes["http.response.status_code"] == 503
     provider.shutdown()
+
+
+def test_the_resource_hashes_once_and_still_equals_the_sdks() -> None:
+    """The exporter groups spans by resource: the cached hash must agree with an equal Resource's."""
+    from opentelemetry.sdk.resources import Resource
+
+    from nanofaas_gateway.otel_tracing import build_resource
+
+    resource = build_resource("nanofaas-gateway")
+    plain = Resource(resource.attributes, resource.schema_url)
+    assert resource == plain and hash(resource) == hash(plain)
+    assert {resource: 1}[plain] == 1

@@ -22,6 +22,7 @@ from nanofaas_scheduler.observability.metrics import (
     SchedulerMetrics,
 )
 from nanofaas_scheduler.observability.tracing import (
+    QUEUE_WAIT_ATTRIBUTE,
     ColdStartMarker,
     TracingDispatcher,
     make_provider,
@@ -129,13 +130,21 @@ async def test_spans_form_one_trace_under_the_callers_span() -> None:
     dispatches = [span for span in exporter.get_finished_spans() if span.name == "dispatch"]
     trace_id = caller.get_span_context().trace_id
     assert execution.trace_id == f"{trace_id:032x}"
-    assert {"queue wait", "dispatch"} <= set(spans)
+    assert set(spans) == {"dispatch"}  # the queue wait is an attribute, not a span
     assert len(dispatches) == 2
-    for span in (spans["queue wait"], *dispatches):
+    for span in dispatches:
         assert span.context is not None and span.parent is not None
         assert span.context.trace_id == trace_id
         assert span.parent.span_id == caller.get_span_context().span_id
     assert [d.attributes["nanofaas.attempt"] for d in dispatches if d.attributes] == [1, 2]
+    # Only the first attempt waited in the queue: admission to its dispatch span's start.
+    first, retry = (dict(d.attributes or {}) for d in dispatches)
+    assert QUEUE_WAIT_ATTRIBUTE not in retry
+    assert dispatches[0].start_time is not None
+    wait_ms = first[QUEUE_WAIT_ATTRIBUTE]
+    assert isinstance(wait_ms, float) and wait_ms >= 0
+    expected = max(dispatches[0].start_time / 1e6 - execution.enqueued_at_ms, 0.0)
+    assert wait_ms == pytest.approx(expected, abs=0.01)
     assert all(d.attributes and d.attributes["faas.coldstart"] is True for d in dispatches)
     # The function process continues the dispatch span.
     for attempt, dispatch in zip(seen, dispatches, strict=True):
@@ -160,7 +169,7 @@ CALLER_SPAN_ID = "00f067aa0ba902b7"
 
 async def test_a_not_sampled_parent_gets_no_spans_and_its_trace_is_still_handed_down() -> None:
     """Parent-based sampling (the SDK default) follows the gateway's "not sampled" decision:
-    no queue wait, no dispatch span, but the function still gets a traceparent of the trace."""
+    no dispatch span, but the function still gets a traceparent of the trace."""
     exporter = InMemorySpanExporter()
     provider = make_provider(exporter)
     seen: list[Attempt] = []
@@ -228,4 +237,15 @@ async def test_a_sampler_that_ignores_the_parent_still_records_a_not_sampled_dis
         Submission(request=Request(b"1", "application/json", {}), sync=False, traceparent=traceparent),
     )
     await execution.done.wait()
-    assert sorted(span.name for span in exporter.get_finished_spans()) == ["dispatch", "queue wait"]
+    assert [span.name for span in exporter.get_finished_spans()] == ["dispatch"]
+
+
+def test_the_providers_resource_hashes_once_and_still_equals_the_sdks() -> None:
+    """The exporter groups spans by resource: the cached hash must agree with an equal Resource's."""
+    from opentelemetry.sdk.resources import Resource
+
+    resource = make_provider(InMemorySpanExporter()).resource
+    plain = Resource(resource.attributes, resource.schema_url)
+    assert resource.attributes["service.name"] == "nanofaas-scheduler"
+    assert resource == plain and hash(resource) == hash(plain)
+    assert {resource: 1}[plain] == 1

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -26,8 +27,8 @@ INVOKE_SPAN = "invoke"
 INSTRUMENTATION_NAME = "nanofaas_runtime"
 
 
-def parse_traceparent(traceparent: str) -> Any:
-    """The context continuing a W3C traceparent, or None when it is absent or malformed.
+def remote_parent(traceparent: str) -> trace.NonRecordingSpan | None:
+    """The caller's span named by a W3C traceparent, or None when it is absent or malformed.
 
     Parsed directly: the header is W3C by the function protocol, whatever OTEL_PROPAGATORS
     says, and this is a few string operations instead of the propagators' regex and baggage.
@@ -46,8 +47,15 @@ def parse_traceparent(traceparent: str) -> Any:
         return None
     if not trace_id or not span_id:
         return None
-    parent = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags & 0x01))
-    return trace.set_span_in_context(trace.NonRecordingSpan(parent))
+    return trace.NonRecordingSpan(
+        trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags & 0x01))
+    )
+
+
+def parse_traceparent(traceparent: str) -> Any:
+    """The context continuing a W3C traceparent, or None when it is absent or malformed."""
+    caller = remote_parent(traceparent)
+    return None if caller is None else trace.set_span_in_context(caller)
 
 
 def follows_unsampled_parents(sampler: object) -> bool:
@@ -61,6 +69,17 @@ def follows_unsampled_parents(sampler: object) -> bool:
     return callable(describe) and "remoteParentNotSampled:AlwaysOffSampler" in str(describe())
 
 
+@contextmanager
+def current(span: Span) -> Iterator[None]:
+    """`span` as the current span: attached directly, not through trace.use_span, which
+    also wraps the body to record exceptions on it (nothing to record on a caller's span)."""
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 class InvocationSpans:
     """Starts the span of one invocation with a tracer of the given provider."""
 
@@ -68,21 +87,32 @@ class InvocationSpans:
         self._tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME)
         self._skip_unsampled = follows_unsampled_parents(getattr(tracer_provider, "sampler", None))
 
+    def unsampled_caller(self, traceparent: str) -> Span | None:
+        """The caller's span when the caller did not sample this call and the sampler follows it.
+
+        Such a call needs no span of ours, no attributes and no exception recording: making
+        the caller's context the current one (so the handler and the logs still see the
+        trace id) is all there is to do, and the server does only that.
+        """
+        if not self._skip_unsampled or not traceparent:
+            return None
+        caller = remote_parent(traceparent)
+        if caller is None or caller.get_span_context().trace_flags.sampled:
+            return None
+        return caller
+
     @contextmanager
     def invoke(self, traceparent: str, trigger: str = "http") -> Iterator[Span]:
         """The invocation's server span, a child of `traceparent` when one is given (else a new trace).
 
-        Under a parent-based sampler a caller's "not sampled" needs no span of ours: the
-        caller's context becomes the current one (so the handler and the logs still see
-        the trace id) and nothing else is done.
+        A call `unsampled_caller` names gets the caller's span as the current one instead.
         """
+        unsampled = self.unsampled_caller(traceparent)
+        if unsampled is not None:
+            with current(unsampled):
+                yield unsampled
+            return
         parent = parse_traceparent(traceparent) if traceparent else None
-        if parent is not None and self._skip_unsampled:
-            caller = trace.get_current_span(parent)
-            if not caller.get_span_context().trace_flags.sampled:
-                with trace.use_span(caller):
-                    yield caller
-                return
         with self._tracer.start_as_current_span(INVOKE_SPAN, context=parent, kind=SpanKind.SERVER) as span:
             if span.is_recording():
                 span.set_attribute("faas.trigger", trigger)
@@ -124,7 +154,10 @@ def annotate(context: Context, *, keep_trace_id: bool) -> Context:
     span_context = span.get_span_context()
     if keep_trace_id or not span_context.is_valid:
         return context
-    return dataclasses.replace(context, trace_id=trace.format_trace_id(span_context.trace_id))
+    trace_id = trace.format_trace_id(span_context.trace_id)
+    if trace_id == context.trace_id:  # already read from the traceparent (a continued trace)
+        return context
+    return dataclasses.replace(context, trace_id=trace_id)
 
 
 def record_http_status(span: Span, status: int) -> None:

@@ -95,12 +95,18 @@ class RuntimeApp:
         if self._spans is None:
             status, payload, content_type = await self._answer(headers, receive, None)
         else:
-            from nanofaas_runtime.invocation_spans import record_http_status
+            from nanofaas_runtime.invocation_spans import current, record_http_status
 
             traceparent = headers.get(_H_TRACEPARENT, b"").decode("latin-1")
-            with self._spans.invoke(traceparent) as span:
-                status, payload, content_type = await self._answer(headers, receive, self._spans)
-                record_http_status(span, status)
+            if (caller := self._spans.unsampled_caller(traceparent)) is not None:
+                # Nothing to record: the caller's context is current, and the rest runs as
+                # with tracing off (annotate and the handler's wrapper would do nothing).
+                with current(caller):
+                    status, payload, content_type = await self._answer(headers, receive, None)
+            else:
+                with self._spans.invoke(traceparent) as span:
+                    status, payload, content_type = await self._answer(headers, receive, self._spans)
+                    record_http_status(span, status)
         await asgi.send_response(send, status, payload, content_type)
 
     async def _answer(

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -64,9 +65,30 @@ def create_tracer_provider(
         attributes["service.name"] = service_name
     if function_name:
         attributes["faas.name"] = function_name
-    provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
+    provider = TracerProvider(resource=hashed_once(Resource.create(attributes)), shutdown_on_exit=False)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
+
+
+def hashed_once(resource: Resource) -> Resource:
+    """`resource` as a Resource that hashes once.
+
+    The OTLP encoder groups every exported span by its resource (a dict lookup per
+    span), and the SDK's Resource.__hash__ serialises all its attributes to JSON each
+    time (~4 µs, a sixth of encoding a span). A Resource is immutable, so the hash
+    cannot go stale.
+    """
+    from opentelemetry.sdk.resources import Resource
+
+    class HashedResource(Resource):
+        def __init__(self) -> None:
+            super().__init__(resource.attributes, resource.schema_url)
+            self._hash = super().__hash__()
+
+        def __hash__(self) -> int:
+            return self._hash
+
+    return HashedResource()
 
 
 def setup_tracing(service_name: str = DEFAULT_SERVICE_NAME, *, exporter: SpanExporter | None = None) -> bool:

@@ -34,7 +34,22 @@ def build_resource(default_service_name: str) -> Resource:
     resource = Resource.create()
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: default_service_name}))
-    return resource
+    return _HashedResource(resource)
+
+
+class _HashedResource(Resource):
+    """A Resource that hashes once: the OTLP encoder groups every exported span by its
+    resource (a dict lookup per span), and the SDK's Resource.__hash__ serialises all
+    its attributes to JSON each time (~4 µs, a sixth of encoding a span). Immutable, as
+    every Resource is, so the hash cannot go stale.
+    """
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource.attributes, resource.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 def build_provider(default_service_name: str, exporter: SpanExporter | None) -> TracerProvider:
