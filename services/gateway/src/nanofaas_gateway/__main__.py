@@ -23,6 +23,7 @@ from nanofaas_gateway.connection_limits import uvicorn_http_options
 from nanofaas_gateway.log_follows import LogFollows
 from nanofaas_gateway.logging_setup import configure_logging
 from nanofaas_gateway.outbound_policy import policy_for
+from nanofaas_gateway.startup_memory import release_startup_memory
 from nanofaas_gateway.tracing import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("nanofaas_gateway")
@@ -31,8 +32,9 @@ log = logging.getLogger("nanofaas_gateway")
 class _GatewayServer(uvicorn.Server):
     """uvicorn.Server that logs once it listens, so supervisors and tests can wait for the line.
 
-    At shutdown it first ends the followed log streams, which would otherwise
-    hold the graceful shutdown for its whole grace.
+    Once listening it hands back the memory only start-up touched. At shutdown
+    it first ends the followed log streams, which would otherwise hold the
+    graceful shutdown for its whole grace.
     """
 
     log_follows: LogFollows | None = None
@@ -48,6 +50,7 @@ class _GatewayServer(uvicorn.Server):
             # The bound port, which differs from the configured one when that is 0.
             port = self.servers[0].sockets[0].getsockname()[1] if self.servers else self.config.port
             log.info("gateway listening", extra={"host": self.config.host, "port": port})
+            release_startup_memory()  # what only start-up touched: out of RSS (startup_memory.py)
 
 
 class _StopRequest:

@@ -13,6 +13,7 @@ import uvloop
 from nanofaas_registry.config import ConfigError, RegistrySettings
 from nanofaas_registry.logging_setup import configure_logging
 from nanofaas_registry.server import start_server
+from nanofaas_registry.startup_memory import release_startup_memory
 from nanofaas_registry.store import StoreError
 from nanofaas_registry.tracing import setup_tracing, shutdown_tracing
 
@@ -29,6 +30,7 @@ async def serve(settings: RegistrySettings) -> None:
     try:
         server = await start_server(settings)
         gc.freeze()  # start-up objects live forever: keep them out of every future GC pass
+        release_startup_memory()  # what only start-up touched: out of RSS (startup_memory.py)
         try:
             await stop_requested.wait()
             logger.info("shutdown requested")

@@ -19,6 +19,7 @@ import uvloop
 from nanofaas_scheduler.config import ConfigError, Settings
 from nanofaas_scheduler.logging_setup import configure_logging
 from nanofaas_scheduler.server import SchedulerServer
+from nanofaas_scheduler.startup_memory import release_startup_memory
 
 log = logging.getLogger("nanofaas_scheduler")
 
@@ -28,6 +29,7 @@ async def serve(settings: Settings) -> None:
     await server.start()
     # Start-up objects live forever: keep them out of every future GC pass.
     gc.freeze()
+    release_startup_memory()  # what only start-up touched: out of RSS (startup_memory.py)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
