@@ -49,7 +49,7 @@ Anonymous:             0 kB
 def test_only_clean_private_read_only_file_mappings_are_chosen() -> None:
     # Not the relocated (copied-on-write) read-only part, data, guard pages, shared
     # or deleted files, kernel pages or anonymous memory.
-    assert clean_file_ranges(SMAPS) == [
+    assert clean_file_ranges(SMAPS.splitlines()) == [
         (0x7F0000000000, 0x7F0000001000),
         (0x7F0000001000, 0x7F0000003000),
         (0x7F000000A000, 0x7F000000B000),
@@ -57,7 +57,7 @@ def test_only_clean_private_read_only_file_mappings_are_chosen() -> None:
 
 
 def test_nothing_to_choose_in_an_empty_smaps() -> None:
-    assert clean_file_ranges("") == []
+    assert clean_file_ranges([]) == []
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc/self are Linux's")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 SMAPS = "/proc/self/smaps"
@@ -34,11 +35,14 @@ class Released:
     trimmed: bool
 
 
-def clean_file_ranges(smaps: str) -> list[tuple[int, int]]:
-    """The [start, end) ranges of smaps' private, non-writable file mappings without anonymous pages."""
+def clean_file_ranges(smaps: Iterable[str]) -> list[tuple[int, int]]:
+    """The [start, end) ranges of smaps' private, non-writable file mappings without anonymous pages.
+
+    `smaps` is read line by line, so the file is never held whole (that alone grew pymalloc's arenas).
+    """
     ranges: list[tuple[int, int]] = []
     current: tuple[int, int] | None = None
-    for line in smaps.splitlines():
+    for line in smaps:
         fields = line.split()
         if not fields:
             continue
@@ -60,7 +64,7 @@ def release_startup_memory() -> Released:
     """Drop this process's clean file pages and malloc's free pages (see the module docstring)."""
     try:
         with open(SMAPS, encoding="utf-8") as handle:
-            smaps = handle.read()
+            ranges = clean_file_ranges(handle)
         libc = ctypes.CDLL(None, use_errno=True)
     except OSError:  # not Linux, or no /proc: nothing to hand back this way
         return Released(mappings=0, trimmed=False)
@@ -69,7 +73,7 @@ def release_startup_memory() -> Released:
     if madvise is not None:
         madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         madvise.restype = ctypes.c_int
-        for start, end in clean_file_ranges(smaps):
+        for start, end in ranges:
             # A refusal (e.g. a locked mapping) leaves that mapping as it was.
             if madvise(start, end - start, mmap.MADV_DONTNEED) == 0:
                 advised += 1
