@@ -40,15 +40,18 @@ Anonymous:             0 kB
 7f0000009000-7f000000a000 rw-p 00000000 00:00 0
 Rss:                   4 kB
 Anonymous:             4 kB
-7f000000a000-7f000000b000 r-xp 00000000 08:01 14 /usr/lib/liblast.so
+7f000000a000-7f000000b000 r-xp 00000000 08:01 14 /usr/lib/libclean.so
 Rss:                   4 kB
 Anonymous:             0 kB
+7f000000b000-7f000000c000 r-xp 00000000 08:01 15 /usr/lib/libcut.so
+Rss:                   4 kB
 """
 
 
 def test_only_clean_private_read_only_file_mappings_are_chosen() -> None:
     # Not the relocated (copied-on-write) read-only part, data, guard pages, shared
-    # or deleted files, kernel pages or anonymous memory.
+    # or deleted files, kernel pages, anonymous memory, nor a mapping whose
+    # Anonymous line was never read (smaps cut short).
     assert clean_file_ranges(SMAPS.splitlines()) == [
         (0x7F0000000000, 0x7F0000001000),
         (0x7F0000001000, 0x7F0000003000),

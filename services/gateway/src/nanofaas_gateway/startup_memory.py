@@ -38,25 +38,26 @@ class Released:
 def clean_file_ranges(smaps: Iterable[str]) -> list[tuple[int, int]]:
     """The [start, end) ranges of smaps' private, non-writable file mappings without anonymous pages.
 
-    `smaps` is read line by line, so the file is never held whole (that alone grew pymalloc's arenas).
+    A mapping counts only once its `Anonymous: 0` line is read, so a cut-short smaps never adds
+    one unseen. `smaps` is read line by line: holding the file whole grew pymalloc's arenas.
     """
     ranges: list[tuple[int, int]] = []
-    current: tuple[int, int] | None = None
+    candidate: tuple[int, int] | None = None
     for line in smaps:
         fields = line.split()
         if not fields:
             continue
         if not fields[0].endswith(":"):  # a mapping's header: range perms offset dev inode [path]
-            current = None
+            candidate = None
             # One path and nothing after it ("(deleted)" marks a file that is gone),
             # mapped readable, not writable, private.
             if len(fields) == 6 and fields[5].startswith("/") and fields[1] in _CLEAN_PERMS:
                 start, end = (int(bound, 16) for bound in fields[0].split("-"))
-                current = (start, end)
-                ranges.append(current)
-        elif fields[0] == "Anonymous:" and current is not None and fields[1] != "0":
-            ranges.remove(current)
-            current = None
+                candidate = (start, end)
+        elif fields[0] == "Anonymous:" and candidate is not None:
+            if fields[1:2] == ["0"]:
+                ranges.append(candidate)
+            candidate = None
     return ranges
 
 
