@@ -1,0 +1,44 @@
+"""bench.mypyc_trial without compiling: its lists name real modules, and clean removes only products."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import mypyc_trial
+from bench.mypyc_trial import MODULES, REJECTED, ROOT, clean, module_names
+
+
+def test_every_listed_module_exists_and_none_is_both_compiled_and_rejected() -> None:
+    listed = {f"{src}/{module}" for src, modules in MODULES.items() for module in modules}
+    assert all((ROOT / path).is_file() for path in listed)
+    assert all((ROOT / path).is_file() for path in REJECTED)
+    assert not listed & set(REJECTED)
+    assert "nanofaas_scheduler.core.scheduler" in module_names()
+
+
+def test_clean_removes_extensions_group_library_and_build_folders_but_no_source(tmp_path: Path) -> None:
+    src = tmp_path / "services/gateway/src"
+    package = src / "nanofaas_gateway"
+    package.mkdir(parents=True)
+    (package / "fast_path.py").write_text("")
+    (package / "fast_path.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+    (src / "1aca47b979a98ffee924__mypyc.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+    (src / "build" / "temp").mkdir(parents=True)
+    (src / ".mypy_cache").mkdir()
+    # Not under a listed source root: left alone.
+    (tmp_path / "other.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+
+    removed = clean(tmp_path)
+
+    assert len(removed) == 4
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        [
+            "services",
+            "gateway",
+            "src",
+            "nanofaas_gateway",
+            "fast_path.py",
+            "other.cpython-311-x86_64-linux-gnu.so",
+        ]
+    )
+    assert mypyc_trial.products(src) == []
