@@ -9,8 +9,9 @@ git-ignored, on purpose: a compiled tree must not go unnoticed).
 
     .venv/bin/python bench/mypyc_trial.py build     # needs mypy (mypyc) in that venv, and gcc
     .venv/bin/python bench/mypyc_trial.py verify --python .venv-bench/bin/python
-    flock /tmp/nanofaas-bench.lock .venv-bench/bin/python -m bench --scenarios a ...
+    flock /tmp/nanofaas-bench.lock .venv-bench/bin/python -m bench --scenarios a ... --out DIR
     .venv/bin/python bench/mypyc_trial.py clean
+    python bench/mypyc_trial.py summarise DIR...    # one row per run and connection count
 
 The building interpreter must be the same CPython version as the bench's (the extensions are
 built for it). `REJECTED` lists the hot modules mypyc would not compile, with its error.
@@ -19,10 +20,12 @@ built for it). `REJECTED` lists the hot modules mypyc would not compile, with it
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,10 +37,8 @@ MODULES: dict[str, tuple[str, ...]] = {
         for name in (
             "app",
             "body_limit",
-            "connection_limits",
             "convert",
             "fast_path",
-            "http_cycle",
             "invocation_body",
             "metrics",
             "responses",
@@ -83,6 +84,14 @@ REJECTED: dict[str, str] = {
     "services/scheduler/src/nanofaas_scheduler/grpc_service.py": (
         "async generators are unimplemented (four: the Stream's and Watch's response iterators)"
     ),
+    "services/gateway/src/nanofaas_gateway/connection_limits.py": (
+        "compiles, but at run time makes its uvicorn protocol class per set of limits with type(): "
+        "'interpreted classes cannot inherit from compiled'"
+    ),
+    "services/gateway/src/nanofaas_gateway/http_cycle.py": (
+        "compiles, but re-classing uvicorn's cycle (cycle.__class__ = GatewayCycle) fails: "
+        "'object layout differs'"
+    ),
     "runtimes/python/src/nanofaas_runtime/asgi.py": (
         "nested class definitions not supported (the uvicorn.Server subclass in _server)"
     ),
@@ -92,9 +101,14 @@ REJECTED: dict[str, str] = {
 def products(src: Path) -> list[Path]:
     """Everything a build leaves under one source root: extensions, mypyc's group library,
     its build folder and the mypy cache it writes there."""
-    found = [path for path in src.rglob("*.so") if ".cpython-" in path.name or "__mypyc" in path.name]
-    found += [path for path in (src / "build", src / ".mypy_cache") if path.exists()]
-    return sorted(found)
+    folders = [path for path in (src / "build", src / ".mypy_cache") if path.exists()]
+    found = [
+        path
+        for path in src.rglob("*.so")
+        if (".cpython-" in path.name or "__mypyc" in path.name)
+        and not any(folder in path.parents for folder in folders)
+    ]
+    return sorted(found + folders)
 
 
 def clean(root: Path = ROOT) -> list[Path]:
@@ -109,10 +123,12 @@ def clean(root: Path = ROOT) -> list[Path]:
     return removed
 
 
-def build(python: str, root: Path = ROOT) -> None:
+def build(python: str, only: str | None = None, root: Path = ROOT) -> None:
     """One mypyc run per package, from its source root, so module names come out as the package's
     and mypyc's shared group library lands on the package's import path."""
     for src, modules in MODULES.items():
+        if only is not None and only not in src:
+            continue
         print(f"mypyc: {len(modules)} modules under {src}", flush=True)
         subprocess.run(
             [python, "-m", "mypyc", *modules],
@@ -120,6 +136,9 @@ def build(python: str, root: Path = ROOT) -> None:
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        # mypyc leaves its generated C, setup.py and mypy cache there: only the extensions are kept.
+        for folder in ("build", ".mypy_cache"):
+            shutil.rmtree(root / src / folder, ignore_errors=True)
 
 
 def module_names() -> list[str]:
@@ -137,20 +156,46 @@ def verify(python: str) -> int:
     return subprocess.run([python, "-c", check, *module_names()], check=False).returncode
 
 
+_GROUPS = ("gateway", "scheduler", "functions", "total")
+
+
+def summarise(out_dirs: list[Path]) -> list[str]:
+    """Scenario a's medians of each bench run under `out_dirs` (the report.json files in them):
+    load average at the start, inv/s, p50/p99 and CPU µs per invocation per process group."""
+    rows = ["run | load | conns | inv/s | p50 ms | p99 ms | " + " | ".join(f"{g} µs" for g in _GROUPS)]
+    for out_dir in out_dirs:
+        for path in sorted(out_dir.glob("**/report.json")):
+            report: dict[str, Any] = json.loads(path.read_text())
+            load = report["loadavg"]["start"][0]
+            for cell in report["scenarios"].get("a", {}).get("results", []):
+                cpu = cell["cpu_us_per_request"]
+                rows.append(
+                    f"{out_dir.name} | {load:.1f} | {cell['connections']} | {cell['rps']['median']:,.0f} | "
+                    f"{cell['p50_ms']['median']:.2f} | {cell['p99_ms']['median']:.2f} | "
+                    + " | ".join(f"{cpu[g]['median']:.0f}" for g in _GROUPS)
+                )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("action", choices=("build", "verify", "clean", "rejected"))
+    parser.add_argument("action", choices=("build", "verify", "clean", "rejected", "summarise"))
+    parser.add_argument("dirs", nargs="*", type=Path, help="bench --out folders (summarise)")
     parser.add_argument(
         "--python", default=sys.executable, help="interpreter that builds (build) or imports (verify)"
     )
+    parser.add_argument("--only", help="build only the source roots whose path contains this, e.g. gateway")
     args = parser.parse_args(argv)
     if args.action == "build":
-        build(args.python)
+        build(args.python, args.only)
         return verify(args.python)
     if args.action == "verify":
         return verify(args.python)
+    if args.action == "summarise":
+        print("\n".join(summarise(args.dirs)))
+        return 0
     if args.action == "rejected":
         for path, reason in REJECTED.items():
             print(f"{path}: {reason}")

@@ -23,7 +23,8 @@ def test_clean_removes_extensions_group_library_and_build_folders_but_no_source(
     (package / "fast_path.py").write_text("")
     (package / "fast_path.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
     (src / "1aca47b979a98ffee924__mypyc.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
-    (src / "build" / "temp").mkdir(parents=True)
+    (src / "build" / "lib").mkdir(parents=True)
+    (src / "build" / "lib" / "1aca47b979a98ffee924__mypyc.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
     (src / ".mypy_cache").mkdir()
     # Not under a listed source root: left alone.
     (tmp_path / "other.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
