@@ -143,11 +143,16 @@ def build(python: str, only: str | None = None, root: Path = ROOT) -> None:
             shutil.rmtree(root / src / folder, ignore_errors=True)
 
 
-def module_names() -> list[str]:
-    return [path.removesuffix(".py").replace("/", ".") for modules in MODULES.values() for path in modules]
+def module_names(only: str | None = None) -> list[str]:
+    return [
+        path.removesuffix(".py").replace("/", ".")
+        for src, modules in MODULES.items()
+        if only is None or only in src
+        for path in modules
+    ]
 
 
-def verify(python: str) -> int:
+def verify(python: str, only: str | None = None) -> int:
     """Import every listed module with `python` (the bench's) and report any that is not compiled."""
     check = (
         "import importlib, sys\n"
@@ -155,7 +160,7 @@ def verify(python: str) -> int:
         "print('not compiled:', *bad) if bad else print('all', len(sys.argv) - 1, 'compiled')\n"
         "sys.exit(1 if bad else 0)\n"
     )
-    return subprocess.run([python, "-c", check, *module_names()], check=False).returncode
+    return subprocess.run([python, "-c", check, *module_names(only)], check=False).returncode
 
 
 _GROUPS = ("gateway", "scheduler", "functions", "total")
@@ -188,13 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--python", default=sys.executable, help="interpreter that builds (build) or imports (verify)"
     )
-    parser.add_argument("--only", help="build only the source roots whose path contains this, e.g. gateway")
+    parser.add_argument("--only", help="only the source roots whose path contains this, e.g. gateway")
     args = parser.parse_args(argv)
     if args.action == "build":
         build(args.python, args.only)
-        return verify(args.python)
+        return verify(args.python, args.only)
     if args.action == "verify":
-        return verify(args.python)
+        return verify(args.python, args.only)
     if args.action == "summarise":
         print("\n".join(summarise(args.dirs)))
         return 0

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from bench import mypyc_trial
-from bench.mypyc_trial import MODULES, REJECTED, ROOT, clean, module_names
+from bench.mypyc_trial import MODULES, REJECTED, ROOT, clean, module_names, summarise
 
 
 def test_every_listed_module_exists_and_none_is_both_compiled_and_rejected() -> None:
@@ -14,6 +15,31 @@ def test_every_listed_module_exists_and_none_is_both_compiled_and_rejected() -> 
     assert all((ROOT / path).is_file() for path in REJECTED)
     assert not listed & set(REJECTED)
     assert "nanofaas_scheduler.core.scheduler" in module_names()
+    gateway = [name for name in module_names() if name.startswith("nanofaas_gateway.")]
+    assert module_names("gateway") == gateway
+
+
+def test_summarise_prints_one_row_per_run_and_connection_count(tmp_path: Path) -> None:
+    def spread(median: float) -> dict[str, float]:
+        return {"min": median, "median": median, "max": median}
+
+    groups = {"gateway": 300.0, "scheduler": 310.0, "functions": 250.0, "registry": 0.0, "total": 860.0}
+    cell = {
+        "connections": 32,
+        "rps": spread(1672.2),
+        "p50_ms": spread(18.3),
+        "p99_ms": spread(40.04),
+        "cpu_us_per_request": {group: spread(value) for group, value in groups.items()},
+    }
+    run = tmp_path / "before-1" / "20261201T170400Z"
+    run.mkdir(parents=True)
+    report = {"loadavg": {"start": [4.27, 5.7, 4.6]}, "scenarios": {"a": {"results": [cell]}}}
+    (run / "report.json").write_text(json.dumps(report))
+
+    header, row = summarise([tmp_path / "before-1"])
+
+    assert header.startswith("run | load | conns")
+    assert row == "before-1 | 4.3 | 32 | 1,672 | 18.30 | 40.04 | 300 | 310 | 250 | 860"
 
 
 def test_clean_removes_extensions_group_library_and_build_folders_but_no_source(tmp_path: Path) -> None:
