@@ -21,7 +21,7 @@ from bench.loadgen import WrkRun, run_wrk
 from bench.platform import Platform, noop_spec, register, start_platform, warm_up
 from bench.procs import ProcessGroups
 from bench.scenarios import Context, log
-from bench.scenarios.dispatch import profiling
+from bench.scenarios.profiling import pool_targets, profiling
 from bench.stats import spread
 
 PENDING = ("queued", "running")
@@ -143,12 +143,8 @@ def _lane_summary(samples: list[tuple[int, int]]) -> dict[str, float]:
 
 def _profile(ctx: Context, platform: Platform, base: str, ids_file: Path) -> None:
     """py-spy the gateway, the scheduler and one replica during one extra enqueue run."""
-    targets = {name: platform.children[name].pid for name in ("gateway", "scheduler")}
-    replicas = platform.pids()["functions"]
-    if replicas:
-        targets["runtime"] = min(replicas)
     duration = max(5, ctx.config.duration_s)
-    with profiling(ctx, "e", targets, duration):
+    with profiling(ctx, "e", pool_targets(platform), duration):
         enqueue_for(
             f"{base}/v1/functions/noop-async:enqueue", ctx.config.async_connections, duration, ids_file
         )

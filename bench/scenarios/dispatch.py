@@ -7,16 +7,13 @@ runs on a platform of its own, started fresh, so no case inherits another's reta
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from bench.loadgen import run_wrk
 from bench.platform import endpoint_spec, register_many, start_platform, warm_up
 from bench.scenarios import Context, log
+from bench.scenarios.profiling import profiling
 from bench.scenarios.sync_load import sweep
 from bench.servers import Server, running
 
@@ -92,29 +89,3 @@ def _profile(ctx: Context, size: int, pids: dict[str, list[int]], url: str, path
             script="round_robin",
             env={"BENCH_PATHS": str(paths_file)},
         )
-
-
-@contextmanager
-def profiling(ctx: Context, label: str, targets: dict[str, int], duration_s: int) -> Iterator[None]:
-    """py-spy each target pid for `duration_s` while the block runs the load (start it at once):
-    `profile-<label>-<name>.txt`, collapsed stacks for `python -m bench.profile_summary`."""
-    spy = str(Path(sys.executable).parent / "py-spy")
-    record = [spy, "record", "--format", "raw", "--rate", "200", "--native", "-d", str(duration_s)]
-    procs = [
-        subprocess.Popen(
-            [*record, "-p", str(pid), "-o", str(ctx.out_dir / f"profile-{label}-{name}.txt")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for name, pid in targets.items()
-    ]
-    try:
-        yield
-    finally:
-        for proc in procs:
-            try:
-                proc.wait(timeout=duration_s + 30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    log(f"profiles written to {', '.join(f'profile-{label}-{name}.txt' for name in targets)}")

@@ -3,17 +3,15 @@ connection counts against the platform, the bare warm runtime, peer runtimes and
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from bench.loadgen import WrkRun, run_wrk
 from bench.platform import Platform, noop_spec, register, start_platform, warm_up
 from bench.procs import ProcessGroups
 from bench.scenarios import Context, log
+from bench.scenarios.profiling import pool_targets, profiling
 from bench.servers import running
 from bench.stats import spread
 
@@ -118,50 +116,10 @@ def run_platform_warm(ctx: Context) -> dict[str, Any]:
 
 
 def _profile(ctx: Context, platform: Platform, url: str) -> None:
-    """py-spy the gateway, the scheduler and one warm replica during one extra 32-connection run.
-
-    One replica of the pool stands for all of them (they share the load); profiling every
-    replica would put a profiler per replica on the same cores. Collapsed stacks;
-    `python -m bench.profile_summary` summarises them.
-    """
-    spy = str(Path(sys.executable).parent / "py-spy")
+    """py-spy the gateway, the scheduler and one warm replica during one extra 32-connection run."""
     duration = max(5, ctx.config.duration_s)
-    targets = {name: platform.children[name].pid for name in ("gateway", "scheduler")}
-    replicas = platform.pids()["functions"]
-    if replicas:
-        targets["runtime"] = min(replicas)
-    procs = [
-        subprocess.Popen(
-            [
-                spy,
-                "record",
-                "--format",
-                "raw",
-                "--rate",
-                "200",
-                "--native",
-                "-d",
-                str(duration),
-                "-p",
-                str(pid),
-                "-o",
-                str(ctx.out_dir / f"profile-{name}.txt"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for name, pid in targets.items()
-    ]
-    try:
+    with profiling(ctx, "", pool_targets(platform), duration):
         run_wrk(url, 32, duration)
-    finally:
-        for proc in procs:
-            try:
-                proc.wait(timeout=duration + 30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    log(f"profiles written to {', '.join(f'profile-{name}.txt' for name in targets)}")
 
 
 def run_floor(ctx: Context) -> dict[str, Any]:
