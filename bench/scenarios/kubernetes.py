@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import ROOT
-from bench.loadgen import WrkRun
+from bench.loadgen import WrkRun, run_wrk
 from bench.platform import RUNTIME_IMAGE, Platform, noop_spec, register, request_json, start_platform, warm_up
 from bench.procs import Child, cpu_seconds_between, descendants, snapshot, spawn, start_time
 from bench.scenarios import Context, log
+from bench.scenarios.profiling import profiling
 from bench.scenarios.sync_load import measure, summarise
 from bench.stats import fmt_spread, spread
 
@@ -215,6 +216,9 @@ def run_kubernetes(ctx: Context) -> dict[str, Any]:
             idle = _idle(targets, max(5.0, cfg.duration_s))
             log(f"j: idle CPU ms/s {_rounded(idle)}")
             result = _measure_all(ctx, targets)
+            if cfg.profile:
+                for target in targets.values():
+                    _profile(ctx, target)
             stray = descendants(targets["kubernetes"].platform.children["scheduler"].pid)
         finally:
             for target in targets.values():
@@ -228,6 +232,19 @@ def run_kubernetes(ctx: Context) -> dict[str, Any]:
         "idle_cpu_ms_per_s": idle,
         **result,
     }
+
+
+def _profile(ctx: Context, target: Target) -> None:
+    """py-spy the gateway, the scheduler and one function process (a pod on the kubernetes
+    backend) of one backend during one extra 32-connection run: `profile-j-<backend>-*.txt`."""
+    _warm(ctx, target)
+    pids = target.pids()
+    targets = {name: pids[name][0] for name in ("gateway", "scheduler")}
+    if pids["functions"]:
+        targets["runtime"] = min(pids["functions"])
+    duration = max(5, ctx.config.duration_s)
+    with profiling(ctx, f"j-{target.backend}", targets, duration):
+        run_wrk(target.url, 32, duration)
 
 
 def _rounded(idle: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
