@@ -81,7 +81,8 @@ class Pool:
     # Ready addresses by slice, each with its pod's uid.
     slices: dict[str, dict[str, str]] = field(default_factory=dict)
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    # Set (and replaced by a fresh one) whenever an endpoint may have become free: see signal().
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
     # Since when a dispatch has been waiting with no ready pod (scale from zero): the cold start.
     cold_since: float | None = None
     reported: int = -1  # the ready count last told to the observer
@@ -97,6 +98,15 @@ class Pool:
     quarantined: dict[tuple[str, str], float] = field(default_factory=dict)
     users: int = 0  # dispatches waiting for or using an endpoint
     removed: bool = False  # the function was deleted: its objects go once `users` is 0
+
+    def signal(self) -> None:
+        """Wake every waiter, at once: the current event is set and a fresh one takes its place.
+
+        Synchronous, so a dispatch that ends frees its endpoint without a task or a lock
+        (a Condition's notify_all needs both; this is on every warm invocation's path).
+        """
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
 
     def ready_ips(self) -> dict[str, str]:
         """Ready address -> its pod's uid."""
@@ -335,11 +345,7 @@ class WarmFunctions:
         slices[name] = ready
 
     def _notify(self, pool: Pool) -> None:
-        async def wake() -> None:
-            async with pool.changed:
-                pool.changed.notify_all()
-
-        self._track(wake())
+        pool.signal()
         ready = len(pool.ready_ips())
         if ready != pool.reported:
             pool.reported = ready
@@ -393,7 +399,8 @@ class WarmFunctions:
             return await self._dispatch(pool, attempt, client)
         finally:
             pool.users -= 1
-            self._notify(pool)
+            if pool.removed:
+                pool.signal()  # _remove_when_idle waits for the last user; _dispatch signalled the rest
 
     async def _dispatch(self, pool: Pool, attempt: Attempt, client: HopClient) -> Outcome:
         deadline = asyncio.get_running_loop().time() + attempt.timeout  # waiting and the request share it
@@ -444,14 +451,14 @@ class WarmFunctions:
 
     async def _acquire(self, pool: Pool) -> Endpoint:
         loop = asyncio.get_running_loop()
-        async with pool.changed:
-            while (endpoint := pool.pick(loop.time())) is None:
-                if pool.problems and not pool.ready_ips():
-                    pod, problem = next(iter(pool.problems.items()))
-                    raise StartFailed(problem, pod)
-                await pool.changed.wait()
-            endpoint.in_flight += 1
-            return endpoint
+        # No await between a pick and taking the endpoint: one loop, so no lock is needed.
+        while (endpoint := pool.pick(loop.time())) is None:
+            if pool.problems and not pool.ready_ips():
+                pod, problem = next(iter(pool.problems.items()))
+                raise StartFailed(problem, pod)
+            await pool.changed.wait()
+        endpoint.in_flight += 1
+        return endpoint
 
     async def function_changed(self, spec: types_pb2.FunctionSpec) -> None:
         adopted = spec.name in self._unclaimed
@@ -483,8 +490,8 @@ class WarmFunctions:
         await self._delete_objects(name)
 
     async def _remove_when_idle(self, pool: Pool, name: str) -> None:
-        async with pool.changed:
-            await pool.changed.wait_for(lambda: pool.users == 0)
+        while pool.users:
+            await pool.changed.wait()
         service = naming.function_object_name(name)
         if self._pools.get(service) is not pool:
             return  # registered again meanwhile: its objects are the new function's
