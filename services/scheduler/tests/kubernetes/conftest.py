@@ -142,6 +142,24 @@ class ReadyReplicas(RecordingObserver):
             self.reached.set()
 
 
+class ReplicaChanges(RecordingObserver):
+    """Lets a test await the backend's own view reaching a ready count (the cluster's may lead it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = asyncio.Event()
+
+    def replicas_changed(self, function: str, replicas: int) -> None:
+        super().replicas_changed(function, replicas)
+        self._changed.set()
+
+    async def until(self, function: str, ready: int, timeout: float = 20.0) -> None:
+        async with asyncio.timeout(timeout):
+            while self.replicas.get(function) != ready:
+                self._changed.clear()
+                await self._changed.wait()
+
+
 class Arrivals:
     """A TCP port the handler connects to when a "sleep" request reached it (an event to await)."""
 

@@ -17,7 +17,7 @@ from nanofaas_scheduler.dispatch.base import ReplicaCounts
 from nanofaas_scheduler.dispatch.kubernetes import naming
 
 from ..conftest import RecordingObserver, make_attempt
-from .conftest import Arrivals, BackendMaker, ours, runtime_spec, wait_off_loop
+from .conftest import Arrivals, BackendMaker, ReplicaChanges, ours, runtime_spec, wait_off_loop
 
 
 def warm_spec(handler_dir: Path, **fields: Any) -> types_pb2.FunctionSpec:
@@ -177,7 +177,7 @@ async def test_scale_patches_the_deployment_and_a_request_at_zero_waits_for_a_po
     make_backend: BackendMaker, cluster: FakeCluster, handler_dir: Path
 ) -> None:
     backend = await make_backend()
-    events = RecordingObserver()
+    events = ReplicaChanges()
     backend.attach(events)
     spec = warm_spec(handler_dir, concurrency=2, min_replicas=0)
     await backend.function_changed(spec)
@@ -191,6 +191,7 @@ async def test_scale_patches_the_deployment_and_a_request_at_zero_waits_for_a_po
     await wait_off_loop(
         cluster, lambda: not ready_pods(cluster) and deployment_replicas(cluster, "fn") == 0, "0"
     )
+    await events.until("fn", 0)  # the backend's view too: its EndpointSlice watch may lag the cluster
     # The request meets zero pods: it waits (within its deadline) for the replica the next decision asks for.
     pending = asyncio.ensure_future(backend.dispatch(make_attempt(spec, orjson.dumps(1), timeout=60)))
     await asyncio.sleep(0)
